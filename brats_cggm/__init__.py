@@ -1,0 +1,1 @@
+"""Balanced multimodal training on MONAI: BraTS segmentation with CGGM and the field's balancers."""
