@@ -1,0 +1,109 @@
+"""The balancer protocol: hooks the engine calls at fixed points of a training step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from brats_cggm.engine.outputs import FeatureHook, MultimodalOutput
+
+__all__ = ["Balancer", "StepContext"]
+
+
+@dataclass
+class StepContext:
+    """Everything a balancer may read during one training step.
+
+    Attributes:
+        network: the multimodal network, unwrapped from DDP/compile (``encoders``, ``output_layer``).
+        heads: the auxiliary heads (``heads[i].output_layer``).
+        task: the task (``loss``, ``aux_targets``, ``utilization``).
+        inputs: the batch inputs.
+        targets: the batch targets.
+        output: the network's :class:`MultimodalOutput`.
+        task_loss: the fused prediction's loss.
+        aux_logits: one prediction per modality from the auxiliary heads.
+        aux_targets: ``targets`` matched to the auxiliary predictions.
+        aux_losses: one loss per auxiliary head.
+        utilization: ε per modality on this batch, averaged over ranks (shape ``(M,)``).
+        epoch: the current epoch (1-based, as ignite counts).
+        iteration: the global iteration (1-based).
+    """
+
+    network: nn.Module
+    heads: nn.Module
+    task: Any
+    inputs: Any
+    targets: torch.Tensor
+    output: MultimodalOutput
+    task_loss: torch.Tensor
+    aux_logits: list[torch.Tensor]
+    aux_targets: torch.Tensor
+    aux_losses: list[torch.Tensor]
+    utilization: torch.Tensor
+    epoch: int
+    iteration: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Balancer:
+    """Base class of the modality-balancing strategies; as it stands, plain joint training.
+
+    The engine calls, in this order, each training step: :meth:`feature_hook` (before fusion),
+    :meth:`extra_loss` (after the forward pass and the auxiliary heads), :meth:`backward`,
+    :meth:`after_backward` (gradient edits, before clipping and the optimizer step); and
+    :meth:`epoch_completed` after every epoch. Anything a subclass decides from batch statistics must
+    come from ``StepContext.utilization`` (already all-reduced) or be all-reduced by the subclass.
+
+    Attributes:
+        name: the registry name; also the TensorBoard prefix of :meth:`scalars`.
+        detach_aux_features: whether the auxiliary heads see detached encoder features (CGGM) or
+            train through the encoders (MMPareto).
+    """
+
+    name: str = "joint"
+    detach_aux_features: bool = True
+
+    def __init__(self, modalities: Sequence[str] = ()) -> None:
+        self.modalities = tuple(modalities)
+        self._scalars: dict[str, torch.Tensor | float] = {}
+
+    def feature_hook(self, epoch: int) -> FeatureHook | None:
+        """A hook applied to the per-modality features before fusion (e.g. modality dropout)."""
+        return None
+
+    def extra_loss(self, ctx: StepContext) -> torch.Tensor | None:
+        """A loss term added to the task loss (e.g. CGGM's λ·L_gm), or None."""
+        return None
+
+    def backward(self, ctx: StepContext, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` (the task loss, the extra loss and the auxiliary losses)."""
+        loss.backward()
+
+    def after_backward(self, ctx: StepContext) -> None:
+        """Edit gradients after the backward pass, before clipping and the optimizer step."""
+
+    def epoch_completed(self, epoch: int) -> None:
+        """Called after every training epoch (re-initialisation, epoch-level references)."""
+
+    def scalars(self) -> dict[str, torch.Tensor | float]:
+        """The last step's decisions, keyed by TensorBoard tag (``<name>/...``)."""
+        return self._scalars
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly after a restart."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def encoder_parameters(self, network: nn.Module, index: int) -> list[nn.Parameter]:
+        """The parameters of modality ``index``'s encoder that received a gradient."""
+        return [p for p in network.encoders[index].parameters() if p.grad is not None]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(modalities={self.modalities})"

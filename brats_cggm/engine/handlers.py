@@ -1,0 +1,143 @@
+"""Ignite handlers: per-iteration training scalars and the final metrics file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from brats_cggm.engine.distributed import is_main_process
+
+__all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "atomic_write_text"]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean().item())
+    return float(value)
+
+
+class TrainingScalarsHandler:
+    """Writes a :class:`~brats_cggm.engine.trainer.BalancedTrainer`'s step scalars to TensorBoard.
+
+    Tags: ``train/loss``, ``train/task_loss``, ``train/aux_loss``, ``train/lr``,
+    ``<utilization_tag>/<modality>`` (the auxiliary heads' ε), ``grad_norm/<modality>`` and the
+    balancer's own scalars (``<balancer>/...``). Only rank 0 writes.
+
+    Args:
+        modalities: modality names, in encoder order.
+        summary_writer: a ``SummaryWriter``; created in ``log_dir`` when None.
+        log_dir: where to create the writer.
+        interval: write every ``interval`` iterations.
+        utilization_tag: the prefix of the per-modality ε (e.g. ``train/modality_dice``).
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        summary_writer: Any = None,
+        log_dir: str | os.PathLike = "./runs",
+        interval: int = 1,
+        utilization_tag: str = "train/modality_dice",
+    ) -> None:
+        self.modalities = tuple(modalities)
+        self._writer = summary_writer
+        self.log_dir = log_dir
+        self.interval = int(interval)
+        self.utilization_tag = utilization_tag
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
+
+    def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        output, step, writer = engine.state.output, engine.state.iteration, self.writer
+        writer.add_scalar("train/loss", _to_float(output["loss"]), step)
+        writer.add_scalar("train/task_loss", _to_float(output["task_loss"]), step)
+        writer.add_scalar("train/aux_loss", _to_float(output["aux_loss"]), step)
+        writer.add_scalar("train/lr", engine.optimizer.param_groups[0]["lr"], step)
+        for name, eps, norm in zip(self.modalities, output["utilization"].tolist(), output["grad_norm"].tolist()):
+            writer.add_scalar(f"{self.utilization_tag}/{name}", eps, step)
+            writer.add_scalar(f"grad_norm/{name}", norm, step)
+        for tag, value in output["balancer"].items():
+            writer.add_scalar(tag, _to_float(value), step)
+
+
+class MetricsJSONWriter:
+    """Writes ``metrics.json`` (the last validation metrics, the best key metric) when training ends.
+
+    Args:
+        output_dir: the run's output folder.
+        evaluator: the validation engine whose ``state.metrics`` are reported.
+        extra: more entries for the file (e.g. the configuration's name).
+        filename: the file name inside ``output_dir``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        evaluator: Engine,
+        extra: dict | None = None,
+        filename: str = "metrics.json",
+    ) -> None:
+        self.path = Path(output_dir) / filename
+        self.evaluator = evaluator
+        self.extra = dict(extra or {})
+
+    def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        state = self.evaluator.state
+        metrics = {k: _to_float(v) for k, v in state.metrics.items() if _is_scalar(v)}
+        report = {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "validation": metrics,
+            "best_metric": getattr(state, "best_metric", None),
+            "best_metric_epoch": getattr(state, "best_metric_epoch", None),
+            **self.extra,
+        }
+        atomic_write_text(self.path, json.dumps(report, indent=2, default=_json_default) + "\n")
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, int | float)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)

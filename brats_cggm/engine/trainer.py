@@ -1,0 +1,205 @@
+"""A MONAI SupervisedTrainer whose iteration runs auxiliary heads and a balancer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.utils.enums import CommonKeys as Keys
+from torch import nn
+from torch.optim import Optimizer
+
+from brats_cggm.balancing.base import Balancer, StepContext
+from brats_cggm.engine.distributed import all_reduce_mean, unwrap
+from brats_cggm.engine.outputs import MultimodalOutput
+from brats_cggm.engine.task import Task
+
+__all__ = ["BalancedTrainer"]
+
+
+def _plain(tensor: Any) -> Any:
+    # MetaTensor's per-op metadata tracking costs time on the hot path and nothing here needs it
+    return tensor.as_subclass(torch.Tensor) if isinstance(tensor, torch.Tensor) else tensor
+
+
+def _detach(features: Any) -> Any:
+    if isinstance(features, torch.Tensor):
+        return features.detach()
+    return type(features)(_detach(f) for f in features)
+
+
+class BalancedTrainer(SupervisedTrainer):
+    """Trains a multimodal network, its auxiliary per-modality heads and a balancer, one step at a time.
+
+    One iteration: forward (``network.forward_features`` with the balancer's feature hook), task loss,
+    auxiliary heads on the encoder features (detached unless the balancer says otherwise), their
+    losses and utilization ε (all-reduced over ranks), the balancer's extra loss, one backward of
+    everything, the balancer's gradient edits, gradient clipping, then the network's and the heads'
+    optimizer steps. The standard MONAI iteration events fire, so MONAI handlers work unchanged.
+
+    ``engine.state.output`` holds ``image``, ``label``, ``pred`` (fused logits), ``loss`` (the total),
+    ``task_loss``, ``aux_loss`` (mean over heads), ``utilization`` (ε per modality), ``grad_norm``
+    (encoder gradient norm per modality after modulation) and ``balancer`` (its scalars), all detached.
+
+    Args:
+        device: the device to train on.
+        max_epochs: number of epochs.
+        train_data_loader: the training data loader.
+        network: the multimodal network (``forward_features``, ``encoders``, ``output_layer``), possibly
+            wrapped by DDP.
+        optimizer: the network's optimizer.
+        task: the task (loss, auxiliary targets, utilization).
+        balancer: the balancing strategy.
+        aux_heads: the auxiliary heads (one per modality), a module separate from the network.
+        aux_optimizer: the heads' own optimizer.
+        grad_clip: max gradient norm of the network's parameters, applied after the balancer's edits;
+            None disables clipping.
+        kwargs: the remaining arguments of :class:`monai.engines.SupervisedTrainer`.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: nn.Module,
+        optimizer: Optimizer,
+        task: Task,
+        balancer: Balancer,
+        aux_heads: nn.Module,
+        aux_optimizer: Optimizer,
+        grad_clip: float | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_kwargs: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=task.loss,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            train_handlers=train_handlers,
+            amp=amp,
+            amp_kwargs=amp_kwargs,
+            decollate=False,
+            **kwargs,
+        )
+        self.task = task
+        self.balancer = balancer
+        self.aux_heads = aux_heads
+        self.aux_optimizer = aux_optimizer
+        self.grad_clip = grad_clip
+        self.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: balancer.epoch_completed(engine.state.epoch))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp and self.scaler is not None:
+            return torch.autocast("cuda", **self.amp_kwargs)
+        return contextlib.nullcontext()
+
+    def _forward_features(self, inputs: torch.Tensor, epoch: int) -> MultimodalOutput:
+        hook = self.balancer.feature_hook(epoch)
+        if hasattr(self.network, "forward_features"):
+            return self.network.forward_features(inputs, feature_hook=hook)
+        # a DDP (or compile) wrapper must go through its own forward; see engine.distributed
+        return self.network(inputs, feature_hook=hook)
+
+    def _iteration(self, engine: BalancedTrainer, batchdata: dict[str, Any]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = _plain(batch[0]), _plain(batch[1])
+        network = unwrap(engine.network)
+        engine.network.train()
+        engine.aux_heads.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        engine.aux_optimizer.zero_grad(set_to_none=True)
+        balancer, task = engine.balancer, engine.task
+
+        with engine._autocast():
+            output = engine._forward_features(inputs, engine.state.epoch)
+            engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: output.logits}
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            task_loss = task.loss(output.logits, targets)
+            features = _detach(output.features) if balancer.detach_aux_features else output.features
+            aux_logits = list(engine.aux_heads(features))
+            aux_targets = task.aux_targets(targets, aux_logits[0])
+            aux_losses = [task.loss(logits, aux_targets) for logits in aux_logits]
+            with torch.no_grad():
+                utilization = torch.stack([task.utilization(lg.float(), aux_targets) for lg in aux_logits])
+            ctx = StepContext(
+                network=network,
+                heads=unwrap(engine.aux_heads),
+                task=task,
+                inputs=inputs,
+                targets=targets,
+                output=output,
+                task_loss=task_loss,
+                aux_logits=aux_logits,
+                aux_targets=aux_targets,
+                aux_losses=aux_losses,
+                utilization=all_reduce_mean(utilization.float()),
+                epoch=engine.state.epoch,
+                iteration=engine.state.iteration,
+            )
+            extra = balancer.extra_loss(ctx)
+            loss = task_loss + torch.stack(aux_losses).sum()
+            if extra is not None:
+                loss = loss + extra
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        scaler = engine.scaler if engine.amp else None
+        balancer.backward(ctx, scaler.scale(loss) if scaler is not None else loss)
+        if scaler is not None:
+            scaler.unscale_(engine.optimizer)
+            scaler.unscale_(engine.aux_optimizer)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        balancer.after_backward(ctx)
+        grad_norm = _encoder_grad_norms(network)
+        if engine.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), engine.grad_clip)
+        if scaler is not None:
+            scaler.step(engine.optimizer)
+            scaler.step(engine.aux_optimizer)
+            scaler.update()
+        else:
+            engine.optimizer.step()
+            engine.aux_optimizer.step()
+
+        engine.state.output.update(
+            {
+                Keys.LOSS: loss.detach(),
+                "task_loss": task_loss.detach(),
+                "aux_loss": torch.stack(aux_losses).detach().mean(),
+                "utilization": ctx.utilization.detach(),
+                "grad_norm": grad_norm,
+                "balancer": dict(balancer.scalars()),
+            }
+        )
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+@torch.no_grad()
+def _encoder_grad_norms(network: nn.Module) -> torch.Tensor:
+    norms = []
+    for encoder in network.encoders:
+        grads = [p.grad for p in encoder.parameters() if p.grad is not None]
+        if grads:
+            norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        else:
+            norms.append(torch.zeros((), device=next(network.parameters()).device))
+    return torch.stack(norms)

@@ -1,0 +1,168 @@
+"""Tests of the multi-encoder U-Net and its auxiliary heads (tiny widths, 32^3 inputs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from brats_cggm.brats.network import (
+    NETWORK_PRESETS,
+    AuxiliaryHeads,
+    FusedAndAuxiliaryPredictor,
+    MultiEncoderUNet,
+    SegmentationAuxHead,
+    build_network,
+)
+from brats_cggm.engine.outputs import MultimodalOutput
+
+MODALITIES = ("flair", "t1ce", "t1", "t2")
+FEATURES = (4, 8, 16)
+SIZE = 32
+
+
+@pytest.fixture
+def net() -> MultiEncoderUNet:
+    torch.manual_seed(0)
+    return MultiEncoderUNet(MODALITIES, out_channels=3, features=FEATURES)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, len(MODALITIES), SIZE, SIZE, SIZE)
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+def test_forward_shapes(net, x):
+    assert net(x).shape == (2, 3, SIZE, SIZE, SIZE)
+    out = net.forward_features(x)
+    assert isinstance(out, MultimodalOutput)
+    assert out.logits.shape == (2, 3, SIZE, SIZE, SIZE)
+    assert out.head_input.shape == (2, FEATURES[0], SIZE, SIZE, SIZE)
+    assert len(out.features) == len(MODALITIES)
+    for levels in out.features:
+        assert [tuple(t.shape) for t in levels] == [
+            (2, f, SIZE // 2**k, SIZE // 2**k, SIZE // 2**k) for k, f in enumerate(FEATURES)
+        ]
+    torch.testing.assert_close(net.output_layer(out.head_input), out.logits)
+    assert net.modalities == MODALITIES and net.features == FEATURES
+    assert len(net.encoders) == len(MODALITIES) and len(net.fusion) == len(FEATURES)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_aux_heads_shapes(net, x, stride):
+    heads = AuxiliaryHeads.for_network(net, output_stride=stride)
+    assert heads.output_stride == stride and len(heads) == len(MODALITIES)
+    out = net.forward_features(x)
+    preds = heads(out.features)
+    s = SIZE // stride
+    assert [tuple(p.shape) for p in preds] == [(2, 3, s, s, s)] * len(MODALITIES)
+    for head in heads:
+        assert isinstance(head, SegmentationAuxHead)
+        assert head.output_layer.weight.shape == net.output_layer.weight.shape
+        assert head.output_layer.bias.shape == net.output_layer.bias.shape
+
+
+def test_invalid_output_stride():
+    with pytest.raises(ValueError, match="output_stride"):
+        SegmentationAuxHead(FEATURES, output_stride=3)
+    with pytest.raises(ValueError, match="output_stride"):
+        SegmentationAuxHead(FEATURES, output_stride=8)
+
+
+def test_detached_aux_loss_does_not_reach_encoders(net, x):
+    heads = AuxiliaryHeads.for_network(net)
+    out = net.forward_features(x)
+    preds = heads([[t.detach() for t in f] for f in out.features])
+    sum(p.square().mean() for p in preds).backward()
+    assert all(p.grad is None or not p.grad.any() for p in net.parameters())
+    assert all(_grad_norm(head) > 0 for head in heads)
+
+
+def test_aux_loss_reaches_only_its_encoder(net, x):
+    heads = AuxiliaryHeads.for_network(net)
+    out = net.forward_features(x)
+    heads[1](out.features[1]).square().mean().backward()
+    assert _grad_norm(net.encoders[1]) > 0
+    for j in (0, 2, 3):
+        assert _grad_norm(net.encoders[j]) == 0
+        assert _grad_norm(heads[j]) == 0
+    assert _grad_norm(net.fusion) == 0 and _grad_norm(net.decoder) == 0
+
+
+def test_feature_hook_zeroes_one_modality(net, x):
+    reference = net.forward_features(x)
+
+    def drop_first(features: list) -> list:
+        return [[torch.zeros_like(t) for t in f] if i == 0 else f for i, f in enumerate(features)]
+
+    out = net.forward_features(x, feature_hook=drop_first)
+    assert not torch.allclose(out.logits, reference.logits)
+    for raw, ref in zip(out.features, reference.features, strict=True):
+        for t, r in zip(raw, ref, strict=True):
+            assert torch.equal(t, r)
+    assert all(t.abs().sum() > 0 for t in out.features[0])
+
+
+def test_feature_hook_in_place_list_edit_keeps_raw_features(net, x):
+    def replace_in_place(features: list) -> list:
+        features[2] = [torch.zeros_like(t) for t in features[2]]
+        return features
+
+    out = net.forward_features(x, feature_hook=replace_in_place)
+    assert all(t.abs().sum() > 0 for t in out.features[2])
+
+
+def test_each_encoder_sees_only_its_modality(net, x):
+    reference = net.forward_features(x).features
+    perturbed = x.clone()
+    perturbed[:, 2] += torch.randn_like(perturbed[:, 2])
+    features = net.forward_features(perturbed).features
+    for i in range(len(MODALITIES)):
+        same = all(torch.equal(a, b) for a, b in zip(features[i], reference[i], strict=True))
+        assert same == (i != 2)
+
+
+def test_invalid_input_shapes(net):
+    with pytest.raises(ValueError, match=r"\(2, 4, 32, 30, 32\)"):
+        net.forward_features(torch.zeros(2, 4, 32, 30, 32))
+    with pytest.raises(ValueError, match="modalities"):
+        net.forward_features(torch.zeros(2, 3, 32, 32, 32))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torchscript_matches_eager(net, x):
+    net.eval()
+    scripted = torch.jit.script(net)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_fused_and_auxiliary_predictor(net, x):
+    predictor = FusedAndAuxiliaryPredictor(net, AuxiliaryHeads.for_network(net)).eval()
+    keys = {"pred", *(f"pred_{m}" for m in MODALITIES)}
+    with torch.no_grad():
+        preds = predictor(x)
+        assert set(preds) == keys
+        assert all(p.shape == (2, 3, SIZE, SIZE, SIZE) for p in preds.values())
+        torch.testing.assert_close(preds["pred"], net(x))
+        windowed = sliding_window_inference(x, roi_size=(16, 16, 16), sw_batch_size=4, predictor=predictor)
+    assert isinstance(windowed, dict) and set(windowed) == keys
+    assert all(p.shape == (2, 3, SIZE, SIZE, SIZE) for p in windowed.values())
+
+
+def test_build_network_presets():
+    assert set(NETWORK_PRESETS) >= {"cpu", "full"}
+    torch.manual_seed(0)
+    cpu = build_network("cpu")
+    assert cpu.features == (8, 16, 32, 64) and cpu.modalities == MODALITIES
+    small = build_network("cpu", modalities=("t1", "t2"), features=(4, 8))
+    assert small.features == (4, 8) and len(small.encoders) == 2
+    assert NETWORK_PRESETS["cpu"]["features"] == (8, 16, 32, 64)
+    assert tuple(NETWORK_PRESETS["full"]["features"]) == (32, 64, 128, 256, 320)
+    with pytest.raises(ValueError, match="'huge'"):
+        build_network("huge")
