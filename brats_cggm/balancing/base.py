@@ -53,7 +53,7 @@ class StepContext:
 class Balancer:
     """Base class of the modality-balancing strategies; as it stands, plain joint training.
 
-    The engine calls, in this order, each training step: :meth:`feature_hook` (before fusion),
+    The trainer calls :meth:`attach` once; then, in this order, each training step: :meth:`feature_hook` (before fusion),
     :meth:`extra_loss` (after the forward pass and the auxiliary heads), :meth:`backward`,
     :meth:`after_backward` (gradient edits, before clipping and the optimizer step); and
     :meth:`epoch_completed` after every epoch. Anything a subclass decides from batch statistics must
@@ -71,6 +71,9 @@ class Balancer:
     def __init__(self, modalities: Sequence[str] = ()) -> None:
         self.modalities = tuple(modalities)
         self._scalars: dict[str, torch.Tensor | float] = {}
+
+    def attach(self, engine: Any) -> None:
+        """Called once by the trainer it is given to (a balancer may keep the engine, e.g. to read data)."""
 
     def feature_hook(self, epoch: int) -> FeatureHook | None:
         """A hook applied to the per-modality features before fusion (e.g. modality dropout)."""

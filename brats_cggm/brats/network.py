@@ -310,9 +310,7 @@ class MultiEncoderUNet(nn.Module):
         if feature_hook is not None:
             to_fuse = feature_hook([list(f) for f in features])
             if len(to_fuse) != len(features):
-                raise ValueError(
-                    f"feature_hook returned {len(to_fuse)} modality entries, expected {len(features)}."
-                )
+                raise ValueError(f"feature_hook returned {len(to_fuse)} modality entries, expected {len(features)}.")
         h = self.fuse_and_decode(to_fuse)
         return MultimodalOutput(logits=self.output_layer(h), features=features, head_input=h)
 
@@ -418,9 +416,7 @@ class AuxiliaryHeads(nn.ModuleList):
         self.output_stride = output_stride
 
     @classmethod
-    def for_network(
-        cls, network: MultiEncoderUNet, output_stride: int = 2, channels: int = 8
-    ) -> AuxiliaryHeads:
+    def for_network(cls, network: MultiEncoderUNet, output_stride: int = 2, channels: int = 8) -> AuxiliaryHeads:
         """Build heads matched to ``network``'s modalities, widths, outputs, normalisation and activation.
 
         Args:

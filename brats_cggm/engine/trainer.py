@@ -103,6 +103,7 @@ class BalancedTrainer(SupervisedTrainer):
         self.aux_heads = aux_heads
         self.aux_optimizer = aux_optimizer
         self.grad_clip = grad_clip
+        balancer.attach(self)
         self.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: balancer.epoch_completed(engine.state.epoch))
 
     def _autocast(self) -> contextlib.AbstractContextManager:

@@ -1,0 +1,416 @@
+"""Datalists: find the cases of a BraTS-layout or MSD Task01 data set, check them, split them.
+
+Two layouts are read:
+
+- ``"brats"``: one folder per case holding one NIfTI file per modality plus the segmentation, named
+  ``{case}{suffix}.nii.gz`` (or ``.nii``); the suffixes default to the BraTS 2021 ones
+  (``_flair``, ``_t1ce``, ``_t1``, ``_t2``, ``_seg``), :data:`BRATS2023_PATTERNS` gives BraTS 2023's.
+- ``"msd"``: the Medical Segmentation Decathlon Task01_BrainTumour folder, described by its
+  ``dataset.json``, with every case's modalities stacked in one 4-D file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brats_cggm.brats.labels import check_labels, get_label_convention
+
+__all__ = [
+    "BRATS2021_PATTERNS",
+    "BRATS2023_PATTERNS",
+    "DEFAULT_MODALITIES",
+    "MSD_MODALITY_NAMES",
+    "PATTERN_PRESETS",
+    "DatasetSpec",
+    "discover_brats_folders",
+    "discover_dataset",
+    "discover_msd",
+    "split_datalist",
+    "validate_dataset",
+]
+
+#: The default modality order of the network input channels.
+DEFAULT_MODALITIES: tuple[str, ...] = ("flair", "t1ce", "t1", "t2")
+
+#: BraTS 2021 file name suffixes (``BraTS2021_00000_flair.nii.gz``), by modality; ``"seg"`` is the label.
+BRATS2021_PATTERNS: dict[str, str] = {"flair": "_flair", "t1ce": "_t1ce", "t1": "_t1", "t2": "_t2", "seg": "_seg"}
+
+#: BraTS 2023 file name suffixes (``BraTS-GLI-00000-000-t2f.nii.gz``), by modality.
+BRATS2023_PATTERNS: dict[str, str] = {"flair": "-t2f", "t1ce": "-t1c", "t1": "-t1n", "t2": "-t2w", "seg": "-seg"}
+
+#: Named suffix sets, so that configuration files can say ``patterns: brats2023``.
+PATTERN_PRESETS: dict[str, dict[str, str]] = {"brats2021": BRATS2021_PATTERNS, "brats2023": BRATS2023_PATTERNS}
+
+#: Names (lower case) that an MSD ``dataset.json`` may give each modality.
+MSD_MODALITY_NAMES: dict[str, tuple[str, ...]] = {
+    "flair": ("flair",),
+    "t1": ("t1w", "t1"),
+    "t1ce": ("t1gd", "t1ce", "t1c", "t1w+c"),
+    "t2": ("t2w", "t2"),
+}
+
+_NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+_VALIDATE_MODES = ("none", "headers", "full")
+_AFFINE_TOLERANCE = 1e-3
+
+
+@dataclass
+class DatasetSpec:
+    """A discovered data set.
+
+    Attributes:
+        items: one dict per case, sorted by ``case_id``: ``{"case_id": str, "image": ..., "label": str}``;
+            ``image`` is a list of paths in modality order (``"brats"`` layout) or the path of the 4-D
+            file (``"msd"`` layout); ``label`` is absent for unlabelled cases.
+        layout: ``"brats"`` or ``"msd"``.
+        label_convention: key of :data:`brats_cggm.brats.labels.LABEL_CONVENTIONS`.
+        channel_order: for ``"msd"``, the indices of the 4-D file's channels in modality order (select
+            them with ``image[..., channel_order]`` or after moving channels first); None otherwise.
+        modalities: the modality names, in input channel order.
+        root: the data set folder.
+    """
+
+    items: list[dict]
+    layout: str
+    label_convention: str
+    channel_order: list[int] | None = None
+    modalities: tuple[str, ...] = DEFAULT_MODALITIES
+    root: Path = field(default_factory=Path)
+
+
+def _check_dir(dataset_dir: str | os.PathLike) -> Path:
+    root = Path(dataset_dir).expanduser().absolute()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"dataset folder {root} is not a directory")
+    return root
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(_NIFTI_EXTENSIONS)
+
+
+def _resolve_patterns(patterns: Mapping[str, str] | str | None, modalities: Sequence[str]) -> dict[str, str]:
+    if isinstance(patterns, str):
+        if patterns not in PATTERN_PRESETS:
+            raise ValueError(f"unknown file name patterns {patterns!r}; expected one of {sorted(PATTERN_PRESETS)}")
+        patterns = PATTERN_PRESETS[patterns]
+    resolved = {name: f"_{name}" for name in (*modalities, "seg")}
+    resolved.update(patterns or {})
+    return resolved
+
+
+def _find_file(case_dir: Path, stem: str) -> Path | None:
+    for ext in _NIFTI_EXTENSIONS:
+        candidate = case_dir / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def discover_brats_folders(
+    dataset_dir: str | os.PathLike,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    patterns: Mapping[str, str] | str | None = None,
+    label_convention: str = "brats2021",
+    require_label: bool = True,
+) -> DatasetSpec:
+    """Find the cases of a BraTS folder layout: every (non-hidden) sub-folder holding NIfTI files.
+
+    Args:
+        dataset_dir: the data set folder.
+        modalities: the modalities to read, in input channel order.
+        patterns: file name suffix by modality (plus ``"seg"``): case ``C``'s modality ``m`` is
+            ``C/C{patterns[m]}.nii.gz`` (or ``.nii``); a name of :data:`PATTERN_PRESETS`; or None for
+            BraTS 2021 names. Modalities missing from the mapping default to ``_{modality}``.
+        label_convention: the label convention of the segmentations.
+        require_label: raise if a case has no segmentation (else its item has no ``"label"``).
+
+    Returns:
+        The data set, items sorted by case id.
+
+    Raises:
+        FileNotFoundError: if ``dataset_dir`` does not exist, or a case lacks a modality (or label) file.
+        ValueError: if no case folder is found, or the patterns or label convention are unknown.
+    """
+    root = _check_dir(dataset_dir)
+    get_label_convention(label_convention)
+    suffixes = _resolve_patterns(patterns, modalities)
+    case_dirs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(map(_is_nifti, p.iterdir()))),
+        key=lambda p: p.name,
+    )
+    if not case_dirs:
+        raise ValueError(
+            f"no cases found in {root}: expected one sub-folder per case holding NIfTI files "
+            f"(e.g. {root}/BraTS2021_00000/BraTS2021_00000_flair.nii.gz)"
+        )
+    items = []
+    for case_dir in case_dirs:
+        case_id = case_dir.name
+        images = []
+        for modality in modalities:
+            found = _find_file(case_dir, f"{case_id}{suffixes[modality]}")
+            if found is None:
+                hint = "" if patterns is not None else " (for BraTS 2023 file names pass patterns='brats2023')"
+                raise FileNotFoundError(
+                    f"case folder {case_dir} has no {modality} file: expected {case_id}{suffixes[modality]}.nii.gz"
+                    f"{hint}"
+                )
+            images.append(str(found))
+        item: dict = {"case_id": case_id, "image": images}
+        label = _find_file(case_dir, f"{case_id}{suffixes['seg']}")
+        if label is not None:
+            item["label"] = str(label)
+        elif require_label:
+            raise FileNotFoundError(
+                f"case folder {case_dir} has no segmentation: expected {case_id}{suffixes['seg']}.nii.gz"
+            )
+        items.append(item)
+    return DatasetSpec(
+        items=items,
+        layout="brats",
+        label_convention=label_convention,
+        channel_order=None,
+        modalities=tuple(modalities),
+        root=root,
+    )
+
+
+def _msd_channel_order(modality_map: Mapping[str, str], modalities: Sequence[str], source: Path) -> list[int]:
+    by_name = {str(name).strip().lower(): int(index) for index, name in modality_map.items()}
+    order = []
+    for modality in modalities:
+        aliases = MSD_MODALITY_NAMES.get(modality.lower(), (modality.lower(),))
+        matches = [by_name[a] for a in aliases if a in by_name]
+        if not matches:
+            raise ValueError(
+                f"{source}: no channel for modality {modality!r} in 'modality' {dict(modality_map)} "
+                f"(looked for {list(aliases)})"
+            )
+        order.append(matches[0])
+    return order
+
+
+def discover_msd(
+    dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES, require_label: bool = True
+) -> DatasetSpec:
+    """Find the cases of an MSD Task01_BrainTumour folder from its ``dataset.json``.
+
+    Args:
+        dataset_dir: the folder holding ``dataset.json``, ``imagesTr`` and ``labelsTr``.
+        modalities: the modalities to read, in input channel order.
+        require_label: raise if a training entry has no label (else its item has no ``"label"``).
+
+    Returns:
+        The data set (label convention ``"msd"``), with ``channel_order`` mapping the modalities to the
+        4-D files' channels.
+
+    Raises:
+        FileNotFoundError: if the folder, ``dataset.json`` or a file it lists does not exist.
+        ValueError: if ``dataset.json`` is malformed, lists no cases or lacks a modality.
+    """
+    root = _check_dir(dataset_dir)
+    json_path = root / "dataset.json"
+    if not json_path.is_file():
+        raise FileNotFoundError(f"{json_path} not found: an MSD data set folder needs its dataset.json")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{json_path}: cannot read JSON: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("modality"), dict):
+        raise ValueError(f"{json_path}: expected a 'modality' mapping such as {{'0': 'FLAIR', '1': 'T1w', ...}}")
+    entries = meta.get("training")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"no cases found in {root}: {json_path} has no 'training' entries")
+    channel_order = _msd_channel_order(meta["modality"], modalities, json_path)
+
+    items = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise ValueError(f"{json_path}: training entry {entry!r} has no 'image'")
+        image = Path(os.path.normpath(root / entry["image"]))
+        if not image.is_file():
+            raise FileNotFoundError(f"{image} (listed in {json_path}) does not exist")
+        case_id = image.name
+        for ext in _NIFTI_EXTENSIONS:
+            case_id = case_id.removesuffix(ext)
+        item: dict = {"case_id": case_id, "image": str(image)}
+        if entry.get("label"):
+            label = Path(os.path.normpath(root / entry["label"]))
+            if not label.is_file():
+                raise FileNotFoundError(f"{label} (listed in {json_path}) does not exist")
+            item["label"] = str(label)
+        elif require_label:
+            raise ValueError(f"{json_path}: training entry for {image} has no 'label'")
+        items.append(item)
+    items.sort(key=lambda item: item["case_id"])
+    return DatasetSpec(
+        items=items,
+        layout="msd",
+        label_convention="msd",
+        channel_order=channel_order,
+        modalities=tuple(modalities),
+        root=root,
+    )
+
+
+def _read_header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
+    try:
+        image = nib.load(path)
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise ValueError(f"cannot read NIfTI header of {path}: {exc}") from exc
+    return tuple(int(s) for s in image.shape), np.asarray(image.affine)
+
+
+def _validate_case_headers(item: dict, spec: DatasetSpec) -> None:
+    images = [item["image"]] if isinstance(item["image"], str) else list(item["image"])
+    files = images + ([item["label"]] if "label" in item else [])
+    headers = {path: _read_header(path) for path in files}
+    for path, (shape, _) in headers.items():
+        if spec.layout == "msd" and path in images:
+            needed = max(spec.channel_order or [0]) + 1
+            if len(shape) != 4 or shape[3] < needed:
+                raise ValueError(f"{path} has shape {shape}: expected a 4-D (X, Y, Z, C) image with {needed}+ channels")
+        elif len(shape) < 3 or any(s != 1 for s in shape[3:]):
+            raise ValueError(f"{path} has shape {shape}: expected a 3-D volume")
+    ref = files[0]
+    ref_shape, ref_affine = headers[ref]
+    for other in files[1:]:
+        shape, affine = headers[other]
+        # Spatial axes only: an MSD image has a fourth (channel) axis that its label lacks.
+        if shape[:3] != ref_shape[:3]:
+            raise ValueError(f"{other} has shape {shape[:3]} but {ref} has shape {ref_shape[:3]}")
+        if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE):
+            raise ValueError(
+                f"{other} and {ref} have different affines (tolerance {_AFFINE_TOLERANCE}):\n{affine}\nvs\n{ref_affine}"
+            )
+
+
+def validate_dataset(spec: DatasetSpec, validate: str = "headers") -> None:
+    """Check a discovered data set.
+
+    Args:
+        spec: the data set.
+        validate: ``"none"``; ``"headers"``: read NIfTI headers only (cheap) and check that every file of a
+            case has the same spatial shape and affine (within 1e-3); ``"full"``: also load every label
+            and check its values against the label convention.
+
+    Raises:
+        ValueError: naming the files at fault, or if ``validate`` is unknown.
+    """
+    if validate not in _VALIDATE_MODES:
+        raise ValueError(f"validate must be one of {_VALIDATE_MODES}, got {validate!r}")
+    if validate == "none":
+        return
+    for item in spec.items:
+        _validate_case_headers(item, spec)
+        if validate == "full" and "label" in item:
+            labels = np.asanyarray(nib.load(item["label"]).dataobj)
+            check_labels(labels, spec.label_convention, item["label"])
+
+
+def discover_dataset(
+    dataset_dir: str | os.PathLike,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    layout: str = "auto",
+    label_convention: str | None = None,
+    patterns: Mapping[str, str] | str | None = None,
+    validate: str = "headers",
+    require_label: bool = True,
+) -> DatasetSpec:
+    """Find, and check, the cases of a data set.
+
+    Args:
+        dataset_dir: the data set folder.
+        modalities: the modalities to read, in input channel order.
+        layout: ``"brats"``, ``"msd"``, or ``"auto"`` (``"msd"`` if ``dataset.json`` exists, else ``"brats"``).
+        label_convention: the label convention; None picks ``"msd"`` for the MSD layout, ``"brats2023"``
+            with the BraTS 2023 patterns, else ``"brats2021"``.
+        patterns: file name suffixes for the BraTS layout, see :func:`discover_brats_folders`.
+        validate: ``"none"``, ``"headers"`` or ``"full"``, see :func:`validate_dataset`.
+        require_label: raise if a case has no label.
+
+    Returns:
+        The data set, items sorted by case id.
+
+    Raises:
+        FileNotFoundError: if the folder or a case's file does not exist.
+        ValueError: if no case is found, a setting is unknown, or validation fails (naming the files).
+    """
+    if validate not in _VALIDATE_MODES:
+        raise ValueError(f"validate must be one of {_VALIDATE_MODES}, got {validate!r}")
+    if layout not in ("auto", "brats", "msd"):
+        raise ValueError(f"layout must be 'auto', 'brats' or 'msd', got {layout!r}")
+    root = _check_dir(dataset_dir)
+    if layout == "auto":
+        layout = "msd" if (root / "dataset.json").is_file() else "brats"
+    if layout == "msd":
+        spec = discover_msd(root, modalities=modalities, require_label=require_label)
+        if label_convention is not None:
+            spec.label_convention = get_label_convention(label_convention).name
+    else:
+        if label_convention is None:
+            is_2023 = patterns == "brats2023" or patterns == BRATS2023_PATTERNS
+            label_convention = "brats2023" if is_2023 else "brats2021"
+        spec = discover_brats_folders(
+            root,
+            modalities=modalities,
+            patterns=patterns,
+            label_convention=label_convention,
+            require_label=require_label,
+        )
+    validate_dataset(spec, validate)
+    return spec
+
+
+def split_datalist(
+    items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, num_val: int | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Split cases into training and validation, reproducibly.
+
+    The items are sorted by ``case_id`` and shuffled with ``seed``, so the split depends neither on the
+    input order nor on anything but the case ids, the seed and the sizes.
+
+    Args:
+        items: the cases, each with a ``case_id``.
+        val_fraction: fraction of cases for validation (rounded, at least one), in (0, 1).
+        seed: seed of the shuffle.
+        num_val: exact number of validation cases; overrides ``val_fraction``.
+
+    Returns:
+        ``(train, val)``, each sorted by case id.
+
+    Raises:
+        ValueError: if there are fewer than two items, an item has no ``case_id``, case ids repeat, or the
+            sizes leave no training or no validation case.
+    """
+    if len(items) < 2:
+        raise ValueError(f"need at least 2 cases to split into training and validation, got {len(items)}")
+    missing = [i for i, item in enumerate(items) if "case_id" not in item]
+    if missing:
+        raise ValueError(f"items {missing[:5]} have no 'case_id'")
+    ordered = sorted(items, key=lambda item: str(item["case_id"]))
+    ids = [str(item["case_id"]) for item in ordered]
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids repeat: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1})[:5]))
+    n = len(ordered)
+    if num_val is None:
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        num_val = min(max(1, round(n * val_fraction)), n - 1)
+    elif not 1 <= num_val <= n - 1:
+        raise ValueError(f"num_val must be between 1 and {n - 1} for {n} cases, got {num_val}")
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx = set(perm[:num_val].tolist())
+    train = [item for i, item in enumerate(ordered) if i not in val_idx]
+    val = [item for i, item in enumerate(ordered) if i in val_idx]
+    return train, val
