@@ -53,11 +53,12 @@ class StepContext:
 class Balancer:
     """Base class of the modality-balancing strategies; as it stands, plain joint training.
 
-    The trainer calls :meth:`attach` once; then, in this order, each training step: :meth:`feature_hook` (before fusion),
-    :meth:`extra_loss` (after the forward pass and the auxiliary heads), :meth:`backward`,
-    :meth:`after_backward` (gradient edits, before clipping and the optimizer step); and
-    :meth:`epoch_completed` after every epoch. Anything a subclass decides from batch statistics must
-    come from ``StepContext.utilization`` (already all-reduced) or be all-reduced by the subclass.
+    The trainer calls :meth:`attach` once; then, each training step, in this order:
+    :meth:`feature_hook` (before fusion), :meth:`extra_loss` (after the forward pass and the auxiliary
+    heads), :meth:`backward`, :meth:`after_backward` (gradient edits, before clipping and the optimizer
+    step); and :meth:`epoch_completed` after every epoch. Anything a subclass decides from batch
+    statistics must come from ``StepContext.utilization`` (already all-reduced) or be all-reduced by
+    the subclass.
 
     Attributes:
         name: the registry name; also the TensorBoard prefix of :meth:`scalars`.

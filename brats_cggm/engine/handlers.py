@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ class TrainingScalarsHandler:
 class MetricsJSONWriter:
     """Writes ``metrics.json`` (the last validation metrics, the best key metric) when training ends.
 
+    It also reports the mean training step time (``seconds_per_iteration``: forward, backward and
+    optimizer steps, without data loading or validation; the first iteration is left out as warm-up).
+
     Args:
         output_dir: the run's output folder.
         evaluator: the validation engine whose ``state.metrics`` are reported.
@@ -112,10 +116,24 @@ class MetricsJSONWriter:
         self.path = Path(output_dir) / filename
         self.evaluator = evaluator
         self.extra = dict(extra or {})
+        self._step_times: list[float] = []
+        self._step_start = 0.0
 
     def attach(self, engine: Engine) -> None:
         if is_main_process():
+            engine.add_event_handler(Events.ITERATION_STARTED, self._start_step)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._end_step)
             engine.add_event_handler(Events.COMPLETED, self)
+
+    def _start_step(self, engine: Engine) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._step_start = time.perf_counter()
+
+    def _end_step(self, engine: Engine) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._step_times.append(time.perf_counter() - self._step_start)
 
     def __call__(self, engine: Engine) -> None:
         state = self.evaluator.state
@@ -126,9 +144,14 @@ class MetricsJSONWriter:
             "validation": metrics,
             "best_metric": getattr(state, "best_metric", None),
             "best_metric_epoch": getattr(state, "best_metric_epoch", None),
+            "seconds_per_iteration": _mean(self._step_times[1:] or self._step_times),
             **self.extra,
         }
         atomic_write_text(self.path, json.dumps(report, indent=2, default=_json_default) + "\n")
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _is_scalar(value: Any) -> bool:

@@ -1,0 +1,69 @@
+"""CGGM state survives a checkpoint: a fresh process resumes with the uninterrupted run's B, L_gm and parameters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from ignite.engine import Events
+from tiny_setup import MODALITIES, make_batches, make_trainer
+
+from brats_cggm.balancing.cggm import CGGMBalancer
+from brats_cggm.engine.checkpoint import atomic_torch_save
+
+STEPS_PER_EPOCH = 3
+
+
+def _objects(trainer) -> dict:
+    return {
+        "network": trainer.network,
+        "aux_heads": trainer.aux_heads,
+        "optimizer": trainer.optimizer,
+        "aux_optimizer": trainer.aux_optimizer,
+        "balancer": trainer.balancer,
+        "trainer": trainer,
+    }
+
+
+def _run(direction: str, epochs: int, resume_from: str | None = None, save_to: str | None = None) -> dict:
+    """Train ``epochs`` epochs of 3 steps (resuming from a checkpoint if given); return B, L_gm and parameters."""
+    balancer = CGGMBalancer(MODALITIES, rho=1.0, lam=0.1, direction=direction)
+    trainer = make_trainer(balancer, make_batches(STEPS_PER_EPOCH), max_epochs=epochs)
+    if resume_from is not None:
+        state = torch.load(resume_from, weights_only=False)
+        for name, obj in _objects(trainer).items():
+            obj.load_state_dict(state[name])
+    log: list[dict] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: log.append({k: float(v) for k, v in e.state.output["balancer"].items() if "/B/" in k or "L_gm" in k}),
+    )
+    trainer.run()
+    if save_to is not None:
+        atomic_torch_save({name: obj.state_dict() for name, obj in _objects(trainer).items()}, save_to)
+    return {"log": log, "params": {n: p.detach().clone() for n, p in trainer.network.named_parameters()}}
+
+
+def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path):
+    for direction in ("grad", "param"):
+        uninterrupted = _run(direction, epochs=2)
+        checkpoint = tmp_path / f"{direction}.pt"
+        first_half = _run(direction, epochs=1, save_to=str(checkpoint))
+        assert first_half["log"] == uninterrupted["log"][:STEPS_PER_EPOCH]
+
+        result = tmp_path / f"{direction}-resumed.pt"
+        argv = ["x", direction, str(checkpoint), str(result)]
+        code = f"import sys; sys.argv = {argv!r}; exec(open({__file__!r}).read())"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+        resumed = torch.load(result, weights_only=False)
+
+        assert resumed["log"] == uninterrupted["log"][STEPS_PER_EPOCH:]
+        assert resumed["params"].keys() == uninterrupted["params"].keys()
+        for name, value in uninterrupted["params"].items():
+            torch.testing.assert_close(resumed["params"][name], value, rtol=0, atol=0)
+
+
+if __name__ == "__main__" and len(sys.argv) == 4:  # the fresh process of the test above
+    torch.save(_run(sys.argv[1], epochs=2, resume_from=sys.argv[2]), sys.argv[3])

@@ -1,0 +1,45 @@
+"""A tiny, deterministic BraTS-shaped training setup for engine and balancer tests (also run in subprocesses)."""
+
+from __future__ import annotations
+
+import torch
+
+from brats_cggm.balancing.base import Balancer
+from brats_cggm.brats.network import AuxiliaryHeads, build_network
+from brats_cggm.brats.task import BratsSegmentationTask
+from brats_cggm.engine.trainer import BalancedTrainer
+
+MODALITIES = ("flair", "t1ce", "t1", "t2")
+
+
+def make_batches(n: int, seed: int = 0, side: int = 16, batch: int = 2) -> list[dict[str, torch.Tensor]]:
+    """``n`` batches whose region targets are visible mostly in the first modality (a dominant one)."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n):
+        label = (torch.rand(batch, 3, side, side, side, generator=g) > 0.7).float()
+        label[:, 1] = torch.maximum(label[:, 1], label[:, 0])  # WT contains TC
+        image = torch.randn(batch, len(MODALITIES), side, side, side, generator=g)
+        image[:, 0] += 2.0 * label[:, 1]
+        image[:, 1] += 1.0 * label[:, 2]
+        batches.append({"image": image, "label": label})
+    return batches
+
+
+def make_trainer(balancer: Balancer, batches: list, max_epochs: int = 1, seed: int = 0, **kwargs) -> BalancedTrainer:
+    """A ``BalancedTrainer`` over a tiny ``MultiEncoderUNet`` (widths 4, 8, 16) and its heads, on ``batches``."""
+    torch.manual_seed(seed)
+    network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16))
+    heads = AuxiliaryHeads.for_network(network)
+    return BalancedTrainer(
+        device="cpu",
+        max_epochs=max_epochs,
+        train_data_loader=batches,
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=kwargs.pop("lr", 0.05), momentum=0.9),
+        task=BratsSegmentationTask(),
+        balancer=balancer,
+        aux_heads=heads,
+        aux_optimizer=torch.optim.SGD(heads.parameters(), lr=0.05),
+        **kwargs,
+    )
