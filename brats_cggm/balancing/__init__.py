@@ -1,0 +1,12 @@
+"""Modality-balancing strategies behind one protocol (:class:`~brats_cggm.balancing.base.Balancer`).
+
+Importing this package registers every strategy, so ``create_balancer(name, ...)`` knows them all:
+``joint``, ``cggm``, ``ogm_ge``, ``opm``, ``inforeg``, ``relearning``, ``mmpareto``, ``dropout``.
+Modality valuation (Shapley values) is in :mod:`brats_cggm.balancing.valuation`.
+"""
+
+from brats_cggm.balancing import cggm, dropout, inforeg, joint, mmpareto, ogm, opm, relearning  # noqa: F401
+from brats_cggm.balancing.base import Balancer, StepContext
+from brats_cggm.balancing.registry import available_balancers, create_balancer, register_balancer
+
+__all__ = ["Balancer", "StepContext", "available_balancers", "create_balancer", "register_balancer"]

@@ -1,0 +1,135 @@
+"""OPM: On-the-fly Prediction Modulation (Wei et al., TPAMI 2024), a feature-level balancer.
+
+The same discrepancy ratio as OGM (:func:`~brats_cggm.balancing.ogm.discrepancy_ratios`) decides how
+often a dominant modality's features are dropped before fusion: with ``ρ_u > 1``,
+
+    q_u = q_base · (1 + λ · tanh(ρ_u − 1))      (0 for ρ_u ≤ 1, capped at ``q_max``),
+
+every sample's features of modality u are zeroed with probability ``q_u`` (all levels together), and the
+kept ones are rescaled by ``1/(1 − q_u)`` (inverted dropout, as the paper's θ = q_u), so the fusion's
+expected input is unchanged. Dropping happens on a batch with probability ``p_exe`` and after
+``warmup_epochs`` epochs of plain joint training.
+
+M > 2: ratio against the **mean** of the other modalities by default (``reference="min"`` available);
+several modalities can be dominant, each is dropped with its own q_u, and ``keep_one`` never drops all
+modalities of a sample.
+
+Scores: as OGM (the paper's summed true-class softmax has no segmentation counterpart): the auxiliary
+heads' utilization (BraTS: mean Dice of TC, WT, ET; ``score="utilization"``) or ``exp(−L_u)``
+(``score="loss"``).
+
+Step order: the feature hook runs before the heads score the batch, so q is computed from the previous
+step's scores (a one-step lag; the paper computes the scores with an extra forward pass on the same
+batch, which costs a full forward per step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from brats_cggm.balancing.base import Balancer, StepContext
+from brats_cggm.balancing.dropout import apply_sample_scale, batch_size_of, dropout_masks
+from brats_cggm.balancing.ogm import REFERENCES, SCORES, discrepancy_ratios, modality_scores
+from brats_cggm.balancing.registry import register_balancer
+
+__all__ = ["OPMBalancer", "opm_drop_probabilities"]
+
+
+def opm_drop_probabilities(ratios: torch.Tensor, q_base: float, lam: float, q_max: float = 0.95) -> torch.Tensor:
+    """``q_u = q_base·(1 + λ·tanh(ρ_u − 1))`` where ``ρ_u > 1``, else 0; capped at ``q_max``."""
+    q = q_base * (1.0 + lam * torch.tanh(ratios.float() - 1.0))
+    return torch.where(ratios > 1.0, q, torch.zeros_like(q)).clamp(0.0, q_max)
+
+
+@register_balancer("opm")
+class OPMBalancer(Balancer):
+    """OPM as a balancer plug-in (a feature hook driven by the auxiliary heads' scores).
+
+    Args:
+        modalities: modality names, in the network's encoder order.
+        q_base: base drop probability (paper: 0.4–0.5).
+        lam: λ, the ratio's weight (paper: 0.5).
+        p_exe: probability that dropping is executed on a batch (paper: 0.7).
+        warmup_epochs: epochs of joint training before dropping starts (paper: 5).
+        reference: ``"mean"`` or ``"min"`` of the other modalities' scores.
+        score: ``"utilization"`` or ``"loss"``, as :class:`~brats_cggm.balancing.ogm.OGMGEBalancer`.
+        q_max: cap of q (a probability of 1 would make the rescaling infinite).
+        keep_one: never drop every modality of a sample.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        q_base: float = 0.5,
+        lam: float = 0.5,
+        p_exe: float = 0.7,
+        warmup_epochs: int = 5,
+        reference: str = "mean",
+        score: str = "utilization",
+        q_max: float = 0.95,
+        keep_one: bool = True,
+    ) -> None:
+        super().__init__(modalities)
+        if len(self.modalities) < 2:
+            raise ValueError(f"OPM needs at least two modalities, got {self.modalities}")
+        if reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if not 0.0 <= q_max < 1.0:
+            raise ValueError(f"q_max must be in [0, 1), got {q_max}")
+        self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
+        self.warmup_epochs, self.reference, self.score = int(warmup_epochs), reference, score
+        self.q_max, self.keep_one = float(q_max), bool(keep_one)
+        self.ratios = torch.ones(len(self.modalities))
+        self.probabilities = torch.zeros(len(self.modalities))
+        self.executed = 0
+        self.steps = 0
+
+    def feature_hook(self, epoch: int) -> Callable[[list], list] | None:
+        self.steps += 1
+        executed = epoch > self.warmup_epochs and bool(self.probabilities.sum() > 0)
+        executed = executed and float(torch.rand(())) < self.p_exe
+        self._scalars["opm/executed"] = float(executed)
+        if not executed:
+            return None
+        self.executed += 1
+        return self._drop
+
+    def _drop(self, features: list) -> list:
+        q = self.probabilities
+        keep = dropout_masks(q, batch_size_of(features[0]), self.keep_one)
+        out = []
+        for i, f in enumerate(features):
+            if q[i] <= 0:
+                out.append(f)
+            else:
+                out.append(apply_sample_scale(f, keep[i] / (1.0 - float(q[i]))))
+        return out
+
+    def extra_loss(self, ctx: StepContext) -> None:
+        scores = modality_scores(ctx, self.score)
+        self.ratios = discrepancy_ratios(scores, self.reference)
+        self.probabilities = opm_drop_probabilities(self.ratios, self.q_base, self.lam, self.q_max)
+        for i, name in enumerate(self.modalities):
+            self._scalars[f"opm/score/{name}"] = float(scores[i])
+            self._scalars[f"opm/ratio/{name}"] = float(self.ratios[i])
+            self._scalars[f"opm/q/{name}"] = float(self.probabilities[i])
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "ratios": self.ratios.clone(),
+            "probabilities": self.probabilities.clone(),
+            "executed": self.executed,
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.ratios = state_dict["ratios"].clone().float()
+        self.probabilities = state_dict["probabilities"].clone().float()
+        self.executed = int(state_dict["executed"])
+        self.steps = int(state_dict["steps"])

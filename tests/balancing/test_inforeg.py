@@ -1,0 +1,99 @@
+"""InfoReg (METHODS §3): window test, performance gap, α, the proximal gradient term, epoch references."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from brats_cggm.balancing.inforeg import InfoRegBalancer, inforeg_alpha, performance_gaps, prime_window
+
+MODALITIES = ("flair", "t1ce", "t1", "t2")
+
+
+class FakeNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(nn.Linear(3, 2) for _ in MODALITIES)
+        self.fusion = nn.Linear(2, 1)
+
+
+def test_window_test():
+    prev = torch.tensor([1.0, 1.0, 2.0, 0.0])
+    prev2 = torch.tensor([0.9, 0.97, 2.5, 0.0])
+    # relative growth 0.1, 0.03, -0.25, undefined
+    assert prime_window(prev, prev2, 0.04).tolist() == [True, False, False, False]
+
+
+def test_performance_gap_and_alpha():
+    gaps = performance_gaps(torch.tensor([0.8, 0.5, 0.3, 0.3]))
+    assert gaps.tolist() == pytest.approx([(0.3 + 0.5 + 0.5) / 3, 0.2, 0.0, 0.0])
+    assert inforeg_alpha(torch.tensor([0.2]), 0.9).item() == pytest.approx(math.exp(0.9 * math.tanh(0.2)))
+
+
+def test_regulates_only_sufficient_modalities_in_their_window():
+    torch.manual_seed(0)
+    net = FakeNet()
+    balancer = InfoRegBalancer(MODALITIES, beta=0.9)
+    balancer.attach(SimpleNamespace(network=net))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)  # θ − θ_prev = 0.5 everywhere
+    balancer.window = torch.tensor([True, True, False, True])
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    utilization = torch.tensor([0.8, 0.5, 0.6, 0.3])  # gaps: 0.35, 0.1, 0.2, 0
+    ctx = SimpleNamespace(network=net, utilization=utilization, epoch=3)
+    balancer.after_backward(ctx)
+    gaps = performance_gaps(utilization)
+    for name, p in net.named_parameters():
+        if name.startswith("encoders.0.") or name.startswith("encoders.1."):
+            i = int(name.split(".")[1])
+            alpha = math.exp(0.9 * math.tanh(float(gaps[i])))
+            torch.testing.assert_close(p.grad, torch.full_like(p, 1 + 0.5 * alpha))
+        else:  # t1: gap > 0 but no window; t2: window but worst (gap 0); fusion: never
+            torch.testing.assert_close(p.grad, torch.ones_like(p))
+    assert balancer.scalars()["inforeg/alpha/t1"] == 0.0
+
+
+def test_epoch_traces_open_window_and_refresh_reference():
+    net = FakeNet()
+    balancer = InfoRegBalancer(MODALITIES, threshold=0.04)
+    balancer.attach(SimpleNamespace(network=net))
+    growth = [[1.0, 1.0, 1.0, 1.0], [2.0, 1.0, 1.01, 0.5]]  # per-epoch gradient norms² (one step each)
+    for epoch, squares in enumerate(growth, start=1):
+        for p in net.parameters():
+            p.grad = None
+        for i, enc in enumerate(net.encoders):
+            enc.weight.grad = torch.zeros_like(enc.weight)
+            enc.weight.grad[0, 0] = math.sqrt(squares[i])
+        balancer.after_backward(SimpleNamespace(network=net, utilization=torch.zeros(4), epoch=epoch))
+        balancer.epoch_completed(epoch)
+    # (2 - 1)/2 = 0.5 > K; 0; 0.0099 < K; negative
+    assert balancer.window.tolist() == [True, False, False, False]
+    assert balancer.traces[-1].tolist() == pytest.approx([2.0, 1.0, 1.01, 0.5])
+    with torch.no_grad():
+        net.encoders[0].weight.add_(1.0)
+    balancer.epoch_completed(3)
+    torch.testing.assert_close(balancer.reference[0][0], net.encoders[0].weight)
+    restored = InfoRegBalancer(MODALITIES)
+    restored.load_state_dict(balancer.state_dict())
+    assert restored.window.tolist() == balancer.window.tolist() and len(restored.traces) == 3
+
+
+def test_epoch_trace_scalars_survive_the_next_steps():
+    net = FakeNet()
+    balancer = InfoRegBalancer(MODALITIES)
+    balancer.attach(SimpleNamespace(network=net))
+    for enc in net.encoders:
+        enc.weight.grad = torch.full_like(enc.weight, 0.5)  # ‖g‖² = 6 · 0.25
+    balancer.after_backward(SimpleNamespace(network=net, utilization=torch.zeros(4), epoch=1))
+    balancer.epoch_completed(1)
+    balancer.after_backward(SimpleNamespace(network=net, utilization=torch.zeros(4), epoch=2))
+    scalars = balancer.scalars()
+    assert scalars["inforeg/trace/flair"] == pytest.approx(1.5)
+    assert scalars["inforeg/grad_sq/t2"] == pytest.approx(1.5)
+    assert all(tag.startswith("inforeg/") for tag in scalars)
