@@ -1,0 +1,145 @@
+"""Checks of user-supplied NIfTI inputs, each failing with a one-line message that names the file and the problem.
+
+Inference reads scans that never went through the training data checks: files may be missing, truncated,
+of the wrong dimensionality, misregistered or empty. Catching these up front turns a stack trace deep in
+MONAI (or, worse, a silently wrong segmentation) into an error the user can act on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+__all__ = [
+    "AFFINE_TOLERANCE",
+    "NIFTI_EXTENSIONS",
+    "InputFileError",
+    "check_same_grid",
+    "is_nifti_name",
+    "load_checked_volume",
+    "strip_nifti_extension",
+]
+
+#: File name endings read as NIfTI.
+NIFTI_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii")
+
+#: Default largest absolute difference between two affines (mm) for files to count as co-registered.
+AFFINE_TOLERANCE = 1e-3
+
+
+class InputFileError(ValueError):
+    """A bad input file. ``str(error)`` is one line: ``"<path>: <problem>"``.
+
+    Args:
+        path: the file at fault.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+def is_nifti_name(path: str | os.PathLike) -> bool:
+    """Whether ``path`` ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).endswith(NIFTI_EXTENSIONS)
+
+
+def strip_nifti_extension(name: str) -> str:
+    """``name`` without its ``.nii.gz`` or ``.nii`` ending (unchanged if it has neither)."""
+    for ext in NIFTI_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def load_checked_volume(
+    path: str | os.PathLike, ndim: int = 3, min_channels: int = 1, check_values: bool = True
+) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Load a NIfTI file completely and check it.
+
+    Args:
+        path: the file.
+        ndim: 3 for one volume, 4 for a channel-last stack of volumes (MSD layout).
+        min_channels: for ``ndim=4``, the least number of volumes the file must hold.
+        check_values: also reject non-finite values and all-zero volumes (channels).
+
+    Returns:
+        The image and its data array (scaled by the header's slope and intercept).
+
+    Raises:
+        InputFileError: if the file does not exist, is not a NIfTI file, cannot be decompressed or read
+            entirely, has the wrong dimensionality, holds NaN or infinite values, or is all zero.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(p, "does not exist")
+    if p.is_dir():
+        raise InputFileError(p, "is a directory, expected a NIfTI file (.nii or .nii.gz)")
+    if not is_nifti_name(p):
+        raise InputFileError(p, "is not a NIfTI file (expected a name ending in .nii or .nii.gz)")
+    try:
+        image = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for unreadable headers
+        raise InputFileError(p, f"is not a readable NIfTI file ({_describe(exc)})") from exc
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputFileError(p, f"is not a NIfTI file (nibabel read it as {type(image).__name__})")
+    shape = tuple(int(s) for s in image.shape)
+    if ndim == 3 and len(shape) != 3:
+        raise InputFileError(p, f"has shape {shape}: {len(shape)}-D, expected a 3-D volume")
+    if ndim == 4 and (len(shape) != 4 or shape[3] < min_channels):
+        raise InputFileError(
+            p, f"has shape {shape}: expected a 4-D (X, Y, Z, C) image with at least {min_channels} channels"
+        )
+    try:
+        data = np.asanyarray(image.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
+        raise InputFileError(p, f"truncated or corrupt data ({_describe(exc)})") from exc
+    if check_values:
+        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+            raise InputFileError(p, "contains NaN or infinite values")
+        volumes = [data] if data.ndim == 3 else [data[..., c] for c in range(data.shape[3])]
+        for c, volume in enumerate(volumes):
+            if not volume.any():
+                where = "" if data.ndim == 3 else f" (channel {c})"
+                raise InputFileError(p, f"is empty: every voxel is 0{where}")
+    return image, data
+
+
+def check_same_grid(
+    images: Sequence[tuple[str | os.PathLike, nib.Nifti1Image]], tolerance: float = AFFINE_TOLERANCE
+) -> None:
+    """Check that images share their spatial shape and (within ``tolerance``) their affine.
+
+    Args:
+        images: ``(path, image)`` pairs; the first is the reference.
+        tolerance: largest allowed absolute difference of any affine entry.
+
+    Raises:
+        InputFileError: naming the first file that disagrees with the reference, and how.
+    """
+    if not images:
+        return
+    ref_path, ref = images[0]
+    ref_shape = tuple(ref.shape[:3])
+    for path, image in images[1:]:
+        shape = tuple(image.shape[:3])
+        if shape != ref_shape:
+            raise InputFileError(path, f"spatial shape {shape} differs from {ref_shape} of {ref_path}")
+        diff = float(np.max(np.abs(np.asarray(image.affine) - np.asarray(ref.affine))))
+        if diff > tolerance:
+            raise InputFileError(
+                path, f"affine differs from that of {ref_path} by up to {diff:.4g} (tolerance {tolerance:g})"
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
