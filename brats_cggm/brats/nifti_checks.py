@@ -75,8 +75,9 @@ def load_checked_volume(
         The image and its data array (scaled by the header's slope and intercept).
 
     Raises:
-        InputFileError: if the file does not exist, is not a NIfTI file, cannot be decompressed or read
-            entirely, has the wrong dimensionality, holds NaN or infinite values, or is all zero.
+        InputFileError: if the file does not exist, is not a NIfTI file, cannot be decompressed (a ``.gz``
+            file's checksum is verified) or read entirely, has the wrong dimensionality, holds NaN or
+            infinite values, or is all zero.
     """
     p = Path(path)
     if not p.exists():
@@ -85,6 +86,8 @@ def load_checked_volume(
         raise InputFileError(p, "is a directory, expected a NIfTI file (.nii or .nii.gz)")
     if not is_nifti_name(p):
         raise InputFileError(p, "is not a NIfTI file (expected a name ending in .nii or .nii.gz)")
+    if p.name.endswith(".gz"):
+        _check_gzip(p)
     try:
         image = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for unreadable headers
@@ -111,6 +114,17 @@ def load_checked_volume(
                 where = "" if data.ndim == 3 else f" (channel {c})"
                 raise InputFileError(p, f"is empty: every voxel is 0{where}")
     return image, data
+
+
+def _check_gzip(path: Path) -> None:
+    # nibabel stops reading a gzip stream once it has the voxels, so it never reaches the CRC at the end:
+    # a corrupt file would give wrong voxels silently. Reading the stream to its end checks it.
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise InputFileError(path, f"truncated or corrupt gzip data ({_describe(exc)})") from None
 
 
 def check_same_grid(
