@@ -216,13 +216,14 @@ class BratsSegmenter:
             return
         if len(case.image) != len(self.settings.modalities):
             raise ValueError(f"{case.case_id}: {len(case.image)} files for modalities {self.settings.modalities}")
+        if len(case.missing) == len(case.image):
+            raise InputFileError(case.case_id, "no modality file at all")
+        # The files given first: a missing modality is reported only for an otherwise usable case.
+        loaded = [(p, load_checked_volume(p, ndim=3)[0]) for p in case.image if p is not None]
+        check_same_grid(loaded, tolerance=self.affine_tolerance)
         if case.missing and not allow_missing:
             names = [self.settings.modalities[i] for i in case.missing]
             raise InputFileError(case.case_id, f"no {'/'.join(names)} file (use --missing-modality zero to run anyway)")
-        if len(case.missing) == len(case.image):
-            raise InputFileError(case.case_id, "no modality file at all")
-        loaded = [(p, load_checked_volume(p, ndim=3)[0]) for p in case.image if p is not None]
-        check_same_grid(loaded, tolerance=self.affine_tolerance)
 
     def preprocessing(self, case: CaseInput) -> Compose:
         """The training preprocessing for ``case`` (with zero channels for missing modalities)."""
@@ -379,6 +380,11 @@ def _explicit_case(args: argparse.Namespace, modalities: Sequence[str]) -> CaseI
     return CaseInput(case_id, image)
 
 
+def _failure_line(case_id: str, message: str) -> str:
+    message = " ".join(message.split())
+    return message if message.startswith(f"{case_id}: ") else f"{case_id}: {message}"
+
+
 def _err(message: str) -> None:
     print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
@@ -437,9 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' (AMP)' if segmenter.amp else ''}; {len(cases)} case(s)",
         flush=True,
     )
-    failures = list(problems)
-    for name, message in problems:
-        _err(message if message.startswith(name) else f"{name}: {message}")
+    # One line per failed case, "<case_id>: <file>: <problem>", printed at once and listed at the end.
+    failures = [_failure_line(name, message) for name, message in problems]
+    for line in failures:
+        _err(line)
     out_dir = Path(args.output)
     total_start = time.perf_counter()
     done = 0
@@ -467,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_like_reference(result["labels"], case.reference, target, args.overwrite)
         except Exception as exc:  # one case's failure must not stop the batch
             message = str(exc) if isinstance(exc, (InputFileError, FileExistsError)) else f"{type(exc).__name__}: {exc}"
-            failures.append((case.case_id, message))
-            _err(f"{case.case_id}: {message}" if not message.startswith(case.case_id) else message)
+            failures.append(_failure_line(case.case_id, message))
+            _err(failures[-1])
             continue
         done += 1
         t = result["times"]
@@ -486,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if failures:
         print("failed:", file=sys.stderr)
-        for name, message in failures:
-            print(f"  {name}: {' '.join(message.split())}", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,202 @@
+"""``brats-cggm-infer`` command line: arguments, bad inputs, batch mode, overwriting (tiny random network)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats_cggm.brats.inference import main
+
+CASE = "BraTS2021_00000"
+
+
+@pytest.fixture
+def case_dir(phantom_dataset: Path, tmp_path: Path) -> Path:
+    """A writable copy of one phantom case folder."""
+    return Path(shutil.copytree(phantom_dataset / CASE, tmp_path / "in" / CASE))
+
+
+def _run(inputs: list[str], model: list[str], out: Path, *extra: str) -> int:
+    return main([*inputs, *model, "--output", str(out), "--device", "cpu", *extra])
+
+
+def _bundle(run_dir: Path) -> list[str]:
+    return ["--bundle", str(run_dir)]
+
+
+def _file(case: Path, modality: str) -> Path:
+    return case / f"{case.name}_{modality}.nii.gz"
+
+
+def _rewrite(path: Path, transform: Callable[[np.ndarray], np.ndarray], affine: np.ndarray | None = None) -> None:
+    image = nib.load(str(path))
+    data = transform(np.asarray(image.get_fdata(), np.float32))
+    nib.save(nib.Nifti1Image(data, image.affine if affine is None else affine), str(path))
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+def test_help(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--input", "--bundle", "--checkpoint", "--torchscript", "--missing-modality", "--tta", "--roi"):
+        assert option in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--output", "o", "--bundle", "b"], "either --input or explicit modality files"),
+        (["--input", "i", "--flair", "f", "--output", "o", "--bundle", "b"], "either --input"),
+        (["--input", "i", "--output", "o"], "give a model"),
+        (["--input", "i", "--output", "o", "--torchscript", "t", "--checkpoint", "c"], "--checkpoint goes with"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--name-template", "{case_id}.png"], "name-template"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--device", "tpu"], "--device"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--labels", "brats2020"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_case_folder_with_checkpoint_and_overwrite(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    model = [*_bundle(tiny_run_dir), "--checkpoint", str(tiny_run_dir / "models" / "checkpoint.pt")]
+    assert _run(["--input", str(case_dir)], model, out) == 0
+    target = out / f"{CASE}.nii.gz"
+    reference = nib.load(str(_file(case_dir, "flair")))
+    written = nib.load(str(target))
+    assert written.shape == reference.shape and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, reference.affine)
+    assert set(np.unique(np.asanyarray(written.dataobj))) <= {0, 1, 2, 4}
+    log = capsys.readouterr()
+    assert "summary: 1 segmented, 0 failed" in log.out and f"[1/1] {CASE}:" in log.out
+
+    # the same run again: refused, the file untouched; with --overwrite: replaced
+    target.write_bytes(b"sentinel")
+    assert _run(["--input", str(case_dir)], model, out) == 1
+    assert target.read_bytes() == b"sentinel"
+    assert any("exists; pass --overwrite" in line for line in _error_lines(capsys.readouterr().err))
+    assert _run(["--input", str(case_dir)], model, out, "--overwrite") == 0
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(target)).dataobj), np.asanyarray(written.dataobj))
+
+
+def _truncate(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _corrupt(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-8:-4] = bytes(255 - b for b in raw[-8:-4])
+    path.write_bytes(bytes(raw))
+
+
+def _with_nan(path: Path) -> None:
+    def put_nan(a):
+        a[5, 5, 5] = np.nan
+        return a
+
+    _rewrite(path, put_nan)
+
+
+def _moved(path: Path) -> None:
+    affine = nib.load(str(path)).affine.copy()
+    affine[:3, 3] += 0.5
+    _rewrite(path, lambda a: a, affine)
+
+
+#: modality -> (how it is broken, the message expected)
+BAD_FILES = {
+    "truncated_gzip": ("t1", _truncate, "truncated or corrupt gzip data"),
+    "corrupt_gzip": ("t1", _corrupt, "truncated or corrupt gzip data"),
+    "four_d": ("t2", lambda p: _rewrite(p, lambda a: np.stack([a, a], -1)), "4-D, expected a 3-D volume"),
+    "shape": ("t1ce", lambda p: _rewrite(p, lambda a: a[:-1]), "spatial shape (31, 32, 32) differs"),
+    "affine": ("flair", _moved, "affine differs"),
+    "nan": ("t2", _with_nan, "NaN or infinite"),
+    "all_zero": ("t1", lambda p: _rewrite(p, np.zeros_like), "every voxel is 0"),
+    "not_nifti": ("t2", lambda p: p.write_text("not an image"), "truncated or corrupt gzip data"),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(BAD_FILES))
+def test_bad_input_file(problem: str, case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    modality, breaker, message = BAD_FILES[problem]
+    bad = _file(case_dir, modality)
+    if problem == "affine":  # the reference is the first modality: move another one
+        bad = _file(case_dir, "t1ce")
+    breaker(bad)
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1, errors
+    # one line: the case, the file at fault, the problem
+    assert errors[0].startswith(f"error: {CASE}: {bad}: ") and message in errors[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_paths_and_non_nifti(tiny_run_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert _run(["--input", str(tmp_path / "nowhere")], _bundle(tiny_run_dir), out) == 1
+    assert f"error: {tmp_path / 'nowhere'}: does not exist\n" == capsys.readouterr().err
+    text = tmp_path / "scan.txt"
+    text.write_text("x")
+    assert _run(["--input", str(text)], _bundle(tiny_run_dir), out) == 1
+    assert capsys.readouterr().err.startswith(f"error: {text}: is not a NIfTI file")
+    assert _run(["--flair", str(tmp_path / "f.nii.gz")], _bundle(tiny_run_dir), out) == 1
+    assert f"{tmp_path / 'f.nii.gz'}: does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_modality_error_or_zero(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    _file(case_dir, "t1").unlink()
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
+    err = capsys.readouterr().err
+    assert "no t1 file (use --missing-modality zero" in err
+    assert not out.exists()
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--missing-modality", "zero") == 0
+    assert "warning:" in capsys.readouterr().err
+    assert (out / f"{CASE}.nii.gz").is_file()
+
+
+def test_batch_runs_past_failures(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    batch = tmp_path / "batch"
+    for case in ("BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"):
+        shutil.copytree(phantom_dataset / case, batch / case)
+    _corrupt(batch / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz")
+    out = tmp_path / "out"
+    assert _run(["--input", str(batch)], _bundle(tiny_run_dir), out) == 1
+    log = capsys.readouterr()
+    assert "summary: 2 segmented, 1 failed" in log.out
+    failed = log.err.split("failed:")[1]
+    assert "BraTS2021_00001:" in failed and "BraTS2021_00000" not in failed
+    assert failed.count("BraTS2021_00001: ") == 1 and "truncated or corrupt gzip data" in failed
+    assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00002.nii.gz"]
+
+
+def test_msd_file_and_channel_checks(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    image = msd_dataset / "imagesTr" / "BRATS_001.nii.gz"
+    out = tmp_path / "out"
+    assert _run(["--input", str(image)], _bundle(tiny_run_dir), out) == 0
+    assert nib.load(str(out / "BRATS_001.nii.gz")).shape == nib.load(str(image)).shape[:3]
+
+    bad = tmp_path / "BRATS_002.nii.gz"
+    data = nib.load(str(image)).get_fdata().astype(np.float32)
+    data[..., 2] = 0  # T1gd
+    nib.save(nib.Nifti1Image(data, nib.load(str(image)).affine), str(bad))
+    assert _run(["--input", str(bad)], _bundle(tiny_run_dir), out) == 1
+    assert f"error: BRATS_002: {bad}: channel 2 (t1ce) is empty" in capsys.readouterr().err
+    assert not (out / "BRATS_002.nii.gz").exists()
