@@ -141,8 +141,17 @@ def read_food101_records(
 ) -> dict[str, list[Food101Record]]:
     """The records of each split (``train``, ``val``, ``test``), from the JSON or the CSV layout.
 
+    Args:
+        dataset_dir: the data set folder.
+        layout: ``"json"``, ``"csv"`` or ``"auto"`` (CSV when ``texts/`` exists and ``train.json`` does not).
+        val_fraction: CSV layout: the training fraction held out for validation (stratified by class).
+        seed: the seed of that hold-out.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``.
+
     Raises:
-        AdapterDataError: a missing folder, split file or record field.
+        AdapterDataError: a missing folder, split file or record field; one id for two different images.
     """
     root = Path(dataset_dir)
     if not root.is_dir():
@@ -150,11 +159,24 @@ def read_food101_records(
     if layout == "auto":
         layout = "csv" if (root / "texts").is_dir() and not (root / "train.json").is_file() else "json"
     if layout == "json":
-        return {split: _json_split(root, split) for split in JSON_SPLITS}
-    if layout == "csv":
+        records = {split: _json_split(root, split) for split in JSON_SPLITS}
+    elif layout == "csv":
         train, val = _hold_out(_csv_split(root, "train"), val_fraction, seed)
-        return {"train": train, "val": val, "test": _csv_split(root, "test")}
-    raise ValueError(f"layout must be 'auto', 'json' or 'csv', got {layout!r}")
+        records = {"train": train, "val": val, "test": _csv_split(root, "test")}
+    else:
+        raise ValueError(f"layout must be 'auto', 'json' or 'csv', got {layout!r}")
+    _check_unique_ids(records, root)
+    return records
+
+
+def _check_unique_ids(records: dict[str, list[Food101Record]], root: Path) -> None:
+    # feature files are keyed by sample id, so two different samples must never share one
+    seen: dict[str, Food101Record] = {}
+    for items in records.values():
+        for r in items:
+            other = seen.setdefault(r.id, r)
+            if other is not r and other.image != r.image:
+                raise AdapterDataError(f"{root}: sample id {r.id!r} is used by {other.image} and {r.image}")
 
 
 class _FeatureFile:
