@@ -94,3 +94,11 @@ def test_missing_split_and_unknown_label(food101_json, tmp_path, tiny_bert, tiny
         dropped = load_food101(root, text_model=tiny_bert, image_model=tiny_vit, on_invalid="drop")
     assert len(dropped.test) == 5 and dropped.info["dropped"] == {"test": 1}
     assert torch.is_tensor(dropped.test[0]["label"])
+
+
+def test_model_folders_must_exist_locally(food101_json, tiny_vit, tmp_path):
+    with pytest.raises(AdapterDataError, match=r"text_model .*nobert does not exist"):
+        load_food101(food101_json, text_model=tmp_path / "nobert", image_model=tiny_vit)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterDataError, match=r"image_model .*empty has no config\.json"):
+        build_food101_network({"text": 4}, 3, image_model=tmp_path / "empty")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from brats_cggm.adapters.common import AdapterDataError, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.food101.model import local_model_dir
 
 __all__ = [
     "MODALITIES",
@@ -389,16 +390,18 @@ def load_food101(
     else:
         from transformers import AutoConfig, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(text_model), local_files_only=True)
-        dims["text"] = int(AutoConfig.from_pretrained(str(text_model), local_files_only=True).hidden_size)
+        text_model = local_model_dir(text_model, "text_model")
+        tokenizer = AutoTokenizer.from_pretrained(text_model, local_files_only=True)
+        dims["text"] = int(AutoConfig.from_pretrained(text_model, local_files_only=True).hidden_size)
     if image_features is not None:
         dims["image"] = _check_feature_file(Path(image_features), records, on_invalid, info)
         image_file = _FeatureFile(Path(image_features))
     else:
         from transformers import AutoConfig, AutoImageProcessor
 
-        image_processor = AutoImageProcessor.from_pretrained(str(image_model), local_files_only=True)
-        dims["image"] = int(AutoConfig.from_pretrained(str(image_model), local_files_only=True).hidden_size)
+        image_model = local_model_dir(image_model, "image_model")
+        image_processor = AutoImageProcessor.from_pretrained(image_model, local_files_only=True)
+        dims["image"] = int(AutoConfig.from_pretrained(image_model, local_files_only=True).hidden_size)
         _verify_images(records, on_bad_image, verify_images, info)
     loader = _SampleLoader(
         class_index, tokenizer, image_processor, text_file, image_file, max_text_length, on_bad_image

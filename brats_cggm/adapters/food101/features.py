@@ -23,6 +23,7 @@ import torch
 
 from brats_cggm.adapters.common import AdapterDataError
 from brats_cggm.adapters.food101.data import Food101Record, read_food101_records
+from brats_cggm.adapters.food101.model import local_model_dir
 
 __all__ = ["POOLINGS", "extract_food101_features", "main"]
 
@@ -78,8 +79,9 @@ def _batches(items: Sequence[Food101Record], size: int):
 def _extract_text(records, model_dir, out, pooling, max_length, batch_size, device, dtype) -> int:
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+    model_dir = local_model_dir(model_dir, "text_model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     count = 0
     with _AtomicH5(out[0], out[1]) as f:
         for batch in _batches(records, batch_size):
@@ -98,8 +100,9 @@ def _extract_image(records, model_dir, out, pooling, batch_size, device, dtype, 
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel
 
-    processor = AutoImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+    model_dir = local_model_dir(model_dir, "image_model")
+    processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     count, skipped = 0, []
     with _AtomicH5(out[0], out[1]) as f:
         for batch in _batches(records, batch_size):

@@ -6,16 +6,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from brats_cggm.adapters.common import FrozenBackbone, MultimodalTransformer
+from brats_cggm.adapters.common import AdapterDataError, FrozenBackbone, MultimodalTransformer
 
-__all__ = ["build_food101_network", "load_backbone"]
+__all__ = ["build_food101_network", "load_backbone", "local_model_dir"]
 
 
-def load_backbone(model_dir: str | Path) -> FrozenBackbone:
-    """A frozen ``transformers`` ``AutoModel`` from a local folder (``local_files_only``)."""
+def local_model_dir(model_dir: str | Path, what: str = "model") -> str:
+    """``model_dir`` as a string, checked to be a folder written by ``save_pretrained`` (has ``config.json``).
+
+    Raises:
+        AdapterDataError: naming the folder and the setting (``what``), when it is not such a folder.
+    """
+    path = Path(model_dir).expanduser()
+    if not (path / "config.json").is_file():
+        reason = "does not exist" if not path.exists() else "has no config.json (not a save_pretrained folder)"
+        raise AdapterDataError(f"{what} {path} {reason}; models are loaded from local folders only")
+    return str(path)
+
+
+def load_backbone(model_dir: str | Path, what: str = "model") -> FrozenBackbone:
+    """A frozen ``transformers`` ``AutoModel`` from a local folder (``local_files_only``).
+
+    Args:
+        model_dir: the ``save_pretrained`` folder.
+        what: the setting that named it, for error messages.
+    """
     from transformers import AutoModel
 
-    return FrozenBackbone(AutoModel.from_pretrained(str(model_dir), local_files_only=True))
+    return FrozenBackbone(AutoModel.from_pretrained(local_model_dir(model_dir, what), local_files_only=True))
 
 
 def build_food101_network(
@@ -41,8 +59,8 @@ def build_food101_network(
             :class:`MultimodalTransformer`.
     """
     backbones = {
-        "text": load_backbone(text_model) if text_model else None,
-        "image": load_backbone(image_model) if image_model else None,
+        "text": load_backbone(text_model, "text_model") if text_model else None,
+        "image": load_backbone(image_model, "image_model") if image_model else None,
     }
     return MultimodalTransformer(
         ("text", "image"),
