@@ -1,0 +1,85 @@
+"""``brats-cggm-valuate``: subset predictions equal zeroed inputs; reports on phantom cases; errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from brats_cggm.balancing.valuation import all_subsets, mask_modalities, subset_key
+from brats_cggm.brats.network import build_network
+from brats_cggm.brats.valuation import REPORT_FILES, SubsetPredictor, main
+
+MODALITIES = ("flair", "t1ce", "t1", "t2")
+
+
+def test_subset_predictor_equals_zeroed_inputs():
+    torch.manual_seed(0)
+    network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16)).eval()
+    subsets = all_subsets(range(4))
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        shared = SubsetPredictor(network, subsets, MODALITIES)
+        plain = SubsetPredictor(torch.nn.Sequential(network), subsets, MODALITIES)  # no encode(): masked inputs
+        assert shared.shared_encoders and not plain.shared_encoders
+        out, reference = shared(x), plain(x)
+        assert len(out) == 16 and set(out) == set(reference)
+        for s in ((), (0, 2), (1,), (0, 1, 2, 3)):
+            key = subset_key([MODALITIES[i] for i in s])
+            torch.testing.assert_close(out[key], network(mask_modalities(x, s)), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(reference[key], network(mask_modalities(x, s)))
+
+
+def test_cli_writes_reports(tiny_run_dir, phantom_dataset, tmp_path):
+    out = tmp_path / "valuation"
+    checkpoint = tiny_run_dir / "models" / "checkpoint.pt"  # a training checkpoint ("network" entry)
+    argv = ["--bundle", str(tiny_run_dir), "--checkpoint", str(checkpoint), "--dataset_dir", str(phantom_dataset)]
+    assert main([*argv, "--output", str(out), "--device", "cpu", "--max_cases", "2"]) == 0
+    with open(out / "shapley_per_case.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 4 and set(rows[0]) == {"case_id", "modality", "TC", "WT", "ET", "mean"}
+    with open(out / "subset_dice_per_case.csv") as f:
+        subset_rows = list(csv.DictReader(f))
+    assert len(subset_rows) == 2 * 16 and len({r["subset"] for r in subset_rows}) == 16
+    summary = json.loads((out / "shapley.json").read_text())
+    assert summary["num_cases"] == 2 and summary["modalities"] == list(MODALITIES)
+    full, none = summary["subset_dice"]["flair+t1ce+t1+t2"], summary["subset_dice"]["none"]
+    for region in ("TC", "WT", "ET", "mean"):  # efficiency: Σ φ = v(all) − v(∅), per region
+        total = sum(summary["shapley"][m][region] for m in MODALITIES)
+        assert total == pytest.approx(full[region] - none[region], abs=1e-5)
+        assert 0.0 <= full[region] <= 1.0
+    per_case = {(r["case_id"], r["modality"]): float(r["TC"]) for r in rows}  # the JSON mean is the cases' mean
+    for m in MODALITIES:
+        values = [v for (case, mod), v in per_case.items() if mod == m]
+        assert summary["shapley"][m]["TC"] == pytest.approx(sum(values) / 2, abs=1e-5)
+    table = (out / "shapley.md").read_text()
+    assert all(f"| {m} |" in table for m in MODALITIES) and "φ TC" in table
+
+
+def test_cli_refuses_to_overwrite_and_reports_bad_input(tiny_run_dir, phantom_dataset, tmp_path, capsys):
+    out = tmp_path / "v"
+    args = ["--bundle", str(tiny_run_dir), "--dataset_dir", str(phantom_dataset), "--output", str(out)]
+    assert main([*args, "--device", "cpu", "--case_ids", "BraTS2021_00001"]) == 0  # default models/model.pt
+    assert json.loads((out / "shapley.json").read_text())["num_cases"] == 1
+    before = {name: (out / name).read_bytes() for name in REPORT_FILES}
+    assert main([*args, "--device", "cpu", "--max_cases", "1"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before  # untouched
+
+    empty = tmp_path / "empty"
+    missing = tmp_path / "missing.pt"
+    assert main([*args[:4], "--output", str(empty), "--checkpoint", str(missing)]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not empty.exists() or not any(empty.iterdir())  # nothing half-written
+    assert main(["--bundle", str(tiny_run_dir)]) == 2
+
+
+def test_console_script_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "brats_cggm.brats.valuation", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "--dataset_dir" in result.stdout and "Shapley" in result.stdout
