@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def run_comparison(
     seeds: Sequence[int],
     out_dir: str | Path,
     overrides: Mapping[str, Any] | None = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Train every balancer with every seed, same budget; one row per run.
 
@@ -64,17 +66,22 @@ def run_comparison(
         seeds: the seeds (network initialisation and sampling; the data set is the same).
         out_dir: each run goes to ``out_dir/<method>/seed<k>``.
         overrides: shared overrides (e.g. ``max_epochs``, ``dataset_dir``).
+        jobs: runs trained at the same time. Above 1 the runs share the machine, so their step times are
+            not comparable; the data set must exist beforehand (concurrent runs would all generate it).
 
     Returns:
-        Rows with ``method``, ``seed`` and the run's ``metrics.json`` entries.
+        Rows with ``method``, ``seed`` and the run's ``metrics.json`` entries, in method-then-seed order.
     """
-    rows = []
-    for method, overlay in balancer_overlays.items():
-        for seed in seeds:
-            run_dir = Path(out_dir) / method / f"seed{seed}"
-            metrics = train_run([bundle_config, overlay], run_dir, {**(overrides or {}), "seed": seed})
-            rows.append({"method": method, "seed": seed, **metrics})
-    return rows
+    runs = [(method, overlay, seed) for method, overlay in balancer_overlays.items() for seed in seeds]
+
+    def train(run: tuple[str, str | Path, int]) -> dict[str, Any]:
+        method, overlay, seed = run
+        run_dir = Path(out_dir) / method / f"seed{seed}"
+        metrics = train_run([bundle_config, overlay], run_dir, {**(overrides or {}), "seed": seed})
+        return {"method": method, "seed": seed, **metrics}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(train, runs))
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> list[dict[str, Any]]:

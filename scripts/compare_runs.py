@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["joint", "cggm"])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (step times then not comparable)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     overrides = {}
@@ -30,7 +31,8 @@ def main() -> None:
         key, _, value = item.partition("=")
         overrides[key] = value
     overlays = {m: REPO / "configs" / "balancers" / f"{m}.yaml" for m in args.methods}
-    rows = run_comparison(REPO / "bundles/brats_cggm/configs/train.yaml", overlays, args.seeds, args.out, overrides)
+    bundle = REPO / "bundles/brats_cggm/configs/train.yaml"
+    rows = run_comparison(bundle, overlays, args.seeds, args.out, overrides, args.jobs)
     summary = summarize(rows)
     aux_columns = [f"val/modality_dice/{m}" for m in MODALITIES]
     table = markdown_table(summary, REGIONS) + "\nAuxiliary heads (per-modality Dice, whole volumes):\n\n"

@@ -83,8 +83,8 @@ def test_named_empty_dataset_dir_is_an_error_not_a_phantom_target(tmp_path: Path
         phantom_dir=str(tmp_path / "phantoms"),
         output_dir=str(tmp_path / "out"),
     )
-    workflow.initialize()
     with pytest.raises(Exception) as excinfo:
+        workflow.initialize()
         workflow.run()
     assert str(empty) in "".join(str(e) for e in _chain(excinfo.value))
     assert not any(empty.iterdir())
