@@ -2,19 +2,23 @@
 Food-101 layouts) and tiny random BERT/ViT folders: for tests and for trying the bundle by hand.
 
 Labels are learnable from the features (a planted signal), so one short run can move the metrics.
+``python -m brats_cggm.adapters.synthetic OUT_DIR`` writes all of them (see docs/adapters.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import pickle
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
+    "main",
     "write_food101_csv",
     "write_food101_json",
     "write_iemocap_mmin",
@@ -215,3 +219,31 @@ def write_tiny_vit(path: str | Path, hidden_size: int = 16, image_size: int = 16
     ViTModel(config).save_pretrained(str(path))
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(str(path))
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write every synthetic data set and the tiny models into a new folder.
+
+    Layout: ``mosi_data.pkl``, ``iemocap_data.pkl``, ``iemocap/`` (MMIN tree, fold 1), ``food101_json/``,
+    ``food101_csv/``, ``models/bert``, ``models/vit``.
+    """
+    parser = argparse.ArgumentParser(description="Write tiny MOSI, IEMOCAP and Food-101 data sets and models.")
+    parser.add_argument("output_dir", help="a new or empty folder")
+    args = parser.parse_args(argv)
+    root = Path(args.output_dir)
+    if root.exists() and any(root.iterdir()):
+        print(f"error: {root} is not empty; give a new folder", file=sys.stderr)
+        return 1
+    write_mosi_pickle(root / "mosi_data.pkl")
+    write_iemocap_mult(root / "iemocap_data.pkl")
+    write_iemocap_mmin(root / "iemocap")
+    write_food101_json(root / "food101_json")
+    write_food101_csv(root / "food101_csv")
+    write_tiny_bert(root / "models" / "bert")
+    write_tiny_vit(root / "models" / "vit")
+    print(f"wrote synthetic MOSI, IEMOCAP and Food-101 data and tiny BERT/ViT models to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
