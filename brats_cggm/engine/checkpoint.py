@@ -1,23 +1,65 @@
-"""Checkpoints written atomically: a crash while writing never costs the last good checkpoint."""
+"""Checkpoints written atomically: a crash while writing never costs the last good checkpoint.
+
+A training checkpoint (``models/checkpoint.pt``) holds the state dicts of the network, the auxiliary
+heads, both optimizers, the LR scheduler, the balancer and the trainer (epoch, iteration), every
+rank's random number generator states and the validation bookkeeping (best metric, best model). It is
+written to a temporary file, fsynced and renamed over the target; the checkpoint it replaces is kept as
+``checkpoint.prev.pt``, and :func:`load_checkpoint` falls back to it, with a warning, when the newest
+file is truncated or unreadable. :mod:`brats_cggm.engine.resume` loads it back.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from brats_cggm.engine.distributed import is_main_process
+from brats_cggm.engine.distributed import get_world_size, is_main_process
 
-__all__ = ["BestModelSaver", "TrainingCheckpointSaver", "atomic_torch_save"]
+__all__ = [
+    "BestModelSaver",
+    "CheckpointLoadError",
+    "TrainingCheckpointSaver",
+    "atomic_torch_save",
+    "capture_rng_state",
+    "load_checkpoint",
+    "previous_checkpoint_path",
+    "restore_rng_state",
+    "validation_objects",
+]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the target folder, fsync, then rename over ``path``."""
+class CheckpointLoadError(RuntimeError):
+    """Neither the checkpoint asked for nor the previous one could be loaded."""
+
+
+def previous_checkpoint_path(path: str | os.PathLike) -> Path:
+    """Where a save keeps the checkpoint it replaces: ``checkpoint.pt`` → ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous: bool = False) -> Path:
+    """``torch.save`` to a temporary file in the target folder, fsync, then rename over ``path``.
+
+    Args:
+        obj: what to save.
+        path: the target file.
+        keep_previous: move an existing ``path`` to :func:`previous_checkpoint_path` first, so that a
+            checkpoint later found damaged still has a predecessor.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -27,6 +69,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+        if keep_previous and path.exists():
+            os.replace(path, previous_checkpoint_path(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,17 +78,153 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def _state_dicts(objects: dict[str, Any]) -> dict[str, Any]:
-    return {name: obj.state_dict() for name, obj in objects.items()}
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", fallback: bool = True, required_keys: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Path]:
+    """Load a checkpoint, or its predecessor (with a warning) when it is missing, truncated or unreadable.
+
+    A file cut short fails ``torch.load`` (a zip archive's directory is at its end); a file that loads
+    but lacks ``required_keys`` is rejected too.
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load``.
+        fallback: try :func:`previous_checkpoint_path` when ``path`` cannot be used.
+        required_keys: entries a usable checkpoint has.
+
+    Returns:
+        The loaded dict and the file it came from.
+
+    Raises:
+        FileNotFoundError: no candidate file exists.
+        CheckpointLoadError: candidates exist but none could be loaded.
+    """
+    path = Path(path)
+    candidates = [path, previous_checkpoint_path(path)] if fallback else [path]
+    problems: list[str] = []
+    for candidate in candidates:
+        if not candidate.is_file():
+            problems.append(f"{candidate}: missing")
+            continue
+        try:
+            # our own files; they hold numpy RNG states, which weights_only loading refuses
+            obj = torch.load(candidate, map_location=map_location, weights_only=False)
+        except Exception as exc:  # truncated zip, bad pickle, I/O error
+            problems.append(f"{candidate}: {type(exc).__name__}: {exc}")
+            continue
+        missing = [k for k in required_keys if not (isinstance(obj, dict) and k in obj)]
+        if missing:
+            problems.append(f"{candidate}: not a training checkpoint (no {missing})")
+            continue
+        if candidate != path:
+            warnings.warn(f"checkpoint unusable ({problems[0]}); using the previous one, {candidate}", stacklevel=2)
+        return obj, candidate
+    if all(p.endswith(": missing") for p in problems):
+        raise FileNotFoundError(f"no checkpoint at {path}" + (" nor at its predecessor" if fallback else ""))
+    raise CheckpointLoadError("no loadable checkpoint: " + "; ".join(problems))
+
+
+def _random_transforms(dataset: Any) -> list[Any]:
+    """The MONAI ``Randomizable`` objects of ``dataset.transform``, nested ones included, each generator once.
+
+    A dictionary transform keeps its array transform as an attribute with a generator of its own (e.g.
+    ``RandGaussianNoised.rand_gaussian_noise``), so the walk goes through attributes, in a fixed order.
+    """
+    from monai.transforms import Randomizable, Transform
+
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, list | tuple):
+            for item in obj:
+                visit(item)
+        elif isinstance(obj, Transform | Randomizable) and id(obj) not in seen:
+            seen.add(id(obj))
+            if isinstance(obj, Randomizable) and id(obj.R) not in seen:
+                seen.add(id(obj.R))
+                found.append(obj)
+            for value in vars(obj).values():
+                visit(value)
+
+    visit(getattr(dataset, "transform", None))
+    return found
+
+
+def capture_rng_state(dataset: Any = None) -> dict[str, Any]:
+    """This process's RNG states: python, numpy, torch, CUDA, and those of ``dataset``'s random transforms."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 (the global state is what libraries draw from)
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "transforms": [t.R.get_state() for t in _random_transforms(dataset)],
+    }
+
+
+def restore_rng_state(state: dict[str, Any], dataset: Any = None) -> None:
+    """Restore what :func:`capture_rng_state` returned (transform states only into the same pipeline)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    transforms, saved = _random_transforms(dataset), state.get("transforms") or []
+    if len(transforms) != len(saved):
+        warnings.warn(
+            f"the training data holds {len(transforms)} random transforms, the checkpoint {len(saved)}: "
+            "their states are not restored",
+            stacklevel=2,
+        )
+        return
+    for transform, transform_state in zip(transforms, saved):
+        transform.R.set_state(transform_state)
+
+
+def _all_gather(obj: Any) -> list[Any]:
+    """``[rank 0's obj, rank 1's obj, ...]`` on every rank (``[obj]`` in a single process)."""
+    if get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _registered(engine: Engine, kind: type) -> list[Any]:
+    found = []
+    for handlers in engine._event_handlers.values():
+        for handler, _, _ in handlers:
+            handler = getattr(handler, "__wrapped__", handler)  # ignite wraps filtered events
+            handler = getattr(handler, "__self__", handler)  # bound methods
+            if isinstance(handler, kind) and handler not in found:
+                found.append(handler)
+    return found
+
+
+def validation_objects(trainer: Engine) -> tuple[Engine | None, list[BestModelSaver]]:
+    """The evaluator of the trainer's ``ValidationHandler`` and the :class:`BestModelSaver` attached to it."""
+    from monai.handlers import ValidationHandler
+
+    evaluators = [h.validator for h in _registered(trainer, ValidationHandler) if h.validator is not None]
+    if not evaluators:
+        return None, []
+    return evaluators[0], _registered(evaluators[0], BestModelSaver)
 
 
 class TrainingCheckpointSaver:
-    """Saves everything needed to resume (``save_dict``'s state dicts) to one file, atomically.
+    """Saves everything needed to resume exactly to one file, atomically; only rank 0 writes.
 
-    Written every ``interval`` epochs and when training completes; only rank 0 writes.
+    Written every ``interval`` epochs and when training completes. Besides ``save_dict``'s state dicts
+    the file holds ``rng`` (one :func:`capture_rng_state` per rank, gathered, so the handler must run
+    on every rank) and ``validation`` (the evaluator's best metric and epoch, the :class:`BestModelSaver`
+    states). The events are registered when the run starts, so that they run after every handler
+    registered when the trainer was built (LR schedule, validation, the balancer's epoch hook): the
+    saved state is the state at the start of the next epoch. The replaced file is kept as
+    ``checkpoint.prev.pt`` (see :func:`load_checkpoint`).
 
     Args:
-        save_path: the checkpoint file (overwritten in place by an atomic rename).
+        save_path: the checkpoint file.
         save_dict: name → object with ``state_dict`` (network, heads, optimizers, balancer, ...); the
             engine the handler is attached to is added as ``"trainer"`` (epoch and iteration).
         interval: epochs between saves; 0 saves only at the end.
@@ -54,17 +234,38 @@ class TrainingCheckpointSaver:
         self.save_path = Path(save_path)
         self.save_dict = save_dict
         self.interval = int(interval)
+        self._last_saved: int | None = None
+        self._registered = False
 
     def attach(self, engine: Engine) -> None:
         self.save_dict = {**self.save_dict, "trainer": engine}
-        if not is_main_process():
+        engine.add_event_handler(Events.STARTED, self._register)
+
+    def _register(self, engine: Engine) -> None:
+        if self._registered:  # a resumed or repeated run fires STARTED again
             return
+        self._registered = True
         if self.interval > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        atomic_torch_save(_state_dicts(self.save_dict), self.save_path)
+        if self._last_saved == engine.state.iteration:  # the last epoch's save is also the final one
+            return
+        self._last_saved = engine.state.iteration
+        rng = _all_gather(capture_rng_state(getattr(getattr(engine, "data_loader", None), "dataset", None)))
+        if not is_main_process():
+            return
+        payload = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        payload["rng"] = rng
+        evaluator, savers = validation_objects(engine)
+        if evaluator is not None:
+            payload["validation"] = {
+                "best_metric": getattr(evaluator.state, "best_metric", None),
+                "best_metric_epoch": getattr(evaluator.state, "best_metric_epoch", None),
+                "best_model_savers": [s.state_dict() for s in savers],
+            }
+        atomic_torch_save(payload, self.save_path, keep_previous=True)
 
 
 class BestModelSaver:
@@ -83,15 +284,16 @@ class BestModelSaver:
         self.best = -math.inf
 
     def attach(self, engine: Engine) -> None:
-        if is_main_process():
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        # attached on every rank (so a resume restores ``best`` everywhere); only rank 0 writes
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         name = self.metric_name or engine.state.key_metric_name
         value = float(engine.state.metrics[name])
         if value > self.best:
             self.best = value
-            atomic_torch_save(self.network.state_dict(), self.save_path)
+            if is_main_process():
+                atomic_torch_save(self.network.state_dict(), self.save_path)
 
     def state_dict(self) -> dict[str, float]:
         return {"best": self.best}

@@ -1,37 +1,262 @@
-"""torch.distributed helpers that degrade to no-ops in a single process."""
+"""torch.distributed helpers that degrade to no-ops in a single process.
+
+Multi-GPU and multi-node training use torch.distributed and DistributedDataParallel (DDP), the engine
+MONAI itself uses, launched with ``torchrun`` (see ``docs/distributed.md`` and the bundle's
+``configs/multi_gpu_train.yaml``, which calls the helpers here):
+
+- :func:`init_distributed` / :func:`destroy_distributed`: the process group (``nccl`` on CUDA, ``gloo``
+  on CPU), created in the bundle's ``initialize`` and destroyed in its ``finalize``;
+- :func:`ddp_wrap`: DDP around the network (trained through ``forward_features``) or the auxiliary
+  heads; :func:`unwrap` returns the bare module, so checkpoints are the same with and without DDP;
+- :func:`all_reduce_mean`: every statistic a balancer decides from goes through it, so all ranks apply
+  identical coefficients and the replicas stay identical;
+- :func:`main_process_first`, :func:`main_process_handlers`, :func:`main_process_summary_writer`,
+  :func:`quiet_non_main_logging`: only rank 0 writes files and logs;
+- :func:`validation_sampler`: validation shards without padded duplicates.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["all_reduce_mean", "is_main_process", "unwrap"]
+from brats_cggm.engine.outputs import MultimodalOutput
+
+__all__ = [
+    "FeaturesDistributedDataParallel",
+    "FeaturesForward",
+    "all_reduce_mean",
+    "barrier",
+    "ddp_wrap",
+    "destroy_distributed",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_distributed",
+    "is_main_process",
+    "main_process_first",
+    "main_process_handlers",
+    "main_process_summary_writer",
+    "quiet_non_main_logging",
+    "unwrap",
+    "validation_sampler",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def is_distributed() -> bool:
+    """True when a process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's global rank (0 without a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
     """True on rank 0, or when no process group is initialised."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """``dist.barrier()`` when distributed, else nothing."""
+    if get_world_size() > 1:
+        dist.barrier()
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tensor`` over all ranks (returns ``tensor`` itself without a process group).
+    """Average ``tensor`` over all ranks (a no-op without a process group); returns a new tensor.
 
     Balancers decide from batch statistics; averaging them first makes every rank apply the same
-    coefficients, so the replicas stay identical.
+    coefficients, so the replicas stay identical. A CPU tensor is reduced on this rank's GPU under
+    ``nccl`` (which only reduces CUDA tensors) and comes back on the CPU.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if get_world_size() == 1:
         return tensor
     reduced = tensor.detach().clone()
+    if reduced.device.type == "cpu" and dist.get_backend() == "nccl":
+        reduced = reduced.cuda()
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-    return reduced / dist.get_world_size()
+    return (reduced / dist.get_world_size()).to(tensor.device)
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel / torch.compile wrapper."""
+def init_distributed(device: str | torch.device | None = None, timeout_s: float = 1800) -> torch.device:
+    """Create the default process group from ``torchrun``'s environment; return this rank's device.
+
+    Rendezvous (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) comes from the
+    environment ``torchrun`` sets. A CUDA device (or None with CUDA available) becomes
+    ``cuda:LOCAL_RANK`` with ``nccl``; ``"cpu"`` trains on the CPU with ``gloo``. Once the group exists,
+    a second call only returns the device.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (N is replaced by ``LOCAL_RANK``) or None.
+        timeout_s: collective timeout in seconds.
+
+    Returns:
+        The device this rank trains on.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(f"cuda:{local_rank}") if kind == "cuda" else torch.device(kind)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    if not is_distributed():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        logger.info("process group: %s, rank %d of %d, device %s", backend, get_rank(), get_world_size(), resolved)
+    return resolved
+
+
+def destroy_distributed() -> None:
+    """Destroy the default process group if there is one (the bundle's ``finalize``)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+class FeaturesForward(nn.Module):
+    """A module whose ``forward`` is the network's ``forward_features``, so DDP sees the training forward.
+
+    DDP synchronises gradients of what runs through the wrapped module's ``forward``; the trainer trains
+    through ``forward_features``. This returns a plain tuple ``(logits, features, head_input)``, which
+    DDP's output traversal understands.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple:
+        output = self.network.forward_features(*args, **kwargs)
+        return output.logits, output.features, output.head_input
+
+
+class FeaturesDistributedDataParallel(nn.parallel.DistributedDataParallel):
+    """DDP around a :class:`FeaturesForward`: ``ddp(inputs, feature_hook=...)`` returns a :class:`MultimodalOutput`."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> MultimodalOutput:
+        logits, features, head_input = super().forward(*args, **kwargs)
+        return MultimodalOutput(logits=logits, features=list(features), head_input=head_input)
+
+
+def ddp_wrap(module: nn.Module, device: str | torch.device | None = None, **kwargs: Any) -> nn.Module:
+    """Wrap ``module`` in DDP for training; without a process group it is returned unchanged.
+
+    A network with ``forward_features`` becomes ``FeaturesDistributedDataParallel(FeaturesForward(network))``,
+    any other module (the auxiliary heads) plain DDP. DDP broadcasts rank 0's parameters and buffers when
+    it is built, so every replica starts identical. Optimizers, checkpoints and validation keep using the
+    bare module (:func:`unwrap`), which shares its parameters with the wrapper.
+
+    Args:
+        module: the network or the auxiliary heads, already on ``device``.
+        device: the rank's device (CUDA devices become ``device_ids``); the module's when None.
+        kwargs: more ``DistributedDataParallel`` arguments (e.g. ``find_unused_parameters=True`` for a
+            balancer that skips an encoder in some steps).
+
+    Returns:
+        The DDP wrapper, or ``module`` itself in a single process.
+    """
+    if not is_distributed():
+        return module
+    device = torch.device(device) if device is not None else next(module.parameters()).device
+    if device.type == "cuda":
+        kwargs = {"device_ids": [device], "output_device": device, **kwargs}
+    if hasattr(module, "forward_features"):
+        return FeaturesDistributedDataParallel(FeaturesForward(module), **kwargs)
+    return nn.parallel.DistributedDataParallel(module, **kwargs)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel / torch.compile / :class:`FeaturesForward`."""
     while True:
-        if isinstance(module, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+        if isinstance(module, nn.parallel.DistributedDataParallel | nn.DataParallel):
             module = module.module
+        elif isinstance(module, FeaturesForward):
+            module = module.network
         elif hasattr(module, "_orig_mod"):
             module = module._orig_mod
         else:
             return module
+
+
+def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` on rank 0 first, then on the other ranks (e.g. to generate phantoms once)."""
+    if is_main_process():
+        result = fn(*args, **kwargs)
+        barrier()
+        return result
+    barrier()
+    return fn(*args, **kwargs)
+
+
+def main_process_handlers(handlers: Sequence[Any] | None) -> list[Any]:
+    """``handlers`` on rank 0; on the other ranks, without MONAI's ``StatsHandler`` and TensorBoard handlers.
+
+    Those write unconditionally; this package's handlers gate themselves (the checkpoint saver must run
+    on every rank: it gathers each rank's RNG states), and the others (LR schedule, validation) must run
+    everywhere.
+    """
+    handlers = list(handlers or [])
+    if is_main_process():
+        return handlers
+    from monai.handlers import StatsHandler
+    from monai.handlers.tensorboard_handlers import TensorBoardHandler
+
+    return [h for h in handlers if not isinstance(h, StatsHandler | TensorBoardHandler)]
+
+
+class _NullSummaryWriter:
+    """A ``SummaryWriter`` stand-in for ranks > 0: every method does nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
+def main_process_summary_writer(log_dir: str | os.PathLike, **kwargs: Any) -> Any:
+    """A ``SummaryWriter`` on rank 0 and a no-op stand-in elsewhere, so a run has one event file."""
+    if not is_main_process():
+        return _NullSummaryWriter()
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir), **kwargs)
+
+
+def quiet_non_main_logging(level: int = logging.WARNING) -> None:
+    """On ranks > 0, drop log records below ``level`` (warnings and errors still show)."""
+    if not is_main_process():
+        logging.disable(level - 1)
+
+
+def validation_sampler(dataset: Any) -> Any:
+    """``monai.data.DistributedSampler(even_divisible=False)``: each validation case on exactly one rank.
+
+    MONAI's metrics all-gather the per-case scores (uneven shards included), so the reduced metric is
+    that of the whole validation set, without the padded duplicates of an evenly divisible sampler.
+    Every rank needs at least one case: with fewer cases than ranks the sampler pads, with a warning.
+    """
+    from monai.data import DistributedSampler
+
+    even = len(dataset) < get_world_size()
+    if even:
+        warnings.warn(
+            f"{len(dataset)} validation case(s) for {get_world_size()} ranks: padded with duplicates, "
+            "which bias the validation metrics",
+            stacklevel=2,
+        )
+    return DistributedSampler(dataset=dataset, even_divisible=even, shuffle=False)

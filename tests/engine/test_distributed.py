@@ -1,0 +1,91 @@
+"""Two CPU processes under torchrun (gloo): replicas stay identical, resumption is exact, validation is unbiased."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
+WORKER = Path(__file__).with_name("ddp_worker.py")
+WORLD_SIZE = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The results of ``ddp_worker.py`` on every rank (one torchrun launch for the whole module)."""
+    out = tmp_path_factory.mktemp("ddp")
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}"]
+    command += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+
+def _max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def test_all_reduce_mean_averages_over_ranks(ranks: list[dict]):
+    assert [r["world_size"] for r in ranks] == [WORLD_SIZE] * WORLD_SIZE
+    assert [r["mean_of_rank"] for r in ranks] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("run", ["uninterrupted", "resumed"])
+def test_ranks_train_on_different_data_yet_hold_identical_parameters_and_coefficients(ranks: list[dict], run: str):
+    first, second = ranks[0][run], ranks[1][run]
+    # the shards differ, so the local losses do: identity comes from DDP and the all-reduced ε
+    assert all(a["task_loss"] != b["task_loss"] for a, b in zip(first["log"], second["log"]))
+    assert [step["B"] for step in first["log"]] == [step["B"] for step in second["log"]]
+    assert _max_abs_difference(first["params"], second["params"]) <= 1e-6
+    # the coefficients moved away from their start (CGGM acted)
+    assert len({tuple(step["B"]) for step in first["log"]}) == len(first["log"])
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(ranks: list[dict]):
+    for rank in ranks:
+        assert Path(rank["resumed_from"]).name == "checkpoint.pt"
+        assert rank["resumed_at"] == 2  # the end of epoch 1; the run was killed in iteration 3
+        uninterrupted, resumed = rank["uninterrupted"], rank["resumed"]
+        assert [s["iteration"] for s in resumed["log"]] == [3, 4, 5, 6]
+        assert resumed["log"] == uninterrupted["log"][2:]
+        assert _max_abs_difference(resumed["params"], uninterrupted["params"]) == 0.0
+
+
+def test_validation_metric_is_reduced_over_ranks_without_padded_duplicates(ranks: list[dict]):
+    shards = [r["validation"]["shard"] for r in ranks]
+    assert sorted(shards[0] + shards[1]) == [0, 1, 2, 3, 4]  # every case once
+    dice = [2 * (c + 1) / (c + 17) for c in range(5)]
+    exact = sum(dice) / len(dice)
+    padded = (sum(dice) + dice[0]) / (len(dice) + 1)  # what an evenly divisible sampler would report
+    assert abs(exact - padded) > 1e-2
+    for rank in ranks:
+        assert rank["validation"]["dice"] == pytest.approx(exact, abs=1e-6)
+
+
+def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initialize():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "multi_gpu_train.yaml")])
+    single = ConfigParser()
+    single.read_config(str(CONFIGS / "train.yaml"))
+    initialize = parser["initialize"]
+    assert "init_distributed" in initialize[0]
+    # the overlay repeats train.yaml's initialize after its own items: keep the two in step
+    assert initialize[-len(single["initialize"]) :] == single["initialize"]
+    assert parser["finalize"][: len(single["finalize"])] == single["finalize"]
+    assert "destroy_distributed" in parser["finalize"][-1]
