@@ -167,6 +167,9 @@ class OGMGEBalancer(Balancer):
         self.steps = int(state_dict["steps"])
         self._generators = {}
         for key, gen_state in state_dict.get("generators", {}).items():
-            gen = torch.Generator(device=key)
+            try:
+                gen = torch.Generator(device=key)
+            except RuntimeError:  # e.g. a CUDA run resumed on a CPU: reseeded from seed + steps on first use
+                continue
             gen.set_state(gen_state)
             self._generators[key] = gen

@@ -111,3 +111,12 @@ def test_loss_score_is_exp_minus_loss():
     ctx = SimpleNamespace(aux_losses=[torch.tensor(v) for v in (0.1, 0.5, 1.0, 2.0)], epoch=1)
     balancer.extra_loss(ctx)
     assert balancer.scalars()["ogm_ge/score/t1"] == pytest.approx(math.exp(-1.0))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CUDA checkpoint resumed on a CPU-only machine")
+def test_cuda_noise_state_resumes_on_cpu():
+    balancer = OGMGEBalancer(MODALITIES)
+    state = balancer.state_dict()
+    state["generators"] = {"cuda:0": torch.Generator().get_state()}
+    balancer.load_state_dict(state)
+    assert balancer._generators == {}  # reseeded from seed + steps on first use
