@@ -1,7 +1,8 @@
 """UPMC Food-101 in its two common layouts, read into text + image samples.
 
 JSON layout (``dataset_dir`` holds ``train.json``, ``dev.json``, ``test.json``; each a JSON list or
-JSON lines of ``{"id", "text_tokens", "img_path", "label"}``; ``img_path`` relative to ``dataset_dir``).
+JSON lines of ``{"id", "text_tokens", "img_path", "label"}``; ``img_path`` relative to ``dataset_dir``
+or to ``dataset_dir/images``).
 
 CSV layout (the original release): ``texts/train_titles.csv`` and ``texts/test_titles.csv`` with rows
 ``image_name,text,label`` (a header row is recognised and skipped) and images under
@@ -93,7 +94,10 @@ def _json_split(root: Path, split: str) -> list[Food101Record]:
             tokens = item["text_tokens"]
             text = " ".join(map(str, tokens)) if isinstance(tokens, list | tuple) else str(tokens)
             image = Path(item["img_path"])
-            image = image if image.is_absolute() else root / image
+            if not image.is_absolute():
+                # some releases give img_path relative to images/ rather than to the data set folder
+                candidates = [root / image, root / "images" / image]
+                image = next((c for c in candidates if c.exists()), candidates[0])
             records.append(Food101Record(str(item.get("id", image.stem)), text, image, str(item["label"])))
         return records
     raise AdapterDataError(f"{root}: no {split!r} split (looked for {[n + '.json' for n in JSON_SPLITS[split]]})")
