@@ -102,3 +102,15 @@ def test_model_folders_must_exist_locally(food101_json, tiny_vit, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AdapterDataError, match=r"image_model .*empty has no config\.json"):
         build_food101_network({"text": 4}, 3, image_model=tmp_path / "empty")
+
+
+def test_json_img_path_may_be_relative_to_images(food101_json, tmp_path):
+    root = shutil.copytree(food101_json, tmp_path / "food")
+    for split in ("train", "dev", "test"):
+        records = json.loads((root / f"{split}.json").read_text())
+        for r in records:
+            r["img_path"] = r["img_path"].removeprefix("images/")
+        (root / f"{split}.json").write_text(json.dumps(records))
+    records = read_food101_records(root)
+    assert records["val"][0].image == root / "images" / "dev" / "apple_pie_0.jpg"
+    assert all(r.image.is_file() for split in records.values() for r in split)
