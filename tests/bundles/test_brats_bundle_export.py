@@ -1,0 +1,227 @@
+"""The BraTS bundle's inference and evaluation configs through ``monai.bundle``, and its exports.
+
+``inference.yaml`` / ``evaluate.yaml`` run through ``monai.bundle.run`` (what ``python -m monai.bundle run``
+calls) on a training ``output_dir``; ``verify_net_in_out`` and ``ckpt_export`` work on the inference network,
+and the exported TorchScript file segments like the eager network through ``brats-cggm-infer``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ckpt_export, verify_net_in_out
+from monai.bundle import run as bundle_run
+
+from brats_cggm.brats.data import discover_dataset, split_datalist
+from brats_cggm.brats.inference import main as infer_main
+from brats_cggm.brats.network import build_network
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
+META = str(CONFIGS / "metadata.json")
+LOGGING = str(CONFIGS / "logging.conf")
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(save|load|trace)` is deprecated")
+
+
+def _labels(path: Path) -> np.ndarray:
+    return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+def _run_config(run_dir: Path) -> str:
+    return str(run_dir / "configs" / "inference.json")
+
+
+def _messages(error: BaseException | None) -> str:
+    text = ""
+    while error is not None:
+        text += f"{error}\n"
+        error = error.__cause__ or error.__context__
+    return text
+
+
+@pytest.fixture(scope="module")
+def two_cases(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two phantom cases (BraTS layout, with labels). Read-only."""
+    root = tmp_path_factory.mktemp("two") / "brats"
+    for case in ("BraTS2021_00000", "BraTS2021_00001"):
+        shutil.copytree(phantom_dataset / case, root / case)
+    return root
+
+
+def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_dir: Path, tmp_path: Path):
+    bundle_out, cli_out = tmp_path / "bundle", tmp_path / "cli"
+    bundle_run(
+        config_file=[str(CONFIGS / "inference.yaml"), _run_config(tiny_run_dir)],
+        meta_file=META,
+        logging_file=LOGGING,
+        bundle_root=str(tiny_run_dir),
+        dataset_dir=str(two_cases),
+        output_dir=str(bundle_out),
+        device="cpu",
+    )
+    cases = sorted(p.name for p in two_cases.iterdir())
+    assert sorted(p.name for p in bundle_out.iterdir()) == [f"{c}.nii.gz" for c in cases]
+    assert infer_main(["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output", str(cli_out)]) == 0
+    for case in cases:
+        written = nib.load(str(bundle_out / f"{case}.nii.gz"))
+        reference = nib.load(str(two_cases / case / f"{case}_flair.nii.gz"))
+        assert written.shape == reference.shape and written.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(written.affine, reference.affine)
+        # same preprocessing, window and postprocessing: the same labels as the command line tool
+        np.testing.assert_array_equal(_labels(bundle_out / f"{case}.nii.gz"), _labels(cli_out / f"{case}.nii.gz"))
+
+    # a second run does not overwrite the predictions unless told to
+    with pytest.raises(Exception) as excinfo:
+        bundle_run(
+            config_file=[str(CONFIGS / "inference.yaml"), _run_config(tiny_run_dir)],
+            meta_file=META,
+            logging_file=LOGGING,
+            bundle_root=str(tiny_run_dir),
+            dataset_dir=str(two_cases),
+            output_dir=str(bundle_out),
+            device="cpu",
+        )
+    assert f"{bundle_out / cases[0]}.nii.gz: exists; pass --overwrite" in _messages(excinfo.value)
+
+
+@pytest.mark.parametrize("split", ["all", "validation"])
+def test_evaluate_yaml_writes_per_case_metrics(two_cases: Path, tiny_run_dir: Path, tmp_path: Path, split: str):
+    out = tmp_path / "eval"
+    bundle_run(
+        config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "evaluate.yaml"), _run_config(tiny_run_dir)],
+        meta_file=META,
+        logging_file=LOGGING,
+        bundle_root=str(tiny_run_dir),
+        dataset_dir=str(two_cases),
+        output_dir=str(out),
+        split=split,
+        device="cpu",
+    )
+    items = discover_dataset(two_cases).items
+    expected = items if split == "all" else split_datalist(items, val_fraction=0.2, seed=0)[1]
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case_id"] for r in rows] == sorted(i["case_id"] for i in expected)
+    for row in rows:
+        assert row["status"] == "ok"
+        for region in ("et", "tc", "wt"):
+            assert 0.0 <= float(row[f"dice_{region}"]) <= 1.0
+            assert float(row[f"hd95_{region}"]) >= 0.0
+    summary = json.loads((out / "metrics_summary.json").read_text())
+    assert summary["n_evaluated"] == len(expected)
+    dice_wt = [float(r["dice_wt"]) for r in rows]
+    assert summary["metrics"]["dice_wt"]["mean"] == pytest.approx(np.mean(dice_wt), abs=1e-5)
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == [f"{r['case_id']}.nii.gz" for r in rows]
+
+
+def test_verify_net_in_out(tiny_run_dir: Path):
+    # the bundle's own network, and the network of a training run
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=str(CONFIGS / "inference.yaml"), device="cpu")
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=META,
+        config_file=[str(CONFIGS / "inference.yaml"), _run_config(tiny_run_dir)],
+        device="cpu",
+    )
+    with pytest.raises(ValueError, match="output channel number"):
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=META,
+            config_file=[str(CONFIGS / "inference.yaml"), _run_config(tiny_run_dir)],
+            device="cpu",
+            **{"_meta_#network_data_format#outputs#pred#num_channels": 4},
+        )
+
+
+def test_ckpt_export_of_a_run_and_torchscript_inference(two_cases: Path, tiny_run_dir: Path, tmp_path: Path):
+    ts = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(tiny_run_dir / "models" / "checkpoint.pt"),
+        key_in_ckpt="network",
+        meta_file=META,
+        config_file=_run_config(tiny_run_dir),
+    )
+    scripted = torch.jit.load(str(ts))
+    eager = build_network("cpu", features=(4, 8, 16))
+    eager.load_state_dict(torch.load(tiny_run_dir / "models" / "model.pt", weights_only=True))
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), eager.eval()(x))
+
+    # brats-cggm-infer --torchscript: settings from the embedded config, the same labels as --bundle
+    case = two_cases / "BraTS2021_00001"
+    assert infer_main(["--input", str(case), "--torchscript", str(ts), "--output", str(tmp_path / "ts")]) == 0
+    assert infer_main(["--input", str(case), "--bundle", str(tiny_run_dir), "--output", str(tmp_path / "eager")]) == 0
+    name = "BraTS2021_00001.nii.gz"
+    np.testing.assert_array_equal(_labels(tmp_path / "ts" / name), _labels(tmp_path / "eager" / name))
+
+
+@pytest.mark.slow
+def test_ckpt_export_of_the_bundle_folder(two_cases: Path, tmp_path: Path):
+    """A bundle folder (the configs plus models/model.pt) exports with its own inference.yaml embedded."""
+    bundle = tmp_path / "brats_cggm"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    (bundle / "models").mkdir()
+    torch.manual_seed(1)
+    torch.save(build_network("cpu").state_dict(), bundle / "models" / "model.pt")
+    ckpt_export(
+        net_id="network_def",
+        bundle_root=str(bundle),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.yaml"),
+    )
+    ts = bundle / "models" / "model.ts"
+    assert ts.is_file()
+    case = two_cases / "BraTS2021_00000"
+    out_ts, out_bundle = tmp_path / "ts", tmp_path / "bundle_out"
+    assert infer_main(["--input", str(case), "--torchscript", str(ts), "--output", str(out_ts)]) == 0
+    assert infer_main(["--input", str(case), "--bundle", str(bundle), "--output", str(out_bundle)]) == 0
+    name = "BraTS2021_00000.nii.gz"
+    np.testing.assert_array_equal(_labels(out_ts / name), _labels(out_bundle / name))
+
+
+@pytest.mark.slow
+def test_train_then_infer_on_the_output_dir(tmp_path: Path):
+    """train.yaml writes configs/inference.json: its output_dir works as --bundle and as bundle_root."""
+    output_dir = tmp_path / "run"
+    phantoms = tmp_path / "phantoms"
+    bundle_run(
+        config_file=str(CONFIGS / "train.yaml"),
+        meta_file=META,
+        logging_file=LOGGING,
+        output_dir=str(output_dir),
+        phantom_dir=str(phantoms),
+        phantoms={"n": 3, "shape": [32, 32, 32], "seed": 0},
+        max_epochs=1,
+        val_interval=1,
+        patch_size=[16, 16, 16],
+        num_samples=1,
+        device="cpu",
+        **{"network_def#features": [4, 8, 16]},
+    )
+    run_config = json.loads((output_dir / "configs" / "inference.json").read_text())
+    assert run_config["patch_size"] == [16, 16, 16] and run_config["network_def"]["features"] == [4, 8, 16]
+    assert (output_dir / "models" / "model.pt").is_file()
+    bundle_run(
+        config_file=[str(CONFIGS / "inference.yaml"), str(output_dir / "configs" / "inference.json")],
+        meta_file=META,
+        logging_file=LOGGING,
+        bundle_root=str(output_dir),
+        dataset_dir=str(phantoms),
+        output_dir=str(tmp_path / "bundle_out"),
+        device="cpu",
+    )
+    assert infer_main(["--input", str(phantoms), "--bundle", str(output_dir), "--output", str(tmp_path / "cli")]) == 0
+    for case in sorted(p.name for p in phantoms.iterdir() if p.is_dir()):
+        a, b = tmp_path / "bundle_out" / f"{case}.nii.gz", tmp_path / "cli" / f"{case}.nii.gz"
+        np.testing.assert_array_equal(_labels(a), _labels(b))
