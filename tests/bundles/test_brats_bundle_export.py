@@ -28,7 +28,11 @@ CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(save|load|trace)` is deprecated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.(save|load|trace)` is deprecated"),
+    # MONAI's notice that configs can run code: these are the repository's own
+    pytest.mark.filterwarnings("ignore:parsing config_file"),
+]
 
 
 def _labels(path: Path) -> np.ndarray:
