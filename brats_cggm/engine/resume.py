@@ -59,25 +59,29 @@ def resolve_resume_path(resume: Any, default_path: str | os.PathLike) -> tuple[P
 
 
 def _load_on_every_rank(path: Path, required: bool, map_location: Any) -> tuple[dict | None, Path | None]:
-    """Rank 0 picks the file (falling back to the previous checkpoint); every rank loads that file."""
-    chosen: list[str | None] = [None]
+    """Rank 0 picks the file (falling back to the previous checkpoint); every rank loads that file.
+
+    Rank 0's decision, or its error, is broadcast, so that no rank waits for ever on one that failed.
+    """
+    decision: list[Any] = [None]  # the file, or the exception rank 0 got
     checkpoint = None
     if is_main_process():
         try:
             checkpoint, used = load_checkpoint(path, map_location=map_location, required_keys=("trainer",))
-            chosen = [str(used)]
-        except FileNotFoundError:
-            if required:
-                raise
+            decision = [str(used)]
+        except FileNotFoundError as exc:
+            decision = [exc if required else None]
+        except Exception as exc:  # damaged files: every rank stops with rank 0's message
+            decision = [exc]
     if get_world_size() > 1:
-        dist.broadcast_object_list(chosen, src=0)
-    if chosen[0] is None:
-        if required:  # ranks > 0 of a run whose rank 0 raised
-            raise FileNotFoundError(f"no checkpoint at {path}")
+        dist.broadcast_object_list(decision, src=0)
+    if isinstance(decision[0], Exception):
+        raise decision[0]
+    if decision[0] is None:
         return None, None
     if checkpoint is None:  # ranks > 0 (a multi-node run needs output_dir on a shared file system)
-        checkpoint, _ = load_checkpoint(chosen[0], map_location=map_location, fallback=False)
-    return checkpoint, Path(chosen[0])
+        checkpoint, _ = load_checkpoint(decision[0], map_location=map_location, fallback=False)
+    return checkpoint, Path(decision[0])
 
 
 def resume_from_checkpoint(

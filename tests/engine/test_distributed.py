@@ -89,3 +89,36 @@ def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initi
     assert initialize[-len(single["initialize"]) :] == single["initialize"]
     assert parser["finalize"][: len(single["finalize"])] == single["finalize"]
     assert "destroy_distributed" in parser["finalize"][-1]
+
+
+@pytest.mark.slow
+def test_bundle_trains_on_two_cpu_processes_and_resumes(tmp_path: Path):
+    """The documented torchrun command, tiny: rank 0 alone writes; ``--resume true`` continues the run."""
+    files = [str(CONFIGS / "train.yaml"), str(CONFIGS / "multi_gpu_train.yaml")]
+    output_dir = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}"]
+    command += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "monai.bundle", "run"]
+    command += ["--config_file", repr(files), "--meta_file", str(CONFIGS / "metadata.json")]
+    command += ["--logging_file", str(CONFIGS / "logging.conf"), "--device", "cpu", "--val_interval", "1"]
+    command += ["--patch_size", "[16,16,16]", "--network_def#features", "[4,8,16]", "--num_samples", "1"]
+    command += ["--phantoms", "{'n': 5, 'shape': [32,32,32], 'seed': 0}", "--val_fraction", "0.4"]
+    command += ["--sw_batch_size", "2", "--phantom_dir", str(tmp_path / "phantoms"), "--output_dir", str(output_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for epochs, resume in ((1, "false"), (2, "true")):
+        done = subprocess.run(
+            [*command, "--max_epochs", str(epochs), "--resume", resume],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resumed from" in done.stdout + done.stderr
+    assert len(list(output_dir.glob("events.out.tfevents.*"))) == 2  # one per run, rank 0's
+    checkpoint = torch.load(output_dir / "models" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["trainer"]["iteration"] == 2  # 3 training cases, 2 per rank, batch 2: 1 iteration per epoch
+    assert len(checkpoint["rng"]) == WORLD_SIZE
+    assert checkpoint["validation"]["best_metric_epoch"] in (1, 2)
+    assert (output_dir / "models" / "model.pt").is_file()
+    assert (output_dir / "metrics.json").is_file()
