@@ -58,3 +58,28 @@ def msd_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+#: Constructor overrides of the tiny random network of :func:`tiny_run_dir` (sliding window multiple of 4).
+TINY_FEATURES = (4, 8, 16)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training ``output_dir`` look-alike with a tiny random network. Read-only.
+
+    Holds ``configs/inference.json`` (as written by ``train.yaml``'s ``initialize``), ``models/model.pt``
+    (a plain state dict) and ``models/checkpoint.pt`` (a dict with a ``"network"`` entry, as training
+    writes it). Sliding window 32^3.
+    """
+    from brats_cggm.brats.inference import save_run_config
+    from brats_cggm.brats.network import build_network
+
+    root = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    network = build_network("cpu", features=TINY_FEATURES)
+    save_run_config(root, network, {"label_convention": "brats2021", "channel_order": None}, roi_size=(32, 32, 32))
+    (root / "models").mkdir()
+    torch.save(network.state_dict(), root / "models" / "model.pt")
+    torch.save({"network": network.state_dict(), "trainer": {"epoch": 1}}, root / "models" / "checkpoint.pt")
+    return root
