@@ -1,0 +1,19 @@
+"""Benchmark brats-cggm: balancer overhead, whole-volume inference, data pipeline, scaling.
+
+    python scripts/benchmark.py --quick --out bench_cpu.json
+    python scripts/benchmark.py --device cuda --preset full --out bench_gpu.json
+
+See ``brats_cggm.benchmarking`` and ``docs/performance.md``.
+"""
+
+import sys
+from pathlib import Path
+
+try:
+    from brats_cggm.benchmarking import main
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from brats_cggm.benchmarking import main
+
+if __name__ == "__main__":
+    sys.exit(main())
