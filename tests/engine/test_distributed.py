@@ -78,17 +78,20 @@ def test_validation_metric_is_reduced_over_ranks_without_padded_duplicates(ranks
         assert rank["validation"]["dice"] == pytest.approx(exact, abs=1e-6)
 
 
-def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initialize():
+@pytest.mark.parametrize("bundle", ["brats_cggm", "multimodal_cggm"])
+def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initialize(bundle: str):
+    configs = REPO / "bundles" / bundle / "configs"
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "multi_gpu_train.yaml")])
+    parser.read_config([str(configs / "train.yaml"), str(configs / "multi_gpu_train.yaml")])
     single = ConfigParser()
-    single.read_config(str(CONFIGS / "train.yaml"))
+    single.read_config(str(configs / "train.yaml"))
     initialize = parser["initialize"]
     assert "init_distributed" in initialize[0]
     # the overlay repeats train.yaml's initialize after its own items: keep the two in step
     assert initialize[-len(single["initialize"]) :] == single["initialize"]
     assert parser["finalize"][: len(single["finalize"])] == single["finalize"]
     assert "destroy_distributed" in parser["finalize"][-1]
+    assert "ddp_wrap" in parser["train#trainer#network"] and "ddp_wrap" in parser["train#trainer#aux_heads"]
 
 
 @pytest.mark.slow
