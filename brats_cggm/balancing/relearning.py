@@ -246,7 +246,12 @@ class RelearningBalancer(Balancer):
             self.initial = [[p.detach().cpu().clone() for p in enc.parameters()] for enc in network.encoders]
 
     def due(self, epoch: int) -> bool:
-        """Whether a diagnosis (and re-initialisation) runs after ``epoch``."""
+        """Whether a diagnosis (and re-initialisation) runs after ``epoch``; never after the last epoch,
+        where re-learning has no epoch left and would only degrade the final weights."""
+        state = getattr(self.engine, "state", None)
+        last = getattr(state, "max_epochs", None)
+        if last is not None and epoch >= last:
+            return False
         return epoch % self.reinit_epoch == 0 and self.reinit_count < self.reinit_num
 
     def epoch_completed(self, epoch: int) -> None:

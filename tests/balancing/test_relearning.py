@@ -90,6 +90,9 @@ def test_epoch_end_schedule_and_blend_towards_init():
     trained = {n: p.detach().clone() for n, p in network.named_parameters()}
     balancer.epoch_completed(1)  # not due
     assert balancer.reinit_count == 0
+    balancer.engine.state.max_epochs = 2
+    assert not balancer.due(2)  # never after the last epoch
+    balancer.engine.state.max_epochs = 10
     balancer.epoch_completed(2)
     assert balancer.reinit_count == 1 and not balancer.due(4)
     scalars = balancer.scalars()
