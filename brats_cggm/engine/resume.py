@@ -104,8 +104,8 @@ def resume_from_checkpoint(
         The checkpoint file used, or None when training starts afresh.
 
     Raises:
-        ValueError: ``resume`` is set but no :class:`TrainingCheckpointSaver` is among ``handlers``, or
-            the checkpoint is already at the end of the configured epochs.
+        ValueError: ``resume`` is set but no :class:`TrainingCheckpointSaver` is among ``handlers``, the
+            checkpoint lacks one of the saver's entries, or it is already at the end of the configured epochs.
         FileNotFoundError: an explicit checkpoint path does not exist.
         CheckpointLoadError: no loadable checkpoint.
     """
@@ -123,7 +123,7 @@ def resume_from_checkpoint(
         if name == "trainer":
             continue
         if name not in checkpoint:
-            raise KeyError(f"checkpoint {used} has no {name!r} (saved by another configuration?)")
+            raise ValueError(f"checkpoint {used} has no {name!r} entry (saved by another configuration?)")
         obj.load_state_dict(checkpoint[name])
     _load_trainer_state(trainer, checkpoint["trainer"], used)
     _restore_validation(trainer, checkpoint.get("validation"))
