@@ -560,12 +560,15 @@ class PredictionMetric(Metric):
 
     def compute(self) -> float:
         import ignite.distributed as idist
+        from monai.utils import evenly_divisible_all_gather
 
         if not self._preds:
             return float("nan")
         preds, targets = torch.cat(self._preds), torch.cat(self._targets)
         if idist.get_world_size() > 1:
-            preds, targets = idist.all_gather(preds), idist.all_gather(targets)
+            # ranks hold unequal shards (each sample is evaluated once, on one rank)
+            preds = evenly_divisible_all_gather(preds, concat=True)
+            targets = evenly_divisible_all_gather(targets, concat=True)
         return float(self.fn(preds.numpy(), targets.numpy()))
 
 
