@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Shapley contribution of each modality of a trained BraTS network (same as ``brats-cggm-valuate``).
 
-    python scripts/valuate.py --bundle bundles/brats_cggm --checkpoint runs/brats_cggm/models/model.pt \
-        --dataset_dir data/brats_phantoms --output runs/brats_cggm/valuation
+    python scripts/valuate.py --bundle runs/brats_cggm --dataset_dir data/brats_phantoms \
+        --output runs/brats_cggm/valuation
+
+``--bundle`` is a training ``output_dir`` (its ``configs/inference.json`` and ``models/model.pt``) or a
+bundle folder; ``--checkpoint`` picks other weights (e.g. ``models/checkpoint.pt``).
 """
 
 import sys
