@@ -159,6 +159,7 @@ class BenchmarkConfig:
         scaling_patches: patch sizes of the patch-size curve.
         scaling_modalities: modality counts of the modality curve (at the base patch).
         scaling_reps: timed steps per scaling point.
+        scaling_warmup: untimed steps before each scaling point.
         variants: speed-option variants at the base step (see :func:`variants_benchmark`).
         skipped: what this configuration leaves out, and why (reported in the JSON).
         bundle_config: the bundle's ``train.yaml`` whose loader is benchmarked.
@@ -182,6 +183,7 @@ class BenchmarkConfig:
     scaling_patches: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
     scaling_modalities: list[int] = dataclasses.field(default_factory=lambda: [2, 3, 4])
     scaling_reps: int = 2
+    scaling_warmup: int = 1
     variants: list[str] = dataclasses.field(default_factory=lambda: ["default", "channels_last"])
     skipped: list[str] = dataclasses.field(default_factory=list)
     bundle_config: str = str(_DEFAULT_BUNDLE_CONFIG)
@@ -231,11 +233,13 @@ def benchmark_config(
         config.variants = ["default", "bf16", "channels_last", "bf16+channels_last", "bf16+channels_last+compile"]
     config.scaling_patches = [(64, 64, 64), (96, 96, 96), (128, 128, 128)]
     if quick:
-        config.rounds, config.warmup, config.memory_steps, config.scaling_reps = 3, 1, 2, 1
+        config.rounds, config.warmup, config.memory_steps, config.scaling_reps = 3, 1, 1, 1
         config.data_rounds = 3
         if not cuda:
             config.scaling_patches = [(64, 64, 64), (96, 96, 96)]
+            config.scaling_warmup = 0
             config.skipped.append("quick on CPU: the 128³ point of the patch-size curve is skipped")
+            config.skipped.append("quick on CPU: each scaling point is one step without warm-up")
             config.infer_overlap = 0.25
             config.skipped.append("quick on CPU: inference uses sliding-window overlap 0.25 instead of 0.5")
     else:
@@ -806,11 +810,11 @@ def scaling_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = prin
     for patch in config.scaling_patches:
         log(f"  patch {'x'.join(map(str, patch))}")
         spec = dataclasses.replace(config.base, patch=tuple(patch))
-        out["patch"].append({"patch": list(patch), **_time_spec(spec, 1, config.scaling_reps)})
+        out["patch"].append({"patch": list(patch), **_time_spec(spec, config.scaling_warmup, config.scaling_reps)})
     for count in config.scaling_modalities:
         log(f"  {count} modalities")
         spec = dataclasses.replace(config.base, modalities=_MODALITIES[:count])
-        out["modalities"].append({"modalities": count, **_time_spec(spec, 1, config.scaling_reps)})
+        out["modalities"].append({"modalities": count, **_time_spec(spec, config.scaling_warmup, config.scaling_reps)})
     return out
 
 
