@@ -903,7 +903,8 @@ def run_benchmarks(
     Args:
         config: sizes and repetitions (see :func:`benchmark_config`).
         sections: which of ``"balancers"``, ``"inference"``, ``"data"``, ``"scaling"``, ``"variants"`` to run.
-        work_dir: scratch folder (a temporary one, removed afterwards, when None).
+        work_dir: where a new scratch folder ``run_*`` is made and kept (a temporary one, removed afterwards,
+            when None).
         log: progress messages.
 
     Returns:
@@ -938,8 +939,10 @@ def run_benchmarks(
         if work_dir is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="brats_cggm_bench_")))
         else:
-            work = Path(work_dir)
-            work.mkdir(parents=True, exist_ok=True)
+            # a new folder per run: earlier runs' data is neither reused nor overwritten
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="run_", dir=work_dir))
+            report["work_dir"] = str(work)
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("balancers", lambda: balancer_benchmark(config, log)),
             ("inference", lambda: inference_benchmark(config, work, log)),

@@ -71,7 +71,9 @@ def test_inference_and_data_pipeline_report(tmp_path):
     assert inf["peak_rss_bytes"] > 0
     assert set(inf["stages_s"]) == {"check", "preprocess", "predict", "postprocess", "write"}
     # the end-to-end run really wrote a segmentation in the input's grid
-    seg = nib.load(str(tmp_path / "inference_out" / "bench_0.nii.gz"))
+    (run_dir,) = tmp_path.glob("run_*")
+    assert report["work_dir"] == str(run_dir)
+    seg = nib.load(str(run_dir / "inference_out" / "bench_0.nii.gz"))
     assert seg.shape == (32, 32, 24)
     data = report["data"]
     assert data["dataset"] == "CacheDataset"
