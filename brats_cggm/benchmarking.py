@@ -550,6 +550,7 @@ def balancer_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = pri
                 )
             except Exception as exc:
                 results[name]["memory_error"] = str(exc)
+                log(f"  {name}: memory measurement failed: {exc}")
 
     def ratio(name: str, key: str) -> float | None:
         a, b = results.get(name, {}).get(key), results.get("joint", {}).get(key)
@@ -897,6 +898,7 @@ def run_benchmarks(
     sections: Sequence[str] = SECTIONS,
     work_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    on_section: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark sections and collect their results.
 
@@ -906,6 +908,7 @@ def run_benchmarks(
         work_dir: where a new scratch folder ``run_*`` is made and kept (a temporary one, removed afterwards,
             when None).
         log: progress messages.
+        on_section: called with the report so far after each section (e.g. to save partial results).
 
     Returns:
         The report: ``meta``, ``config``, one entry per section, the headline ratios at the top level
@@ -957,6 +960,8 @@ def run_benchmarks(
             t = time.perf_counter()
             report[name] = fn()
             report.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 2)
+            if on_section is not None:
+                on_section(report)
     report["meta"]["total_seconds"] = round(time.perf_counter() - started, 2)
     headline = {
         "cggm_time_ratio": report.get("balancers", {}).get("cggm_time_ratio"),
@@ -1121,15 +1126,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.memory = False
     if args.bundle_config:
         config.bundle_config = args.bundle_config
+    # the sections finished so far, in case a later one fails or the run is killed (time limits)
+    partial = out.with_name(out.stem + ".partial.json")
     try:
-        report = run_benchmarks(config, sections, args.work_dir, log=lambda m: print(m, flush=True))
+        report = run_benchmarks(
+            config,
+            sections,
+            args.work_dir,
+            log=lambda m: print(m, flush=True),
+            on_section=lambda r: _write_json_atomic(partial, r, overwrite=True),
+        )
     except Exception as exc:
         print(f"error: benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if partial.exists():
+            print(f"the sections finished before the failure are in {partial}", file=sys.stderr)
         return 1
     report["meta"]["quick"] = args.quick
     print()
     print(format_report(report))
     _write_json_atomic(out, report, args.overwrite)
+    partial.unlink(missing_ok=True)
     print(f"\nwrote {out}")
     return 0
 

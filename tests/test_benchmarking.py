@@ -156,4 +156,17 @@ def test_cli_tiny_run_writes_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["meta"]["quick"] is False and set(report["balancers"]["per_balancer"]) == {"joint", "cggm"}
     assert "cggm_time_ratio" in capsys.readouterr().out
-    assert [p.name for p in out.parent.iterdir()] == ["b.json"]  # no temporary file left
+    assert [p.name for p in out.parent.iterdir()] == ["b.json"]  # no temporary or partial file left
+
+
+def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(benchmarking, "scaling_benchmark", fail)
+    out = tmp_path / "b.json"
+    argv = ["--tiny", "--out", str(out), "--sections", "balancers,scaling", "--balancers", "joint", "--no-memory"]
+    assert benchmarking.main(argv) == 1
+    assert not out.exists()
+    partial = json.loads((tmp_path / "b.partial.json").read_text())
+    assert "joint" in partial["balancers"]["per_balancer"] and "scaling" not in partial
