@@ -557,13 +557,26 @@ def balancer_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = pri
         return a / b if a is not None and b else None
 
     mem_key = "cuda_peak_bytes" if torch.device(config.base.device).type == "cuda" else "step_peak_bytes"
+
+    def paired_time_ratio(name: str) -> float | None:
+        # median over rounds of (this round's steps / joint's steps in the same round): robust to load drift
+        if name not in times or "joint" not in times:
+            return None
+        mine, ref, k = times[name], times["joint"], config.block
+        rounds = min(len(mine), len(ref)) // k
+        per_round = [
+            statistics.median(mine[i * k : (i + 1) * k]) / statistics.median(ref[i * k : (i + 1) * k])
+            for i in range(rounds)
+        ]
+        return statistics.median(per_round) if per_round else None
+
     for name, entry in results.items():
         if "error" not in entry:
-            entry["time_ratio"] = ratio(name, "step_time_s")
+            entry["time_ratio"] = paired_time_ratio(name)
             entry["mem_ratio"] = ratio(name, mem_key)
     return {
         "per_balancer": results,
-        "cggm_time_ratio": ratio("cggm", "step_time_s"),
+        "cggm_time_ratio": results.get("cggm", {}).get("time_ratio"),
         "cggm_mem_ratio": ratio("cggm", mem_key),
         "cggm_rss_ratio": ratio("cggm", "peak_rss_bytes"),
         "mem_ratio_measure": mem_key,
