@@ -58,7 +58,6 @@ __all__ = [
     "TARGETS",
     "BenchmarkConfig",
     "StepSpec",
-    "apply_speed_options",
     "balancer_benchmark",
     "benchmark_config",
     "build_trainer",
@@ -272,31 +271,6 @@ def synthetic_batch(spec: StepSpec) -> dict[str, torch.Tensor]:
     return {"image": image, "label": label}
 
 
-def apply_speed_options(modules: Iterable[torch.nn.Module], channels_last: bool = False, compile: bool = False) -> None:
-    """Apply ``channels_last_3d`` and ``torch.compile`` to a network and its heads, in place.
-
-    ``torch.compile(network)`` would not help the trainer, which calls ``network.forward_features`` (not
-    ``forward``); so the blocks that ``forward_features`` calls (encoders, fusion modules, decoder) and each
-    auxiliary head are compiled in place with ``nn.Module.compile``.
-
-    Args:
-        modules: the network and the auxiliary heads.
-        channels_last: convert 5-D parameters to ``torch.channels_last_3d``.
-        compile: compile the blocks.
-    """
-    for module in modules:
-        if channels_last:
-            module.to(memory_format=torch.channels_last_3d)
-        if compile:
-            blocks = [*getattr(module, "encoders", []), *getattr(module, "fusion", [])]
-            if hasattr(module, "decoder"):
-                blocks.append(module.decoder)
-            if isinstance(module, torch.nn.ModuleList) and not blocks:
-                blocks = list(module)  # the auxiliary heads
-            for block in blocks or [module]:
-                block.compile()
-
-
 def _balancer_kwargs(name: str, modalities: Sequence[str]) -> dict[str, Any]:
     from brats_cggm.balancing.registry import _REGISTRY
 
@@ -323,7 +297,7 @@ def build_trainer(spec: StepSpec, data: Sequence[Any] | Iterable) -> Any:
         Exception: whatever the balancer's constructor raises.
     """
     from brats_cggm.balancing import create_balancer
-    from brats_cggm.brats.network import AuxiliaryHeads, build_network
+    from brats_cggm.brats.network import AuxiliaryHeads, apply_speed_options, build_network
     from brats_cggm.brats.task import BratsSegmentationTask
     from brats_cggm.engine.trainer import BalancedTrainer
 

@@ -23,7 +23,7 @@ and a single-encoder residual ``DynUNet`` with the ``"full"`` widths 16.7 M. The
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -42,6 +42,7 @@ __all__ = [
     "MultiEncoderUNet",
     "SegmentationAuxHead",
     "UNetDecoder",
+    "apply_speed_options",
     "build_network",
 ]
 
@@ -518,3 +519,28 @@ def build_network(
         raise ValueError(f"unknown network preset {preset!r}; available: {sorted(NETWORK_PRESETS)}.")
     kwargs = {**NETWORK_PRESETS[preset], **overrides}
     return MultiEncoderUNet(modalities=modalities, **kwargs)
+
+
+def apply_speed_options(modules: Iterable[torch.nn.Module], channels_last: bool = False, compile: bool = False) -> None:
+    """Apply ``channels_last_3d`` and ``torch.compile`` to a network and its heads, in place.
+
+    ``torch.compile(network)`` would not help the trainer, which calls ``network.forward_features`` (not
+    ``forward``); so the blocks that ``forward_features`` calls (encoders, fusion modules, decoder) and each
+    auxiliary head are compiled in place with ``nn.Module.compile``.
+
+    Args:
+        modules: the network and the auxiliary heads.
+        channels_last: convert 5-D parameters to ``torch.channels_last_3d``.
+        compile: compile the blocks.
+    """
+    for module in modules:
+        if channels_last:
+            module.to(memory_format=torch.channels_last_3d)
+        if compile:
+            blocks = [*getattr(module, "encoders", []), *getattr(module, "fusion", [])]
+            if hasattr(module, "decoder"):
+                blocks.append(module.decoder)
+            if isinstance(module, torch.nn.ModuleList) and not blocks:
+                blocks = list(module)  # the auxiliary heads
+            for block in blocks or [module]:
+                block.compile()

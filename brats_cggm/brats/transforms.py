@@ -9,6 +9,7 @@ from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     CropForegroundd,
+    DeleteItemsd,
     EnsureTyped,
     LoadImaged,
     MapTransform,
@@ -21,10 +22,18 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
+from monai.transforms.utils import map_binary_to_indices
 
 from brats_cggm.brats.labels import ConvertToRegionsd
 
-__all__ = ["ReorderChannelsd", "inference_transforms", "preprocessing", "train_transforms", "val_transforms"]
+__all__ = [
+    "CropCentreIndicesd",
+    "ReorderChannelsd",
+    "inference_transforms",
+    "preprocessing",
+    "train_transforms",
+    "val_transforms",
+]
 
 
 class ReorderChannelsd(MapTransform):
@@ -42,6 +51,48 @@ class ReorderChannelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = d[key][self.order]
+        return d
+
+
+class CropCentreIndicesd(MapTransform):
+    """Tumour and background voxel indices for ``RandCropByPosNegLabeld``, computed once and thinned.
+
+    Without them the random crop scans the whole volume for every patch. Placed before the first random
+    transform, the indices land in ``CacheDataset``'s cache; thinning to ``max_indices`` evenly spaced
+    voxels per class keeps that cache small on full-size BraTS volumes (millions of background voxels).
+
+    Args:
+        label_key: the region label (tumour = any region).
+        image_key: background is restricted to voxels where some channel exceeds ``image_threshold``.
+        image_threshold: see ``image_key``.
+        max_indices: the most indices kept per class.
+        fg_key: where the tumour indices go.
+        bg_key: where the background indices go.
+    """
+
+    def __init__(
+        self,
+        label_key: str = "label",
+        image_key: str = "image",
+        image_threshold: float = 0.0,
+        max_indices: int = 10000,
+        fg_key: str = "fg_indices",
+        bg_key: str = "bg_indices",
+    ) -> None:
+        super().__init__([label_key])
+        self.label_key, self.image_key, self.image_threshold = label_key, image_key, image_threshold
+        self.max_indices, self.fg_key, self.bg_key = max_indices, fg_key, bg_key
+
+    def _thin(self, indices: torch.Tensor) -> torch.Tensor:
+        indices = torch.as_tensor(indices)
+        if len(indices) <= self.max_indices:
+            return indices
+        return indices[torch.linspace(0, len(indices) - 1, self.max_indices).long()]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        fg, bg = map_binary_to_indices(d[self.label_key], d[self.image_key], self.image_threshold)
+        d[self.fg_key], d[self.bg_key] = self._thin(fg), self._thin(bg)
         return d
 
 
@@ -106,6 +157,7 @@ def train_transforms(
         [
             *preprocessing(keys=("image", "label"), **kwargs),
             SpatialPadd(keys=["image", "label"], spatial_size=patch_size),
+            CropCentreIndicesd(label_key="label", image_key="image", image_threshold=0.0),
             RandCropByPosNegLabeld(
                 keys=["image", "label"],
                 label_key="label",
@@ -113,9 +165,10 @@ def train_transforms(
                 pos=pos,
                 neg=neg,
                 num_samples=num_samples,
-                image_key="image",
-                image_threshold=0.0,
+                fg_indices_key="fg_indices",
+                bg_indices_key="bg_indices",
             ),
+            DeleteItemsd(keys=["fg_indices", "bg_indices"]),
             RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
             RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
             RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),

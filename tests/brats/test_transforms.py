@@ -1,0 +1,41 @@
+import torch
+
+from brats_cggm.brats.transforms import CropCentreIndicesd, train_transforms
+
+
+def _case() -> dict[str, torch.Tensor]:
+    image = torch.zeros(4, 20, 20, 20)
+    image[:, 2:18, 2:18, 2:18] = 1.0  # the head
+    label = torch.zeros(3, 20, 20, 20)
+    label[1, 8:12, 8:12, 8:12] = 1.0  # whole tumour: 64 voxels
+    return {"image": image, "label": label}
+
+
+def test_crop_centre_indices_are_tumour_and_head_background():
+    out = CropCentreIndicesd()(_case())
+    flat_label = out["label"][1].flatten()
+    flat_head = out["image"][0].flatten()
+    assert len(out["fg_indices"]) == 64 and bool((flat_label[out["fg_indices"]] == 1).all())
+    assert len(out["bg_indices"]) == 16**3 - 64
+    assert bool((flat_label[out["bg_indices"]] == 0).all()) and bool((flat_head[out["bg_indices"]] > 0).all())
+
+
+def test_crop_centre_indices_are_thinned_evenly():
+    out = CropCentreIndicesd(max_indices=100)(_case())
+    assert len(out["fg_indices"]) == 64  # fewer than the limit: all kept
+    bg = out["bg_indices"]
+    assert len(bg) == 100 and bool((bg[1:] > bg[:-1]).all())
+    full = CropCentreIndicesd()(_case())["bg_indices"]
+    assert bg[0] == full[0] and bg[-1] == full[-1]
+
+
+def test_train_patches_drop_the_indices(phantom_dataset):
+    from brats_cggm.brats.data import discover_dataset
+
+    item = discover_dataset(phantom_dataset, ["flair", "t1ce", "t1", "t2"]).items[0]
+    patches = train_transforms(patch_size=(16, 16, 16), num_samples=3, pos=1.0, neg=0.0)(item)
+    assert len(patches) == 3
+    for patch in patches:
+        assert "fg_indices" not in patch and "bg_indices" not in patch
+        assert patch["image"].shape == (4, 16, 16, 16)
+        assert patch["label"][1].sum() > 0  # pos=1, neg=0: every patch centred on tumour
