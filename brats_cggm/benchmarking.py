@@ -429,12 +429,13 @@ def _memory_worker(spec: StepSpec, steps: int) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    baseline = _proc_status("VmRSS")
     reset = _reset_peak_rss()
+    # read after the reset: RSS may shrink in between, and the peak restarts from the RSS at reset time
+    baseline = _proc_status("VmRSS")
     _run_block(trainer)
     out: dict[str, Any] = {"peak_rss_bytes": _peak_rss(), "baseline_rss_bytes": baseline, "steps": steps}
     if reset and baseline is not None and out["peak_rss_bytes"] is not None:
-        out["step_peak_bytes"] = out["peak_rss_bytes"] - baseline
+        out["step_peak_bytes"] = max(0, out["peak_rss_bytes"] - baseline)
     if device.type == "cuda":
         out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     return out
