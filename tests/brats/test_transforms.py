@@ -39,3 +39,22 @@ def test_train_patches_drop_the_indices(phantom_dataset):
         assert "fg_indices" not in patch and "bg_indices" not in patch
         assert patch["image"].shape == (4, 16, 16, 16)
         assert patch["label"][1].sum() > 0  # pos=1, neg=0: every patch centred on tumour
+
+
+def test_random_patches_leave_the_cache_intact(phantom_dataset):
+    """The bundle caches without ``copy_cache``: drawing patches must never write into a cached volume."""
+    from monai.data import CacheDataset
+
+    from brats_cggm.brats.data import discover_dataset
+
+    items = discover_dataset(phantom_dataset, ["flair", "t1ce", "t1", "t2"]).items[:2]
+    dataset = CacheDataset(
+        items, train_transforms(patch_size=(16, 16, 16), num_samples=2), copy_cache=False, progress=False
+    )
+    before = [{k: v.clone() for k, v in entry.items() if k in ("image", "label")} for entry in dataset._cache]
+    for _ in range(3):
+        for i in range(len(dataset)):
+            dataset[i]
+    for entry, saved in zip(dataset._cache, before):
+        torch.testing.assert_close(entry["image"].as_tensor(), saved["image"].as_tensor())
+        torch.testing.assert_close(entry["label"].as_tensor(), saved["label"].as_tensor())
