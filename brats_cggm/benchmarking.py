@@ -447,6 +447,11 @@ def _run_worker(kind: str, payload: dict[str, Any], timeout: float | None = None
     # the worker must import this very package, installed or not
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    if kind == "memory":
+        # A fixed mmap threshold returns every freed tensor to the kernel, so the peak RSS follows the
+        # peak of live allocations; glibc's default sliding threshold keeps freed blocks in the heap and
+        # made the same step's peak vary by about ±8 MiB (5 %) between runs.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
