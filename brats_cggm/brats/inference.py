@@ -37,7 +37,7 @@ from brats_cggm.brats.inference_io import (
     save_like_reference,
 )
 from brats_cggm.brats.inference_model import InferenceSettings, load_model, save_run_config
-from brats_cggm.brats.labels import LABEL_CONVENTIONS, ConvertToLabelsd
+from brats_cggm.brats.labels import LABEL_CONVENTIONS, REGIONS, ConvertToLabelsd
 from brats_cggm.brats.nifti_checks import (
     AFFINE_TOLERANCE,
     InputFileError,
@@ -57,7 +57,10 @@ __all__ = [
     "main",
     "postprocessing_transforms",
     "save_run_config",
+    "stitch_on_cpu",
 ]
+
+STITCH_CHOICES = ("auto", "device", "cpu")
 
 # ------------------------------------------------------------------------------------------ transforms
 
@@ -145,6 +148,36 @@ class FlipTTA(torch.nn.Module):
 # ------------------------------------------------------------------------------------------ segmenting
 
 
+def stitch_on_cpu(stitch: str, device: torch.device, voxels: int, channels: int, free_bytes: int | None = None) -> bool:
+    """Whether the sliding window should stitch the whole-volume output in CPU memory.
+
+    Args:
+        stitch: ``"device"`` (where the windows run), ``"cpu"``, or ``"auto"``: CPU when the compute device
+            is a GPU and the stitching buffers (input, output, weights, float32) would take more than half of
+            its free memory.
+        device: where the windows run.
+        voxels: voxels of the (preprocessed) volume.
+        channels: input plus output channels.
+        free_bytes: free device memory; queried from CUDA when None.
+
+    Returns:
+        True to stitch on the CPU while the windows run on ``device``.
+
+    Raises:
+        ValueError: for an unknown ``stitch``.
+    """
+    if stitch not in STITCH_CHOICES:
+        raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
+    if device.type == "cpu" or stitch == "device":
+        return False
+    if stitch == "cpu":
+        return True
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    # the output, the importance-weighted count map and the input, all float32
+    return 4 * voxels * (channels + 1) > free_bytes // 2
+
+
 class BratsSegmenter:
     """Segment cases with a network: checks, training preprocessing, sliding window, inversion, labels.
 
@@ -159,9 +192,11 @@ class BratsSegmenter:
         amp: mixed precision; None turns it on for CUDA.
         progress: show a progress bar of the sliding window.
         affine_tolerance: largest affine difference between a case's modalities.
+        stitch: where the whole-volume output is assembled (see :func:`stitch_on_cpu`): ``"cpu"`` keeps
+            only the windows on the GPU, for volumes whose output does not fit beside the network.
 
     Raises:
-        ValueError: if no sliding-window size is known.
+        ValueError: if no sliding-window size is known, or ``stitch`` is unknown.
     """
 
     def __init__(
@@ -176,7 +211,11 @@ class BratsSegmenter:
         amp: bool | None = None,
         progress: bool = False,
         affine_tolerance: float = AFFINE_TOLERANCE,
+        stitch: str = "auto",
     ) -> None:
+        if stitch not in STITCH_CHOICES:
+            raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
+        self.stitch = stitch
         self.device = torch.device(device)
         self.settings = settings
         self.network = network.to(self.device).eval()
@@ -196,6 +235,7 @@ class BratsSegmenter:
             overlap=settings.overlap if overlap is None else overlap,
             mode="gaussian",
             progress=progress,
+            sw_device=self.device,
         )
 
     def check(self, case: CaseInput, allow_missing: bool = False) -> None:
@@ -257,10 +297,16 @@ class BratsSegmenter:
         times["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        batch = data["image"].unsqueeze(0).to(self.device)
+        batch = data["image"].unsqueeze(0)
+        channels = batch.shape[1] + len(REGIONS)
+        if stitch_on_cpu(self.stitch, self.device, batch[0, 0].numel(), channels):
+            # the windows go to the device one batch at a time; the volume and its output stay in CPU memory
+            stitch_device = {"device": torch.device("cpu")}
+        else:
+            batch, stitch_device = batch.to(self.device), {}
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         with torch.no_grad(), autocast:
-            logits = self.inferer(batch, self.predictor)
+            logits = self.inferer(batch, self.predictor, **stitch_device)
         data["pred"] = logits[0].float().cpu()
         times["predict"] = time.perf_counter() - start
 
@@ -341,6 +387,13 @@ def _parser_cli() -> argparse.ArgumentParser:
     run.add_argument("--tta", action="store_true", help="test-time augmentation: average over 8 flips")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     run.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    run.add_argument(
+        "--stitch",
+        choices=STITCH_CHOICES,
+        default="auto",
+        help="where the whole-volume output is assembled: on the compute device, or in CPU memory with only the "
+        "windows on the GPU (auto: CPU when it would take more than half the free GPU memory)",
+    )
     run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
@@ -429,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             amp=not args.no_amp,
             progress=progress,
             affine_tolerance=args.affine_tolerance,
+            stitch=args.stitch,
         )
         if explicit:
             cases, problems = [_explicit_case(args, settings.modalities)], []

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from brats_cggm.brats.data import BRATS2023_PATTERNS
-from brats_cggm.brats.inference import BratsSegmenter, FlipTTA, InsertZeroChannelsd, main
+from brats_cggm.brats.inference import BratsSegmenter, FlipTTA, InsertZeroChannelsd, main, stitch_on_cpu
 from brats_cggm.brats.inference_io import find_cases, output_path, save_like_reference
 from brats_cggm.brats.inference_model import InferenceSettings, load_model, settings_from_config
 from brats_cggm.brats.nifti_checks import InputFileError
@@ -367,3 +367,47 @@ def test_embedded_config_of_a_torchscript_file(tmp_path: Path, tiny_run_dir: Pat
     shutil.copy(tmp_path / "model.ts", tmp_path / "copy.ts")
     _, from_bundle = load_model(tiny_run_dir, torchscript=tmp_path / "copy.ts")
     assert from_bundle.roi_size == (32, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("stitch", "device", "free_bytes", "expected"),
+    [
+        ("auto", "cpu", None, False),
+        ("cpu", "cpu", None, False),
+        ("device", "cuda", 0, False),
+        ("cpu", "cuda", 10**12, True),
+        # 4 bytes x 1000 voxels x (7 + 1) maps = 32000 bytes against half the free memory
+        ("auto", "cuda", 64_000, False),
+        ("auto", "cuda", 63_998, True),
+    ],
+)
+def test_stitch_on_cpu(stitch: str, device: str, free_bytes: int | None, expected: bool):
+    assert stitch_on_cpu(stitch, torch.device(device), 1000, 7, free_bytes) is expected
+
+
+def test_stitch_choice_is_checked():
+    with pytest.raises(ValueError, match="stitch"):
+        stitch_on_cpu("gpu", torch.device("cpu"), 1, 1)
+    with pytest.raises(ValueError, match="stitch"):
+        BratsSegmenter(RegionThreshold(), InferenceSettings(roi_size=ROI), stitch="gpu")
+
+
+def test_cpu_stitching_keeps_the_volume_off_the_compute_device(
+    tmp_path: Path, threshold_segmenter: BratsSegmenter, monkeypatch: pytest.MonkeyPatch
+):
+    """With CPU stitching the inferer gets the CPU volume and a CPU output device; windows go to the device."""
+    import brats_cggm.brats.inference as inference
+
+    case = find_cases(write_brats_case(tmp_path, "Case_001", "oblique"))[0][0]
+    calls = []
+    inferer = threshold_segmenter.inferer
+
+    def spy(inputs: torch.Tensor, network, **kwargs):
+        calls.append((inputs.device.type, kwargs.get("device")))
+        return type(inferer).__call__(inferer, inputs, network, **kwargs)
+
+    monkeypatch.setattr(threshold_segmenter, "inferer", spy)
+    monkeypatch.setattr(inference, "stitch_on_cpu", lambda *args, **kwargs: True)
+    labels = threshold_segmenter(case)["labels"]
+    assert calls == [("cpu", torch.device("cpu"))] and inferer.sw_device == threshold_segmenter.device
+    np.testing.assert_array_equal(labels, expected_labels())
