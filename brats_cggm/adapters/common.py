@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "ClassificationTask",
     "FrozenBackbone",
     "FusedAndAuxiliaryPredictor",
+    "H5Features",
     "ListDataset",
     "MetricsWithTestJSONWriter",
     "ModalityEncoder",
@@ -78,6 +80,40 @@ def missing_task_overlay(what: str = "data") -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- data
+
+
+class H5Features:
+    """Lazy reads of one feature file holding an HDF5 dataset per sample (re-opened in each worker process).
+
+    Args:
+        path: the ``.h5`` file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+        self._pid: int | None = None
+
+    def file(self) -> Any:
+        """The open ``h5py.File`` of this process."""
+        import h5py
+
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_file": None, "_pid": None}
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of dataset ``name``, or None if the file has none of that name."""
+        item = self.file().get(name)
+        return None if item is None else tuple(item.shape)
+
+    def read(self, name: str) -> np.ndarray:
+        """Dataset ``name`` as float32."""
+        return np.asarray(self.file()[name][()], dtype=np.float32)
 
 
 class ListDataset(Dataset):

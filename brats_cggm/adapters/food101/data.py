@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,7 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.common import (
+    AdapterDataError,
+    H5Features,
+    ListDataset,
+    MultimodalSplits,
+    check_on_invalid,
+)
 from brats_cggm.adapters.food101.model import local_model_dir
 
 __all__ = [
@@ -184,28 +189,9 @@ def _check_unique_ids(records: dict[str, list[Food101Record]], root: Path) -> No
                 raise AdapterDataError(f"{root}: sample id {r.id!r} is used by {other.image} and {r.image}")
 
 
-class _FeatureFile:
-    """Lazy reads of one precomputed feature file (one HDF5 dataset per sample id)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: Any = None
-        self._pid: int | None = None
-
-    def file(self) -> Any:
-        import h5py
-
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "_file": None, "_pid": None}
-
-    def read(self, key: str) -> torch.Tensor:
-        x = np.asarray(self.file()[key][()], dtype=np.float32)
-        return torch.from_numpy(x[None] if x.ndim == 1 else x)
+def _feature_tensor(x: np.ndarray) -> torch.Tensor:
+    """A precomputed feature as a ``(L, D)`` tensor (a single vector becomes one token)."""
+    return torch.from_numpy(x[None] if x.ndim == 1 else x)
 
 
 class _SampleLoader:
@@ -216,8 +202,8 @@ class _SampleLoader:
         class_index: dict[str, int],
         tokenizer: Any = None,
         image_processor: Any = None,
-        text_features: _FeatureFile | None = None,
-        image_features: _FeatureFile | None = None,
+        text_features: H5Features | None = None,
+        image_features: H5Features | None = None,
         max_text_length: int = 64,
         on_bad_image: str = "skip",
     ) -> None:
@@ -251,7 +237,7 @@ class _SampleLoader:
     def __call__(self, record: Food101Record) -> dict[str, Any] | None:
         sample: dict[str, Any] = {}
         if self.text_features is not None:
-            sample["text"] = self.text_features.read(record.id)
+            sample["text"] = _feature_tensor(self.text_features.read(record.id))
         else:
             tokens = self.tokenizer(
                 record.text,
@@ -262,7 +248,7 @@ class _SampleLoader:
             )
             sample["text"] = {k: v[0] for k, v in tokens.items()}
         if self.image_features is not None:
-            sample["image"] = self.image_features.read(record.id)
+            sample["image"] = _feature_tensor(self.image_features.read(record.id))
         else:
             pixels = self._image(record)
             if pixels is None:
@@ -390,7 +376,7 @@ def load_food101(
     tokenizer = image_processor = text_file = image_file = None
     if text_features is not None:
         dims["text"] = _check_feature_file(Path(text_features), records, on_invalid, info)
-        text_file = _FeatureFile(Path(text_features))
+        text_file = H5Features(Path(text_features))
     else:
         from transformers import AutoConfig, AutoTokenizer
 
@@ -399,7 +385,7 @@ def load_food101(
         dims["text"] = int(AutoConfig.from_pretrained(text_model, local_files_only=True).hidden_size)
     if image_features is not None:
         dims["image"] = _check_feature_file(Path(image_features), records, on_invalid, info)
-        image_file = _FeatureFile(Path(image_features))
+        image_file = H5Features(Path(image_features))
     else:
         from transformers import AutoConfig, AutoImageProcessor
 

@@ -19,7 +19,6 @@ one emotion marked present.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.common import (
+    AdapterDataError,
+    H5Features,
+    ListDataset,
+    MultimodalSplits,
+    check_on_invalid,
+)
 from brats_cggm.adapters.mult import load_mult_pickle
 
 __all__ = [
@@ -140,33 +145,6 @@ def load_iemocap_mult(
 # --------------------------------------------------------------------------------------------- MMIN
 
 
-class _H5Features:
-    """Lazy per-utterance reads from one h5 file (re-opened in each worker process)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: Any = None
-        self._pid: int | None = None
-
-    def file(self) -> Any:
-        import h5py
-
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "_file": None, "_pid": None}
-
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        item = self.file().get(name)
-        return None if item is None else tuple(item.shape)
-
-    def read(self, name: str) -> np.ndarray:
-        return np.asarray(self.file()[name][()], dtype=np.float32)
-
-
 def _decode_names(array: np.ndarray) -> list[str]:
     names = []
     for x in array:
@@ -179,7 +157,7 @@ def _decode_names(array: np.ndarray) -> list[str]:
 class _MminLoader:
     """Reads one utterance's features (audio normalised) into a sample dict."""
 
-    def __init__(self, readers: Mapping[str, _H5Features], audio_norm: str, mean=None, std=None) -> None:
+    def __init__(self, readers: Mapping[str, H5Features], audio_norm: str, mean=None, std=None) -> None:
         self.readers = dict(readers)
         self.audio_norm = audio_norm
         self.mean, self.std = mean, std
@@ -235,14 +213,14 @@ def load_iemocap_mmin(
     root = Path(root)
     stems = {m: MMIN_FEATURES[m][1] for m in MMIN_FEATURES}
     stems.update(features or {})
-    readers: dict[str, _H5Features] = {}
+    readers: dict[str, H5Features] = {}
     for m in modalities:
         if m not in MMIN_FEATURES:
             raise ValueError(f"unknown IEMOCAP modality {m!r}; known: {sorted(MMIN_FEATURES)}")
         path = root / MMIN_FEATURES[m][0] / f"{stems[m]}.h5"
         if not path.is_file():
             raise AdapterDataError(f"IEMOCAP {m} features not found: {path}")
-        readers[m] = _H5Features(path)
+        readers[m] = H5Features(path)
     mean = std = None
     if "audio" in modalities and audio_norm == "trn":
         import h5py
