@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow
 
 from brats_cggm.balancing import create_balancer
@@ -48,17 +49,6 @@ CASES = {
     "mmpareto": ({}, 1, {"mmpareto/cos/flair", "mmpareto/c_mm/t1", "mmpareto/conflict/t2"}),
     "dropout": ({}, 1, {"dropout/rate/flair", "dropout/rate/t2"}),
 }
-
-
-def _scalar_tags(log_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
 
 
 def test_every_registered_balancer_has_an_overlay():
@@ -106,7 +96,7 @@ def test_overlay_trains_logs_and_checkpoints(name: str, phantom_dataset: Path, t
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["balancer"] == name and metrics["epoch"] == epochs
     assert 0.0 <= metrics["validation"]["val/dice/mean"] <= 1.0
-    tags = _scalar_tags(output_dir)
+    tags = scalar_tags(output_dir)
     assert expected <= tags, expected - tags
     assert not {t for t in tags if t.startswith("cggm/")}, "the overlay did not replace the default balancer"
 

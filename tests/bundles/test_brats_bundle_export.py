@@ -8,6 +8,7 @@ and the exported TorchScript file segments like the eager network through ``brat
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -62,7 +63,8 @@ def two_cases(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_dir: Path, tmp_path: Path):
     bundle_out, cli_out = tmp_path / "bundle", tmp_path / "cli"
-    bundle_run(
+    run_inference = functools.partial(
+        bundle_run,
         config_file=[str(CONFIGS / "inference.yaml"), _run_config(tiny_run_dir)],
         meta_file=META,
         logging_file=LOGGING,
@@ -71,6 +73,7 @@ def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_d
         output_dir=str(bundle_out),
         device="cpu",
     )
+    run_inference()
     cases = sorted(p.name for p in two_cases.iterdir())
     assert sorted(p.name for p in bundle_out.iterdir()) == [f"{c}.nii.gz" for c in cases]
     assert infer_main(["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output", str(cli_out)]) == 0
@@ -84,15 +87,7 @@ def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_d
 
     # a second run does not overwrite the predictions unless told to
     with pytest.raises(Exception) as excinfo:
-        bundle_run(
-            config_file=[str(CONFIGS / "inference.yaml"), _run_config(tiny_run_dir)],
-            meta_file=META,
-            logging_file=LOGGING,
-            bundle_root=str(tiny_run_dir),
-            dataset_dir=str(two_cases),
-            output_dir=str(bundle_out),
-            device="cpu",
-        )
+        run_inference()
     assert f"{bundle_out / cases[0]}.nii.gz: exists; pass --overwrite" in _messages(excinfo.value)
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,17 +33,6 @@ def _workflow(config_files, **overrides) -> ConfigWorkflow:
     )
 
 
-def _scalar_tags(log_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
 @pytest.mark.parametrize("balancer", [None, "joint"])
 def test_default_run_generates_phantoms_trains_and_reports(tmp_path: Path, balancer: str | None):
     files = [CONFIGS / "train.yaml"]
@@ -64,7 +54,7 @@ def test_default_run_generates_phantoms_trains_and_reports(tmp_path: Path, balan
     assert (output_dir / "models" / "model.pt").is_file()
     assert (output_dir / "models" / "checkpoint.pt").is_file()
 
-    tags = _scalar_tags(output_dir)
+    tags = scalar_tags(output_dir)
     expected = {"train/loss", "val/dice/tc", "val/dice/wt", "val/dice/et", "val/dice/mean"}
     expected |= {f"train/modality_dice/{m}" for m in ("flair", "t1ce", "t1", "t2")}
     expected |= {f"val/modality_dice/{m}" for m in ("flair", "t1ce", "t1", "t2")}

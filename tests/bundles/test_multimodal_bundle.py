@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow, verify_metadata
 
 from brats_cggm.adapters import synthetic
@@ -68,17 +69,6 @@ def _run(files: list[Path], **overrides) -> ConfigWorkflow:
     return workflow
 
 
-def _scalar_tags(log_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
 CASES = [
     ("mosi", "cggm", "mosi_data.pkl", {}),
     ("mosi", "joint", "mosi_data.pkl", {"utilization": "neg_mae"}),
@@ -112,7 +102,7 @@ def test_one_epoch_writes_metrics_and_scalars(data_root, tmp_path, task, balance
     sizes = report["data"]["sizes"]
     assert sizes["val"] >= 3 and sizes["test"] >= 3 and sizes["train"] >= 6
 
-    tags = _scalar_tags(output_dir)
+    tags = scalar_tags(output_dir)
     epsilon = "train/modality_neg_mae" if options.get("utilization") == "neg_mae" else "train/modality_accuracy"
     expected = {
         "train/loss",

@@ -1,0 +1,17 @@
+"""Reading TensorBoard event files in tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def scalar_tags(log_dir: Path) -> set[str]:
+    """Every scalar tag written to the event files in ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for event_file in log_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
