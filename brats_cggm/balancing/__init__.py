@@ -7,6 +7,6 @@ Modality valuation (Shapley values) is in :mod:`brats_cggm.balancing.valuation`.
 
 from brats_cggm.balancing import cggm, dropout, inforeg, joint, mmpareto, ogm, opm, relearning  # noqa: F401
 from brats_cggm.balancing.base import Balancer, StepContext
-from brats_cggm.balancing.registry import available_balancers, create_balancer, register_balancer
+from brats_cggm.balancing.registry import available_balancers, balancer_class, create_balancer, register_balancer
 
-__all__ = ["Balancer", "StepContext", "available_balancers", "create_balancer", "register_balancer"]
+__all__ = ["Balancer", "StepContext", "available_balancers", "balancer_class", "create_balancer", "register_balancer"]

@@ -73,6 +73,22 @@ class Balancer:
         self.modalities = tuple(modalities)
         self._scalars: dict[str, torch.Tensor | float] = {}
 
+    @classmethod
+    def short_run_kwargs(cls, max_epochs: int) -> dict[str, Any]:
+        """Constructor arguments that fit the method's epoch schedule into a run of ``max_epochs`` epochs.
+
+        The papers schedule warm-ups and diagnoses in epochs of runs of 50 or more; a comparison at a
+        smaller budget, or a one-epoch benchmark, needs the method to act within it. Overlays and
+        explicit arguments keep the papers' schedules; benchmarks and comparisons apply these.
+
+        Args:
+            max_epochs: the run's length in epochs.
+
+        Returns:
+            Keyword arguments of the constructor; empty for a method without an epoch schedule.
+        """
+        return {}
+
     def attach(self, engine: Any) -> None:
         """Called once by the trainer it is given to (a balancer may keep the engine, e.g. to read data)."""
 

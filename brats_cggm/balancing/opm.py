@@ -60,6 +60,11 @@ class OPMBalancer(Balancer):
         keep_one: never drop every modality of a sample.
     """
 
+    @classmethod
+    def short_run_kwargs(cls, max_epochs: int) -> dict[str, Any]:
+        """The warm-up scaled to the budget: a tenth of the run (paper: 5 of about 50 epochs)."""
+        return {"warmup_epochs": max_epochs // 10}
+
     def __init__(
         self,
         modalities: Sequence[str],

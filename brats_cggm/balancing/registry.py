@@ -7,7 +7,7 @@ from typing import Any
 
 from brats_cggm.balancing.base import Balancer
 
-__all__ = ["available_balancers", "create_balancer", "register_balancer"]
+__all__ = ["available_balancers", "balancer_class", "create_balancer", "register_balancer"]
 
 _REGISTRY: dict[str, type[Balancer]] = {}
 
@@ -30,12 +30,21 @@ def available_balancers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_balancer(name: str, **kwargs: Any) -> Balancer:
-    """Instantiate the balancer registered as ``name`` with ``kwargs``.
+def balancer_class(name: str) -> type[Balancer]:
+    """The class registered as ``name``.
 
     Raises:
         ValueError: ``name`` is not registered.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown balancer {name!r}; available: {', '.join(available_balancers())}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def create_balancer(name: str, **kwargs: Any) -> Balancer:
+    """Instantiate the balancer registered as ``name`` with ``kwargs``.
+
+    Raises:
+        ValueError: ``name`` is not registered.
+    """
+    return balancer_class(name)(**kwargs)

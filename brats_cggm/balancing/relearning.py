@@ -209,6 +209,16 @@ class RelearningBalancer(Balancer):
         seed: seed of the voxel draws, crops and k-means seeding.
     """
 
+    @classmethod
+    def short_run_kwargs(cls, max_epochs: int) -> dict[str, Any]:
+        """Two diagnoses within the budget, at a third and two thirds of it (paper: every 15–20 epochs).
+
+        A one-epoch run gets none: a re-initialisation needs epochs after it to re-learn.
+        """
+        if max_epochs < 2:
+            return {}
+        return {"reinit_epoch": max(1, max_epochs // 3), "reinit_num": 2}
+
     def __init__(
         self,
         modalities: Sequence[str],
