@@ -1,0 +1,209 @@
+"""The command line: ``brats-cggm-benchmark`` (also ``scripts/benchmark.py``), and the worker subprocesses' entry.
+
+brats-cggm-benchmark --quick --out bench_cpu.json
+brats-cggm-benchmark --device cuda --preset full --out bench_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import brats_cggm
+from brats_cggm.benchmarking.config import BenchmarkConfig, StepSpec, benchmark_config
+from brats_cggm.benchmarking.report import format_report, write_report
+from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
+
+__all__ = ["BUNDLE_TRAIN_CONFIG", "build_parser", "default_bundle_config", "main", "worker_main"]
+
+#: Where a repository checkout keeps the bundle's training config, relative to its root.
+BUNDLE_TRAIN_CONFIG = Path("bundles", "brats_cggm", "configs", "train.yaml")
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of :func:`main`."""
+    p = argparse.ArgumentParser(
+        description="Benchmark brats-cggm: balancer overhead, inference, data pipeline, scaling. "
+        "Prints a table and writes a JSON report.",
+    )
+    p.add_argument("--out", required=True, help="JSON report to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (CPU: < 10 min on 2 cores)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--preset", choices=("cpu", "full"), default="cpu", help="network preset of build_network")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--balancers", default=None, help="comma-separated balancer names (default: all registered)")
+    p.add_argument("--no-memory", action="store_true", help="skip the subprocess peak-memory measurements")
+    p.add_argument(
+        "--bundle-config",
+        default=None,
+        help=f"train.yaml whose loader is benchmarked (default: {BUNDLE_TRAIN_CONFIG} of the repository "
+        "checkout brats_cggm is imported from, else of the current directory)",
+    )
+    p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--tiny", action="store_true", help="toy sizes for smoke tests; the numbers mean nothing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return p
+
+
+def default_bundle_config() -> Path:
+    """The bundle's ``train.yaml``: in the repository checkout of the imported package, else in the current directory.
+
+    Returns:
+        The first of the two that exists.
+
+    Raises:
+        FileNotFoundError: neither exists (the message names both).
+    """
+    checkout = Path(brats_cggm.__file__).resolve().parents[1] / BUNDLE_TRAIN_CONFIG
+    candidates = list(dict.fromkeys([checkout, Path.cwd().resolve() / BUNDLE_TRAIN_CONFIG]))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " and ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no bundle config found (looked for {looked}); pass --bundle-config PATH")
+
+
+def _output_path(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out}: exists; pass --overwrite to replace it")
+    if out.suffix != ".json":
+        raise UsageError(f"--out {out}: expected a .json file name")
+    return out
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+
+
+def _sections(value: str) -> list[str]:
+    sections = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise UsageError(f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
+    return sections
+
+
+def _bundle_config(value: str | None, needed: bool) -> str | None:
+    """The ``--bundle-config`` path, or the default one; an error only where the data section needs it."""
+    if value is not None:
+        if needed and not Path(value).is_file():
+            raise UsageError(f"--bundle-config {value}: no such file")
+        return value
+    try:
+        return str(default_bundle_config())
+    except FileNotFoundError as exc:
+        if needed:
+            raise UsageError(str(exc)) from None
+        return None
+
+
+def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> BenchmarkConfig:
+    config = benchmark_config(args.device, args.preset, quick=args.quick, tiny=args.tiny)
+    if args.balancers:
+        config.balancers = [b.strip() for b in args.balancers.split(",") if b.strip()]
+    if args.no_memory:
+        config.memory = False
+    config.bundle_config = _bundle_config(args.bundle_config, needed="data" in sections)
+    return config
+
+
+def _run(config: BenchmarkConfig, sections: Sequence[str], work_dir: str | None, out: Path) -> dict[str, Any] | None:
+    """Run the sections, saving the finished ones next to ``out`` as they come; None when one failed."""
+    # the sections finished so far, in case a later one fails or the run is killed (time limits)
+    partial = _partial_path(out)
+    try:
+        return run_benchmarks(
+            config,
+            sections,
+            work_dir,
+            log=lambda m: print(m, flush=True),
+            on_section=lambda r: write_report(partial, r, overwrite=True),
+        )
+    except Exception as exc:
+        print(f"error: benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if partial.exists():
+            print(f"the sections finished before the failure are in {partial}", file=sys.stderr)
+        return None
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".partial.json")
+
+
+def _save(report: dict[str, Any], out: Path, overwrite: bool) -> None:
+    write_report(out, report, overwrite)
+    _partial_path(out).unlink(missing_ok=True)
+    print(f"\nwrote {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print its table and write its JSON report.
+
+    Args:
+        argv: arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        0 on success, 1 when a benchmark failed, 2 for bad arguments.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        out = _output_path(args)
+        _check_device(args.device)
+        sections = _sections(args.sections)
+        config = _configuration(args, sections)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    report = _run(config, sections, args.work_dir, out)
+    if report is None:
+        return 1
+    report["meta"]["quick"] = args.quick
+    print()
+    print(format_report(report))
+    _save(report, out, args.overwrite)
+    return 0
+
+
+def worker_main(kind: str, payload_json: str) -> int:
+    """A worker subprocess: run the worker ``kind`` on its JSON payload and print its result as one JSON line.
+
+    Started by :func:`~brats_cggm.benchmarking.memory.run_worker` as ``python -m brats_cggm.benchmarking
+    --worker KIND PAYLOAD``.
+
+    Args:
+        kind: ``"memory"`` or ``"inference"``.
+        payload_json: the worker's arguments, a JSON object.
+
+    Returns:
+        0 (a failing worker raises, and the interpreter exits with 1).
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    from brats_cggm.benchmarking.memory import memory_worker
+    from brats_cggm.benchmarking.sections.inference import inference_worker
+
+    payload = json.loads(payload_json)
+    if kind == "memory":
+        result = memory_worker(StepSpec.from_json(payload["spec"]), int(payload["steps"]))
+    elif kind == "inference":
+        result = inference_worker(payload)
+    else:
+        raise ValueError(f"unknown worker {kind!r}")
+    print(json.dumps(result), flush=True)
+    return 0

@@ -1,0 +1,77 @@
+"""The command line: argument checks, the JSON it writes, partial results, the bundle it finds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from bench_tiny import BUNDLE_CONFIG, one_thread  # noqa: F401
+
+from brats_cggm.benchmarking import cli, runner
+from brats_cggm.benchmarking.cli import default_bundle_config, main
+
+
+def test_cli_refuses_existing_output_and_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    out.write_text("keep")
+    assert main(["--out", str(out), "--tiny"]) == 2
+    assert out.read_text() == "keep"
+    assert "exists" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "c.json"), "--sections", "balancers,warp"]) == 2
+    assert main(["--out", str(tmp_path / "c.txt")]) == 2
+    if not torch.cuda.is_available():
+        assert main(["--out", str(tmp_path / "c.json"), "--device", "cuda"]) == 2
+    assert (
+        main(["--out", str(tmp_path / "c.json"), "--sections", "data", "--bundle-config", str(tmp_path / "x.yaml")])
+        == 2
+    )
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_cli_tiny_run_writes_json(tmp_path, capsys):
+    out = tmp_path / "sub" / "b.json"
+    code = main(["--tiny", "--out", str(out), "--sections", "balancers", "--balancers", "joint,cggm", "--no-memory"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["quick"] is False and set(report["balancers"]["per_balancer"]) == {"joint", "cggm"}
+    assert report["config"]["bundle_config"] == str(BUNDLE_CONFIG)
+    assert "cggm_time_ratio" in capsys.readouterr().out
+    assert [p.name for p in out.parent.iterdir()] == ["b.json"]  # no temporary or partial file left
+
+
+def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "scaling_benchmark", fail)
+    out = tmp_path / "b.json"
+    argv = ["--tiny", "--out", str(out), "--sections", "balancers,scaling", "--balancers", "joint", "--no-memory"]
+    assert main(argv) == 1
+    assert not out.exists()
+    partial = json.loads((tmp_path / "b.partial.json").read_text())
+    assert "joint" in partial["balancers"]["per_balancer"] and "scaling" not in partial
+
+
+def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_path, monkeypatch):
+    assert default_bundle_config() == BUNDLE_CONFIG
+    monkeypatch.setattr(cli, "BUNDLE_TRAIN_CONFIG", cli.BUNDLE_TRAIN_CONFIG.with_name("missing.yaml"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as raised:
+        default_bundle_config()
+    assert "missing.yaml" in str(raised.value) and str(tmp_path) in str(raised.value)
+    assert "--bundle-config" in str(raised.value)
+    assert main(["--out", str(tmp_path / "c.json"), "--sections", "data"]) == 2
+    # sections that do not read the bundle run without one
+    argv = [
+        "--tiny",
+        "--out",
+        str(tmp_path / "d.json"),
+        "--sections",
+        "balancers",
+        "--balancers",
+        "joint",
+        "--no-memory",
+    ]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["config"]["bundle_config"] is None

@@ -1,0 +1,63 @@
+"""Whole runs of the sections at tiny sizes: the structure of the report, never timing values."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import pytest
+from bench_tiny import one_thread, tiny_config  # noqa: F401
+
+from brats_cggm.benchmarking.runner import run_benchmarks
+
+
+def test_balancers_scaling_variants_report(tmp_path):
+    config = tiny_config()
+    report = run_benchmarks(config, ["balancers", "scaling", "variants"], tmp_path, log=lambda m: None)
+    json.dumps(report)  # serialisable as written
+    per = report["balancers"]["per_balancer"]
+    assert set(per) == {"joint", "cggm"}
+    for entry in per.values():
+        assert entry["step_time_s"] > 0 and len(entry["step_times_s"]) == config.rounds * config.block
+    assert per["joint"]["time_ratio"] == pytest.approx(1.0)
+    assert report["cggm_time_ratio"] == pytest.approx(per["cggm"]["step_time_s"] / per["joint"]["step_time_s"])
+    assert report["cggm_mem_ratio"] is None  # memory off: no number is invented
+    assert report["targets_met"]["cggm_mem_ratio"] is None
+    assert isinstance(report["targets_met"]["cggm_time_ratio"], bool)
+    assert [p["patch"] for p in report["scaling"]["patch"]] == [[16, 16, 16]]
+    assert [m["modalities"] for m in report["scaling"]["modalities"]] == [2]
+    assert report["variants"][0]["variant"] == "default" and report["variants"][0]["speedup"] == pytest.approx(1.0)
+    for key in ("date", "device", "device_name", "torch"):
+        assert report["meta"][key]
+    assert "tiny" in report["skipped"][0]
+    assert "infer_ratio" in report and report["infer_ratio"] is None  # section not run
+
+
+def test_inference_and_data_pipeline_report(tmp_path):
+    config = tiny_config()
+    report = run_benchmarks(config, ["inference", "data"], tmp_path, log=lambda m: None)
+    inf = report["inference"]
+    assert inf["seconds_per_case"] > 0 and inf["network_only_s"] > 0
+    assert report["infer_ratio"] == pytest.approx(inf["seconds_per_case"] / inf["network_only_s"])
+    assert inf["peak_rss_bytes"] > 0
+    assert set(inf["stages_s"]) == {"check", "preprocess", "predict", "postprocess", "write"}
+    # the end-to-end run really wrote a segmentation in the input's grid
+    (run_dir,) = tmp_path.glob("run_*")
+    assert report["work_dir"] == str(run_dir)
+    seg = nib.load(str(run_dir / "inference_out" / "bench_0.nii.gz"))
+    assert seg.shape == (32, 32, 24)
+    data = report["data"]
+    assert data["dataset"] == "CacheDataset"
+    assert data["batch_shape"] == [1, 4, 16, 16, 16] and data["case_shape"] == [24, 24, 24]
+    assert data["load_ratio"] == pytest.approx(data["loader_step_s"] / data["preloaded_step_s"])
+    assert len(data["loader_step_times_s"]) == len(data["preloaded_step_times_s"]) > 0
+
+
+def test_data_section_without_a_bundle_config_says_so(tmp_path):
+    with pytest.raises(ValueError, match="bundle_config"):
+        run_benchmarks(tiny_config(bundle_config=None), ["data"], tmp_path, log=lambda m: None)
+
+
+def test_unknown_section_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown section"):
+        run_benchmarks(tiny_config(), ["balancers", "warp"], tmp_path, log=lambda m: None)

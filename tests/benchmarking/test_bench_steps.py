@@ -1,0 +1,47 @@
+"""The measured training step: balancers are built to act within the benchmark's single epoch."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from brats_cggm.balancing import available_balancers, balancer_class
+from brats_cggm.benchmarking.steps import BENCHMARK_EPOCHS, balancer_kwargs
+
+#: The constructor arguments the benchmark passed before ``Balancer.short_run_kwargs`` existed.
+PREVIOUS_ACTIVE_KWARGS: dict[str, dict[str, Any]] = {
+    "cggm": {"start_epoch": 0},
+    "dropout": {"start_epoch": 0},
+    "inforeg": {"start_epoch": 0},
+    "ogm_ge": {"start_epoch": 1},
+    "opm": {"warmup_epochs": 0},
+}
+
+
+def test_balancers_are_made_active_from_the_first_epoch():
+    assert balancer_kwargs("opm", ["a", "b"]) == {"modalities": ("a", "b"), "warmup_epochs": 0}
+    assert balancer_kwargs("joint", ["a", "b"]) == {"modalities": ("a", "b")}
+
+
+@pytest.mark.parametrize("name", available_balancers())
+def test_short_run_kwargs_construct_every_balancer_as_before(name):
+    cls = balancer_class(name)
+    signature = inspect.signature(cls)
+    accepted = signature.parameters
+    previous = {
+        "modalities": ("a", "b"),
+        **{k: v for k, v in PREVIOUS_ACTIVE_KWARGS.get(name, {}).items() if k in accepted},
+    }
+    before = signature.bind(**previous)
+    now = signature.bind(**balancer_kwargs(name, ("a", "b")))
+    before.apply_defaults()
+    now.apply_defaults()
+    assert BENCHMARK_EPOCHS == 1
+    assert now.arguments == before.arguments
+
+
+def test_unknown_balancer_is_named():
+    with pytest.raises(ValueError, match="unknown balancer 'warp'"):
+        balancer_kwargs("warp", ["a", "b"])
