@@ -13,6 +13,7 @@ The methods' epoch schedules are scaled to the budget by
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "default_methods",
     "dice_key",
     "modality_dice_key",
+    "prepare_phantoms",
     "run_and_valuate",
     "shapley_key",
     "shapley_of_run",
@@ -158,6 +160,36 @@ class ComparisonSettings:
         return float(self.overrides().get("val_fraction", _bundle_defaults()["val_fraction"]))
 
 
+def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
+    """Generate the runs' phantom data set now, as each run's bundle would, unless it already holds cases.
+
+    Runs trained at the same time would otherwise all start writing it, and a run that starts while
+    another is writing would find a partial data set.
+
+    Args:
+        settings: the comparison; its ``phantoms`` override (a mapping, or its text as given on the
+            command line) or the bundle's ``phantoms`` say what to generate.
+
+    Returns:
+        The phantom folder, or None when the runs read another data set.
+
+    Raises:
+        ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
+    """
+    from brats_cggm.brats.workflow import resolve_dataset_dir
+
+    overrides, defaults = settings.overrides(), _bundle_defaults()
+    phantom_dir = Path(overrides.get("phantom_dir", defaults["phantom_dir"]))
+    if Path(settings.dataset_dir).resolve() != phantom_dir.resolve():
+        return None
+    if any(key.startswith("phantoms#") for key in overrides):
+        raise ValueError("override the whole phantoms mapping, e.g. phantoms={'n': 8}, not one of its keys")
+    phantoms = overrides.get("phantoms", defaults["phantoms"])
+    if isinstance(phantoms, str):
+        phantoms = ast.literal_eval(phantoms)  # how the bundle's command line reads it
+    return resolve_dataset_dir(settings.dataset_dir, phantom_dir, **phantoms)  # the bundle's own call
+
+
 def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> list[str]:
     """The cases a run with ``seed`` validated on (the bundle's split)."""
     from brats_cggm.brats.data import discover_dataset, split_datalist
@@ -206,12 +238,14 @@ def run_and_valuate(settings: ComparisonSettings, jobs: int = 1) -> list[dict[st
     Args:
         settings: the comparison.
         jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.run_comparison`);
-            the valuations run one after another.
+            above 1, :func:`prepare_phantoms` first. The valuations run one after another.
 
     Returns:
         One row per run (method, seed, ``metrics.json``'s entries, ``schedule_overrides``), the
         Shapley values added to its ``validation``.
     """
+    if jobs > 1:
+        prepare_phantoms(settings)
     schedules = settings.scaled_schedules()
     overlays = {m: OVERLAY_DIR / f"{m}.yaml" for m in settings.methods}
     rows = run_comparison(

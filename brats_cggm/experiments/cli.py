@@ -13,8 +13,9 @@ below 10 epochs; paper: 5 of ~50) and Re-learning diagnoses at ``max_epochs // 3
 ``2·max_epochs // 3`` (none in a one-epoch run; paper: every 15–20 epochs, 2–3 times); the summary says so.
 ``--override KEY=VALUE`` goes to every run (e.g. ``dataset_dir=/data/BraTS2021``, ``network_preset=full``,
 ``val_interval=10`` for validation curves). ``--smoke`` shrinks everything (6 phantoms of 32³, 16³ patches,
-a tiny network) to check the pipeline in minutes on a CPU; its numbers mean nothing. Existing reports and
-run folders in ``--out`` are kept unless ``--overwrite``.
+a tiny network) to check the pipeline in minutes on a CPU; its numbers mean nothing. ``--jobs N`` trains N
+runs at a time (the phantoms are generated first; step times are then not comparable). Existing reports
+and run folders in ``--out`` are kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class _DeprecatedSpelling(argparse.Action):
         self.replacement = replacement
         super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option=None):
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
         print(f"{parser.prog}: warning: {option} is deprecated; use {self.replacement}", file=sys.stderr)
         setattr(namespace, self.dest, True if self.nargs == 0 else values)
 

@@ -113,3 +113,27 @@ def test_bad_command_lines(argv: list[str], message: str, capsys: pytest.Capture
     with pytest.raises(SystemExit):
         cli.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_concurrent_runs_find_the_phantoms_generated(fake_runs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    out = tmp_path / "cmp"
+    seen = []
+    fake = runs.train_run
+
+    def train_run_seeing_the_data(configs, run_dir, overrides, threads=None):
+        seen.append(sorted(p.name for p in Path(overrides["phantom_dir"]).iterdir()))
+        return fake(configs, run_dir, overrides, threads)
+
+    monkeypatch.setattr(runs, "train_run", train_run_seeing_the_data)
+    argv = ["--out", str(out), "--methods", "joint", "cggm", "--seeds", "0", "--smoke", "--jobs", "2", "--no-shapley"]
+    argv += ["--override", "phantoms={'n': 2, 'shape': [32, 32, 32], 'seed': 0}"]
+    assert cli.main(argv) == 0
+    assert seen == [["BraTS2021_00000", "BraTS2021_00001"]] * 2
+
+
+def test_phantoms_are_left_to_the_runs_of_another_data_set(tmp_path: Path):
+    settings = brats_comparison.ComparisonSettings(tmp_path, extra_overrides={"dataset_dir": str(tmp_path / "data")})
+    assert brats_comparison.prepare_phantoms(settings) is None and not (tmp_path / "data").exists()
+    settings = brats_comparison.ComparisonSettings(tmp_path, smoke=True, extra_overrides={"phantoms#n": "2"})
+    with pytest.raises(ValueError, match="whole phantoms mapping"):
+        brats_comparison.prepare_phantoms(settings)
