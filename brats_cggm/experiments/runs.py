@@ -1,4 +1,4 @@
-"""Train a bundle with several balancer overlays and seeds under one budget, and tabulate the results.
+"""Training runs of a bundle: one subprocess per balancer overlay and seed, under one budget.
 
 Each run is a separate ``python -m monai.bundle run`` process (the exact command a user would type), so
 runs cannot leak state into each other; each writes ``metrics.json``, which is all this module reads.
@@ -6,10 +6,8 @@ runs cannot leak state into each other; each writes ``metrics.json``, which is a
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -17,7 +15,30 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "run_comparison", "summarize", "train_run", "write_csv"]
+__all__ = ["run_comparison", "short_run_overrides", "train_run"]
+
+
+def short_run_overrides(method: str, max_epochs: int) -> dict[str, Any]:
+    """Bundle overrides that fit ``method``'s epoch schedule into ``max_epochs`` epochs.
+
+    The overrides are the balancer's :meth:`~brats_cggm.balancing.base.Balancer.short_run_kwargs` as
+    ``balancer#<argument>`` keys. OPM's warm-up becomes ``max_epochs // 10`` epochs (none below 10
+    epochs; the paper: 5 of about 50), and Re-learning diagnoses at ``max_epochs // 3`` with two
+    re-initialisations (none in a one-epoch run; the paper: every 15–20 epochs, 2–3 times).
+
+    Args:
+        method: a registered balancer name.
+        max_epochs: the run's length in epochs.
+
+    Returns:
+        ``{"balancer#<argument>": value}``; empty for a method without an epoch schedule.
+
+    Raises:
+        ValueError: ``method`` is not a registered balancer.
+    """
+    from brats_cggm.balancing import balancer_class
+
+    return {f"balancer#{key}": value for key, value in balancer_class(method).short_run_kwargs(max_epochs).items()}
 
 
 def train_run(
@@ -35,6 +56,9 @@ def train_run(
         overrides: ``--key value`` overrides (values are passed as JSON so lists and dicts work).
         log_file: where the run's output goes (``output_dir/train.log`` by default).
         threads: CPU threads of the run (``OMP_NUM_THREADS``); the environment's setting when None.
+
+    Returns:
+        The run's ``metrics.json``.
 
     Raises:
         RuntimeError: the run failed; the message names its log file.
@@ -63,6 +87,7 @@ def run_comparison(
     out_dir: str | Path,
     overrides: Mapping[str, Any] | None = None,
     jobs: int = 1,
+    method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every balancer with every seed, same budget; one row per run.
 
@@ -77,6 +102,8 @@ def run_comparison(
             Each run then gets ``cpu_count // jobs`` threads unless ``OMP_NUM_THREADS`` is set: with
             torch's default of one thread per core, two runs on two cores each took 3.4 times as long
             per step as one run alone.
+        method_overrides: method → overrides of that method's runs only, applied after ``overrides``
+            (e.g. :func:`short_run_overrides`).
 
     Returns:
         Rows with ``method``, ``seed`` and the run's ``metrics.json`` entries, in method-then-seed order.
@@ -89,58 +116,9 @@ def run_comparison(
     def train(run: tuple[str, str | Path, int]) -> dict[str, Any]:
         method, overlay, seed = run
         run_dir = Path(out_dir) / method / f"seed{seed}"
-        metrics = train_run([bundle_config, overlay], run_dir, {**(overrides or {}), "seed": seed}, threads=threads)
+        run_overrides = {**(overrides or {}), **(method_overrides or {}).get(method, {}), "seed": seed}
+        metrics = train_run([bundle_config, overlay], run_dir, run_overrides, threads=threads)
         return {"method": method, "seed": seed, **metrics}
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(train, runs))
-
-
-def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> list[dict[str, Any]]:
-    """Mean ± std over seeds of every validation metric, and step time relative to ``baseline``."""
-    by_method: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        by_method.setdefault(row["method"], []).append(row)
-    base_time = None
-    if baseline in by_method:
-        base_time = statistics.mean(r["seconds_per_iteration"] for r in by_method[baseline])
-    summary = []
-    for method, runs in by_method.items():
-        entry: dict[str, Any] = {"method": method, "seeds": len(runs)}
-        for key in runs[0]["validation"]:
-            values = [r["validation"][key] for r in runs]
-            entry[key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
-        step = statistics.mean(r["seconds_per_iteration"] for r in runs)
-        entry["seconds_per_iteration"] = step
-        entry["time_ratio"] = step / base_time if base_time else None
-        summary.append(entry)
-    return summary
-
-
-def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A markdown table: one row per method, ``mean ± std`` cells for the given metric columns."""
-    header = ["method", *[c.removeprefix("val/") for c in columns], "step time vs joint"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for entry in summary:
-        cells = [entry["method"]]
-        for column in columns:
-            mean, std = entry[column]
-            cells.append(f"{mean:.3f} ± {std:.3f}")
-        ratio = entry.get("time_ratio")
-        cells.append("—" if ratio is None else f"{ratio:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """One line per run: method, seed, step time and every validation metric."""
-    path = Path(path)
-    keys = sorted({k for row in rows for k in row["validation"]})
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "seed", "seconds_per_iteration", *keys])
-        for row in rows:
-            writer.writerow(
-                [row["method"], row["seed"], row["seconds_per_iteration"], *(row["validation"].get(k) for k in keys)]
-            )
-    return path

@@ -1,0 +1,28 @@
+"""Experiments: a bundle trained per balancing method and seed under one budget, valuated and tabulated.
+
+- :mod:`~brats_cggm.experiments.runs`: one ``monai.bundle run`` subprocess per method and seed
+  (:func:`train_run`, :func:`run_comparison`) and the methods' schedules scaled to a short budget
+  (:func:`short_run_overrides`).
+- :mod:`~brats_cggm.experiments.reports`: mean ± std over seeds, markdown tables, ``summary.md``,
+  ``runs.csv`` and ``rows.json`` (written atomically, never over existing reports unless asked).
+- :mod:`~brats_cggm.experiments.brats_comparison`: the comparison on the BraTS bundle (its metric
+  columns, the Shapley valuation of each run, the summary's text).
+- :mod:`~brats_cggm.experiments.cli`: the ``brats-cggm-compare`` command.
+"""
+
+from brats_cggm.experiments.brats_comparison import ComparisonSettings, run_and_valuate, summary_markdown
+from brats_cggm.experiments.reports import markdown_table, summarize, write_csv, write_reports
+from brats_cggm.experiments.runs import run_comparison, short_run_overrides, train_run
+
+__all__ = [
+    "ComparisonSettings",
+    "markdown_table",
+    "run_and_valuate",
+    "run_comparison",
+    "short_run_overrides",
+    "summarize",
+    "summary_markdown",
+    "train_run",
+    "write_csv",
+    "write_reports",
+]

@@ -1,0 +1,135 @@
+"""The comparison's reports: mean ± std over seeds, markdown tables, one CSV line per run.
+
+Every report is written through :func:`~brats_cggm.engine.handlers.atomic_write_text` (a temporary file
+and a rename), so an interrupted write leaves the previous report or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from brats_cggm.engine.handlers import atomic_write_text
+
+__all__ = [
+    "REPORT_NAMES",
+    "csv_text",
+    "existing_reports",
+    "markdown_table",
+    "summarize",
+    "write_csv",
+    "write_reports",
+]
+
+#: The files :func:`write_reports` writes into the output folder.
+REPORT_NAMES = ("summary.md", "runs.csv", "rows.json")
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> list[dict[str, Any]]:
+    """Mean ± std over seeds of every validation metric, and step time relative to ``baseline``.
+
+    Args:
+        rows: one per run, with ``method``, ``seconds_per_iteration`` and ``validation`` (metric → value).
+        baseline: the method whose mean step time is 1.
+
+    Returns:
+        One entry per method, in the order of first appearance: ``method``, ``seeds``, ``(mean, std)``
+        per metric, ``seconds_per_iteration`` and ``time_ratio`` (None without a ``baseline`` run).
+    """
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    base_time = None
+    if baseline in by_method:
+        base_time = statistics.mean(r["seconds_per_iteration"] for r in by_method[baseline])
+    summary = []
+    for method, runs in by_method.items():
+        entry: dict[str, Any] = {"method": method, "seeds": len(runs)}
+        for key in runs[0]["validation"]:
+            values = [r["validation"][key] for r in runs]
+            entry[key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+        step = statistics.mean(r["seconds_per_iteration"] for r in runs)
+        entry["seconds_per_iteration"] = step
+        entry["time_ratio"] = step / base_time if base_time else None
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A markdown table: one row per method, ``mean ± std`` cells for the given metric columns.
+
+    Args:
+        summary: :func:`summarize`'s entries.
+        columns: metric keys; the header drops their ``val/`` prefix.
+
+    Returns:
+        The table, ending with a newline; its last column is the step time relative to joint.
+    """
+    header = ["method", *[c.removeprefix("val/") for c in columns], "step time vs joint"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in summary:
+        cells = [entry["method"]]
+        for column in columns:
+            mean, std = entry[column]
+            cells.append(f"{mean:.3f} ± {std:.3f}")
+        ratio = entry.get("time_ratio")
+        cells.append("—" if ratio is None else f"{ratio:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per run: method, seed, step time and every validation metric (sorted by name)."""
+    keys = sorted({k for row in rows for k in row["validation"]})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "seed", "seconds_per_iteration", *keys])
+    for row in rows:
+        writer.writerow(
+            [row["method"], row["seed"], row["seconds_per_iteration"], *(row["validation"].get(k) for k in keys)]
+        )
+    return buffer.getvalue()
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write :func:`csv_text` to ``path`` (atomically); returns ``path``."""
+    return atomic_write_text(path, csv_text(rows))
+
+
+def existing_reports(out_dir: str | Path, run_folders: Sequence[str] = ()) -> list[Path]:
+    """The reports and the run folders (``out_dir/<name>``) that already exist in ``out_dir``."""
+    out_dir = Path(out_dir)
+    return [out_dir / name for name in (*REPORT_NAMES, *run_folders) if (out_dir / name).exists()]
+
+
+def write_reports(
+    out_dir: str | Path, summary_markdown: str, rows: Sequence[Mapping[str, Any]], overwrite: bool = False
+) -> list[Path]:
+    """Write ``summary.md``, ``runs.csv`` and ``rows.json`` into ``out_dir``.
+
+    Args:
+        out_dir: the comparison's folder (created).
+        summary_markdown: the text of ``summary.md``.
+        rows: one per run (:func:`~brats_cggm.experiments.runs.run_comparison`'s rows).
+        overwrite: replace reports that exist.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileExistsError: a report exists and ``overwrite`` is False (nothing is written).
+    """
+    existing = existing_reports(out_dir)
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True (--overwrite) or another folder")
+    out_dir = Path(out_dir)
+    return [
+        atomic_write_text(out_dir / "summary.md", summary_markdown),
+        atomic_write_text(out_dir / "rows.json", json.dumps(list(rows), indent=2, default=str)),
+        write_csv(rows, out_dir / "runs.csv"),
+    ]

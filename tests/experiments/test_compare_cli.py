@@ -1,0 +1,139 @@
+"""``brats-cggm-compare`` end to end with a fake training run and valuation (seconds, no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import brats_cggm.experiments.brats_comparison as brats_comparison
+import brats_cggm.experiments.runs as runs
+from brats_cggm.balancing import available_balancers
+from brats_cggm.experiments import cli
+
+MODALITIES = ("flair", "t1ce", "t1", "t2")
+
+
+@pytest.fixture
+def fake_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], dict]]:
+    """Replace training and valuation: each run "scores" its seed; records run folder → (configs, overrides)."""
+    calls: dict[str, tuple[list[str], dict]] = {}
+
+    def fake_train_run(configs, run_dir, overrides, threads=None):
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True)
+        calls[f"{run_dir.parent.name}/{run_dir.name}"] = ([str(c) for c in configs], dict(overrides))
+        seed = overrides["seed"]
+        validation = {f"val/dice/{r}": 0.5 + 0.1 * seed for r in ("tc", "wt", "et", "mean")}
+        validation.update({f"val/modality_dice/{m}": 0.25 for m in MODALITIES})
+        return {"seconds_per_iteration": 1.0 + seed, "validation": validation}
+
+    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device):
+        assert run_dir.is_dir() and device
+        return {f"shapley/{m}": 0.1 for m in MODALITIES}
+
+    monkeypatch.setattr(runs, "train_run", fake_train_run)
+    monkeypatch.setattr(brats_comparison, "shapley_of_run", fake_shapley)
+    return calls
+
+
+def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "cmp"
+    assert cli.main(["--out", str(out), "--seeds", "0", "1", "--max-epochs", "20", "--device", "cpu"]) == 0
+    assert sorted(fake_runs) == sorted(f"{m}/seed{s}" for m in available_balancers() for s in (0, 1))
+    configs, overrides = fake_runs["opm/seed1"]
+    assert configs == [str(brats_comparison.BUNDLE_CONFIG), str(brats_comparison.OVERLAY_DIR / "opm.yaml")]
+    assert overrides == {
+        "max_epochs": 20,
+        "val_interval": 20,
+        "device": "$torch.device('cpu')",
+        "balancer#warmup_epochs": 2,
+        "seed": 1,
+    }
+    assert fake_runs["relearning/seed0"][1]["balancer#reinit_epoch"] == 6
+    assert not any(key.startswith("balancer#") for key in fake_runs["cggm/seed0"][1])
+
+    rows = json.loads((out / "rows.json").read_text())
+    assert [r["method"] for r in rows][:2] == ["joint", "joint"]  # the baseline first
+    assert rows[0]["validation"]["shapley/t2"] == 0.1
+    assert {r["method"]: r["schedule_overrides"] for r in rows}["opm"] == {"balancer#warmup_epochs": 2}
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("2 seed(s) [0, 1], 20 epochs each, data ./data/brats_phantoms;")
+    assert "| method | dice/tc | dice/wt | dice/et | dice/mean | step time vs joint |" in summary
+    assert "| joint | 0.550 ± 0.071 | 0.550 ± 0.071 | 0.550 ± 0.071 | 0.550 ± 0.071 | 1.00 |" in summary
+    assert "| method | modality_dice/flair | modality_dice/t1ce | modality_dice/t1 | modality_dice/t2 |" in summary
+    assert "| method | shapley/flair | shapley/t1ce | shapley/t1 | shapley/t2 | step time vs joint |" in summary
+    assert 'Schedules scaled to the budget: {"opm": {"balancer#warmup_epochs": 2}, "relearning":' in summary
+    assert (out / "runs.csv").read_text().splitlines()[0].startswith("method,seed,seconds_per_iteration,shapley/")
+    printed = capsys.readouterr().out
+    assert "joint seed 1: mean Dice 0.600" in printed and summary in printed
+
+    # a second comparison into the same folder is refused, and changes nothing
+    assert cli.main(["--out", str(out), "--methods", "joint", "--seeds", "5"]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "summary.md").read_text() == summary and "joint/seed5" not in fake_runs
+
+
+def test_smoke_overrides_and_paper_schedules_without_shapley(fake_runs, tmp_path: Path):
+    out = tmp_path / "cmp"
+    argv = ["--out", str(out), "--methods", "joint", "opm", "--seeds", "3", "--max-epochs", "1", "--smoke"]
+    argv += ["--paper-schedules", "--no-shapley", "--override", "val_interval=1", "--override", "sw_overlap=0.25"]
+    assert cli.main(argv) == 0
+    overrides = fake_runs["opm/seed3"][1]
+    assert overrides["phantom_dir"] == str(out / "phantoms") and overrides["network_def#features"] == [4, 8, 16]
+    assert overrides["val_interval"] == "1" and overrides["sw_overlap"] == "0.25"  # --override comes last
+    assert "balancer#warmup_epochs" not in overrides
+    summary = (out / "summary.md").read_text()
+    assert f"data {out / 'phantoms'} (--smoke: tiny pipeline check, numbers meaningless)" in summary
+    assert "shapley" not in summary and "Schedules scaled" not in summary
+    assert "shapley/flair" not in json.loads((out / "rows.json").read_text())[0]["validation"]
+
+
+def test_old_spellings_still_work_with_a_warning(fake_runs, tmp_path: Path, capsys: pytest.CaptureFixture):
+    argv = ["--out", str(tmp_path / "cmp"), "--methods", "opm", "--seeds", "0", "--max_epochs", "30"]
+    settings, _ = cli.parse_args([*argv, "--paper_schedules", "--no_shapley"])
+    assert settings.max_epochs == 30 and settings.paper_schedules and not settings.shapley
+    err = capsys.readouterr().err
+    for old, new in (("--max_epochs", "--max-epochs"), ("--paper_schedules", "--paper-schedules")):
+        assert f"{old} is deprecated; use {new}" in err
+    assert "--no_shapley is deprecated; use --no-shapley" in err
+    assert "--max_epochs" not in cli._build_parser().format_help()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-epochs", "0"], "--max-epochs must be at least 1"),
+        (["--override", "max_epochs"], "expected KEY=VALUE"),
+        (["--methods", "nope"], "invalid choice: 'nope'"),
+    ],
+)
+def test_bad_command_lines(argv: list[str], message: str, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit):
+        cli.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_concurrent_runs_find_the_phantoms_generated(fake_runs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    out = tmp_path / "cmp"
+    seen = []
+    fake = runs.train_run
+
+    def train_run_seeing_the_data(configs, run_dir, overrides, threads=None):
+        seen.append(sorted(p.name for p in Path(overrides["phantom_dir"]).iterdir()))
+        return fake(configs, run_dir, overrides, threads)
+
+    monkeypatch.setattr(runs, "train_run", train_run_seeing_the_data)
+    argv = ["--out", str(out), "--methods", "joint", "cggm", "--seeds", "0", "--smoke", "--jobs", "2", "--no-shapley"]
+    argv += ["--override", "phantoms={'n': 2, 'shape': [32, 32, 32], 'seed': 0}"]
+    assert cli.main(argv) == 0
+    assert seen == [["BraTS2021_00000", "BraTS2021_00001"]] * 2
+
+
+def test_phantoms_are_left_to_the_runs_of_another_data_set(tmp_path: Path):
+    settings = brats_comparison.ComparisonSettings(tmp_path, extra_overrides={"dataset_dir": str(tmp_path / "data")})
+    assert brats_comparison.prepare_phantoms(settings) is None and not (tmp_path / "data").exists()
+    settings = brats_comparison.ComparisonSettings(tmp_path, smoke=True, extra_overrides={"phantoms#n": "2"})
+    with pytest.raises(ValueError, match="whole phantoms mapping"):
+        brats_comparison.prepare_phantoms(settings)
