@@ -266,6 +266,10 @@ def test_output_path_templates(tmp_path: Path):
     for bad in ("{case_id}.png", "{other}.nii.gz", "sub/{case_id}.nii.gz", ".{case_id}.nii.gz"):
         with pytest.raises(ValueError, match="name-template"):
             output_path(tmp_path, "X", bad)
+    # case ids (from --case-id, file or folder names) never name a file outside the folder, nor a hidden one
+    for bad in ("../X", "..", ".X", "a/b", "", "a\nb"):
+        with pytest.raises(ValueError, match="bad case id"):
+            output_path(tmp_path, bad)
 
 
 def test_save_refuses_to_overwrite_and_leaves_no_temporary(tmp_path: Path):
@@ -317,7 +321,7 @@ def test_settings_from_bundle_yaml_do_not_touch_the_data():
     for name in ("inference.yaml", "train.yaml"):
         settings, network = settings_from_config(configs / name)
         assert settings.roi_size == (32, 32, 32) and settings.modalities == MODALITIES
-        assert settings.preprocessing == {}
+        assert settings.preprocessing == {"pixdim": [1.0, 1.0, 1.0]}  # the BraTS grid
         assert network.modalities == MODALITIES
 
 
@@ -411,3 +415,48 @@ def test_cpu_stitching_keeps_the_volume_off_the_compute_device(
     labels = threshold_segmenter(case)["labels"]
     assert calls == [("cpu", torch.device("cpu"))] and inferer.sw_device == threshold_segmenter.device
     np.testing.assert_array_equal(labels, expected_labels())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(save|load)` is deprecated")
+def test_torchscript_config_is_never_evaluated(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """``$`` expressions and ``_target_`` objects in a model file's config are not run: defaults, with a warning."""
+    from monai.data import save_net_with_metadata
+
+    marker = tmp_path / "marker"
+    touch = f"$__import__('pathlib').Path({str(marker)!r}).touch()"
+    config = {
+        "imports": [f"$__import__('pathlib').Path({str(marker)!r}).touch()"],
+        "modalities": "@names",  # a plain reference: followed
+        "names": list(MODALITIES),
+        "patch_size": f"{touch} or [16, 16, 16]",
+        "sw_overlap": {"_target_": "pathlib.Path.touch", "self": str(marker)},
+        "sw_batch_size": 2,
+        "data_options": {"pixdim": f"{touch} or [1.0, 1.0, 1.0]", "crop_foreground": True},
+        "network_def": {"_target_": "pathlib.Path.touch", "self": str(marker)},
+    }
+    save_net_with_metadata(
+        torch.jit.script(RegionThreshold()),
+        str(tmp_path / "model"),
+        more_extra_files={"inference.json": json.dumps(config).encode()},
+    )
+    ts = tmp_path / "model.ts"
+    with pytest.warns(UserWarning) as record:
+        _, settings = load_model(torchscript=ts)
+    assert not marker.exists()
+    messages = " ".join(str(w.message) for w in record)
+    for key in ("'patch_size'", "'sw_overlap'", "'data_options#pixdim'"):
+        assert key in messages and f"{ts}:inference.json" in messages
+    assert settings.modalities == MODALITIES and settings.sw_batch_size == 2
+    assert settings.roi_size is None and settings.overlap == 0.5  # the defaults
+    assert settings.preprocessing == {"crop_foreground": True}
+
+    # the command line tool: the same, the warnings as one line each
+    write_brats_case(tmp_path / "in", "c", "ras")
+    argv = ["--input", str(tmp_path / "in"), "--torchscript", str(ts), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--roi", *map(str, ROI), "--device", "cpu"]) == 0
+    assert not marker.exists()
+    warnings_printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings_printed) == 3 and any("'patch_size' is not plain data" in w for w in warnings_printed)
+    np.testing.assert_array_equal(
+        np.asanyarray(nib.load(str(tmp_path / "out" / "c.nii.gz")).dataobj), expected_labels()
+    )
