@@ -460,3 +460,77 @@ def test_torchscript_config_is_never_evaluated(tmp_path: Path, capsys: pytest.Ca
     np.testing.assert_array_equal(
         np.asanyarray(nib.load(str(tmp_path / "out" / "c.nii.gz")).dataobj), expected_labels()
     )
+
+
+#: Thick-slice acquisitions at 0.5 x 0.5 x 5 mm: name -> (affine, qform code, sform code, on-disk dtype)
+THICK_SLICES = {
+    "lps_thick_slices": (_affine(np.diag([-0.5, -0.5, 5.0])), 1, 1, np.float32),
+    "oblique_thick_slices": (_affine(_rotation(20, 10) @ np.diag([0.5, 0.5, 5.0])), 1, 2, np.float32),
+}
+
+
+def threshold_bundle(root: Path, pixdim: list[float] | None = (1.0, 1.0, 1.0)) -> Path:
+    """A bundle folder (``configs/inference.json``, ``models/model.pt``) holding :class:`RegionThreshold` as a conv."""
+    conv = torch.nn.Conv3d(4, 3, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for region, channel in enumerate((1, 0, 2)):  # TC from t1ce, WT from flair, ET from t1
+            conv.weight[region, channel] = 20.0
+        conv.bias.fill_(-20.0)
+    config = {
+        "network_def": {"_target_": "torch.nn.Conv3d", "in_channels": 4, "out_channels": 3, "kernel_size": 1},
+        "modalities": list(MODALITIES),
+        "patch_size": list(ROI),
+        "sw_overlap": 0.5,
+        "sw_batch_size": 4,
+        "data_options": {} if pixdim is None else {"pixdim": list(pixdim)},
+    }
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    (root / "models").mkdir()
+    torch.save(conv.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def _agreement(labels: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+    out = {"voxels": float((labels == expected).mean())}
+    for region, values in (("wt", (1, 2, 4)), ("tc", (1, 4)), ("et", (4,))):
+        a, b = np.isin(labels, values), np.isin(expected, values)
+        out[region] = 2 * (a & b).sum() / (a.sum() + b.sum())
+    return out
+
+
+def test_thick_slices_are_resampled_to_1mm_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """``brats-cggm-infer``: 0.5 x 0.5 x 5 mm scans reach the network at 1 mm; the labels come back on their grid."""
+    monkeypatch.setitem(HEADERS, "lps_thick_slices", THICK_SLICES["lps_thick_slices"])
+    monkeypatch.setitem(HEADERS, "oblique_thick_slices", THICK_SLICES["oblique_thick_slices"])
+    bundle = threshold_bundle(tmp_path / "bundle")
+    for header in THICK_SLICES:
+        write_brats_case(tmp_path / "in", header, header)
+
+    network, settings = load_model(bundle)
+    assert settings.preprocessing == {"pixdim": [1.0, 1.0, 1.0]}
+    segmenter = BratsSegmenter(network, settings)
+    for case in find_cases(tmp_path / "in")[0]:
+        image = segmenter.preprocessing(case)({"image": case.image})["image"]
+        torch.testing.assert_close(image.pixdim.float(), torch.ones(3))  # what the network is given
+
+    out = tmp_path / "out"
+    assert (
+        main(["--input", str(tmp_path / "in"), "--bundle", str(bundle), "--output", str(out), "--device", "cpu"]) == 0
+    )
+    assert "summary: 2 segmented, 0 failed" in capsys.readouterr().out
+    for header in THICK_SLICES:
+        assert_same_header(out / f"{header}.nii.gz", tmp_path / "in" / header / f"{header}_flair.nii.gz")
+        labels = np.asanyarray(nib.load(str(out / f"{header}.nii.gz")).dataobj)
+        # 2 mm wide boxes sampled at 1 mm and back: edges may move by a voxel, nothing more
+        scores = _agreement(labels, expected_labels())
+        assert scores["voxels"] > 0.97 and scores["wt"] > 0.9 and scores["tc"] > 0.85 and scores["et"] > 0.75, scores
+
+
+def test_run_config_without_pixdim_is_not_resampled(tmp_path: Path):
+    """Runs saved before the spacing was stored keep each input's spacing, as they were trained."""
+    network, settings = load_model(threshold_bundle(tmp_path / "bundle", pixdim=None))
+    case = find_cases(write_brats_case(tmp_path, "c", "lps_anisotropic_qform_only"))[0][0]
+    image = BratsSegmenter(network, settings).preprocessing(case)({"image": case.image})["image"]
+    torch.testing.assert_close(image.pixdim.float(), torch.tensor([0.9, 1.1, 2.5]))
