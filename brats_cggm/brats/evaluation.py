@@ -25,7 +25,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from brats_cggm.brats.cli_types import non_negative_float
 from brats_cggm.brats.data import PATTERN_PRESETS
+from brats_cggm.brats.inference_io import check_output_dir
 from brats_cggm.brats.labels import LABEL_CONVENTIONS, REGIONS, check_labels, labels_to_regions
 from brats_cggm.brats.nifti_checks import (
     AFFINE_TOLERANCE,
@@ -418,18 +420,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_CONVENTIONS), default="brats2021", help="prediction labels")
     p.add_argument("--ref-labels", choices=sorted(LABEL_CONVENTIONS), help="reference labels (default: --labels)")
     p.add_argument("--output-dir", help="where to write evaluation.csv and evaluation_summary.json (default PRED_DIR)")
-    p.add_argument("--affine-tolerance", type=float, default=AFFINE_TOLERANCE)
+    p.add_argument(
+        "--affine-tolerance",
+        type=non_negative_float,
+        default=AFFINE_TOLERANCE,
+        help="largest affine difference between a prediction and its reference",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
     args = p.parse_args(argv)
     out_dir = Path(args.output_dir or args.pred_dir)
     csv_path, json_path = out_dir / "evaluation.csv", out_dir / "evaluation_summary.json"
     try:
+        # before any work: an unwritable output folder would otherwise be found after evaluating every case
+        check_output_dir(out_dir, "--output-dir" if args.output_dir else "PRED_DIR")
         for path in (csv_path, json_path):
             if path.exists() and not args.overwrite:
                 raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
         result = evaluate_folders(args.pred_dir, args.ref_dir, args.labels, args.ref_labels, args.affine_tolerance)
         summary = write_results(result, csv_path, json_path, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, InputFileError, ValueError) as exc:
+    except (OSError, InputFileError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(f"{summary['n_evaluated']} of {summary['n_cases']} cases evaluated -> {csv_path}, {json_path}")

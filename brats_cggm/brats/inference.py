@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import sys
 import time
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,15 @@ from monai.config import KeysCollection
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, MapTransform
 
+from brats_cggm.brats.cli_types import non_negative_float, overlap_fraction, positive_int
 from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS
 from brats_cggm.brats.inference_io import (
     MSD_CHANNELS,
     CaseInput,
     SaveSegmentationd,
+    check_case_id,
     check_inverted,
+    check_output_dir,
     find_cases,
     inference_items,
     output_path,
@@ -331,6 +335,13 @@ def _parse_pattern(text: str) -> tuple[str, str]:
     return modality.strip(), suffix
 
 
+def _case_id_arg(text: str) -> str:
+    try:
+        return check_case_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser_cli() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brats-cggm-infer",
@@ -340,7 +351,9 @@ def _parser_cli() -> argparse.ArgumentParser:
     src.add_argument("--input", help="case folder, folder of case folders, MSD folder or MSD 4-D file")
     for m in DEFAULT_MODALITIES:
         src.add_argument(f"--{m}", metavar="FILE", help=f"{m} file of a single case (instead of --input)")
-    src.add_argument("--case-id", help="case identifier with explicit files (default: from the first file name)")
+    src.add_argument(
+        "--case-id", type=_case_id_arg, help="case identifier with explicit files (default: from the first file name)"
+    )
     src.add_argument(
         "--patterns",
         default="brats2021",
@@ -362,7 +375,10 @@ def _parser_cli() -> argparse.ArgumentParser:
     )
     src.add_argument("--missing-modality", choices=("error", "zero"), default="error", help="default: error")
     src.add_argument(
-        "--affine-tolerance", type=float, default=AFFINE_TOLERANCE, help="largest affine difference between modalities"
+        "--affine-tolerance",
+        type=non_negative_float,
+        default=AFFINE_TOLERANCE,
+        help="largest affine difference between modalities",
     )
     model = p.add_argument_group("model")
     model.add_argument("--bundle", help="bundle folder (configs/ + models/model.pt) or training output_dir")
@@ -380,10 +396,16 @@ def _parser_cli() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run = p.add_argument_group("run")
     run.add_argument(
-        "--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window (default: training patch)"
+        "--roi",
+        type=positive_int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="sliding window (default: training patch)",
     )
-    run.add_argument("--overlap", type=float, help="sliding-window overlap (default: from the config)")
-    run.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: from the config)")
+    run.add_argument(
+        "--overlap", type=overlap_fraction, help="sliding-window overlap in [0, 1) (default: from the config)"
+    )
+    run.add_argument("--sw-batch-size", type=positive_int, help="windows per forward pass (default: from the config)")
     run.add_argument("--tta", action="store_true", help="test-time augmentation: average over 8 flips")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     run.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -469,7 +491,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     msd_channels = [c.strip() for c in args.msd_channels.split(",")]
 
     try:
-        network, settings = load_model(args.bundle, args.checkpoint, args.torchscript, device)
+        # before any work: an unwritable output would otherwise be found after segmenting every case
+        check_output_dir(args.output)
+    except OSError as exc:
+        _err(str(exc))
+        return 1
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            network, settings = load_model(args.bundle, args.checkpoint, args.torchscript, device)
+        for warning in caught:
+            print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr, flush=True)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         segmenter = BratsSegmenter(
             network,
@@ -506,9 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = 0
     for index, case in enumerate(cases, start=1):
         start = time.perf_counter()
-        target = output_path(out_dir, case.case_id, args.name_template)
-        prob_target = target.with_name(strip_nifti_extension(target.name) + "_probabilities.nii.gz")
         try:
+            target = output_path(out_dir, case.case_id, args.name_template)
+            prob_target = target.with_name(strip_nifti_extension(target.name) + "_probabilities.nii.gz")
             for t in (target, prob_target) if args.save_probabilities else (target,):
                 if t.exists() and not args.overwrite:
                     raise FileExistsError(f"{t}: exists; pass --overwrite to replace it")
@@ -527,7 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 save_like_reference(result["probabilities"], case.reference, prob_target, args.overwrite)
             save_like_reference(result["labels"], case.reference, target, args.overwrite)
         except Exception as exc:  # one case's failure must not stop the batch
-            message = str(exc) if isinstance(exc, (InputFileError, FileExistsError)) else f"{type(exc).__name__}: {exc}"
+            plain = (InputFileError, FileExistsError, ValueError)
+            message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
             failures.append(_failure_line(case.case_id, message))
             _err(failures[-1])
             continue

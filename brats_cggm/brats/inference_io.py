@@ -26,7 +26,9 @@ __all__ = [
     "MSD_CHANNELS",
     "CaseInput",
     "SaveSegmentationd",
+    "check_case_id",
     "check_inverted",
+    "check_output_dir",
     "find_cases",
     "inference_items",
     "output_path",
@@ -35,6 +37,56 @@ __all__ = [
 
 #: Channel order of MSD Task01 4-D files (FLAIR, T1w, T1gd, T2w) in this package's modality names.
 MSD_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+
+
+def check_case_id(case_id: str) -> str:
+    """Refuse a case identifier that cannot name a file inside the output folder.
+
+    Args:
+        case_id: the identifier (from ``--case-id``, a file or a folder name).
+
+    Returns:
+        ``case_id``.
+
+    Raises:
+        ValueError: if it is empty, holds a path separator or a control character, or starts with a dot
+            (``..`` would leave the folder; hidden names are how temporary outputs are written).
+    """
+    if not case_id:
+        raise ValueError("bad case id '': empty")
+    separators = {"/", "\\", os.sep, *(os.altsep or "")}
+    if any(c in separators for c in case_id) or any(ord(c) < 32 for c in case_id):
+        raise ValueError(f"bad case id {case_id!r}: path separators and control characters are not allowed")
+    if case_id.startswith("."):
+        raise ValueError(f"bad case id {case_id!r}: must not start with '.'")
+    return case_id
+
+
+def check_output_dir(output_dir: str | os.PathLike, flag: str = "--output") -> Path:
+    """Check, before any work, that ``output_dir`` is or can become a writable folder; creates nothing.
+
+    Args:
+        output_dir: the folder (it need not exist yet).
+        flag: how the user gave it, for the message.
+
+    Returns:
+        The path.
+
+    Raises:
+        NotADirectoryError: if it, or a folder it would be created in, is a file.
+        PermissionError: if it (or, when it does not exist, its nearest existing parent) is not writable.
+    """
+    path = Path(output_dir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise NotADirectoryError(f"{flag} {path}: {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (it would be created in {existing})"
+        raise PermissionError(f"{flag} {path}: not writable{where}")
+    return path
 
 
 def output_path(output_dir: str | os.PathLike, case_id: str, name_template: str = "{case_id}.nii.gz") -> Path:
@@ -49,8 +101,10 @@ def output_path(output_dir: str | os.PathLike, case_id: str, name_template: str 
         The path.
 
     Raises:
-        ValueError: for a template that is not a NIfTI file name in ``output_dir``.
+        ValueError: for a bad case identifier (see :func:`check_case_id`), or a template that is not a NIfTI
+            file name in ``output_dir``.
     """
+    check_case_id(case_id)
     try:
         name = name_template.format(case_id=case_id)
     except (KeyError, IndexError, ValueError) as exc:

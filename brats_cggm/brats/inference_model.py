@@ -1,14 +1,18 @@
 """Loading a network for inference with the settings it was trained with.
 
-The network and the preprocessing settings are read from a bundle config with ``monai.bundle.ConfigParser``
-(never restated here): a bundle folder's ``configs/inference.json`` (written by training into its
-``output_dir`` by :func:`save_run_config`), ``configs/inference.yaml`` or ``configs/train.yaml``, or the
-configs that ``monai.bundle ckpt_export`` embeds in a TorchScript file.
+A bundle folder's config is read with ``monai.bundle.ConfigParser`` (never restated here): its
+``configs/inference.json`` (written by training into its ``output_dir`` by :func:`save_run_config`),
+``configs/inference.yaml`` or ``configs/train.yaml``. Bundle configs are code (``$`` expressions run Python),
+so only the user's own bundle folders are read that way.
+
+A TorchScript or weights file is data: the configs that ``monai.bundle ckpt_export`` embeds in a TorchScript
+file are read as plain JSON by :func:`plain_settings`, which never evaluates an expression.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,6 +31,7 @@ __all__ = [
     "InferenceSettings",
     "find_bundle_config",
     "load_model",
+    "plain_settings",
     "save_run_config",
     "settings_from_config",
 ]
@@ -41,6 +46,8 @@ CONFIG_CANDIDATES: tuple[str, ...] = (RUN_CONFIG, "configs/inference.yaml", "con
 # from its own input (channel order of an MSD file) or the user (label convention).
 _DATASET_OPTIONS = ("label_convention", "channel_order")
 _TS_CONFIG_NAMES = ("inference.json", "train.json")
+# Reference chains longer than this are treated as unreadable (and cycles end here).
+_MAX_REFERENCE_DEPTH = 8
 
 
 @dataclass
@@ -213,6 +220,147 @@ def settings_from_config(config: str | os.PathLike | dict, build: bool = True) -
     return settings, network
 
 
+class _NotPlain(Exception):
+    """A config value that is not plain data (an expression, an object to build, a macro)."""
+
+
+def _lookup(config: Mapping[str, Any], path: str) -> Any:
+    node: Any = config
+    for part in path.split("#"):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise _NotPlain(f"reference @{path} to a missing entry")
+    return node
+
+
+def _plain_value(config: Mapping[str, Any], value: Any, depth: int = 0) -> Any:
+    # Plain JSON data, with "@key" references followed by lookup only; anything MONAI would evaluate or
+    # build ("$" expressions, "%" macros, "_target_" objects) is refused, never run.
+    if depth > _MAX_REFERENCE_DEPTH:
+        raise _NotPlain("too many nested references")
+    if isinstance(value, str):
+        if value.startswith("@"):
+            return _plain_value(config, _lookup(config, value[1:]), depth + 1)
+        if value.startswith(("$", "%")):
+            raise _NotPlain(f"expression {value!r}")
+        return value
+    if isinstance(value, Mapping):
+        if "_target_" in value or "_requires_" in value:
+            raise _NotPlain("an object to build (_target_)")
+        return {str(k): _plain_value(config, v, depth) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_value(config, v, depth) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    raise _NotPlain(f"unexpected value {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: key -> (check of the plain value, what is expected)
+_PLAIN_CHECKS: dict[str, tuple[Any, str]] = {
+    "modalities": (lambda v: isinstance(v, list) and v and all(isinstance(m, str) for m in v), "a list of names"),
+    "patch_size": (lambda v: isinstance(v, list) and v and all(_is_int(s) and s > 0 for s in v), "positive ints"),
+    "sw_overlap": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "sw_batch_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+}
+
+#: data_options entry -> (check of the plain value, what is expected): the preprocessing options inference uses.
+_OPTION_CHECKS: dict[str, tuple[Any, str]] = {
+    "pixdim": (
+        lambda v: v is None or (isinstance(v, list) and v and all(_is_number(s) and s > 0 for s in v)),
+        "null or positive spacings in mm",
+    ),
+    "axcodes": (lambda v: isinstance(v, str), "orientation codes such as RAS"),
+    "crop_foreground": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _warn(message: str) -> None:
+    # Points at the caller of plain_settings (load_model), not at this module's internals.
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def plain_settings(config: Mapping[str, Any], source: str) -> InferenceSettings:
+    """Inference settings from a config held in a data file (e.g. embedded in TorchScript), evaluating nothing.
+
+    Values are read as plain JSON data; an ``@key`` reference is followed by plain lookup of that key. A
+    setting that would need evaluation (a ``$`` expression, a ``%`` macro, a ``_target_`` object), or that
+    has the wrong type, is not used: it falls back to its default with a warning naming the key and ``source``.
+
+    Args:
+        config: the parsed JSON object.
+        source: where it was read (for the warnings).
+
+    Returns:
+        The settings; ``preprocessing`` holds only the ``data_options`` entries that are plain data.
+    """
+    defaults = InferenceSettings()
+
+    def read(key: str, default: Any) -> Any:
+        if config.get(key) is None:
+            return default
+        try:
+            value = _plain_value(config, config[key])
+        except _NotPlain as exc:
+            _warn(
+                f"{source}: setting {key!r} is not plain data ({exc}); a model file's config is never evaluated: "
+                f"using the default {default!r}"
+            )
+            return default
+        check, expected = _PLAIN_CHECKS.get(key, (lambda v: True, ""))
+        if value is not None and not check(value):
+            _warn(f"{source}: setting {key!r} is {value!r}, expected {expected}: using the default {default!r}")
+            return default
+        return value
+
+    if not isinstance(config, Mapping):
+        _warn(f"{source}: the embedded config is not a JSON object: using the library defaults")
+        return InferenceSettings(source=source)
+    preprocessing = {}
+    raw_options = config.get("data_options")
+    if isinstance(raw_options, Mapping):
+        for key in raw_options:
+            if key in _DATASET_OPTIONS:
+                continue
+            if key not in _OPTION_CHECKS:
+                _warn(f"{source}: unknown setting 'data_options#{key}': not used")
+                continue
+            try:
+                value = _plain_value(config, raw_options[key])
+            except _NotPlain as exc:
+                _warn(
+                    f"{source}: setting 'data_options#{key}' is not plain data ({exc}); a model file's config is "
+                    "never evaluated: using the default"
+                )
+                continue
+            check, expected = _OPTION_CHECKS[key]
+            if not check(value):
+                _warn(f"{source}: setting 'data_options#{key}' is {value!r}, expected {expected}: using the default")
+                continue
+            preprocessing[str(key)] = value
+    elif raw_options is not None:
+        _warn(f"{source}: setting 'data_options' is not a mapping: using the defaults")
+    roi = read("patch_size", None)
+    return InferenceSettings(
+        modalities=tuple(read("modalities", list(defaults.modalities))),
+        roi_size=None if roi is None else tuple(roi),
+        overlap=float(read("sw_overlap", defaults.overlap)),
+        sw_batch_size=int(read("sw_batch_size", defaults.sw_batch_size)),
+        preprocessing=preprocessing,
+        source=source,
+    )
+
+
 def _load_state_dict(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file does not exist")
@@ -270,8 +418,13 @@ def load_model(
         else:
             embedded = [name for name in _TS_CONFIG_NAMES if extra.get(name)]
             if embedded:
-                settings, _ = settings_from_config(json.loads(extra[embedded[0]]), build=False)
-                settings.source = f"{ts_path}:{embedded[0]}"
+                source = f"{ts_path}:{embedded[0]}"
+                try:
+                    config = json.loads(extra[embedded[0]])
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"{source}: embedded config is not JSON: {exc}") from exc
+                # A model file is data: its config is never handed to ConfigParser, which runs "$" expressions.
+                settings = plain_settings(config, source)
             else:
                 settings = InferenceSettings(source=f"{ts_path} (no embedded config: library defaults)")
         return network.eval(), settings

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_from_values, subset_key
+from brats_cggm.brats.cli_types import overlap_fraction, positive_int
 
 __all__ = [
     "REPORT_FILES",
@@ -318,11 +319,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for shapley_per_case.csv, shapley.json, shapley.md")
     parser.add_argument("--overwrite", action="store_true", help="replace existing reports in --output")
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--max_cases", type=int, default=None, help="valuate only the first N cases")
+    parser.add_argument("--max_cases", type=positive_int, default=None, help="valuate only the first N cases")
     parser.add_argument("--case_ids", nargs="+", default=None, help="valuate only these cases")
-    parser.add_argument("--roi", type=int, nargs=3, default=None, help="sliding window (default: training patch)")
-    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the bundle's)")
-    parser.add_argument("--sw_batch_size", type=int, default=None, help="default: the bundle's sw_batch_size")
+    parser.add_argument(
+        "--roi", type=positive_int, nargs=3, default=None, help="sliding window (default: training patch)"
+    )
+    parser.add_argument(
+        "--overlap",
+        type=overlap_fraction,
+        default=None,
+        help="sliding-window overlap in [0, 1) (default: the bundle's)",
+    )
+    parser.add_argument("--sw_batch_size", type=positive_int, default=None, help="default: the bundle's sw_batch_size")
     return parser
 
 
@@ -337,9 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.max_cases is not None and args.max_cases < 1:
-        print("brats-cggm-valuate: error: --max_cases must be at least 1", file=sys.stderr)
-        return 2
     try:
         summary = valuate_bundle(
             args.bundle,

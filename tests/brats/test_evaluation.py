@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -221,3 +222,62 @@ def test_cli_errors_and_help(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path)])
     assert exc.value.code == 2
+
+
+def _refuse_to_evaluate(*args, **kwargs):
+    raise AssertionError("evaluated although the results could not be written")
+
+
+@pytest.mark.parametrize("where", ["existing_file", "under_a_file"])
+def test_unwritable_output_dir_fails_before_evaluating(
+    folders: tuple[Path, Path], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, where: str
+):
+    import brats_cggm.brats.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate_folders", _refuse_to_evaluate)
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    out = blocker if where == "existing_file" else blocker / "sub"
+    pred, ref = folders
+    assert main([str(pred), str(ref), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --output-dir {out}: ") and "not a folder" in err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_output_dir_without_write_permission(folders: tuple[Path, Path], tmp_path: Path, capsys, monkeypatch):
+    """A folder the user may not write to (os.access says so; root passes permission bits, so it is simulated)."""
+    import brats_cggm.brats.evaluation as evaluation
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != out and real_access(path, mode, **kw))
+    monkeypatch.setattr(evaluation, "evaluate_folders", _refuse_to_evaluate)
+    pred, ref = folders
+    assert main([str(pred), str(ref), "--output-dir", str(out / "new")]) == 1
+    assert (
+        capsys.readouterr().err == f"error: --output-dir {out / 'new'}: not writable (it would be created in {out})\n"
+    )
+    assert not any(out.iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permission bits")
+def test_read_only_output_dir(folders: tuple[Path, Path], tmp_path: Path, capsys):
+    out = tmp_path / "read_only"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        pred, ref = folders
+        assert main([str(pred), str(ref), "--output-dir", str(out)]) == 1
+        assert capsys.readouterr().err == f"error: --output-dir {out}: not writable\n"
+    finally:
+        out.chmod(0o700)
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "nan", "x"])
+def test_bad_affine_tolerance_is_a_usage_error(folders: tuple[Path, Path], tolerance: str, capsys):
+    pred, ref = folders
+    with pytest.raises(SystemExit) as exc:
+        main([str(pred), str(ref), f"--affine-tolerance={tolerance}"])
+    assert exc.value.code == 2 and "--affine-tolerance" in capsys.readouterr().err

@@ -266,6 +266,10 @@ def test_output_path_templates(tmp_path: Path):
     for bad in ("{case_id}.png", "{other}.nii.gz", "sub/{case_id}.nii.gz", ".{case_id}.nii.gz"):
         with pytest.raises(ValueError, match="name-template"):
             output_path(tmp_path, "X", bad)
+    # case ids (from --case-id, file or folder names) never name a file outside the folder, nor a hidden one
+    for bad in ("../X", "..", ".X", "a/b", "", "a\nb"):
+        with pytest.raises(ValueError, match="bad case id"):
+            output_path(tmp_path, bad)
 
 
 def test_save_refuses_to_overwrite_and_leaves_no_temporary(tmp_path: Path):
@@ -317,7 +321,7 @@ def test_settings_from_bundle_yaml_do_not_touch_the_data():
     for name in ("inference.yaml", "train.yaml"):
         settings, network = settings_from_config(configs / name)
         assert settings.roi_size == (32, 32, 32) and settings.modalities == MODALITIES
-        assert settings.preprocessing == {}
+        assert settings.preprocessing == {"pixdim": [1.0, 1.0, 1.0]}  # the BraTS grid
         assert network.modalities == MODALITIES
 
 
@@ -411,3 +415,122 @@ def test_cpu_stitching_keeps_the_volume_off_the_compute_device(
     labels = threshold_segmenter(case)["labels"]
     assert calls == [("cpu", torch.device("cpu"))] and inferer.sw_device == threshold_segmenter.device
     np.testing.assert_array_equal(labels, expected_labels())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(save|load)` is deprecated")
+def test_torchscript_config_is_never_evaluated(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """``$`` expressions and ``_target_`` objects in a model file's config are not run: defaults, with a warning."""
+    from monai.data import save_net_with_metadata
+
+    marker = tmp_path / "marker"
+    touch = f"$__import__('pathlib').Path({str(marker)!r}).touch()"
+    config = {
+        "imports": [f"$__import__('pathlib').Path({str(marker)!r}).touch()"],
+        "modalities": "@names",  # a plain reference: followed
+        "names": list(MODALITIES),
+        "patch_size": f"{touch} or [16, 16, 16]",
+        "sw_overlap": {"_target_": "pathlib.Path.touch", "self": str(marker)},
+        "sw_batch_size": 2,
+        "data_options": {"pixdim": f"{touch} or [1.0, 1.0, 1.0]", "crop_foreground": True},
+        "network_def": {"_target_": "pathlib.Path.touch", "self": str(marker)},
+    }
+    save_net_with_metadata(
+        torch.jit.script(RegionThreshold()),
+        str(tmp_path / "model"),
+        more_extra_files={"inference.json": json.dumps(config).encode()},
+    )
+    ts = tmp_path / "model.ts"
+    with pytest.warns(UserWarning) as record:
+        _, settings = load_model(torchscript=ts)
+    assert not marker.exists()
+    messages = " ".join(str(w.message) for w in record)
+    for key in ("'patch_size'", "'sw_overlap'", "'data_options#pixdim'"):
+        assert key in messages and f"{ts}:inference.json" in messages
+    assert settings.modalities == MODALITIES and settings.sw_batch_size == 2
+    assert settings.roi_size is None and settings.overlap == 0.5  # the defaults
+    assert settings.preprocessing == {"crop_foreground": True}
+
+    # the command line tool: the same, the warnings as one line each
+    write_brats_case(tmp_path / "in", "c", "ras")
+    argv = ["--input", str(tmp_path / "in"), "--torchscript", str(ts), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--roi", *map(str, ROI), "--device", "cpu"]) == 0
+    assert not marker.exists()
+    warnings_printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings_printed) == 3 and any("'patch_size' is not plain data" in w for w in warnings_printed)
+    np.testing.assert_array_equal(
+        np.asanyarray(nib.load(str(tmp_path / "out" / "c.nii.gz")).dataobj), expected_labels()
+    )
+
+
+#: Thick-slice acquisitions at 0.5 x 0.5 x 5 mm: name -> (affine, qform code, sform code, on-disk dtype)
+THICK_SLICES = {
+    "lps_thick_slices": (_affine(np.diag([-0.5, -0.5, 5.0])), 1, 1, np.float32),
+    "oblique_thick_slices": (_affine(_rotation(20, 10) @ np.diag([0.5, 0.5, 5.0])), 1, 2, np.float32),
+}
+
+
+def threshold_bundle(root: Path, pixdim: list[float] | None = (1.0, 1.0, 1.0)) -> Path:
+    """A bundle folder (``configs/inference.json``, ``models/model.pt``) holding :class:`RegionThreshold` as a conv."""
+    conv = torch.nn.Conv3d(4, 3, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for region, channel in enumerate((1, 0, 2)):  # TC from t1ce, WT from flair, ET from t1
+            conv.weight[region, channel] = 20.0
+        conv.bias.fill_(-20.0)
+    config = {
+        "network_def": {"_target_": "torch.nn.Conv3d", "in_channels": 4, "out_channels": 3, "kernel_size": 1},
+        "modalities": list(MODALITIES),
+        "patch_size": list(ROI),
+        "sw_overlap": 0.5,
+        "sw_batch_size": 4,
+        "data_options": {} if pixdim is None else {"pixdim": list(pixdim)},
+    }
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    (root / "models").mkdir()
+    torch.save(conv.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def _agreement(labels: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+    out = {"voxels": float((labels == expected).mean())}
+    for region, values in (("wt", (1, 2, 4)), ("tc", (1, 4)), ("et", (4,))):
+        a, b = np.isin(labels, values), np.isin(expected, values)
+        out[region] = 2 * (a & b).sum() / (a.sum() + b.sum())
+    return out
+
+
+def test_thick_slices_are_resampled_to_1mm_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """``brats-cggm-infer``: 0.5 x 0.5 x 5 mm scans reach the network at 1 mm; the labels come back on their grid."""
+    monkeypatch.setitem(HEADERS, "lps_thick_slices", THICK_SLICES["lps_thick_slices"])
+    monkeypatch.setitem(HEADERS, "oblique_thick_slices", THICK_SLICES["oblique_thick_slices"])
+    bundle = threshold_bundle(tmp_path / "bundle")
+    for header in THICK_SLICES:
+        write_brats_case(tmp_path / "in", header, header)
+
+    network, settings = load_model(bundle)
+    assert settings.preprocessing == {"pixdim": [1.0, 1.0, 1.0]}
+    segmenter = BratsSegmenter(network, settings)
+    for case in find_cases(tmp_path / "in")[0]:
+        image = segmenter.preprocessing(case)({"image": case.image})["image"]
+        torch.testing.assert_close(image.pixdim.float(), torch.ones(3))  # what the network is given
+
+    out = tmp_path / "out"
+    assert (
+        main(["--input", str(tmp_path / "in"), "--bundle", str(bundle), "--output", str(out), "--device", "cpu"]) == 0
+    )
+    assert "summary: 2 segmented, 0 failed" in capsys.readouterr().out
+    for header in THICK_SLICES:
+        assert_same_header(out / f"{header}.nii.gz", tmp_path / "in" / header / f"{header}_flair.nii.gz")
+        labels = np.asanyarray(nib.load(str(out / f"{header}.nii.gz")).dataobj)
+        # 2 mm wide boxes sampled at 1 mm and back: edges may move by a voxel, nothing more
+        scores = _agreement(labels, expected_labels())
+        assert scores["voxels"] > 0.97 and scores["wt"] > 0.9 and scores["tc"] > 0.85 and scores["et"] > 0.75, scores
+
+
+def test_run_config_without_pixdim_is_not_resampled(tmp_path: Path):
+    """Runs saved before the spacing was stored keep each input's spacing, as they were trained."""
+    network, settings = load_model(threshold_bundle(tmp_path / "bundle", pixdim=None))
+    case = find_cases(write_brats_case(tmp_path, "c", "lps_anisotropic_qform_only"))[0][0]
+    image = BratsSegmenter(network, settings).preprocessing(case)({"image": case.image})["image"]
+    torch.testing.assert_close(image.pixdim.float(), torch.tensor([0.9, 1.1, 2.5]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,20 @@ def test_help(capsys: pytest.CaptureFixture):
         (["--input", "i", "--output", "o", "--bundle", "b", "--name-template", "{case_id}.png"], "name-template"),
         (["--input", "i", "--output", "o", "--bundle", "b", "--device", "tpu"], "--device"),
         (["--input", "i", "--output", "o", "--bundle", "b", "--labels", "brats2020"], "invalid choice"),
+        # case ids name output files: nothing that leaves the output folder or hides the file
+        (["--flair", "f", "--case-id", "../x", "--output", "o", "--bundle", "b"], "bad case id '../x'"),
+        (["--flair", "f", "--case-id", ".hidden", "--output", "o", "--bundle", "b"], "must not start with '.'"),
+        (["--flair", "f", "--case-id", "", "--output", "o", "--bundle", "b"], "bad case id"),
+        (["--flair", "f", "--case-id", "a/b", "--output", "o", "--bundle", "b"], "path separators"),
+        # numbers are checked when parsing, not once per case
+        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap", "1.5"], "must be in [0, 1)"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap", "1"], "must be in [0, 1)"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap=-0.1"], "must be in [0, 1)"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap", "nan"], "finite"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--sw-batch-size", "0"], "must be at least 1"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--roi", "16", "0", "16"], "must be at least 1"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--roi", "16", "16", "x"], "expected an integer"),
+        (["--input", "i", "--output", "o", "--bundle", "b", "--affine-tolerance=-1"], "must be at least 0"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture):
@@ -200,3 +215,64 @@ def test_msd_file_and_channel_checks(msd_dataset: Path, tiny_run_dir: Path, tmp_
     assert _run(["--input", str(bad)], _bundle(tiny_run_dir), out) == 1
     assert f"error: BRATS_002: {bad}: channel 2 (t1ce) is empty" in capsys.readouterr().err
     assert not (out / "BRATS_002.nii.gz").exists()
+
+
+def _refuse_to_segment(*args, **kwargs):
+    raise AssertionError("segmented although the output could not be written")
+
+
+@pytest.mark.parametrize("where", ["existing_file", "under_a_file"])
+def test_unwritable_output_fails_before_segmenting(
+    where: str, case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    from brats_cggm.brats.inference import BratsSegmenter
+
+    monkeypatch.setattr(BratsSegmenter, "__call__", _refuse_to_segment)
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    out = blocker if where == "existing_file" else blocker / "sub"
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
+    log = capsys.readouterr()
+    assert log.out == ""  # not even the model line: nothing was loaded
+    assert log.err.count("\n") == 1 and log.err.startswith(f"error: --output {out}: ") and "not a folder" in log.err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_output_without_write_permission(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys, monkeypatch):
+    """A folder the user may not write to (os.access says so; root passes permission bits, so it is simulated)."""
+    import os
+
+    from brats_cggm.brats.inference import BratsSegmenter
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != out and real_access(path, mode, **kw))
+    monkeypatch.setattr(BratsSegmenter, "__call__", _refuse_to_segment)
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
+    assert capsys.readouterr().err == f"error: --output {out}: not writable\n"
+    assert not any(out.iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores permission bits")
+def test_read_only_output(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "read_only"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out / "new") == 1
+        assert (
+            capsys.readouterr().err == f"error: --output {out / 'new'}: not writable (it would be created in {out})\n"
+        )
+    finally:
+        out.chmod(0o700)
+
+
+def test_case_ids_from_folder_names_stay_in_the_output(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    """A case folder whose name would make a hidden output file is refused with one line; nothing is written."""
+    hidden = case_dir.rename(case_dir.parent / ".hidden")  # its files keep their names: found by suffix
+    out = tmp_path / "out"
+    assert _run(["--input", str(hidden)], _bundle(tiny_run_dir), out) == 1
+    errors = _error_lines(capsys.readouterr().err)
+    assert errors == ["error: .hidden: bad case id '.hidden': must not start with '.'"]
+    assert not out.exists() or not any(out.iterdir())

@@ -83,3 +83,21 @@ def test_console_script_help():
         [sys.executable, "-m", "brats_cggm.brats.valuation", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "--dataset_dir" in result.stdout and "Shapley" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--overlap", "1.5"], "must be in [0, 1)"),
+        (["--overlap", "inf"], "finite"),
+        (["--sw_batch_size", "0"], "must be at least 1"),
+        (["--roi", "32", "-32", "32"], "must be at least 1"),
+        (["--max_cases", "0"], "must be at least 1"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(flag: list[str], message: str, tiny_run_dir, tmp_path, capsys):
+    argv = ["--bundle", str(tiny_run_dir), "--dataset_dir", str(tmp_path), "--output", str(tmp_path / "v")]
+    assert main([*argv, *flag]) == 2
+    err = capsys.readouterr().err
+    assert flag[0] in err and message in err
+    assert not (tmp_path / "v").exists()

@@ -210,6 +210,7 @@ def test_train_then_infer_on_the_output_dir(tmp_path: Path):
     )
     run_config = json.loads((output_dir / "configs" / "inference.json").read_text())
     assert run_config["patch_size"] == [16, 16, 16] and run_config["network_def"]["features"] == [4, 8, 16]
+    assert run_config["data_options"]["pixdim"] == [1.0, 1.0, 1.0]  # inference resamples as training did
     assert (output_dir / "models" / "model.pt").is_file()
     bundle_run(
         config_file=[str(CONFIGS / "inference.yaml"), str(output_dir / "configs" / "inference.json")],
@@ -224,3 +225,92 @@ def test_train_then_infer_on_the_output_dir(tmp_path: Path):
     for case in sorted(p.name for p in phantoms.iterdir() if p.is_dir()):
         a, b = tmp_path / "bundle_out" / f"{case}.nii.gz", tmp_path / "cli" / f"{case}.nii.gz"
         np.testing.assert_array_equal(_labels(a), _labels(b))
+
+
+# ------------------------------------------------------------------------------------ voxel spacing
+
+#: A thick-slice acquisition (0.5 x 0.5 x 5 mm), LPS, slightly oblique.
+THICK_SLICE_AFFINE = np.array(
+    [[-0.5, 0.0, 0.0, 12.0], [0.0, -0.49, 0.5, -9.0], [0.0, 0.05, 4.97, 3.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+def _thick_slice_cases(root: Path, n: int = 1) -> Path:
+    """BraTS-layout cases of 40 x 40 x 8 voxels at 0.5 x 0.5 x 5 mm (a head, a tumour box, its labels)."""
+    for i in range(n):
+        case = f"Thick_{i:03d}"
+        (root / case).mkdir(parents=True)
+        head = np.zeros((40, 40, 8), np.float32)
+        head[4:36, 4:36, 1:7] = 100.0
+        seg = np.zeros(head.shape, np.uint8)
+        seg[12:28, 10:26, 2:6] = 2
+        seg[16:24, 14:22, 3:5] = 1
+        seg[18:22, 16:20, 3:5] = 4
+        for k, m in enumerate(("flair", "t1ce", "t1", "t2")):
+            image = head + 300.0 * np.isin(seg, ((1, 2, 4), (1, 4), (4,), (2,))[k]) + k
+            nib.save(nib.Nifti1Image(image * (head > 0), THICK_SLICE_AFFINE), str(root / case / f"{case}_{m}.nii.gz"))
+        nib.save(nib.Nifti1Image(seg, THICK_SLICE_AFFINE), str(root / case / f"{case}_seg.nii.gz"))
+    return root
+
+
+def _spacing(image) -> np.ndarray:
+    return np.asarray(image.pixdim, dtype=np.float64)
+
+
+def test_training_resamples_to_1mm(tmp_path: Path):
+    """train.yaml brings image and label of a 0.5 x 0.5 x 5 mm case to 1 mm before the network sees them."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser["dataset_dir"] = str(_thick_slice_cases(tmp_path / "data"))
+    assert parser.get_parsed_content("data_options#pixdim") == [1.0, 1.0, 1.0]
+    item = parser.get_parsed_content("dataset").items[0]
+    validation = parser.get_parsed_content("validate#preprocessing")(item)
+    for key in ("image", "label"):
+        np.testing.assert_allclose(_spacing(validation[key]), 1.0, atol=1e-6)
+    assert validation["image"].shape[1:] == validation["label"].shape[1:]
+    # 16 x 16 x 4 voxels of whole tumour at 0.5 x 0.5 x 5 mm: about 8 x 8 x 20 at 1 mm
+    assert 0.7 < float(validation["label"][1].sum()) / (8 * 8 * 20) < 1.3
+    patches = parser.get_parsed_content("train#preprocessing")(item)
+    for patch in patches:
+        assert tuple(patch["image"].shape[1:]) == tuple(parser.get_parsed_content("patch_size"))
+        np.testing.assert_allclose(_spacing(patch["image"]), 1.0, atol=1e-6)
+
+
+def test_inference_yaml_resamples_to_1mm_by_default(tmp_path: Path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    parser["dataset_dir"] = str(_thick_slice_cases(tmp_path / "data"))
+    item = parser.get_parsed_content("dataset_data")[0]
+    image = parser.get_parsed_content("preprocessing")(item)["image"]
+    np.testing.assert_allclose(_spacing(image), 1.0, atol=1e-6)
+
+
+def test_thick_slices_through_inference_yaml_and_the_cli(tiny_run_dir: Path, tmp_path: Path):
+    """A run that stored pixdim: the bundle and the CLI resample alike, and write on the input's grid."""
+    run = Path(shutil.copytree(tiny_run_dir, tmp_path / "run"))
+    config = json.loads((run / "configs" / "inference.json").read_text())
+    config["data_options"]["pixdim"] = [1.0, 1.0, 1.0]
+    (run / "configs" / "inference.json").write_text(json.dumps(config))
+    data = _thick_slice_cases(tmp_path / "data")
+    bundle_out, cli_out = tmp_path / "bundle", tmp_path / "cli"
+    bundle_run(
+        config_file=[str(CONFIGS / "inference.yaml"), _run_config(run)],
+        meta_file=META,
+        logging_file=LOGGING,
+        bundle_root=str(run),
+        dataset_dir=str(data),
+        output_dir=str(bundle_out),
+        device="cpu",
+    )
+    assert infer_main(["--input", str(data), "--bundle", str(run), "--output", str(cli_out), "--device", "cpu"]) == 0
+    reference = nib.load(str(data / "Thick_000" / "Thick_000_flair.nii.gz"))
+    for out in (bundle_out, cli_out):
+        written = nib.load(str(out / "Thick_000.nii.gz"))
+        assert written.shape == reference.shape
+        for getter in ("get_qform", "get_sform"):
+            np.testing.assert_allclose(getattr(written.header, getter)(), getattr(reference.header, getter)())
+    np.testing.assert_array_equal(_labels(bundle_out / "Thick_000.nii.gz"), _labels(cli_out / "Thick_000.nii.gz"))
