@@ -30,13 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import (
-    AdapterDataError,
-    H5Features,
-    ListDataset,
-    MultimodalSplits,
-    check_on_invalid,
-)
+from brats_cggm.adapters.data import H5Features, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101.model import local_model_dir
 
 __all__ = [

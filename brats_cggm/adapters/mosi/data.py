@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.data import ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.mult import load_mult_pickle
 
 __all__ = ["LABEL_RANGE", "MODALITIES", "load_mosi"]
