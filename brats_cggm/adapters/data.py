@@ -7,6 +7,7 @@ whose data sets yield dicts ``{modality: (L, D) features, "label": ...}``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from brats_cggm.adapters.batching import pad_collate
+from brats_cggm.adapters.errors import AdapterDataError
 
-__all__ = ["ON_INVALID", "H5Features", "ListDataset", "MultimodalSplits", "check_on_invalid"]
+__all__ = ["ON_INVALID", "H5Features", "ListDataset", "MultimodalSplits", "check_on_invalid", "drop_or_raise"]
 
 #: What a loader may do with an invalid sample: stop with an error, or drop it with a warning.
 ON_INVALID = ("error", "drop")
@@ -32,6 +34,28 @@ def check_on_invalid(on_invalid: str) -> str:
     if on_invalid not in ON_INVALID:
         raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
     return on_invalid
+
+
+def drop_or_raise(
+    message: str, on_invalid: str, dropped: dict[str, int], split: str, count: int, stacklevel: int = 2
+) -> None:
+    """Handles ``count`` invalid samples of ``split`` as ``on_invalid`` says: an error, or a warning and a count.
+
+    Args:
+        message: what is wrong, naming the file.
+        on_invalid: ``"error"`` or ``"drop"`` (the caller drops the samples).
+        dropped: dropped samples per split (a loader's ``info["dropped"]``); ``count`` is added to ``split``.
+        split: the split the samples belong to.
+        count: how many samples are invalid.
+        stacklevel: the warning's stack level as the caller would give it to ``warnings.warn``.
+
+    Raises:
+        AdapterDataError: when ``on_invalid`` is ``"error"``; the message says how to drop the samples instead.
+    """
+    if on_invalid == "error":
+        raise AdapterDataError(message + "; pass on_invalid='drop' to skip them")
+    warnings.warn(message + "; dropped", stacklevel=stacklevel + 1)
+    dropped[split] = dropped.get(split, 0) + count
 
 
 class H5Features:
