@@ -37,6 +37,9 @@ def pad_collate(samples: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
 
     ``None`` samples (unreadable files skipped by a data set) are dropped; other entries go through
     PyTorch's default collate (tokenizer outputs, images, labels).
+
+    Raises:
+        AdapterDataError: when every sample was skipped, or a modality's feature sizes disagree.
     """
     samples = [s for s in samples if s is not None]
     if not samples:
@@ -74,7 +77,14 @@ class MultimodalPrepareBatch:
     def __init__(self, label_key: str = LABEL_KEY) -> None:
         self.label_key = label_key
 
-    def __call__(self, batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any):
+    def __call__(
+        self, batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any
+    ) -> tuple[dict[str, Any], Any]:
+        """``(inputs, targets)`` on ``device``; ``kwargs`` go to ``Tensor.to``.
+
+        Raises:
+            KeyError: when the batch has no ``label_key``.
+        """
         if self.label_key not in batchdata:
             raise KeyError(f"batch has no {self.label_key!r} entry (keys: {sorted(batchdata)})")
         inputs = {k: v for k, v in batchdata.items() if k != self.label_key}

@@ -61,6 +61,11 @@ class PredictionMetric(Metric):
     Reads ``output["pred"]`` (or ``output["pred"][pred_key]`` when the predictor returns a dict, see
     :class:`~brats_cggm.adapters.model.SequencePredictor`) and ``output["label"]`` of an evaluator run with
     ``decollate=False``; gathers them over ranks before ``fn`` is applied.
+
+    Args:
+        fn: the metric of all predictions and targets of the epoch, as NumPy arrays.
+        pred_key: which prediction to score when the predictor returns a dict.
+        device: where ignite keeps the metric's state.
     """
 
     def __init__(self, fn: Callable[[np.ndarray, np.ndarray], float], pred_key: str = "pred", device="cpu") -> None:

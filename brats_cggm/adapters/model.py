@@ -86,6 +86,7 @@ class FrozenBackbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(last_hidden_state (B, L, hidden_size), attention mask or None)`` of tokenizer outputs or pixels."""
         if isinstance(x, Mapping):
             out = self.model(**x)
             mask = x.get("attention_mask")
@@ -123,6 +124,12 @@ class SequenceEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: Any, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(features (B, L, d_model), mask)``; padded positions (``mask`` False) hold zeros.
+
+        Args:
+            x: features ``(B, L, in_dim)`` or ``(B, in_dim)``, or the backbone's inputs.
+            mask: ``(B, L)``, True at valid positions (None: all valid, or the backbone's mask).
+        """
         if self.backbone is not None:
             x, backbone_mask = self.backbone(x)
             mask = backbone_mask if mask is None else mask
@@ -255,6 +262,7 @@ class SequenceHead(nn.Module):
         self.output_layer = nn.Linear(hidden_dim, num_outputs)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_outputs)`` of one modality's encoder output ``h`` ``(B, L, d_model)``."""
         mask = h.detach().abs().sum(-1) > 0
         h = self.norm(self.layers(h, src_key_padding_mask=_padding_mask(mask)))
         return self.output_layer(self.hidden(masked_mean(h, mask)))
@@ -292,6 +300,7 @@ class SequenceAuxiliaryHeads(nn.ModuleList):
         )
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each modality's logits from its encoder output, in modality order."""
         if len(features) != len(self):
             raise ValueError(f"expected features for {len(self)} modalities, got {len(features)}.")
         return [head(h) for head, h in zip(self, features)]
@@ -308,6 +317,7 @@ class SequencePredictor(nn.Module):
         self.heads = heads
 
     def forward(self, x: Any) -> dict[str, torch.Tensor]:
+        """The fused and the auxiliary heads' logits of one forward pass of the network."""
         out = self.network.forward_features(x)
         preds = {"pred": out.logits}
         for name, logits in zip(self.network.modalities, self.heads([f.detach() for f in out.features])):

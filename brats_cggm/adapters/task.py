@@ -65,12 +65,15 @@ class ClassificationTask:
         self.label_smoothing = float(label_smoothing)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``logits`` ``(B, C)`` against class indices ``targets``."""
         return F.cross_entropy(logits.float(), targets.long().reshape(-1), label_smoothing=self.label_smoothing)
 
     def aux_targets(self, targets: torch.Tensor, aux_logits: torch.Tensor) -> torch.Tensor:
+        """The auxiliary heads learn the same labels."""
         return targets
 
     def utilization(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """ε of one head on one batch: its accuracy."""
         return (logits.argmax(-1) == targets.long().reshape(-1)).float().mean()
 
     def key_metric(self, prefix: str = "val") -> dict[str, PredictionMetric]:
