@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_cggm.adapters.common import AdapterDataError
+from brats_cggm.adapters.errors import AdapterDataError
 
 __all__ = ["SPLIT_NAMES", "load_mult_pickle"]
 

@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 
 from brats_cggm.engine.distributed import is_main_process
 
-__all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "atomic_write_text"]
+__all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "atomic_write_text", "is_scalar", "to_float"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -33,7 +33,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def _to_float(value: Any) -> float:
+def to_float(value: Any) -> float:
+    """A metric or loss value as a float (a tensor's mean, so a one-element tensor's value)."""
     if isinstance(value, torch.Tensor):
         return float(value.detach().float().mean().item())
     return float(value)
@@ -82,15 +83,15 @@ class TrainingScalarsHandler:
 
     def __call__(self, engine: Engine) -> None:
         output, step, writer = engine.state.output, engine.state.iteration, self.writer
-        writer.add_scalar("train/loss", _to_float(output["loss"]), step)
-        writer.add_scalar("train/task_loss", _to_float(output["task_loss"]), step)
-        writer.add_scalar("train/aux_loss", _to_float(output["aux_loss"]), step)
+        writer.add_scalar("train/loss", to_float(output["loss"]), step)
+        writer.add_scalar("train/task_loss", to_float(output["task_loss"]), step)
+        writer.add_scalar("train/aux_loss", to_float(output["aux_loss"]), step)
         writer.add_scalar("train/lr", engine.optimizer.param_groups[0]["lr"], step)
         for name, eps, norm in zip(self.modalities, output["utilization"].tolist(), output["grad_norm"].tolist()):
             writer.add_scalar(f"{self.utilization_tag}/{name}", eps, step)
             writer.add_scalar(f"grad_norm/{name}", norm, step)
         for tag, value in output["balancer"].items():
-            writer.add_scalar(tag, _to_float(value), step)
+            writer.add_scalar(tag, to_float(value), step)
 
 
 class MetricsJSONWriter:
@@ -137,7 +138,7 @@ class MetricsJSONWriter:
 
     def __call__(self, engine: Engine) -> None:
         state = self.evaluator.state
-        metrics = {k: _to_float(v) for k, v in state.metrics.items() if _is_scalar(v)}
+        metrics = {k: to_float(v) for k, v in state.metrics.items() if is_scalar(v)}
         report = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
@@ -154,7 +155,8 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _is_scalar(value: Any) -> bool:
+def is_scalar(value: Any) -> bool:
+    """Whether a metric value is one number (an int, a float or a one-element tensor)."""
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
     return isinstance(value, int | float)

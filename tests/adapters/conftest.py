@@ -1,10 +1,12 @@
-"""Fixtures for the adapter tests: tiny data in each real format and tiny random BERT/ViT folders."""
+"""Fixtures for the adapter tests: tiny data in each real format, tiny random BERT/ViT folders, a metric runner."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ignite.engine import Engine
 
 from brats_cggm.adapters import synthetic
 
@@ -54,3 +56,17 @@ def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 1-layer ViT (hidden 16, 16x16 images) with its image processor."""
     pytest.importorskip("transformers")
     return synthetic.write_tiny_vit(tmp_path_factory.mktemp("models") / "vit")
+
+
+@pytest.fixture
+def run_metrics() -> Callable[[dict, list[dict]], dict]:
+    """``run(metrics, batches)``: attaches ``{name: metric}`` to an engine that passes each batch through
+    as its output, runs one epoch and returns the computed metrics."""
+
+    def run(metrics: dict, batches: list[dict]) -> dict:
+        engine = Engine(lambda e, b: b)
+        for name, metric in metrics.items():
+            metric.attach(engine, name)
+        return engine.run(batches, max_epochs=1).metrics
+
+    return run

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, MultimodalPrepareBatch, pad_collate
+from brats_cggm.adapters.batching import MultimodalPrepareBatch, pad_collate
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101 import build_food101_network, load_food101, read_food101_records
 
 

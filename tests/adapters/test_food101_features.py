@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101 import extract_food101_features, load_food101
 from brats_cggm.adapters.food101.features import main
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, pad_collate
+from brats_cggm.adapters.batching import pad_collate
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.iemocap import load_iemocap
 
 h5py = pytest.importorskip("h5py")

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, MultimodalPrepareBatch, pad_collate
-from brats_cggm.adapters.mosi import build_mosi_network, load_mosi
+from brats_cggm.adapters.batching import MultimodalPrepareBatch, pad_collate
+from brats_cggm.adapters.errors import AdapterDataError
+from brats_cggm.adapters.model import MultimodalTransformer
+from brats_cggm.adapters.mosi import load_mosi
 
 
 def _rewrite(src, dst, edit):
@@ -30,7 +32,7 @@ def test_load_mosi_reads_splits_dims_and_fixes_inf(mosi_pickle):
     assert sample["label"].ndim == 0 and -3 <= sample["label"].item() <= 3
     inputs, targets = MultimodalPrepareBatch()(pad_collate([splits.train[i] for i in range(4)]), "cpu")
     assert targets.shape == (4,) and inputs["text"].shape == (4, 6, 300) and inputs["text_mask"].all()
-    net = build_mosi_network(splits.input_dims, d_model=8, hidden_dim=8, num_heads=2)
+    net = MultimodalTransformer(splits.modalities, splits.input_dims, 1, d_model=8, hidden_dim=8, num_heads=2)
     out = net.forward_features(inputs)
     assert out.logits.shape == (4, 1) and len(out.features) == 3 and out.head_input.shape == (4, 8)
     assert net.output_layer.weight.shape == (1, 8)

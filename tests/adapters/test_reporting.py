@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from torch import nn
 
-from brats_cggm.adapters.common import MetricsWithTestJSONWriter, MultimodalSplits
+from brats_cggm.adapters.reporting import MetricsWithTestJSONWriter
 
 
 class _RecordingEvaluator:
@@ -73,12 +73,3 @@ def test_without_best_weights_the_final_ones_are_tested_with_a_warning(tmp_path)
         _train(last, module)
     with pytest.raises(ValueError, match="test_checkpoint"):
         MetricsWithTestJSONWriter(tmp_path, validation, test, test_checkpoint="worst")
-
-
-def test_data_report_counts_and_stringifies():
-    splits = MultimodalSplits([1, 2, 3], [4], [5, 6], ("a",), {"a": 2}, 1, info={"dropped": {"train": 1}})
-    splits.info["files"] = lambda: ["x.jpg"]
-    report = splits.report()
-    assert report["sizes"] == {"train": 3, "val": 1, "test": 2}
-    assert report["dropped"] == {"train": 1} and report["files"] == ["x.jpg"]
-    json.dumps(report)

@@ -30,13 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import (
-    AdapterDataError,
-    H5Features,
-    ListDataset,
-    MultimodalSplits,
-    check_on_invalid,
-)
+from brats_cggm.adapters.data import H5Features, ListDataset, MultimodalSplits, check_on_invalid, drop_or_raise
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101.model import local_model_dir
 
 __all__ = [
@@ -280,14 +275,39 @@ def _check_feature_file(path: Path, records: dict[str, list[Food101Record]], on_
                 kept.append(r)
             if missing:
                 message = f"{path}: {len(missing)} {split} samples have no features (ids {missing[:5]})"
-                if on_invalid == "error":
-                    raise AdapterDataError(message + "; pass on_invalid='drop' to skip them")
-                warnings.warn(message + "; dropped", stacklevel=3)
-                info["dropped"][split] = info["dropped"].get(split, 0) + len(missing)
+                # the warning points at load_food101's caller (via _modality_source)
+                drop_or_raise(message, on_invalid, info["dropped"], split, len(missing), stacklevel=4)
             records[split] = kept
     if dim is None:
         raise AdapterDataError(f"{path}: no features for any sample")
     return int(dim)
+
+
+def _modality_source(
+    modality: str,
+    model_dir: str | Path | None,
+    features: str | Path | None,
+    records: dict[str, list[Food101Record]],
+    on_invalid: str,
+    info: dict,
+) -> tuple[int, H5Features | None, Any]:
+    """The feature size of ``modality`` and what its samples are read with.
+
+    Returns:
+        ``(size, feature file, None)`` for precomputed features (samples missing from the file are
+        dropped or raise, see :func:`_check_feature_file`); ``(hidden size, None, preprocessor)`` for a
+        local model folder (the tokenizer for ``text``, the image processor for ``image``).
+    """
+    if features is not None:
+        size = _check_feature_file(Path(features), records, on_invalid, info)
+        return size, H5Features(Path(features)), None
+    import transformers
+
+    model_dir = local_model_dir(model_dir, f"{modality}_model")
+    preprocessor_class = transformers.AutoTokenizer if modality == "text" else transformers.AutoImageProcessor
+    preprocessor = preprocessor_class.from_pretrained(model_dir, local_files_only=True)
+    size = int(transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True).hidden_size)
+    return size, None, preprocessor
 
 
 def _verify_images(records: dict[str, list[Food101Record]], on_bad_image: str, check_content: bool, info: dict):
@@ -366,35 +386,22 @@ def load_food101(
         unknown = [r for r in items if r.label not in class_index]
         if unknown:
             message = f"Food-101 {split}: {len(unknown)} labels are not training classes (e.g. {unknown[0].label!r})"
-            if on_invalid == "error":
-                raise AdapterDataError(message + "; pass on_invalid='drop' to skip them")
-            warnings.warn(message + "; dropped", stacklevel=2)
-            info["dropped"][split] = len(unknown)
+            drop_or_raise(message, on_invalid, info["dropped"], split, len(unknown))
             records[split] = [r for r in items if r.label in class_index]
 
-    dims: dict[str, int] = {}
-    tokenizer = image_processor = text_file = image_file = None
-    if text_features is not None:
-        dims["text"] = _check_feature_file(Path(text_features), records, on_invalid, info)
-        text_file = H5Features(Path(text_features))
-    else:
-        from transformers import AutoConfig, AutoTokenizer
-
-        text_model = local_model_dir(text_model, "text_model")
-        tokenizer = AutoTokenizer.from_pretrained(text_model, local_files_only=True)
-        dims["text"] = int(AutoConfig.from_pretrained(text_model, local_files_only=True).hidden_size)
-    if image_features is not None:
-        dims["image"] = _check_feature_file(Path(image_features), records, on_invalid, info)
-        image_file = H5Features(Path(image_features))
-    else:
-        from transformers import AutoConfig, AutoImageProcessor
-
-        image_model = local_model_dir(image_model, "image_model")
-        image_processor = AutoImageProcessor.from_pretrained(image_model, local_files_only=True)
-        dims["image"] = int(AutoConfig.from_pretrained(image_model, local_files_only=True).hidden_size)
+    dims, feature_files, preprocessors = {}, {}, {}
+    for m, (model, features) in sources.items():
+        dims[m], feature_files[m], preprocessors[m] = _modality_source(m, model, features, records, on_invalid, info)
+    if image_features is None:
         _verify_images(records, on_bad_image, verify_images, info)
     loader = _SampleLoader(
-        class_index, tokenizer, image_processor, text_file, image_file, max_text_length, on_bad_image
+        class_index,
+        preprocessors["text"],
+        preprocessors["image"],
+        feature_files["text"],
+        feature_files["image"],
+        max_text_length,
+        on_bad_image,
     )
     datasets = {split: ListDataset(items, loader=loader) for split, items in records.items()}
     for split, d in datasets.items():

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101.data import Food101Record, read_food101_records
 from brats_cggm.adapters.food101.model import local_model_dir
 

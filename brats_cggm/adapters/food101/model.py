@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from brats_cggm.adapters.common import AdapterDataError, FrozenBackbone, MultimodalTransformer
+from brats_cggm.adapters.errors import AdapterDataError
+from brats_cggm.adapters.model import FrozenBackbone, MultimodalTransformer
 
 __all__ = ["build_food101_network", "load_backbone", "local_model_dir"]
 

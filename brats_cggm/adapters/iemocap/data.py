@@ -27,13 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import (
-    AdapterDataError,
-    H5Features,
-    ListDataset,
-    MultimodalSplits,
-    check_on_invalid,
-)
+from brats_cggm.adapters.data import H5Features, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.mult import load_mult_pickle
 
 __all__ = [

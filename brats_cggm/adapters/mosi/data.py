@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from brats_cggm.adapters.common import AdapterDataError, ListDataset, MultimodalSplits, check_on_invalid
+from brats_cggm.adapters.data import ListDataset, MultimodalSplits, check_on_invalid, drop_or_raise
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.mult import load_mult_pickle
 
 __all__ = ["LABEL_RANGE", "MODALITIES", "load_mosi"]
@@ -64,10 +64,7 @@ def load_mosi(path: str | Path, modalities: Sequence[str] = MODALITIES, on_inval
                 f"{path}: {split}/labels has {rows.size} values outside [{LABEL_RANGE[0]}, {LABEL_RANGE[1]}] "
                 f"(samples {rows[:10].tolist()}, values {labels[rows[:5]].tolist()})"
             )
-            if on_invalid == "error":
-                raise AdapterDataError(message + "; pass on_invalid='drop' to skip them")
-            warnings.warn(message + "; dropped", stacklevel=2)
-            info["dropped"][split] = int(rows.size)
+            drop_or_raise(message, on_invalid, info["dropped"], split, int(rows.size))
             keep = np.nonzero(~bad)[0]
         arrays = {m: arrays[m][keep] for m in modalities}
         datasets[split] = ListDataset(_samples(arrays, modalities, labels[keep]))

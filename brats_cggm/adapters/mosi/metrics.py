@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from brats_cggm.adapters.common import accuracy, f1_score
+from brats_cggm.adapters.metrics import accuracy, f1_score
 
 __all__ = ["METRIC_NAMES", "binary_accuracy", "mosi_metrics"]
 

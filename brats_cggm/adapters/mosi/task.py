@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brats_cggm.adapters.common import PredictionMetric
+from brats_cggm.adapters.metrics import PredictionMetric
 from brats_cggm.adapters.mosi.metrics import METRIC_NAMES, binary_accuracy, mosi_metrics
 
 __all__ = ["UTILIZATIONS", "MosiRegressionTask"]
