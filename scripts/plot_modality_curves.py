@@ -2,16 +2,20 @@
 
     python scripts/plot_modality_curves.py runs/compare/joint/seed0 runs/compare/cggm/seed0 --out curves.png
 
-Needs matplotlib (not a dependency of the package).
+Needs matplotlib, the ``plots`` extra: ``pip install -e ".[plots]"``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+__all__ = ["PANELS", "main", "read_scalars", "smooth"]
 
+#: (tag prefix, panel title): one row of panels per prefix, one line per ``<prefix>/<modality>`` tag.
 PANELS = [
     ("train/modality_dice", "auxiliary Dice (train batches)"),
     ("cggm/B", "CGGM coefficient B"),
@@ -20,7 +24,16 @@ PANELS = [
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar series of the event files in ``run_dir``: tag → [(step, value)]."""
+    """All scalar series of the event files in ``run_dir``.
+
+    Args:
+        run_dir: a training ``output_dir`` (holding ``events.out.tfevents.*``).
+
+    Returns:
+        tag → [(step, value)], over every event file of the run.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     series: dict[str, list[tuple[int, float]]] = {}
     for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
@@ -31,6 +44,7 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """TensorBoard-style exponential moving average of ``values`` (the first value starts it)."""
     out, last = [], values[0] if values else 0.0
     for v in values:
         last = weight * last + (1 - weight) * v
@@ -38,32 +52,71 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return out
 
 
-def main() -> None:
-    import matplotlib
-
+def _import_pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit(
+            'error: plot_modality_curves.py needs matplotlib; install the plots extra: pip install -e ".[plots]"'
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Draw :data:`PANELS` (rows) for each run (columns) into one PNG.
+
+    Args:
+        argv: command-line arguments (``sys.argv[1:]`` when None).
+
+    Returns:
+        0 when the PNG was written, 1 on bad input (a run folder without event files, an existing output
+        without ``--overwrite``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("modality_curves.png"))
-    args = parser.parse_args()
+    parser.add_argument("runs", nargs="+", type=Path, help="training output folders (with TensorBoard event files)")
+    parser.add_argument("--out", type=Path, default=Path("modality_curves.png"), help="the PNG to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
+    for run in args.runs:
+        if not any(run.glob("events.out.tfevents.*")):
+            print(f"error: {run}: no TensorBoard event files (events.out.tfevents.*)", file=sys.stderr)
+            return 1
+    plt = _import_pyplot()
     runs = {run: read_scalars(run) for run in args.runs}
     fig, axes = plt.subplots(len(PANELS), len(runs), figsize=(5 * len(runs), 3.2 * len(PANELS)), squeeze=False)
     for col, (run, series) in enumerate(runs.items()):
+        counts = []
         for row, (prefix, title) in enumerate(PANELS):
             ax = axes[row][col]
-            for tag in sorted(t for t in series if t.startswith(prefix + "/")):
+            tags = sorted(t for t in series if t.startswith(prefix + "/"))
+            for tag in tags:
                 steps, values = zip(*sorted(series[tag]))
                 ax.plot(steps, smooth(list(values)), label=tag.rsplit("/", 1)[-1])
             ax.set_title(f"{run.parent.name}/{run.name}: {title}", fontsize=9)
             ax.set_xlabel("iteration")
             if ax.lines:
                 ax.legend(fontsize=7)
+            counts.append(f"{len(tags)} {prefix}")
+        print(f"{run}: " + ", ".join(counts) + " series")
     fig.tight_layout()
-    fig.savefig(args.out, dpi=90)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the target and renamed, so an interrupted run leaves no half-written PNG
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    try:
+        fig.savefig(partial, dpi=90, format="png")
+        os.replace(partial, args.out)
+    finally:
+        partial.unlink(missing_ok=True)
+    plt.close(fig)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,22 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 WORLD_SIZE = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _torchrun(*args: str) -> list[str]:
+    """A one-node ``torchrun`` command line that binds its rendezvous port itself.
+
+    ``--standalone`` lets torchrun's store listen on a port the OS gives it and hands that port to the
+    workers; a port probed here as free and passed on could be taken by another process before torchrun
+    binds it (a shared test machine binds ephemeral ports all the time).
+    """
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1"]
+    return [*torchrun, f"--nproc_per_node={WORLD_SIZE}", *args]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """The results of ``ddp_worker.py`` on every rank (one torchrun launch for the whole module)."""
     out = tmp_path_factory.mktemp("ddp")
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}"]
-    command += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(out)]
+    command = _torchrun(str(WORKER), str(out))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -99,9 +102,8 @@ def test_bundle_trains_on_two_cpu_processes_and_resumes(tmp_path: Path):
     """The documented torchrun command, tiny: rank 0 alone writes; ``--resume true`` continues the run."""
     files = [str(CONFIGS / "train.yaml"), str(CONFIGS / "multi_gpu_train.yaml")]
     output_dir = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}"]
-    command += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "monai.bundle", "run"]
-    command += ["--config_file", repr(files), "--meta_file", str(CONFIGS / "metadata.json")]
+    command = _torchrun("-m", "monai.bundle", "run", "--config_file", repr(files))
+    command += ["--meta_file", str(CONFIGS / "metadata.json")]
     command += ["--logging_file", str(CONFIGS / "logging.conf"), "--device", "cpu", "--val_interval", "1"]
     command += ["--patch_size", "[16,16,16]", "--network_def#features", "[4,8,16]", "--num_samples", "1"]
     command += ["--phantoms", "{'n': 5, 'shape': [32,32,32], 'seed': 0}", "--val_fraction", "0.4"]

@@ -149,6 +149,14 @@ def _decode_names(array: np.ndarray) -> list[str]:
     return names
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array of numbers or byte strings; object arrays (pickles) are refused."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # object arrays, pickles and damaged files
+        raise AdapterDataError(f"{path}: not a readable array of numbers or strings ({exc})") from exc
+
+
 class _MminLoader:
     """Reads one utterance's features (audio normalised) into a sample dict."""
 
@@ -199,7 +207,8 @@ def load_iemocap_mmin(
             ``"error"`` or ``"drop"`` (with a warning naming the file).
 
     Raises:
-        AdapterDataError: a missing file, fold, split, utterance or mean/std group; feature sizes that
+        AdapterDataError: a missing file, fold, split, utterance or mean/std group; a label or name file
+            that is not a plain array (object arrays are pickles and are refused); feature sizes that
             disagree across utterances; invalid labels (``on_invalid="error"``).
     """
     check_on_invalid(on_invalid)
@@ -240,8 +249,8 @@ def load_iemocap_mmin(
         for p in (label_path, names_path):
             if not p.is_file():
                 raise AdapterDataError(f"IEMOCAP {split} split: {p} not found")
-        names = _decode_names(np.load(names_path, allow_pickle=True))
-        classes, valid = _classes_from_labels(np.load(label_path, allow_pickle=True), str(label_path))
+        names = _decode_names(_load_npy(names_path))
+        classes, valid = _classes_from_labels(_load_npy(label_path), str(label_path))
         if len(names) != classes.size:
             raise AdapterDataError(f"{names_path} lists {len(names)} utterances, {label_path} {classes.size} labels")
         keep = list(_filter_invalid(valid, str(label_path), on_invalid, info, split))
