@@ -191,3 +191,18 @@ def test_inference_bundle_rejects_a_nan_case(phantom_dataset: Path, tiny_run_dir
         )
     assert f"{flair}: contains NaN or infinite values" in _messages(excinfo.value)
     assert not (out / "BraTS2021_00001.nii.gz").exists()
+
+
+def test_infer_cli_names_a_nan_affine(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    from brats_cggm.brats.inference import main as infer_main
+
+    case = Path(shutil.copytree(phantom_dataset / "BraTS2021_00000", tmp_path / "in" / "BraTS2021_00000"))
+    t2 = case / "BraTS2021_00000_t2.nii.gz"
+    image = nib.load(str(t2))
+    affine = image.affine.copy()
+    affine[1, 3] = np.nan
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), affine), str(t2))
+    out = tmp_path / "out"
+    assert infer_main(["--input", str(case), "--bundle", str(tiny_run_dir), "--output", str(out)]) == 1
+    assert f"error: BraTS2021_00000: {t2}: affine (voxel-to-world matrix) has NaN" in capsys.readouterr().err
+    assert not out.exists()
