@@ -107,14 +107,16 @@ def check_header(
         path: the file, named in the error.
         shape: its data shape.
         affine: its voxel-to-world matrix.
-        ndim: 3 for one volume, 4 for a channel-last stack of volumes (MSD layout).
+        ndim: 3 for one volume (trailing axes of length 1 allowed), 4 for a channel-last stack of volumes
+            (MSD layout).
         min_channels: for ``ndim=4``, the least number of volumes the file must hold.
 
     Raises:
         InputFileError: for the wrong dimensionality, or an affine that :func:`check_affine` rejects.
     """
     shape = tuple(int(s) for s in shape)
-    if ndim == 3 and len(shape) != 3:
+    # Trailing axes of length 1 (X, Y, Z, 1) hold one volume all the same: readers drop them.
+    if ndim == 3 and (len(shape) < 3 or any(s != 1 for s in shape[3:])):
         raise InputFileError(path, f"has shape {shape}: {len(shape)}-D, expected a 3-D volume")
     if ndim == 4 and (len(shape) != 4 or shape[3] < min_channels):
         raise InputFileError(
@@ -182,7 +184,7 @@ def load_checked_volume(
         check_values: also reject non-finite values and all-zero volumes (channels).
 
     Returns:
-        The image and its data array (scaled by the header's slope and intercept).
+        The image and its data array (scaled by the header's slope and intercept; 3-D for ``ndim=3``).
 
     Raises:
         InputFileError: if the file does not exist, is not a NIfTI file, cannot be decompressed (a ``.gz``
@@ -197,6 +199,8 @@ def load_checked_volume(
         data = np.asanyarray(image.dataobj)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
         raise InputFileError(p, f"truncated or corrupt data ({_describe(exc)})") from exc
+    if ndim == 3:
+        data = data.reshape(data.shape[:3])
     if check_values:
         if data.ndim == 3:
             check_volume_values(p, data)

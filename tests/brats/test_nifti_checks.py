@@ -119,6 +119,9 @@ def test_dimensionality(tmp_path: Path):
     three_d = _save(tmp_path / "3d.nii.gz", _volume())
     with pytest.raises(InputFileError, match="expected a 4-D"):
         load_checked_volume(three_d, ndim=4)
+    # one volume with a trailing axis of length 1 is a 3-D volume (MONAI's readers drop the axis too)
+    _, data = load_checked_volume(_save(tmp_path / "x1.nii.gz", _volume()[..., None]))
+    assert data.shape == SHAPE
 
 
 def test_nan_and_empty_volumes(tmp_path: Path):
