@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from brats_cggm.brats.labels import check_labels, get_label_convention
+from brats_cggm.brats.nifti_checks import AFFINE_TOLERANCE, check_same_grid, read_checked_header
 
 __all__ = [
     "BRATS2021_PATTERNS",
@@ -29,6 +30,7 @@ __all__ = [
     "MSD_MODALITY_NAMES",
     "PATTERN_PRESETS",
     "DatasetSpec",
+    "detect_patterns",
     "discover_brats_folders",
     "discover_dataset",
     "discover_msd",
@@ -58,7 +60,6 @@ MSD_MODALITY_NAMES: dict[str, tuple[str, ...]] = {
 
 _NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 _VALIDATE_MODES = ("none", "headers", "full")
-_AFFINE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -116,6 +117,42 @@ def _find_file(case_dir: Path, stem: str) -> Path | None:
     return None
 
 
+def _case_dirs(root: Path) -> list[Path]:
+    return sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(map(_is_nifti, p.iterdir()))),
+        key=lambda p: p.name,
+    )
+
+
+def detect_patterns(dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES) -> str:
+    """Which file name preset of :data:`PATTERN_PRESETS` a BraTS-layout folder uses.
+
+    Only file names are looked at (no file is opened).
+
+    Args:
+        dataset_dir: the data set folder (one sub-folder per case).
+        modalities: the modalities that must all be found.
+
+    Returns:
+        The preset whose names give every modality file of the most case folders; ``"brats2021"`` on a
+        tie, or when no preset fits any folder (discovery then names the file it expected).
+
+    Raises:
+        FileNotFoundError: if ``dataset_dir`` does not exist.
+    """
+    root = _check_dir(dataset_dir)
+    case_dirs = _case_dirs(root)
+    counts = {}
+    for name, preset in PATTERN_PRESETS.items():
+        suffixes = _resolve_patterns(preset, modalities)
+        counts[name] = sum(
+            all(_find_file(case_dir, f"{case_dir.name}{suffixes[m]}") is not None for m in modalities)
+            for case_dir in case_dirs
+        )
+    best = max(counts.values())
+    return "brats2021" if counts["brats2021"] == best else max(counts, key=counts.__getitem__)
+
+
 def discover_brats_folders(
     dataset_dir: str | os.PathLike,
     modalities: Sequence[str] = DEFAULT_MODALITIES,
@@ -129,8 +166,9 @@ def discover_brats_folders(
         dataset_dir: the data set folder.
         modalities: the modalities to read, in input channel order.
         patterns: file name suffix by modality (plus ``"seg"``): case ``C``'s modality ``m`` is
-            ``C/C{patterns[m]}.nii.gz`` (or ``.nii``); a name of :data:`PATTERN_PRESETS`; or None for
-            BraTS 2021 names. Modalities missing from the mapping default to ``_{modality}``.
+            ``C/C{patterns[m]}.nii.gz`` (or ``.nii``); a name of :data:`PATTERN_PRESETS`; or None to detect
+            the preset from the file names (:func:`detect_patterns`). Modalities missing from the mapping
+            default to ``_{modality}``.
         label_convention: the label convention of the segmentations.
         require_label: raise if a case has no segmentation (else its item has no ``"label"``).
 
@@ -143,11 +181,9 @@ def discover_brats_folders(
     """
     root = _check_dir(dataset_dir)
     get_label_convention(label_convention)
-    suffixes = _resolve_patterns(patterns, modalities)
-    case_dirs = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(map(_is_nifti, p.iterdir()))),
-        key=lambda p: p.name,
-    )
+    detected = detect_patterns(root, modalities) if patterns is None else None
+    suffixes = _resolve_patterns(detected or patterns, modalities)
+    case_dirs = _case_dirs(root)
     if not case_dirs:
         raise ValueError(
             f"no cases found in {root}: expected one sub-folder per case holding NIfTI files "
@@ -160,7 +196,12 @@ def discover_brats_folders(
         for modality in modalities:
             found = _find_file(case_dir, f"{case_id}{suffixes[modality]}")
             if found is None:
-                hint = "" if patterns is not None else " (for BraTS 2023 file names pass patterns='brats2023')"
+                hint = (
+                    f" (file names detected as {detected!r}: set patterns to one of {sorted(PATTERN_PRESETS)} or "
+                    "a suffix per modality)"
+                    if detected
+                    else ""
+                )
                 raise FileNotFoundError(
                     f"case folder {case_dir} has no {modality} file: expected {case_id}{suffixes[modality]}.nii.gz"
                     f"{hint}"
@@ -263,36 +304,16 @@ def discover_msd(
     )
 
 
-def _read_header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
-    try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise ValueError(f"cannot read NIfTI header of {path}: {exc}") from exc
-    return tuple(int(s) for s in image.shape), np.asarray(image.affine)
-
-
 def _validate_case_headers(item: dict, spec: DatasetSpec) -> None:
     images = [item["image"]] if isinstance(item["image"], str) else list(item["image"])
     files = images + ([item["label"]] if "label" in item else [])
-    headers = {path: _read_header(path) for path in files}
-    for path, (shape, _) in headers.items():
-        if spec.layout == "msd" and path in images:
-            needed = max(spec.channel_order or [0]) + 1
-            if len(shape) != 4 or shape[3] < needed:
-                raise ValueError(f"{path} has shape {shape}: expected a 4-D (X, Y, Z, C) image with {needed}+ channels")
-        elif len(shape) < 3 or any(s != 1 for s in shape[3:]):
-            raise ValueError(f"{path} has shape {shape}: expected a 3-D volume")
-    ref = files[0]
-    ref_shape, ref_affine = headers[ref]
-    for other in files[1:]:
-        shape, affine = headers[other]
-        # Spatial axes only: an MSD image has a fourth (channel) axis that its label lacks.
-        if shape[:3] != ref_shape[:3]:
-            raise ValueError(f"{other} has shape {shape[:3]} but {ref} has shape {ref_shape[:3]}")
-        if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE):
-            raise ValueError(
-                f"{other} and {ref} have different affines (tolerance {_AFFINE_TOLERANCE}):\n{affine}\nvs\n{ref_affine}"
-            )
+    needed = max(spec.channel_order or [0]) + 1
+    headers = []
+    for path in files:
+        ndim = 4 if spec.layout == "msd" and path in images else 3
+        headers.append((path, read_checked_header(path, ndim=ndim, min_channels=needed)))
+    # Spatial axes only: an MSD image has a fourth (channel) axis that its label lacks.
+    check_same_grid(headers, tolerance=AFFINE_TOLERANCE)
 
 
 def validate_dataset(spec: DatasetSpec, validate: str = "headers") -> None:
@@ -300,12 +321,16 @@ def validate_dataset(spec: DatasetSpec, validate: str = "headers") -> None:
 
     Args:
         spec: the data set.
-        validate: ``"none"``; ``"headers"``: read NIfTI headers only (cheap) and check that every file of a
-            case has the same spatial shape and affine (within 1e-3); ``"full"``: also load every label
-            and check its values against the label convention.
+        validate: ``"none"``; ``"headers"``: read NIfTI headers only (cheap) and check, with
+            :mod:`brats_cggm.brats.nifti_checks`, every file's dimensionality and affine (finite, invertible)
+            and that every file of a case has the same spatial shape and affine (within 1e-3); ``"full"``:
+            also load every label and check its values against the label convention. (Training checks the
+            voxels and labels anyway, once, as it loads them: see
+            :class:`brats_cggm.brats.transforms.LoadCheckedImaged`.)
 
     Raises:
-        ValueError: naming the files at fault, or if ``validate`` is unknown.
+        ValueError: naming the files at fault (an ``InputFileError`` for a bad file), or if ``validate`` is
+            unknown.
     """
     if validate not in _VALIDATE_MODES:
         raise ValueError(f"validate must be one of {_VALIDATE_MODES}, got {validate!r}")
@@ -334,8 +359,9 @@ def discover_dataset(
         modalities: the modalities to read, in input channel order.
         layout: ``"brats"``, ``"msd"``, or ``"auto"`` (``"msd"`` if ``dataset.json`` exists, else ``"brats"``).
         label_convention: the label convention; None picks ``"msd"`` for the MSD layout, ``"brats2023"``
-            with the BraTS 2023 patterns, else ``"brats2021"``.
-        patterns: file name suffixes for the BraTS layout, see :func:`discover_brats_folders`.
+            with the BraTS 2023 patterns (given or detected), else ``"brats2021"``.
+        patterns: file name suffixes for the BraTS layout, see :func:`discover_brats_folders`; None detects
+            BraTS 2021 or 2023 names from the files (:func:`detect_patterns`).
         validate: ``"none"``, ``"headers"`` or ``"full"``, see :func:`validate_dataset`.
         require_label: raise if a case has no label.
 
@@ -359,7 +385,8 @@ def discover_dataset(
             spec.label_convention = get_label_convention(label_convention).name
     else:
         if label_convention is None:
-            is_2023 = patterns == "brats2023" or patterns == BRATS2023_PATTERNS
+            named = detect_patterns(root, modalities) if patterns is None else patterns
+            is_2023 = named == "brats2023" or named == BRATS2023_PATTERNS
             label_convention = "brats2023" if is_2023 else "brats2021"
         spec = discover_brats_folders(
             root,

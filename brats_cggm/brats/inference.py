@@ -46,6 +46,7 @@ from brats_cggm.brats.nifti_checks import (
     AFFINE_TOLERANCE,
     InputFileError,
     check_same_grid,
+    check_volume_values,
     load_checked_volume,
     strip_nifti_extension,
 )
@@ -252,11 +253,7 @@ class BratsSegmenter:
             order = case.channel_order or list(range(len(self.settings.modalities)))
             _, data = load_checked_volume(case.image, ndim=4, min_channels=max(order) + 1, check_values=False)
             for name, channel in zip(self.settings.modalities, order, strict=True):
-                volume = data[..., channel]
-                if np.issubdtype(volume.dtype, np.floating) and not np.isfinite(volume).all():
-                    raise InputFileError(case.image, f"channel {channel} ({name}) contains NaN or infinite values")
-                if not volume.any():
-                    raise InputFileError(case.image, f"channel {channel} ({name}) is empty: every voxel is 0")
+                check_volume_values(case.image, data[..., channel], f"channel {channel} ({name})")
             return
         if len(case.image) != len(self.settings.modalities):
             raise ValueError(f"{case.case_id}: {len(case.image)} files for modalities {self.settings.modalities}")

@@ -31,7 +31,9 @@ __all__ = [
     "LabelConvention",
     "check_labels",
     "get_label_convention",
+    "label_values",
     "labels_to_regions",
+    "matching_conventions",
     "regions_to_labels",
 ]
 
@@ -212,6 +214,38 @@ def regions_to_labels(regions: NdarrayOrTensor, convention: str | LabelConventio
     return out
 
 
+def label_values(array: NdarrayOrTensor) -> list[float]:
+    """The distinct values of a label map, sorted.
+
+    Args:
+        array: the label map (any shape), numpy or torch.
+
+    Returns:
+        The values, as Python numbers.
+    """
+    if isinstance(array, torch.Tensor):
+        return torch.unique(array.detach()).cpu().tolist()
+    return np.unique(np.asarray(array)).tolist()
+
+
+def matching_conventions(values: Sequence[float]) -> list[str]:
+    """The label conventions whose valid values include every one of ``values``.
+
+    Args:
+        values: label values found in a file (see :func:`label_values`).
+
+    Returns:
+        Names of :data:`LABEL_CONVENTIONS`, in its order; empty if no convention fits.
+    """
+    return [name for name, conv in LABEL_CONVENTIONS.items() if all(v in conv.values for v in values)]
+
+
+def _show(values: Sequence[float], limit: int = 10) -> str:
+    # An image passed as labels has millions of values: show a few.
+    shown = [str(int(v)) if float(v).is_integer() else str(v) for v in values[:limit]]
+    return "[" + ", ".join(shown) + (f", ... ({len(values)} values)" if len(values) > limit else "") + "]"
+
+
 def check_labels(array: NdarrayOrTensor, convention: str | LabelConvention, source: str) -> None:
     """Check that a label map holds only the values of a convention.
 
@@ -221,19 +255,22 @@ def check_labels(array: NdarrayOrTensor, convention: str | LabelConvention, sour
         source: where the labels come from (typically the file path), named in the error.
 
     Raises:
-        ValueError: naming ``source`` and the unexpected values, if there are any.
+        ValueError: naming ``source``, the unexpected values and the conventions the values do fit, if any
+            value is not one of the convention's.
     """
     conv = get_label_convention(convention)
-    if isinstance(array, torch.Tensor):
-        found = torch.unique(array.detach()).cpu().numpy()
-    else:
-        found = np.unique(np.asarray(array))
-    unexpected = [v for v in found.tolist() if v not in conv.values]
+    # A few comparisons instead of sorting every voxel: the values themselves are needed only for the message.
+    valid = _isin(array.detach() if isinstance(array, torch.Tensor) else np.asarray(array), conv.values)
+    if bool(valid.all()):
+        return
+    found = label_values(array)
+    unexpected = [v for v in found if v not in conv.values]
     if unexpected:
-        shown = ", ".join(str(int(v)) if float(v).is_integer() else str(v) for v in unexpected)
+        fits = matching_conventions(found)
+        fit = f"label convention {' or '.join(map(repr, fits))}" if fits else "no known label convention"
         raise ValueError(
-            f"{source}: unexpected label values [{shown}] for label convention {conv.name!r} "
-            f"(valid values: {list(conv.values)})"
+            f"{source}: unexpected label values {_show(unexpected)} for label convention {conv.name!r} "
+            f"(valid values: {list(conv.values)}); its values {_show(found)} fit {fit}"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.config import KeysCollection
@@ -24,10 +25,19 @@ from monai.transforms import (
 )
 from monai.transforms.utils import map_binary_to_indices
 
-from brats_cggm.brats.labels import ConvertToRegionsd
+from brats_cggm.brats.labels import ConvertToRegionsd, check_labels
+from brats_cggm.brats.nifti_checks import (
+    InputFileError,
+    check_affine,
+    check_same_grid,
+    check_volume_values,
+    load_checked_volume,
+    read_checked_header,
+)
 
 __all__ = [
     "CropCentreIndicesd",
+    "LoadCheckedImaged",
     "ReorderChannelsd",
     "inference_transforms",
     "preprocessing",
@@ -52,6 +62,102 @@ class ReorderChannelsd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = d[key][self.order]
         return d
+
+
+class LoadCheckedImaged(MapTransform):
+    """``LoadImaged`` (channel first, image only) that checks what it loaded and names the file at fault.
+
+    Checks, with the functions of :mod:`brats_cggm.brats.nifti_checks` that ``brats-cggm-infer`` uses:
+    every image channel is finite and not all zero, the affines are finite and invertible, and the labels
+    hold only the values of their convention (the error says which convention they fit). The checks work
+    on the arrays just loaded, so they cost no extra read; as the first transform of the deterministic
+    part of a chain they run once per case, when ``CacheDataset`` fills its cache. Only when loading
+    fails are the case's files read again, one by one, to find the one at fault (truncated, corrupt,
+    unreadable, of the wrong dimensionality or on another grid).
+
+    After one failure, every later call fails at once without reading anything. MONAI's cache threads are
+    not joined when a case fails, so the next case would still be processed while the error ends the
+    process; torch code running in that thread at interpreter exit aborts the process (SIGABRT) instead of
+    letting it exit with the error.
+
+    Args:
+        keys: the image key and, when labels are loaded, the label key.
+        label_convention: convention the labels must follow; None skips the label check.
+        channel_order: for a 4-D (MSD) image, the channels used (the ones checked); None for all.
+        image_key: which of ``keys`` is the image (a path, or a list of paths stacked as channels).
+        label_key: which of ``keys`` is the label map.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_convention: str | None = None,
+        channel_order: Sequence[int] | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+    ) -> None:
+        super().__init__(keys)
+        self.loader = LoadImaged(keys=keys, ensure_channel_first=True, image_only=True)
+        self.label_convention = label_convention
+        self.channel_order = None if channel_order is None else [int(c) for c in channel_order]
+        self.image_key, self.label_key = image_key, label_key
+        self.failure: str | None = None
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        if self.failure is not None:
+            raise RuntimeError(f"not loading {data.get(self.image_key)}: an earlier case failed ({self.failure})")
+        try:
+            return self._load(data)
+        except Exception as exc:
+            self.failure = " ".join(str(exc).split())
+            raise
+
+    def _ndim(self, key: Hashable, path: Any) -> int:
+        return 4 if key == self.image_key and isinstance(path, str) else 3
+
+    def _channels_needed(self, ndim: int) -> int:
+        return max(self.channel_order) + 1 if ndim == 4 and self.channel_order else 1
+
+    def _load(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        paths = {key: data[key] for key in self.key_iterator(dict(data))}
+        try:
+            d = self.loader(data)
+        except Exception as exc:
+            for key, path in paths.items():
+                self._find_bad_file(key, path)
+            raise RuntimeError(f"cannot load {list(paths.values())}: {type(exc).__name__}: {exc}") from exc
+        for key, path in paths.items():
+            files = [path] if isinstance(path, str) else [str(p) for p in path]
+            loaded, ndim = d[key], self._ndim(key, path)
+            # A 4-D file among 3-D ones has its extra volumes as channels; a 3-D one read as 4-D, too few.
+            expected = len(files) if ndim == 3 else self._channels_needed(ndim)
+            if loaded.ndim != 4 or (loaded.shape[0] != expected if ndim == 3 else loaded.shape[0] < expected):
+                self._find_bad_file(key, path)
+                raise InputFileError(files[0], f"loaded as shape {tuple(loaded.shape)}, expected {expected} channel(s)")
+            check_affine(files[0], loaded.affine)
+            if key == self.label_key:
+                if self.label_convention is not None:
+                    try:
+                        check_labels(loaded, self.label_convention, files[0])
+                    except ValueError as exc:
+                        raise InputFileError(files[0], str(exc).removeprefix(f"{files[0]}: ")) from None
+            elif ndim == 4:
+                for c in self.channel_order or range(loaded.shape[0]):
+                    check_volume_values(files[0], loaded[c], f"channel {c}")
+            else:
+                for file, channel in zip(files, loaded, strict=True):
+                    check_volume_values(file, channel)
+        return d
+
+    def _find_bad_file(self, key: Hashable, path: Any) -> None:
+        # Only after a failure: read each file alone, headers first, to name the one at fault.
+        files = [path] if isinstance(path, str) else [str(p) for p in path]
+        ndim = self._ndim(key, path)
+        needed = self._channels_needed(ndim)
+        headers = [(f, read_checked_header(f, ndim=ndim, min_channels=needed)) for f in files]
+        check_same_grid(headers)
+        for f in files:
+            load_checked_volume(f, ndim=ndim, min_channels=needed, check_values=False)
 
 
 class CropCentreIndicesd(MapTransform):
@@ -104,7 +210,7 @@ def preprocessing(
     pixdim: Sequence[float] | None = None,
     crop_foreground: bool = True,
 ) -> list:
-    """The deterministic part of every chain: load, channel order, regions, orientation, spacing, crop, normalise.
+    """The deterministic part of every chain: checked loading, channels, regions, orientation, spacing, crop, normalise.
 
     Args:
         keys: ``"image"`` and, when labels are used, ``"label"``.
@@ -119,7 +225,11 @@ def preprocessing(
     """
     keys = list(keys)
     has_label = "label" in keys
-    transforms: list = [LoadImaged(keys=keys, ensure_channel_first=True, image_only=True)]
+    transforms: list = [
+        LoadCheckedImaged(
+            keys=keys, label_convention=label_convention if has_label else None, channel_order=channel_order
+        )
+    ]
     if channel_order is not None:
         transforms.append(ReorderChannelsd(keys="image", order=channel_order))
     if has_label:

@@ -12,6 +12,7 @@ from brats_cggm.brats.data import (
     BRATS2023_PATTERNS,
     DEFAULT_MODALITIES,
     DatasetSpec,
+    detect_patterns,
     discover_brats_folders,
     discover_dataset,
     discover_msd,
@@ -85,8 +86,19 @@ def test_brats2023_patterns(brats_copy: Path) -> None:
         "BraTS-GLI-00000-000-t2w.nii.gz",
     ]
     assert discover_dataset(brats_copy, patterns=BRATS2023_PATTERNS).items == spec.items
-    # Default (2021) names do not match; the error suggests the 2023 patterns.
-    with pytest.raises(FileNotFoundError, match="brats2023"):
+    # No patterns: the 2023 names, and with them the 2023 labels, are detected.
+    assert detect_patterns(brats_copy) == "brats2023"
+    detected = discover_dataset(brats_copy)
+    assert detected.items == spec.items and detected.label_convention == "brats2023"
+    # Explicit 2021 names win (and do not match); the error names the file it expected.
+    with pytest.raises(FileNotFoundError, match=r"BraTS-GLI-00000-000_flair\.nii\.gz"):
+        discover_dataset(brats_copy, patterns="brats2021")
+    # A folder of unknown names: the BraTS 2021 names are expected, and the error says how to change them.
+    for case in brats_copy.iterdir():
+        for f in case.iterdir():
+            f.rename(case / f.name.replace("-t2f", "-FLAIR"))
+    assert detect_patterns(brats_copy) == "brats2021"
+    with pytest.raises(FileNotFoundError, match=r"_flair\.nii\.gz \(file names detected as 'brats2021'"):
         discover_dataset(brats_copy)
 
 
@@ -119,7 +131,7 @@ def test_affine_mismatch(brats_copy: Path) -> None:
     affine = nib.load(seg).affine.copy()
     affine[0, 3] += 0.5
     _resave(seg, affine=affine)
-    with pytest.raises(ValueError, match="affines") as info:
+    with pytest.raises(ValueError, match="affine differs") as info:
         discover_dataset(brats_copy)
     assert str(seg) in str(info.value) and "BraTS2021_00000_flair.nii.gz" in str(info.value)
     # Differences within the tolerance pass.

@@ -14,6 +14,7 @@ from brats_cggm.brats.labels import (
     ConvertToRegionsd,
     check_labels,
     labels_to_regions,
+    matching_conventions,
     regions_to_labels,
 )
 
@@ -115,6 +116,18 @@ def test_check_labels() -> None:
         check_labels(np.array([0, 1, 3, 7]), "brats2021", "/data/case_seg.nii.gz")
     with pytest.raises(ValueError, match=r"seg\.nii.*\[4\]"):
         check_labels(torch.tensor([[0, 4]]), "msd", "seg.nii")
+
+
+def test_labels_say_which_convention_they_fit() -> None:
+    assert matching_conventions([0.0, 1.0, 2.0]) == ["brats2021", "brats2023", "msd"]
+    assert matching_conventions([0, 1, 2, 3]) == ["brats2023", "msd"]
+    assert matching_conventions([0, 4]) == ["brats2021"] and matching_conventions([0, 5]) == []
+    with pytest.raises(ValueError, match=r"\[3\] .*values \[0, 1, 2, 3\] fit label convention 'brats2023' or 'msd'"):
+        check_labels(torch.tensor([0.0, 1.0, 2.0, 3.0]), "brats2021", "seg.nii.gz")
+    with pytest.raises(ValueError, match=r"fit no known label convention"):
+        check_labels(np.array([0, 5]), "brats2021", "seg.nii.gz")
+    with pytest.raises(ValueError, match=r"\.\.\. \(1000 values\)"):  # an image given as labels: a short message
+        check_labels(np.arange(1000.0), "brats2021", "t1.nii.gz")
 
 
 def test_map_transforms_keep_meta() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from brats_cggm.brats.nifti_checks import (
     InputFileError,
+    check_affine,
     check_same_grid,
     is_nifti_name,
     load_checked_volume,
@@ -118,6 +119,9 @@ def test_dimensionality(tmp_path: Path):
     three_d = _save(tmp_path / "3d.nii.gz", _volume())
     with pytest.raises(InputFileError, match="expected a 4-D"):
         load_checked_volume(three_d, ndim=4)
+    # one volume with a trailing axis of length 1 is a 3-D volume (MONAI's readers drop the axis too)
+    _, data = load_checked_volume(_save(tmp_path / "x1.nii.gz", _volume()[..., None]))
+    assert data.shape == SHAPE
 
 
 def test_nan_and_empty_volumes(tmp_path: Path):
@@ -171,3 +175,51 @@ def test_gzip_module_sanity(tmp_path: Path):
     path = _corrupt(_save(tmp_path / "c.nii.gz", _volume()), "crc")
     with pytest.raises(gzip.BadGzipFile, match="CRC"):
         gzip.decompress(path.read_bytes())
+
+
+def _nan_affine() -> np.ndarray:
+    affine = np.eye(4)
+    affine[0, 3] = np.nan
+    return affine
+
+
+@pytest.mark.parametrize(
+    ("affine", "problem"),
+    [
+        (_nan_affine(), "has NaN or infinite entries"),
+        (np.diag([1.0, 1.0, 0.0, 1.0]), "is singular"),
+    ],
+    ids=["nan", "singular"],
+)
+def test_unusable_affine(tmp_path: Path, affine: np.ndarray, problem: str):
+    # sform only: nibabel cannot derive a qform from a singular matrix
+    image = nib.Nifti1Image(_volume(), None)
+    image.set_sform(affine, code=1)
+    path = tmp_path / "a.nii.gz"
+    nib.save(image, str(path))
+    with pytest.raises(InputFileError) as exc:
+        load_checked_volume(path)
+    _assert_one_line(exc, path, problem)
+    good = _save(tmp_path / "good.nii.gz", _volume())
+    images = [(good, nib.load(str(good))), (path, nib.load(str(path)))]
+    # NaN compares as "not larger than the tolerance": it must not pass as the same grid
+    with pytest.raises(InputFileError) as exc:
+        check_same_grid(images)
+    _assert_one_line(exc, path, problem)
+    with pytest.raises(InputFileError, match=problem):
+        check_affine(path, affine)
+    check_affine(path, np.diag([0.1, 0.1, 0.1, 1.0]))  # small voxels are not singular
+
+
+def test_evaluate_cli_rejects_a_nan_affine(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from brats_cggm.brats.evaluation import main as evaluate_main
+
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[4:8, 4:8, 2:6] = 2
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    pred = _save(tmp_path / "pred" / "case.nii.gz", labels, _nan_affine())
+    _save(tmp_path / "ref" / "case.nii.gz", labels)
+    assert evaluate_main([str(tmp_path / "pred"), str(tmp_path / "ref")]) == 1
+    err = capsys.readouterr().err
+    assert f"{pred}: affine (voxel-to-world matrix) has NaN or infinite entries" in err

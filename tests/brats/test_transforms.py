@@ -1,6 +1,10 @@
+import nibabel as nib
+import numpy as np
+import pytest
 import torch
 
-from brats_cggm.brats.transforms import CropCentreIndicesd, train_transforms
+from brats_cggm.brats.nifti_checks import InputFileError
+from brats_cggm.brats.transforms import CropCentreIndicesd, LoadCheckedImaged, train_transforms
 
 
 def _case() -> dict[str, torch.Tensor]:
@@ -58,3 +62,35 @@ def test_random_patches_leave_the_cache_intact(phantom_dataset):
     for entry, saved in zip(dataset._cache, before):
         torch.testing.assert_close(entry["image"].as_tensor(), saved["image"].as_tensor())
         torch.testing.assert_close(entry["label"].as_tensor(), saved["label"].as_tensor())
+
+
+def _save(path, data, affine=None):
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return str(path)
+
+
+def test_checked_loading_names_the_file_and_stops_after_a_failure(tmp_path):
+    rng = np.random.default_rng(0)
+    good = [_save(tmp_path / f"m{i}.nii.gz", rng.uniform(1, 2, (8, 8, 8)).astype(np.float32)) for i in range(2)]
+    label = _save(tmp_path / "seg.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    loader = LoadCheckedImaged(keys=["image", "label"], label_convention="brats2021")
+    out = loader({"image": good, "label": label})
+    assert out["image"].shape == (2, 8, 8, 8) and out["label"].shape == (1, 8, 8, 8)
+
+    four_d = _save(tmp_path / "four_d.nii.gz", rng.uniform(1, 2, (8, 8, 8, 2)).astype(np.float32))
+    with pytest.raises(InputFileError, match=r"four_d\.nii\.gz: has shape \(8, 8, 8, 2\): 4-D"):
+        LoadCheckedImaged(keys="image")({"image": [good[0], four_d]})
+    # MSD 4-D file: the channels used are checked, named by index
+    stack = rng.uniform(1, 2, (8, 8, 8, 3)).astype(np.float32)
+    stack[..., 2] = 0
+    msd = _save(tmp_path / "msd.nii.gz", stack)
+    LoadCheckedImaged(keys="image", channel_order=[1, 0])({"image": msd})
+    with pytest.raises(InputFileError, match=r"msd\.nii\.gz: channel 2 is empty"):
+        LoadCheckedImaged(keys="image", channel_order=[2, 0])({"image": msd})
+
+    # after a failure, the same loader reads nothing more
+    loader = LoadCheckedImaged(keys="image")
+    with pytest.raises(InputFileError):
+        loader({"image": [good[0], four_d]})
+    with pytest.raises(RuntimeError, match="an earlier case failed"):
+        loader({"image": good})
