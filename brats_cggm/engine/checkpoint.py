@@ -6,6 +6,11 @@ rank's random number generator states and the validation bookkeeping (best metri
 written to a temporary file, fsynced and renamed over the target; the checkpoint it replaces is kept as
 ``checkpoint.prev.pt``, and :func:`load_checkpoint` falls back to it, with a warning, when the newest
 file is truncated or unreadable. :mod:`brats_cggm.engine.resume` loads it back.
+
+Everything in it is a tensor or a plain python type, so it loads with ``torch.load(weights_only=True)``
+(for inference too); :func:`load_checkpoint` never loads anything else (numpy arrays aside, which older
+checkpoints' RNG states are). Non-finite weights or optimizer states are never written: the savers stop
+training instead, and the last checkpoint written stays.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ def load_checkpoint(
     """Load a checkpoint, or its predecessor (with a warning) when it is missing, truncated or unreadable.
 
     A file cut short fails ``torch.load`` (a zip archive's directory is at its end); a file that loads
-    but lacks ``required_keys`` is rejected too.
+    but lacks ``required_keys`` is rejected too, and so is one holding anything but tensors, plain
+    python types and numpy arrays (a pickled object could run code: it is refused, never unpickled).
 
     Args:
         path: the checkpoint file.
@@ -103,8 +109,9 @@ def load_checkpoint(
             problems.append(f"{candidate}: missing")
             continue
         try:
-            # tensors and plain types only: a checkpoint is data, never code
-            obj = torch.load(candidate, map_location=map_location, weights_only=True)
+            # tensors and plain types only: a checkpoint is data, never code (numpy arrays: older RNG states)
+            with torch.serialization.safe_globals(_numpy_array_globals()):
+                obj = torch.load(candidate, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as exc:
             problems.append(f"{candidate}: refused, it holds more than tensors and plain types ({_refusal(exc)})")
             continue
@@ -121,6 +128,15 @@ def load_checkpoint(
     if all(p.endswith(": missing") for p in problems):
         raise FileNotFoundError(f"no checkpoint at {path}" + (" nor at its predecessor" if fallback else ""))
     raise CheckpointLoadError("no loadable checkpoint: " + "; ".join(problems))
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What a pickled numpy array needs: checkpoints written before the RNG states became tensors hold some."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,7 +189,9 @@ def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
     }
 
 
-def _numpy_state_from_plain(state: dict[str, Any]) -> tuple:
+def _numpy_state_from_plain(state: dict[str, Any] | tuple) -> tuple:
+    if isinstance(state, tuple):  # written before the states became tensors
+        return state
     keys = np.asarray(state["keys"].cpu().numpy(), dtype=np.uint32)
     return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]
 

@@ -201,3 +201,13 @@ def test_written_files_get_the_umask_mode_and_stale_temporaries_are_removed(tmp_
     assert temporary_files(tmp_path / "model.pt") == [stale]
     assert remove_stale_temporaries(tmp_path / "model.pt") == [stale] and not stale.exists()
     assert (tmp_path / ".other.pt.0123456789ab.tmp").exists()
+
+
+def test_a_checkpoint_with_numpy_rng_states_from_before_still_resumes(tmp_path: Path):
+    np.random.seed(3)  # noqa: NPY002
+    legacy = {"trainer": {"iteration": 2}, "rng": [{**capture_rng_state(), "numpy": np.random.get_state()}]}  # noqa: NPY002
+    torch.save(legacy, tmp_path / "checkpoint.pt")
+    expected = float(np.random.rand())  # noqa: NPY002
+    checkpoint, _ = load_checkpoint(tmp_path / "checkpoint.pt", required_keys=("trainer",))
+    restore_rng_state(checkpoint["rng"][0])
+    assert float(np.random.rand()) == expected  # noqa: NPY002
