@@ -316,7 +316,10 @@ class TrainingCheckpointSaver:
     states). The events are registered when the run starts, so that they run after every handler
     registered when the trainer was built (LR schedule, validation, the balancer's epoch hook): the
     saved state is the state at the start of the next epoch. The replaced file is kept as
-    ``checkpoint.prev.pt`` (see :func:`load_checkpoint`).
+    ``checkpoint.prev.pt`` (see :func:`load_checkpoint`), unless it failed to load
+    (:meth:`mark_current_unusable`). Weights or optimizer states holding a NaN or an infinity are not
+    written: a ``FloatingPointError`` stops training (on every rank). Temporary files of writes killed
+    in an earlier run are removed when the run starts.
 
     Args:
         save_path: the checkpoint file.
@@ -371,13 +374,18 @@ class TrainingCheckpointSaver:
         self._current_unusable = False
 
     def mark_current_unusable(self) -> None:
-        """The file at ``save_path`` failed to load: the next save replaces it instead of keeping it as
-        ``checkpoint.prev.pt``, where the checkpoint that did load stays."""
+        """Make the next save replace ``save_path`` instead of keeping it as ``checkpoint.prev.pt``.
+
+        Called when that file failed to load and resuming fell back to its predecessor: the checkpoint
+        that did load stays the predecessor.
+        """
         self._current_unusable = True
 
 
 class BestModelSaver:
     """Saves the network's weights whenever the evaluator's key metric improves (``models/model.pt``).
+
+    Weights holding a NaN or an infinity are never saved: a ``FloatingPointError`` stops training instead.
 
     Args:
         save_path: where the weights go.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "remove_stale_temporaries", "temporary_files"]
+__all__ = ["FILE_MODE", "atomic_write", "atomic_write_text", "remove_stale_temporaries", "temporary_files"]
 
 #: The mode new files are created with; the kernel applies the umask to it, as for ``open(path, "w")``.
 FILE_MODE = 0o666
