@@ -131,3 +131,12 @@ def test_bundle_trains_on_two_cpu_processes_and_resumes(tmp_path: Path):
     assert checkpoint["validation"]["best_metric_epoch"] in (1, 2)
     assert (output_dir / "models" / "model.pt").is_file()
     assert (output_dir / "metrics.json").is_file()
+
+    # without --resume the finished run is refused on every rank, before anything is written, and none hangs
+    before = {p: p.stat().st_mtime_ns for p in output_dir.rglob("*")}
+    done = subprocess.run(
+        [*command, "--max_epochs", "3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "holds a previous run" in done.stdout + done.stderr
+    assert {p: p.stat().st_mtime_ns for p in output_dir.rglob("*")} == before
