@@ -65,21 +65,33 @@ TINY_FEATURES = (4, 8, 16)
 
 
 @pytest.fixture(scope="session")
-def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A training ``output_dir`` look-alike with a tiny random network. Read-only.
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory, phantom_dataset: Path) -> Path:
+    """The ``output_dir`` of a real, tiny training run of ``train.yaml`` (one epoch on the phantoms). Read-only.
 
-    Holds ``configs/inference.json`` (as written by ``train.yaml``'s ``initialize``), ``models/model.pt``
-    (a plain state dict) and ``models/checkpoint.pt`` (a dict with a ``"network"`` entry, as training
-    writes it). Sliding window 32^3.
+    Holds ``configs/inference.json``, ``models/model.pt`` (the best weights) and ``models/checkpoint.pt``
+    (the training checkpoint: network, heads, optimizers, RNG states, ...), as every training run writes
+    them. The network has widths :data:`TINY_FEATURES`; sliding window 32^3.
     """
-    from brats_cggm.brats.inference import save_run_config
-    from brats_cggm.brats.network import build_network
+    from monai.bundle import ConfigWorkflow
 
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "brats_cggm" / "configs"
     root = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    network = build_network("cpu", features=TINY_FEATURES)
-    save_run_config(root, network, {"label_convention": "brats2021", "channel_order": None}, roi_size=(32, 32, 32))
-    (root / "models").mkdir()
-    torch.save(network.state_dict(), root / "models" / "model.pt")
-    torch.save({"network": network.state_dict(), "trainer": {"epoch": 1}}, root / "models" / "checkpoint.pt")
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "train.yaml"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type="train",
+        dataset_dir=str(phantom_dataset),
+        output_dir=str(root),
+        device="cpu",
+        max_epochs=1,
+        val_interval=1,
+        patch_size=[32, 32, 32],
+        num_samples=1,
+        sw_batch_size=1,
+        **{"network_def#features": list(TINY_FEATURES)},
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
     return root

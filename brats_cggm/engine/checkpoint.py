@@ -6,14 +6,20 @@ rank's random number generator states and the validation bookkeeping (best metri
 written to a temporary file, fsynced and renamed over the target; the checkpoint it replaces is kept as
 ``checkpoint.prev.pt``, and :func:`load_checkpoint` falls back to it, with a warning, when the newest
 file is truncated or unreadable. :mod:`brats_cggm.engine.resume` loads it back.
+
+Everything in it is a tensor or a plain python type, so it loads with ``torch.load(weights_only=True)``
+(for inference too); :func:`load_checkpoint` never loads anything else (numpy arrays aside, which older
+checkpoints' RNG states are). Non-finite weights or optimizer states are never written: the savers stop
+training instead, and the last checkpoint written stays.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
-import tempfile
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from brats_cggm.engine.distributed import get_world_size, is_main_process
+from brats_cggm.engine.files import atomic_write, remove_stale_temporaries
 
 __all__ = [
     "BestModelSaver",
@@ -32,6 +39,7 @@ __all__ = [
     "atomic_torch_save",
     "capture_rng_state",
     "load_checkpoint",
+    "non_finite_entries",
     "previous_checkpoint_path",
     "restore_rng_state",
     "validation_objects",
@@ -51,6 +59,8 @@ def previous_checkpoint_path(path: str | os.PathLike) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous: bool = False) -> Path:
     """``torch.save`` to a temporary file in the target folder, fsync, then rename over ``path``.
 
+    See :func:`brats_cggm.engine.files.atomic_write` (file mode, temporary file names).
+
     Args:
         obj: what to save.
         path: the target file.
@@ -61,21 +71,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous: bool = F
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+
+    def keep() -> None:
         if keep_previous and path.exists():
             os.replace(path, previous_checkpoint_path(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, lambda f: torch.save(obj, f), before_replace=keep)
 
 
 def load_checkpoint(
@@ -84,7 +85,8 @@ def load_checkpoint(
     """Load a checkpoint, or its predecessor (with a warning) when it is missing, truncated or unreadable.
 
     A file cut short fails ``torch.load`` (a zip archive's directory is at its end); a file that loads
-    but lacks ``required_keys`` is rejected too.
+    but lacks ``required_keys`` is rejected too, and so is one holding anything but tensors, plain
+    python types and numpy arrays (a pickled object could run code: it is refused, never unpickled).
 
     Args:
         path: the checkpoint file.
@@ -107,10 +109,14 @@ def load_checkpoint(
             problems.append(f"{candidate}: missing")
             continue
         try:
-            # our own files; they hold numpy RNG states, which weights_only loading refuses
-            obj = torch.load(candidate, map_location=map_location, weights_only=False)
-        except Exception as exc:  # truncated zip, bad pickle, I/O error
-            problems.append(f"{candidate}: {type(exc).__name__}: {exc}")
+            # tensors and plain types only: a checkpoint is data, never code (numpy arrays: older RNG states)
+            with torch.serialization.safe_globals(_numpy_array_globals()):
+                obj = torch.load(candidate, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            problems.append(f"{candidate}: refused, it holds more than tensors and plain types ({_refusal(exc)})")
+            continue
+        except Exception as exc:  # truncated zip, I/O error
+            problems.append(f"{candidate}: {type(exc).__name__}: {_first_line(exc)}")
             continue
         missing = [k for k in required_keys if not (isinstance(obj, dict) and k in obj)]
         if missing:
@@ -122,6 +128,26 @@ def load_checkpoint(
     if all(p.endswith(": missing") for p in problems):
         raise FileNotFoundError(f"no checkpoint at {path}" + (" nor at its predecessor" if fallback else ""))
     raise CheckpointLoadError("no loadable checkpoint: " + "; ".join(problems))
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What a pickled numpy array needs: checkpoints written before the RNG states became tensors hold some."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _refusal(exc: BaseException) -> str:
+    """What the weights-only unpickler refused, without its advice to load the file unsafely."""
+    match = re.search(r"WeightsUnpickler error: (.*?)(?:\. Please|\n|$)", str(exc))
+    return match.group(1).strip() if match else _first_line(exc)
 
 
 def _random_transforms(dataset: Any) -> list[Any]:
@@ -151,21 +177,43 @@ def _random_transforms(dataset: Any) -> list[Any]:
     return found
 
 
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    # a numpy array does not load with weights_only=True; a tensor does
+    name, keys, position, has_gauss, cached_gaussian = state
+    return {
+        "name": str(name),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _numpy_state_from_plain(state: dict[str, Any] | tuple) -> tuple:
+    if isinstance(state, tuple):  # written before the states became tensors
+        return state
+    keys = np.asarray(state["keys"].cpu().numpy(), dtype=np.uint32)
+    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]
+
+
 def capture_rng_state(dataset: Any = None) -> dict[str, Any]:
-    """This process's RNG states: python, numpy, torch, CUDA, and those of ``dataset``'s random transforms."""
+    """This process's RNG states: python, numpy, torch, CUDA, and those of ``dataset``'s random transforms.
+
+    Everything is a tensor or a plain python type, so the checkpoint loads with ``weights_only=True``.
+    """
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (the global state is what libraries draw from)
+        "numpy": _numpy_state_to_plain(np.random.get_state()),  # noqa: NPY002 (libraries draw from the global one)
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "transforms": [t.R.get_state() for t in _random_transforms(dataset)],
+        "transforms": [_numpy_state_to_plain(t.R.get_state()) for t in _random_transforms(dataset)],
     }
 
 
 def restore_rng_state(state: dict[str, Any], dataset: Any = None) -> None:
     """Restore what :func:`capture_rng_state` returned (transform states only into the same pipeline)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    np.random.set_state(_numpy_state_from_plain(state["numpy"]))  # noqa: NPY002
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
         if len(state["cuda"]) == torch.cuda.device_count():
@@ -179,7 +227,54 @@ def restore_rng_state(state: dict[str, Any], dataset: Any = None) -> None:
         )
         return
     for transform, transform_state in zip(transforms, saved):
-        transform.R.set_state(transform_state)
+        transform.R.set_state(_numpy_state_from_plain(transform_state))
+
+
+def non_finite_entries(named_states: dict[str, Any]) -> list[str]:
+    """The entries (``name.key``) of state dicts that hold a floating point tensor with a NaN or an infinity.
+
+    Args:
+        named_states: name → a state dict (possibly nested: an optimizer's ``state`` and ``param_groups``).
+
+    Returns:
+        The entries at fault, at most a handful, in order.
+    """
+    found: list[str] = []
+
+    def visit(prefix: str, value: Any) -> None:
+        if len(found) >= 5:
+            return
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                found.append(prefix)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{prefix}.{key}", item)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                visit(f"{prefix}.{index}", item)
+
+    for name, state in named_states.items():
+        visit(name, state)
+    return found
+
+
+def _weight_states(save_dict: dict[str, Any]) -> dict[str, Any]:
+    """The state dicts of the networks and optimizers among ``save_dict`` (what must never be non-finite)."""
+    return {
+        name: obj.state_dict()
+        for name, obj in save_dict.items()
+        if isinstance(obj, torch.nn.Module | torch.optim.Optimizer)
+    }
+
+
+def _refuse_non_finite(named_states: dict[str, Any], when: str, path: Path) -> None:
+    bad = non_finite_entries(named_states)
+    if bad:
+        raise FloatingPointError(
+            f"non-finite values in {', '.join(bad)} {when}: training stopped, {path} not written "
+            "(the last one written stays)"
+        )
 
 
 def _all_gather(obj: Any) -> list[Any]:
@@ -221,7 +316,10 @@ class TrainingCheckpointSaver:
     states). The events are registered when the run starts, so that they run after every handler
     registered when the trainer was built (LR schedule, validation, the balancer's epoch hook): the
     saved state is the state at the start of the next epoch. The replaced file is kept as
-    ``checkpoint.prev.pt`` (see :func:`load_checkpoint`).
+    ``checkpoint.prev.pt`` (see :func:`load_checkpoint`), unless it failed to load
+    (:meth:`mark_current_unusable`). Weights or optimizer states holding a NaN or an infinity are not
+    written: a ``FloatingPointError`` stops training (on every rank). Temporary files of writes killed
+    in an earlier run are removed when the run starts.
 
     Args:
         save_path: the checkpoint file.
@@ -236,6 +334,7 @@ class TrainingCheckpointSaver:
         self.interval = int(interval)
         self._last_saved: int | None = None
         self._registered = False
+        self._current_unusable = False
 
     def attach(self, engine: Engine) -> None:
         self.save_dict = {**self.save_dict, "trainer": engine}
@@ -245,6 +344,8 @@ class TrainingCheckpointSaver:
         if self._registered:  # a resumed or repeated run fires STARTED again
             return
         self._registered = True
+        if is_main_process():
+            remove_stale_temporaries(self.save_path)
         if self.interval > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
@@ -253,6 +354,9 @@ class TrainingCheckpointSaver:
         if self._last_saved == engine.state.iteration:  # the last epoch's save is also the final one
             return
         self._last_saved = engine.state.iteration
+        # on every rank (DDP keeps the replicas identical), so that all stop together
+        when = f"at epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        _refuse_non_finite(_weight_states(self.save_dict), when, self.save_path)
         rng = _all_gather(capture_rng_state(getattr(getattr(engine, "data_loader", None), "dataset", None)))
         if not is_main_process():
             return
@@ -265,11 +369,23 @@ class TrainingCheckpointSaver:
                 "best_metric_epoch": getattr(evaluator.state, "best_metric_epoch", None),
                 "best_model_savers": [s.state_dict() for s in savers],
             }
-        atomic_torch_save(payload, self.save_path, keep_previous=True)
+        # a file that failed to load must not become the predecessor: the predecessor is the good one
+        atomic_torch_save(payload, self.save_path, keep_previous=not self._current_unusable)
+        self._current_unusable = False
+
+    def mark_current_unusable(self) -> None:
+        """Make the next save replace ``save_path`` instead of keeping it as ``checkpoint.prev.pt``.
+
+        Called when that file failed to load and resuming fell back to its predecessor: the checkpoint
+        that did load stays the predecessor.
+        """
+        self._current_unusable = True
 
 
 class BestModelSaver:
     """Saves the network's weights whenever the evaluator's key metric improves (``models/model.pt``).
+
+    Weights holding a NaN or an infinity are never saved: a ``FloatingPointError`` stops training instead.
 
     Args:
         save_path: where the weights go.
@@ -285,15 +401,19 @@ class BestModelSaver:
 
     def attach(self, engine: Engine) -> None:
         # attached on every rank (so a resume restores ``best`` everywhere); only rank 0 writes
+        if is_main_process():
+            remove_stale_temporaries(self.save_path)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         name = self.metric_name or engine.state.key_metric_name
         value = float(engine.state.metrics[name])
         if value > self.best:
+            state = self.network.state_dict()
+            _refuse_non_finite({"network": state}, f"after epoch {engine.state.epoch}", self.save_path)
             self.best = value
             if is_main_process():
-                atomic_torch_save(self.network.state_dict(), self.save_path)
+                atomic_torch_save(state, self.save_path)
 
     def state_dict(self) -> dict[str, float]:
         return {"best": self.best}

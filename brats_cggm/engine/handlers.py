@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,23 +13,9 @@ import torch
 from ignite.engine import Engine, Events
 
 from brats_cggm.engine.distributed import is_main_process
+from brats_cggm.engine.files import atomic_write_text, remove_stale_temporaries
 
 __all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "atomic_write_text", "is_scalar", "to_float"]
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def to_float(value: Any) -> float:
@@ -122,6 +107,7 @@ class MetricsJSONWriter:
 
     def attach(self, engine: Engine) -> None:
         if is_main_process():
+            remove_stale_temporaries(self.path)
             engine.add_event_handler(Events.ITERATION_STARTED, self._start_step)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self._end_step)
             engine.add_event_handler(Events.COMPLETED, self)

@@ -24,6 +24,7 @@ from ignite.engine import Engine, Events
 from brats_cggm.engine.checkpoint import (
     TrainingCheckpointSaver,
     load_checkpoint,
+    previous_checkpoint_path,
     restore_rng_state,
     validation_objects,
 )
@@ -119,6 +120,8 @@ def resume_from_checkpoint(
     if checkpoint is None:
         logger.info("no checkpoint at %s: training starts afresh", path)
         return None
+    if used == previous_checkpoint_path(savers[0].save_path):
+        savers[0].mark_current_unusable()
     for name, obj in savers[0].save_dict.items():
         if name == "trainer":
             continue

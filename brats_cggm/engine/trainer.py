@@ -40,7 +40,9 @@ class BalancedTrainer(SupervisedTrainer):
     auxiliary heads on the encoder features (detached unless the balancer says otherwise), their
     losses and utilization ε (all-reduced over ranks), the balancer's extra loss, one backward of
     everything, the balancer's gradient edits, gradient clipping, then the network's and the heads'
-    optimizer steps. The standard MONAI iteration events fire, so MONAI handlers work unchanged.
+    optimizer steps. A NaN or infinite loss (on any rank) stops training with a ``FloatingPointError``
+    naming the epoch and the iteration, before the step that would spread it into the weights. The
+    standard MONAI iteration events fire, so MONAI handlers work unchanged.
 
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (fused logits), ``loss`` (the total),
     ``task_loss``, ``aux_loss`` (mean over heads), ``utilization`` (ε per modality), ``grad_norm``
@@ -161,6 +163,7 @@ class BalancedTrainer(SupervisedTrainer):
             if extra is not None:
                 loss = loss + extra
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        _stop_on_non_finite(loss, engine.state.epoch, engine.state.iteration)
 
         scaler = engine.scaler if engine.amp else None
         balancer.backward(ctx, scaler.scale(loss) if scaler is not None else loss)
@@ -192,6 +195,17 @@ class BalancedTrainer(SupervisedTrainer):
         )
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+@torch.no_grad()
+def _stop_on_non_finite(loss: torch.Tensor, epoch: int, iteration: int) -> None:
+    """Raise before the step when the loss of any rank is NaN or infinite (every rank raises)."""
+    finite = all_reduce_mean(torch.isfinite(loss.detach()).float())
+    if float(finite) < 1.0:
+        raise FloatingPointError(
+            f"non-finite training loss at epoch {epoch}, iteration {iteration} (this rank: {float(loss)}): "
+            "training stopped before the optimizer step; the checkpoints and model written so far stay"
+        )
 
 
 @torch.no_grad()

@@ -1,14 +1,46 @@
-"""Validation helpers: predictions that come as a dict (fused + one per auxiliary head)."""
+"""Validation helpers: when to validate, and predictions that come as a dict (fused + one per auxiliary head)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from ignite.engine import Engine, Events
 from monai.config import KeysCollection
+from monai.handlers import ValidationHandler
 from monai.transforms import MapTransform
 
-__all__ = ["UnpackPredictionsd"]
+__all__ = ["EpochValidationHandler", "UnpackPredictionsd"]
+
+
+class EpochValidationHandler(ValidationHandler):
+    """Validates every ``interval`` epochs and after the last epoch, whether or not ``interval`` divides it.
+
+    A run whose ``max_epochs`` is not a multiple of ``interval`` thus still ends with a validation
+    metric (and a best model). The last epoch is read when each epoch ends, so a resumed run with a
+    larger ``max_epochs`` validates at its own end.
+
+    Args:
+        interval: validate every ``interval`` epochs.
+        validator: the evaluator, run with the trainer's epoch.
+        exec_at_start: also validate before the first epoch.
+    """
+
+    def __init__(self, interval: int, validator: Any = None, exec_at_start: bool = False) -> None:
+        super().__init__(interval=interval, validator=validator, epoch_level=True, exec_at_start=exec_at_start)
+
+    def _due(self, engine: Engine, epoch: int) -> bool:
+        return epoch % self.interval == 0 or epoch == engine.state.max_epochs
+
+    def attach(self, engine: Engine) -> None:
+        """Register the validation on ``engine``'s epoch ends (and at its start with ``exec_at_start``).
+
+        Args:
+            engine: the trainer.
+        """
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)
+        if self.exec_at_start:
+            engine.add_event_handler(Events.STARTED, self)
 
 
 class UnpackPredictionsd(MapTransform):

@@ -32,7 +32,7 @@ def _run(direction: str, epochs: int, resume_from: str | None = None, save_to: s
     balancer = CGGMBalancer(MODALITIES, rho=1.0, lam=0.1, direction=direction)
     trainer = make_trainer(balancer, make_batches(STEPS_PER_EPOCH), max_epochs=epochs)
     if resume_from is not None:
-        state = torch.load(resume_from, weights_only=False)
+        state = torch.load(resume_from, weights_only=True)
         for name, obj in _objects(trainer).items():
             obj.load_state_dict(state[name])
     log: list[dict] = []
@@ -57,7 +57,7 @@ def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path)
         argv = ["x", direction, str(checkpoint), str(result)]
         code = f"import sys; sys.argv = {argv!r}; exec(open({__file__!r}).read())"
         subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
-        resumed = torch.load(result, weights_only=False)
+        resumed = torch.load(result, weights_only=True)
 
         assert resumed["log"] == uninterrupted["log"][STEPS_PER_EPOCH:]
         assert resumed["params"].keys() == uninterrupted["params"].keys()

@@ -18,6 +18,7 @@ from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow, verify_metadata
 
 from brats_cggm.adapters import synthetic
+from brats_cggm.engine.output_dir import RunExistsError
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "multimodal_cggm" / "configs"
@@ -118,7 +119,7 @@ def test_one_epoch_writes_metrics_and_scalars(data_root, tmp_path, task, balance
     assert expected <= tags, expected - tags
 
     # the test ran on the best weights but the live network (and the training checkpoint) keep the final ones
-    checkpoint = torch.load(output_dir / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(output_dir / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
     live = workflow.parser.get_parsed_content("network").state_dict()
     assert all(torch.equal(live[k], v) for k, v in checkpoint["network"].items())
     assert (output_dir / "models" / "model.pt").is_file() and (output_dir / "models" / "aux_heads.pt").is_file()
@@ -136,6 +137,26 @@ def test_task_overlays_set_the_paper_cggm_values(tmp_path):
         assert workflow.parser.get_parsed_content("cggm_rho") == rho
         assert workflow.parser.get_parsed_content("cggm_lambda") == lam
         assert workflow.parser["balancer"]["rho"] == "@cggm_rho"
+
+
+def test_last_epoch_validates_and_a_previous_run_is_kept_unless_overwritten(data_root, tmp_path):
+    files = [BUNDLE / "train.yaml", REPO / "configs" / "tasks" / "mosi.yaml"]
+    output_dir = tmp_path / "out"
+    options = {"dataset_dir": str(data_root / "mosi_data.pkl"), "output_dir": str(output_dir), "val_interval": 2}
+    _run(files, **options)  # one epoch: val_interval 2 does not divide it, yet it validates
+    report = json.loads((output_dir / "metrics.json").read_text())
+    assert math.isfinite(report["validation"]["val/acc2"]) and report["best_metric_epoch"] == 1
+    assert (output_dir / "models" / "model.pt").is_file()
+
+    before = {p: p.read_bytes() for p in output_dir.rglob("*") if p.is_file()}
+    with pytest.raises(Exception) as excinfo:
+        _run(files, **options)
+    assert isinstance(excinfo.value.__cause__, RunExistsError)
+    assert f"output_dir {output_dir} holds a previous run" in _messages(excinfo.value)
+    assert {p: p.read_bytes() for p in output_dir.rglob("*") if p.is_file()} == before
+
+    _run(files, **options, overwrite=True)
+    assert len(list(output_dir.glob("events.out.tfevents.*"))) == 1
 
 
 def _messages(error: BaseException) -> str:

@@ -3,7 +3,7 @@
 In one process group (``tiny_run.build``: 3 epochs of 2 iterations per rank, each rank on its own
 shard): (1) an uninterrupted run, (2) the same run killed in iteration 3, (3) fresh objects resumed
 from (2)'s checkpoint under other global seeds and continued to the end; then the validation
-sampler's shards and the Dice they reduce to.
+sampler's shards and the Dice they reduce to, and each rank's answer about a previous run's ``output_dir``.
 """
 
 # ruff: noqa: E402 (transformers is blocked before the imports)
@@ -24,12 +24,14 @@ from tiny_run import build, kill_at
 
 from brats_cggm.engine.distributed import (
     all_reduce_mean,
+    barrier,
     destroy_distributed,
     get_rank,
     get_world_size,
     init_distributed,
     validation_sampler,
 )
+from brats_cggm.engine.output_dir import RunExistsError, prepare_output_dir
 from brats_cggm.engine.resume import resume_from_checkpoint
 
 KILL_AT = 3  # an iteration in the middle of epoch 2; the last checkpoint is that of epoch 1
@@ -45,6 +47,23 @@ def validation_metric() -> dict:
         pred.view(-1)[: case + 1] = 1
         metric(y_pred=pred, y=label)
     return {"shard": shard, "dice": float(metric.aggregate())}
+
+
+def output_dir_decisions(out: Path) -> dict:
+    """Every rank asks ``prepare_output_dir`` about a previous run's folder: refused, then overwritten."""
+    previous = out / "previous_run"
+    if get_rank() == 0:
+        (previous / "models").mkdir(parents=True)
+        (previous / "models" / "checkpoint.pt").write_bytes(b"")
+        (previous / "metrics.json").write_text("{}")
+    barrier()
+    try:
+        prepare_output_dir(previous)
+        refused = ""
+    except RunExistsError as exc:
+        refused = str(exc)
+    prepare_output_dir(previous, overwrite=True)
+    return {"refused": refused, "left": sorted(p.name for p in previous.rglob("*") if p.is_file())}
 
 
 def main(out: Path) -> None:
@@ -66,6 +85,7 @@ def main(out: Path) -> None:
     run.trainer.run()
     result["resumed"] = run.result()
     result["validation"] = validation_metric()
+    result["output_dir"] = output_dir_decisions(out)
     torch.save(result, out / f"rank{rank}.pt")
     destroy_distributed()
 

@@ -36,7 +36,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
 
 
 def _max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -81,6 +81,12 @@ def test_validation_metric_is_reduced_over_ranks_without_padded_duplicates(ranks
         assert rank["validation"]["dice"] == pytest.approx(exact, abs=1e-6)
 
 
+def test_every_rank_gets_rank_0s_answer_about_a_previous_run(ranks: list[dict]):
+    for rank in ranks:
+        assert "holds a previous run" in rank["output_dir"]["refused"]
+        assert rank["output_dir"]["left"] == []
+
+
 @pytest.mark.parametrize("bundle", ["brats_cggm", "multimodal_cggm"])
 def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initialize(bundle: str):
     configs = REPO / "bundles" / bundle / "configs"
@@ -121,9 +127,18 @@ def test_bundle_trains_on_two_cpu_processes_and_resumes(tmp_path: Path):
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resumed from" in done.stdout + done.stderr
     assert len(list(output_dir.glob("events.out.tfevents.*"))) == 2  # one per run, rank 0's
-    checkpoint = torch.load(output_dir / "models" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(output_dir / "models" / "checkpoint.pt", weights_only=True)
     assert checkpoint["trainer"]["iteration"] == 2  # 3 training cases, 2 per rank, batch 2: 1 iteration per epoch
     assert len(checkpoint["rng"]) == WORLD_SIZE
     assert checkpoint["validation"]["best_metric_epoch"] in (1, 2)
     assert (output_dir / "models" / "model.pt").is_file()
     assert (output_dir / "metrics.json").is_file()
+
+    # without --resume the finished run is refused on every rank, before anything is written, and none hangs
+    before = {p: p.stat().st_mtime_ns for p in output_dir.rglob("*")}
+    done = subprocess.run(
+        [*command, "--max_epochs", "3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "holds a previous run" in done.stdout + done.stderr
+    assert {p: p.stat().st_mtime_ns for p in output_dir.rglob("*")} == before
