@@ -1,4 +1,4 @@
-"""BraTS-style evaluation of segmentation files: Dice and HD95 of ET, TC and WT, and ``brats-cggm-evaluate``.
+"""BraTS-style evaluation of segmentation files: Dice and HD95 of ET, TC and WT (the API of ``brats-cggm-evaluate``).
 
 Conventions of the BraTS challenge: a region empty in both prediction and reference scores Dice 1 and
 HD95 0; empty in only one of them, Dice 0 and HD95 :data:`HD95_EMPTY_MM` (373.13 mm, the diagonal of the
@@ -8,13 +8,10 @@ HD95 0; empty in only one of them, Dice 0 and HD95 :data:`HD95_EMPTY_MM` (373.13
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import math
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +22,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from brats_cggm.brats.cli_types import non_negative_float
 from brats_cggm.brats.data import PATTERN_PRESETS
-from brats_cggm.brats.inference_io import check_output_dir
-from brats_cggm.brats.labels import LABEL_CONVENTIONS, REGIONS, check_labels, labels_to_regions
+from brats_cggm.brats.labels import REGIONS, check_labels, labels_to_regions
 from brats_cggm.brats.nifti_checks import (
     AFFINE_TOLERANCE,
     InputFileError,
@@ -50,7 +45,6 @@ __all__ = [
     "find_predictions",
     "find_references",
     "hd95",
-    "main",
     "summarize",
     "write_results",
 ]
@@ -395,65 +389,3 @@ def evaluate_items(
     result = evaluate_cases(pairs, convention, ref_convention)
     out = Path(output_dir)
     return write_results(result, out / "metrics.csv", out / "metrics_summary.json", overwrite)
-
-
-def _format(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point ``brats-cggm-evaluate PRED_DIR REF_DIR``.
-
-    Args:
-        argv: arguments (without the program name); ``sys.argv[1:]`` when None.
-
-    Returns:
-        0 when every case was evaluated, 1 when a case is missing on either side or failed (the results are
-        still written), or when nothing could be evaluated; 2 for bad arguments.
-    """
-    p = argparse.ArgumentParser(
-        prog="brats-cggm-evaluate",
-        description="Dice and HD95 (mm) of ET, TC and WT, per case (CSV) and summarised (JSON), BraTS conventions.",
-    )
-    p.add_argument("pred_dir", help="folder of predictions named <case_id>.nii.gz")
-    p.add_argument("ref_dir", help="folder of references: <case>.nii.gz, <case>/<case>_seg.nii.gz, or an MSD folder")
-    p.add_argument("--labels", choices=sorted(LABEL_CONVENTIONS), default="brats2021", help="prediction labels")
-    p.add_argument("--ref-labels", choices=sorted(LABEL_CONVENTIONS), help="reference labels (default: --labels)")
-    p.add_argument("--output-dir", help="where to write evaluation.csv and evaluation_summary.json (default PRED_DIR)")
-    p.add_argument(
-        "--affine-tolerance",
-        type=non_negative_float,
-        default=AFFINE_TOLERANCE,
-        help="largest affine difference between a prediction and its reference",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace existing result files")
-    args = p.parse_args(argv)
-    out_dir = Path(args.output_dir or args.pred_dir)
-    csv_path, json_path = out_dir / "evaluation.csv", out_dir / "evaluation_summary.json"
-    try:
-        # before any work: an unwritable output folder would otherwise be found after evaluating every case
-        check_output_dir(out_dir, "--output-dir" if args.output_dir else "PRED_DIR")
-        for path in (csv_path, json_path):
-            if path.exists() and not args.overwrite:
-                raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
-        result = evaluate_folders(args.pred_dir, args.ref_dir, args.labels, args.ref_labels, args.affine_tolerance)
-        summary = write_results(result, csv_path, json_path, overwrite=args.overwrite)
-    except (OSError, InputFileError, ValueError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(f"{summary['n_evaluated']} of {summary['n_cases']} cases evaluated -> {csv_path}, {json_path}")
-    for name in METRIC_NAMES:
-        m = summary["metrics"][name]
-        print(f"  {name:8s} mean {_format(m['mean'])}  std {_format(m['std'])}  median {_format(m['median'])}")
-    for status, label in (("missing_prediction", "no prediction"), ("missing_reference", "no reference")):
-        ids = result.ids(status)
-        if ids:
-            print(f"warning: {len(ids)} case(s) with {label}: {', '.join(ids)}", file=sys.stderr)
-    for row in result.rows:
-        if row["status"] == "error":
-            print(f"error: {row['case_id']}: {row['error']}", file=sys.stderr)
-    return 0 if result.complete and result.rows else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

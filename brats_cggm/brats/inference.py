@@ -1,4 +1,4 @@
-"""Whole-volume inference on NIfTI scans: the python API and the ``brats-cggm-infer`` command.
+"""Whole-volume inference on NIfTI scans: the python API (the command line is :mod:`brats_cggm.cli.infer`).
 
 The network and its settings come from :mod:`brats_cggm.brats.inference_model`, the cases and the output
 files from :mod:`brats_cggm.brats.inference_io`. The preprocessing chain is
@@ -10,14 +10,10 @@ units), as ``uint8`` labels of a BraTS label convention.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
-import sys
 import time
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,41 +22,37 @@ from monai.config import KeysCollection
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, MapTransform
 
-from brats_cggm.brats.cli_types import non_negative_float, overlap_fraction, positive_int
-from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS
 from brats_cggm.brats.inference_io import (
-    MSD_CHANNELS,
     CaseInput,
     SaveSegmentationd,
-    check_case_id,
     check_inverted,
-    check_output_dir,
-    find_cases,
     inference_items,
-    output_path,
     save_like_reference,
 )
 from brats_cggm.brats.inference_model import InferenceSettings, load_model, save_run_config
-from brats_cggm.brats.labels import LABEL_CONVENTIONS, REGIONS, ConvertToLabelsd
+from brats_cggm.brats.labels import REGIONS, ConvertToLabelsd
 from brats_cggm.brats.nifti_checks import (
     AFFINE_TOLERANCE,
     InputFileError,
     check_same_grid,
     check_volume_values,
     load_checked_volume,
-    strip_nifti_extension,
 )
 from brats_cggm.brats.transforms import inference_transforms
 
-# save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs.
+# save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs; CaseInput,
+# InferenceSettings, load_model, save_like_reference: for the benchmark and the valuation.
 __all__ = [
     "BratsSegmenter",
+    "CaseInput",
     "FlipTTA",
+    "InferenceSettings",
     "InsertZeroChannelsd",
     "SaveSegmentationd",
     "inference_items",
-    "main",
+    "load_model",
     "postprocessing_transforms",
+    "save_like_reference",
     "save_run_config",
     "stitch_on_cpu",
 ]
@@ -320,269 +312,3 @@ class BratsSegmenter:
         times["postprocess"] = time.perf_counter() - start
         out["times"] = times
         return out
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def _parse_pattern(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected MODALITY=SUFFIX (e.g. t1ce=-t1c), got {text!r}")
-    modality, suffix = text.split("=", 1)
-    return modality.strip(), suffix
-
-
-def _case_id_arg(text: str) -> str:
-    try:
-        return check_case_id(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _parser_cli() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="brats-cggm-infer",
-        description="Segment brain tumours (BraTS labels) in NIfTI scans with a brats_cggm bundle or TorchScript file.",
-    )
-    src = p.add_argument_group("input")
-    src.add_argument("--input", help="case folder, folder of case folders, MSD folder or MSD 4-D file")
-    for m in DEFAULT_MODALITIES:
-        src.add_argument(f"--{m}", metavar="FILE", help=f"{m} file of a single case (instead of --input)")
-    src.add_argument(
-        "--case-id", type=_case_id_arg, help="case identifier with explicit files (default: from the first file name)"
-    )
-    src.add_argument(
-        "--patterns",
-        default="brats2021",
-        choices=sorted(PATTERN_PRESETS),
-        help="file name suffixes (default brats2021)",
-    )
-    src.add_argument(
-        "--pattern",
-        action="append",
-        type=_parse_pattern,
-        default=[],
-        metavar="MOD=SUFFIX",
-        help="override one modality's file suffix, e.g. t1ce=-t1c (repeatable)",
-    )
-    src.add_argument(
-        "--msd-channels",
-        default=",".join(MSD_CHANNELS),
-        help=f"modality of each channel of 4-D files (default {','.join(MSD_CHANNELS)}, the MSD Task01 order)",
-    )
-    src.add_argument("--missing-modality", choices=("error", "zero"), default="error", help="default: error")
-    src.add_argument(
-        "--affine-tolerance",
-        type=non_negative_float,
-        default=AFFINE_TOLERANCE,
-        help="largest affine difference between modalities",
-    )
-    model = p.add_argument_group("model")
-    model.add_argument("--bundle", help="bundle folder (configs/ + models/model.pt) or training output_dir")
-    model.add_argument(
-        "--checkpoint", help="weights instead of the bundle's models/model.pt (model.pt or checkpoint.pt)"
-    )
-    model.add_argument("--torchscript", help="TorchScript model (monai.bundle ckpt_export)")
-    out = p.add_argument_group("output")
-    out.add_argument("--output", required=True, help="output folder")
-    out.add_argument("--name-template", default="{case_id}.nii.gz", help="output file name (default {case_id}.nii.gz)")
-    out.add_argument("--labels", choices=sorted(LABEL_CONVENTIONS), default="brats2021", help="default brats2021")
-    out.add_argument(
-        "--save-probabilities", action="store_true", help="also write <name>_probabilities.nii.gz (X, Y, Z, TC/WT/ET)"
-    )
-    out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    run = p.add_argument_group("run")
-    run.add_argument(
-        "--roi",
-        type=positive_int,
-        nargs=3,
-        metavar=("X", "Y", "Z"),
-        help="sliding window (default: training patch)",
-    )
-    run.add_argument(
-        "--overlap", type=overlap_fraction, help="sliding-window overlap in [0, 1) (default: from the config)"
-    )
-    run.add_argument("--sw-batch-size", type=positive_int, help="windows per forward pass (default: from the config)")
-    run.add_argument("--tta", action="store_true", help="test-time augmentation: average over 8 flips")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    run.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    run.add_argument(
-        "--stitch",
-        choices=STITCH_CHOICES,
-        default="auto",
-        help="where the whole-volume output is assembled: on the compute device, or in CPU memory with only the "
-        "windows on the GPU (auto: CPU when it would take more than half the free GPU memory)",
-    )
-    run.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
-    )
-    return p
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"bad --device {name!r}: {exc}") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
-    elif device.type != "cpu":
-        raise ValueError(f"bad --device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
-def _explicit_case(args: argparse.Namespace, modalities: Sequence[str]) -> CaseInput:
-    files = {m: getattr(args, m, None) for m in DEFAULT_MODALITIES}
-    unknown = [m for m in modalities if m not in files]
-    if unknown:
-        raise ValueError(f"the network needs modalities {unknown}, which have no command line flag; use --input")
-    image = [files[m] for m in modalities]
-    first = next(p for p in image if p is not None)
-    case_id = args.case_id
-    if not case_id:
-        case_id = strip_nifti_extension(Path(first).name)
-        first_modality = modalities[image.index(first)]
-        for preset in PATTERN_PRESETS.values():
-            case_id = case_id.removesuffix(preset.get(first_modality, "\0"))
-    return CaseInput(case_id, image)
-
-
-def _failure_line(case_id: str, message: str) -> str:
-    message = " ".join(message.split())
-    return message if message.startswith(f"{case_id}: ") else f"{case_id}: {message}"
-
-
-def _err(message: str) -> None:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point ``brats-cggm-infer``.
-
-    Args:
-        argv: arguments (without the program name); ``sys.argv[1:]`` when None.
-
-    Returns:
-        0 when every case was segmented, 1 when a case or the model failed, 2 for bad arguments.
-    """
-    parser = _parser_cli()
-    args = parser.parse_args(argv)
-    explicit = any(getattr(args, m) for m in DEFAULT_MODALITIES)
-    if bool(args.input) == explicit:
-        parser.error("give either --input or explicit modality files (--flair --t1 --t1ce --t2)")
-    if args.torchscript is None and args.bundle is None:
-        parser.error("give a model: --bundle DIR [--checkpoint FILE], or --torchscript FILE")
-    if args.torchscript is not None and args.checkpoint is not None:
-        parser.error("--checkpoint goes with --bundle, not with --torchscript")
-    try:
-        output_path(args.output, "case", args.name_template)
-        device = _device(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-    patterns = {**PATTERN_PRESETS[args.patterns], **dict(args.pattern)}
-    msd_channels = [c.strip() for c in args.msd_channels.split(",")]
-
-    try:
-        # before any work: an unwritable output would otherwise be found after segmenting every case
-        check_output_dir(args.output)
-    except OSError as exc:
-        _err(str(exc))
-        return 1
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            network, settings = load_model(args.bundle, args.checkpoint, args.torchscript, device)
-        for warning in caught:
-            print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr, flush=True)
-        progress = sys.stderr.isatty() if args.progress is None else args.progress
-        segmenter = BratsSegmenter(
-            network,
-            settings,
-            device=device,
-            roi_size=args.roi,
-            overlap=args.overlap,
-            sw_batch_size=args.sw_batch_size,
-            tta=args.tta,
-            amp=not args.no_amp,
-            progress=progress,
-            affine_tolerance=args.affine_tolerance,
-            stitch=args.stitch,
-        )
-        if explicit:
-            cases, problems = [_explicit_case(args, settings.modalities)], []
-        else:
-            cases, problems = find_cases(args.input, settings.modalities, patterns, msd_channels)
-    except (ValueError, FileNotFoundError, InputFileError) as exc:
-        _err(str(exc))
-        return 1
-    print(
-        f"model: {settings.source}; modalities {','.join(settings.modalities)}; window {segmenter.roi_size}, "
-        f"overlap {segmenter.inferer.overlap}{', TTA' if args.tta else ''}; device {device}"
-        f"{' (AMP)' if segmenter.amp else ''}; {len(cases)} case(s)",
-        flush=True,
-    )
-    # One line per failed case, "<case_id>: <file>: <problem>", printed at once and listed at the end.
-    failures = [_failure_line(name, message) for name, message in problems]
-    for line in failures:
-        _err(line)
-    out_dir = Path(args.output)
-    total_start = time.perf_counter()
-    done = 0
-    for index, case in enumerate(cases, start=1):
-        start = time.perf_counter()
-        try:
-            target = output_path(out_dir, case.case_id, args.name_template)
-            prob_target = target.with_name(strip_nifti_extension(target.name) + "_probabilities.nii.gz")
-            for t in (target, prob_target) if args.save_probabilities else (target,):
-                if t.exists() and not args.overwrite:
-                    raise FileExistsError(f"{t}: exists; pass --overwrite to replace it")
-            segmenter.check(case, allow_missing=args.missing_modality == "zero")
-            if case.missing:
-                names = "/".join(settings.modalities[i] for i in case.missing)
-                print(
-                    f"warning: {case.case_id}: no {names} file: that branch gets zeros, expect lower quality",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            result = segmenter(case, args.labels, probabilities=args.save_probabilities)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            # Probabilities first: the segmentation, the file that says the case is done, appears last.
-            if args.save_probabilities:
-                save_like_reference(result["probabilities"], case.reference, prob_target, args.overwrite)
-            save_like_reference(result["labels"], case.reference, target, args.overwrite)
-        except Exception as exc:  # one case's failure must not stop the batch
-            plain = (InputFileError, FileExistsError, ValueError)
-            message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
-            failures.append(_failure_line(case.case_id, message))
-            _err(failures[-1])
-            continue
-        done += 1
-        t = result["times"]
-        print(
-            f"[{index}/{len(cases)}] {case.case_id}: {time.perf_counter() - start:.2f} s "
-            f"(preprocess {t['preprocess']:.2f}, predict {t['predict']:.2f}, postprocess {t['postprocess']:.2f}) "
-            f"-> {target}",
-            flush=True,
-        )
-    elapsed = time.perf_counter() - total_start
-    print(
-        f"summary: {done} segmented, {len(failures)} failed, {elapsed:.1f} s"
-        + (f" ({elapsed / done:.2f} s per segmented case)" if done else ""),
-        flush=True,
-    )
-    if failures:
-        print("failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The command lines: one module per console script, each ``main(argv) -> int`` a short list of named steps.
+
+- :mod:`~brats_cggm.cli.infer`: ``brats-cggm-infer``, segment NIfTI cases with a trained network.
+- :mod:`~brats_cggm.cli.evaluate`: ``brats-cggm-evaluate``, Dice and HD95 of a folder of segmentations.
+- :mod:`~brats_cggm.cli.valuate`: ``brats-cggm-valuate``, Shapley contribution of each modality.
+- :mod:`~brats_cggm.cli.phantoms`: ``brats-cggm-phantoms``, write synthetic BraTS cases.
+- :mod:`~brats_cggm.cli.benchmark`: ``brats-cggm-benchmark``, the benchmark report.
+- :mod:`~brats_cggm.cli.compare`: ``brats-cggm-compare``, balancing methods under one budget.
+- :mod:`~brats_cggm.cli.common`: argument types, deprecated flag spellings, the error printer.
+
+Exit status everywhere: 0 success, 1 failure, 2 bad arguments. Flags are kebab-case; a folder the command
+writes into is ``--output-dir`` (``brats-cggm-phantoms`` takes it as its positional ``OUT_DIR``), a single
+file is ``--out FILE``. Old spellings are hidden aliases that warn.
+"""
