@@ -31,12 +31,13 @@ Modules:
 * :mod:`~brats_cggm.benchmarking.sections` — one module per report section.
 * :mod:`~brats_cggm.benchmarking.runner` — :func:`run_benchmarks`, the sections collected into one report.
 * :mod:`~brats_cggm.benchmarking.report` — :func:`format_report` and the JSON file.
-* :mod:`~brats_cggm.benchmarking.cli` — ``brats-cggm-benchmark`` (``scripts/benchmark.py``).
+* :mod:`~brats_cggm.benchmarking.worker` — the worker subprocesses' entry (``python -m brats_cggm.benchmarking``).
+
+The command line is :mod:`brats_cggm.cli.benchmark` (``brats-cggm-benchmark``, ``scripts/benchmark.py``).
 
 Run ``brats-cggm-benchmark --help``; results and their commands are in ``docs/performance.md``.
 """
 
-from brats_cggm.benchmarking.cli import main
 from brats_cggm.benchmarking.config import TARGETS, BenchmarkConfig, StepSpec, benchmark_config
 from brats_cggm.benchmarking.memory import measure_step_memory
 from brats_cggm.benchmarking.report import format_report, write_report
@@ -61,7 +62,6 @@ __all__ = [
     "data_pipeline_benchmark",
     "format_report",
     "inference_benchmark",
-    "main",
     "measure_step_memory",
     "run_benchmarks",
     "scaling_benchmark",

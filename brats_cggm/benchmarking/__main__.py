@@ -2,9 +2,11 @@
 
 import sys
 
-from brats_cggm.benchmarking.cli import main, worker_main
+from brats_cggm.benchmarking.worker import worker_main
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         sys.exit(worker_main(sys.argv[2], sys.argv[3]))
+    from brats_cggm.cli.benchmark import main
+
     sys.exit(main())

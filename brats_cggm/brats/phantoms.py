@@ -26,10 +26,8 @@ Generation is deterministic: the same ``(shape, seed)`` gives bit-identical arra
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,12 +37,12 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "MIN_SIDE",
     "MODALITIES",
     "PHANTOM_MODALITY_INFO",
     "brats_affine",
     "ensure_phantom_dataset",
     "generate_phantom_case",
-    "main",
     "phantom_case_id",
     "write_phantom_dataset",
 ]
@@ -63,7 +61,8 @@ PHANTOM_MODALITY_INFO: dict[str, str] = {
     "t1": "Little information: tumour only faintly hypointense, heavy noise.",
 }
 
-_MIN_SIDE = 24
+#: Smallest side of a phantom volume, in voxels.
+MIN_SIDE = 24
 
 # Tissue indices of the internal tissue map.
 _BG, _CSF, _GM, _WM, _NCR, _ED, _ET = range(7)
@@ -109,8 +108,8 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(shape)
     if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) for s in shape):
         raise ValueError(f"shape must be three integers, got {shape!r}")
-    if min(shape) < _MIN_SIDE:
-        raise ValueError(f"every side of shape must be at least {_MIN_SIDE} voxels, got {shape!r}")
+    if min(shape) < MIN_SIDE:
+        raise ValueError(f"every side of shape must be at least {MIN_SIDE} voxels, got {shape!r}")
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
@@ -366,53 +365,3 @@ def ensure_phantom_dataset(
     if not path.exists() or not any(not p.name.startswith(".") for p in path.iterdir()):
         write_phantom_dataset(path, n=n, shape=shape, seed=seed, overwrite=False)
     return path
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="brats-cggm-phantoms",
-        description="Write synthetic BraTS 2021-layout cases (phantoms with unequally informative modalities).",
-    )
-    parser.add_argument("out_dir", help="data set folder to write the case folders into")
-    parser.add_argument("--n", type=int, default=8, help="number of cases (default: 8)")
-    parser.add_argument(
-        "--shape", type=int, nargs=3, default=[48, 48, 48], metavar=("X", "Y", "Z"), help="volume shape"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of case 0; case i uses seed + i")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point ``brats-cggm-phantoms``.
-
-    Args:
-        argv: arguments (without the program name); ``sys.argv[1:]`` when None.
-
-    Returns:
-        0 on success, 1 if writing failed (e.g. the cases exist), 2 for bad arguments.
-    """
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.n < 1:
-            parser.error(f"--n must be at least 1, got {args.n}")
-        if min(args.shape) < _MIN_SIDE:
-            parser.error(f"--shape: every side must be at least {_MIN_SIDE} voxels, got {args.shape}")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        case_dirs = write_phantom_dataset(
-            args.out_dir, n=args.n, shape=tuple(args.shape), seed=args.seed, overwrite=args.overwrite
-        )
-    except (OSError, ValueError) as exc:
-        print(f"brats-cggm-phantoms: error: {exc}", file=sys.stderr)
-        return 1
-    for case_dir in case_dirs:
-        print(f"wrote {case_dir}")
-    print(f"{len(case_dirs)} phantom case(s) of shape {tuple(args.shape)} in {Path(args.out_dir)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Modality valuation of a trained BraTS network: Shapley contribution of each MRI modality.
 
-``brats-cggm-valuate --bundle DIR --checkpoint FILE --dataset_dir DIR --output DIR``
+``brats-cggm-valuate --bundle DIR --checkpoint FILE --dataset-dir DIR --output-dir DIR`` (:mod:`brats_cggm.cli.valuate`)
 
 The value of a subset S of the modalities is the Dice (TC, WT, ET) of the prediction made with the
 other modalities' **inputs zeroed** (after intensity normalisation, i.e. at the mean intensity). With
@@ -18,19 +18,17 @@ the default) or a training checkpoint (``models/checkpoint.pt``, key ``network``
 :func:`brats_cggm.brats.transforms.val_transforms` with the training preprocessing options, predicted with
 a ``SlidingWindowInferer``.
 
-Outputs in ``--output``: ``shapley_per_case.csv`` (case, modality, TC, WT, ET, mean),
+Outputs in ``--output-dir``: ``shapley_per_case.csv`` (case, modality, TC, WT, ET, mean),
 ``subset_dice_per_case.csv`` (case, subset, Dice), ``shapley.json`` (means, standard deviations,
 subset Dice averaged over cases) and ``shapley.md`` (a markdown table).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,12 +38,10 @@ import torch
 from torch import nn
 
 from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_from_values, subset_key
-from brats_cggm.brats.cli_types import overlap_fraction, positive_int
 
 __all__ = [
     "REPORT_FILES",
     "SubsetPredictor",
-    "main",
     "markdown_table",
     "summarize",
     "valuate_bundle",
@@ -197,7 +193,7 @@ def check_output(output: str | Path, overwrite: bool = False) -> Path:
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise NotADirectoryError(f"--output {output} is a file, not a folder")
+        raise NotADirectoryError(f"--output-dir {output} is a file, not a folder")
     for name in REPORT_FILES:
         if (output / name).exists() and not overwrite:
             raise FileExistsError(f"{output / name} exists; pass --overwrite to replace the reports")
@@ -305,67 +301,3 @@ def valuate_bundle(
     results = valuate_cases(network, cases, transform, inferer, device, modalities)
     extra = {"bundle": str(bundle), "checkpoint": str(checkpoint or Path(bundle) / "models" / "model.pt")}
     return write_reports(results, modalities, output, overwrite, extra)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="brats-cggm-valuate",
-        description="Shapley contribution of each MRI modality to the Dice (TC, WT, ET) of a trained network: "
-        "the value of a subset of modalities is the Dice with the other modalities' inputs zeroed (all 16 subsets).",
-    )
-    parser.add_argument("--bundle", required=True, help="bundle folder or training output_dir (configs + models)")
-    parser.add_argument("--checkpoint", help="weights: models/model.pt (default) or a training checkpoint.pt")
-    parser.add_argument("--dataset_dir", required=True, help="a BraTS-layout or MSD Task01 folder with labels")
-    parser.add_argument("--output", required=True, help="folder for shapley_per_case.csv, shapley.json, shapley.md")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing reports in --output")
-    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--max_cases", type=positive_int, default=None, help="valuate only the first N cases")
-    parser.add_argument("--case_ids", nargs="+", default=None, help="valuate only these cases")
-    parser.add_argument(
-        "--roi", type=positive_int, nargs=3, default=None, help="sliding window (default: training patch)"
-    )
-    parser.add_argument(
-        "--overlap",
-        type=overlap_fraction,
-        default=None,
-        help="sliding-window overlap in [0, 1) (default: the bundle's)",
-    )
-    parser.add_argument("--sw_batch_size", type=positive_int, default=None, help="default: the bundle's sw_batch_size")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point ``brats-cggm-valuate``.
-
-    Returns:
-        0 on success, 1 on an error (bad file, existing reports), 2 for bad arguments.
-    """
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summary = valuate_bundle(
-            args.bundle,
-            args.dataset_dir,
-            args.output,
-            checkpoint=args.checkpoint,
-            device=args.device,
-            max_cases=args.max_cases,
-            case_ids=args.case_ids,
-            roi_size=args.roi,
-            overlap=args.overlap,
-            sw_batch_size=args.sw_batch_size,
-            overwrite=args.overwrite,
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        print(f"brats-cggm-valuate: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(markdown_table(summary), end="")
-    print(f"reports written to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

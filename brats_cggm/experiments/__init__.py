@@ -7,7 +7,8 @@
   ``runs.csv`` and ``rows.json`` (written atomically, never over existing reports unless asked).
 - :mod:`~brats_cggm.experiments.brats_comparison`: the comparison on the BraTS bundle (its metric
   columns, the Shapley valuation of each run, the summary's text).
-- :mod:`~brats_cggm.experiments.cli`: the ``brats-cggm-compare`` command.
+
+The command line is :mod:`brats_cggm.cli.compare` (``brats-cggm-compare``).
 """
 
 from brats_cggm.experiments.brats_comparison import ComparisonSettings, run_and_valuate, summary_markdown

@@ -1,13 +1,15 @@
-"""The command line: ``brats-cggm-benchmark`` (also ``scripts/benchmark.py``), and the worker subprocesses' entry.
+"""``brats-cggm-benchmark``: balancer overhead, whole-volume inference, data pipeline, scaling; one JSON report.
 
-brats-cggm-benchmark --quick --out bench_cpu.json
-brats-cggm-benchmark --device cuda --preset full --out bench_gpu.json
+    brats-cggm-benchmark --quick --out bench_cpu.json
+    brats-cggm-benchmark --device cuda --preset full --out bench_gpu.json
+
+The report is one file, hence ``--out FILE.json`` (``--work-dir`` is scratch space, not output). The
+measurements are :func:`brats_cggm.benchmarking.run_benchmarks`; see ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +18,14 @@ from typing import Any
 import torch
 
 import brats_cggm
-from brats_cggm.benchmarking.config import BenchmarkConfig, StepSpec, benchmark_config
+from brats_cggm.benchmarking.config import BenchmarkConfig, benchmark_config
 from brats_cggm.benchmarking.report import format_report, write_report
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
+from brats_cggm.cli.common import CommandParser
 
-__all__ = ["BUNDLE_TRAIN_CONFIG", "build_parser", "default_bundle_config", "main", "worker_main"]
+__all__ = ["BUNDLE_TRAIN_CONFIG", "build_parser", "default_bundle_config", "main"]
+
+PROG = "brats-cggm-benchmark"
 
 #: Where a repository checkout keeps the bundle's training config, relative to its root.
 BUNDLE_TRAIN_CONFIG = Path("bundles", "brats_cggm", "configs", "train.yaml")
@@ -30,9 +35,10 @@ class UsageError(ValueError):
     """A bad command-line argument (exit status 2)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of :func:`main`."""
-    p = argparse.ArgumentParser(
+def build_parser(prog: str = PROG) -> CommandParser:
+    """The arguments of ``brats-cggm-benchmark``; ``prog`` is the name its usage line shows."""
+    p = CommandParser(
+        prog=prog,
         description="Benchmark brats-cggm: balancer overhead, inference, data pipeline, scaling. "
         "Prints a table and writes a JSON report.",
     )
@@ -149,16 +155,17 @@ def _save(report: dict[str, Any], out: Path, overwrite: bool) -> None:
     print(f"\nwrote {out}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark, print its table and write its JSON report.
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Command line entry point ``brats-cggm-benchmark``: run the benchmark, print its table, write its JSON report.
 
     Args:
         argv: arguments without the program name; ``sys.argv[1:]`` when None.
+        prog: the program name of the usage line (``scripts/benchmark.py`` passes its own).
 
     Returns:
         0 on success, 1 when a benchmark failed, 2 for bad arguments.
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         out = _output_path(args)
         _check_device(args.device)
@@ -179,31 +186,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def worker_main(kind: str, payload_json: str) -> int:
-    """A worker subprocess: run the worker ``kind`` on its JSON payload and print its result as one JSON line.
-
-    Started by :func:`~brats_cggm.benchmarking.memory.run_worker` as ``python -m brats_cggm.benchmarking
-    --worker KIND PAYLOAD``.
-
-    Args:
-        kind: ``"memory"`` or ``"inference"``.
-        payload_json: the worker's arguments, a JSON object.
-
-    Returns:
-        0 (a failing worker raises, and the interpreter exits with 1).
-
-    Raises:
-        ValueError: an unknown ``kind``.
-    """
-    from brats_cggm.benchmarking.memory import memory_worker
-    from brats_cggm.benchmarking.sections.inference import inference_worker
-
-    payload = json.loads(payload_json)
-    if kind == "memory":
-        result = memory_worker(StepSpec.from_json(payload["spec"]), int(payload["steps"]))
-    elif kind == "inference":
-        result = inference_worker(payload)
-    else:
-        raise ValueError(f"unknown worker {kind!r}")
-    print(json.dumps(result), flush=True)
-    return 0
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,11 @@
 """``brats-cggm-compare``: balancing methods on the BraTS bundle, same seeds and budget, one report.
 
-    brats-cggm-compare --out runs/compare --seeds 0 1 --max-epochs 20
+    brats-cggm-compare --output-dir runs/compare --seeds 0 1 --max-epochs 20
 
 Trains the BraTS bundle (phantoms by default) once per method and seed (one ``monai.bundle run`` process
 each), valuates each run's final network on its validation cases (Shapley contribution of each modality to
 the mean Dice; ``--no-shapley`` skips it) and writes ``summary.md`` (markdown tables, mean ± std over
-seeds), ``runs.csv`` (one line per run) and ``rows.json`` into ``--out``.
+seeds), ``runs.csv`` (one line per run) and ``rows.json`` into ``--output-dir``.
 
 Budget: ``--max-epochs`` for every method; validation once, at the end. The methods' epoch schedules are
 scaled to the budget unless ``--paper-schedules``: OPM's warm-up becomes ``max_epochs // 10`` epochs (none
@@ -15,7 +15,7 @@ below 10 epochs; paper: 5 of ~50) and Re-learning diagnoses at ``max_epochs // 3
 ``val_interval=10`` for validation curves). ``--smoke`` shrinks everything (6 phantoms of 32³, 16³ patches,
 a tiny network) to check the pipeline in minutes on a CPU; its numbers mean nothing. ``--jobs N`` trains N
 runs at a time (the phantoms are generated first; step times are then not comparable). Existing reports
-and run folders in ``--out`` are kept unless ``--overwrite``.
+and run folders in ``--output-dir`` are kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from brats_cggm.cli.common import CommandParser
 from brats_cggm.experiments.brats_comparison import (
     ComparisonSettings,
     default_methods,
@@ -36,32 +37,27 @@ from brats_cggm.experiments.brats_comparison import (
 )
 from brats_cggm.experiments.reports import existing_reports, write_reports
 
-__all__ = ["main", "parse_args"]
+__all__ = ["build_parser", "main", "parse_args"]
 
 PROG = "brats-cggm-compare"
 
-
-class _DeprecatedSpelling(argparse.Action):
-    """An old snake_case flag: warns, then stores into the new flag's destination."""
-
-    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
-        self.replacement = replacement
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
-    ) -> None:
-        print(f"{parser.prog}: warning: {option} is deprecated; use {self.replacement}", file=sys.stderr)
-        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+#: Old spellings, still accepted with a warning.
+DEPRECATED_FLAGS = {
+    "--out": "--output-dir",
+    "--max_epochs": "--max-epochs",
+    "--paper_schedules": "--paper-schedules",
+    "--no_shapley": "--no-shapley",
+}
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    """The arguments of ``brats-cggm-compare``."""
+    parser = CommandParser(
         prog=PROG, description="Balancing methods on the BraTS bundle: same seeds and budget, one report."
     )
     methods = default_methods()
     parser.add_argument(
-        "--out", type=Path, default=Path("runs/compare"), help="runs and reports (default: %(default)s)"
+        "--output-dir", type=Path, default=Path("runs/compare"), help="runs and reports (default: %(default)s)"
     )
     parser.add_argument("--methods", nargs="+", default=methods, choices=methods, help="default: all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="default: %(default)s")
@@ -72,13 +68,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-shapley", action="store_true", help="skip the modality valuation")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="to every run")
     parser.add_argument("--smoke", action="store_true", help="tiny phantoms and network: a pipeline check only")
-    parser.add_argument("--overwrite", action="store_true", help="replace the reports and runs in --out")
-    for old, new, kwargs in (
-        ("--max_epochs", "--max-epochs", {"type": int}),
-        ("--paper_schedules", "--paper-schedules", {"nargs": 0}),
-        ("--no_shapley", "--no-shapley", {"nargs": 0}),
-    ):
-        parser.add_argument(old, dest=new[2:].replace("-", "_"), action=_DeprecatedSpelling, replacement=new, **kwargs)
+    parser.add_argument("--overwrite", action="store_true", help="replace the reports and runs in --output-dir")
+    parser.add_deprecated_aliases(DEPRECATED_FLAGS)
     return parser
 
 
@@ -98,14 +89,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ComparisonSettings, a
     Raises:
         SystemExit: a malformed command line (argparse's usage message).
     """
-    parser = _build_parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_epochs < 1:
         parser.error("--max-epochs must be at least 1")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     settings = ComparisonSettings(
-        out_dir=args.out,
+        out_dir=args.output_dir,
         methods=args.methods,
         seeds=args.seeds,
         max_epochs=args.max_epochs,
@@ -122,7 +113,7 @@ def _refuse_existing(settings: ComparisonSettings, overwrite: bool) -> bool:
     """Whether earlier results in the output folder stop the comparison (reported on stderr)."""
     existing = existing_reports(settings.out_dir, settings.methods)
     if existing and not overwrite:
-        print(f"{PROG}: error: {existing[0]} exists; pass --overwrite or another --out", file=sys.stderr)
+        print(f"{PROG}: error: {existing[0]} exists; pass --overwrite or another --output-dir", file=sys.stderr)
         return True
     return False
 
@@ -135,7 +126,7 @@ def _print_runs(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the comparison the command line describes; 0 on success, 1 when ``--out`` holds results."""
+    """Command line entry point ``brats-cggm-compare``; 0 on success, 1 when ``--output-dir`` holds results."""
     logging.basicConfig(level=logging.WARNING)
     settings, args = parse_args(argv)
     if _refuse_existing(settings, args.overwrite):
