@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from brats_cggm.brats.data import BRATS2023_PATTERNS
-from brats_cggm.brats.inference import BratsSegmenter, FlipTTA, InsertZeroChannelsd, main, stitch_on_cpu
+from brats_cggm.brats.inference import BratsSegmenter, FlipTTA, InsertZeroChannelsd, stitch_on_cpu
 from brats_cggm.brats.inference_io import find_cases, output_path, save_like_reference
 from brats_cggm.brats.inference_model import InferenceSettings, load_model, settings_from_config
 from brats_cggm.brats.nifti_checks import InputFileError
+from brats_cggm.cli.infer import main
 
 SHAPE = (36, 32, 28)  # not a cube: a swapped axis changes the shape
 HEAD = np.s_[2:34, 2:30, 2:26]
@@ -333,7 +334,16 @@ def test_cli_round_trip_with_header_variants(tmp_path: Path, capsys: pytest.Capt
     for i, header in enumerate(sorted(HEADERS)):
         write_brats_case(tmp_path / "in", f"case{i}", header)
     out = tmp_path / "out"
-    argv = ["--input", str(tmp_path / "in"), "--torchscript", str(ts), "--output", str(out), "--roi", *map(str, ROI)]
+    argv = [
+        "--input",
+        str(tmp_path / "in"),
+        "--torchscript",
+        str(ts),
+        "--output-dir",
+        str(out),
+        "--roi",
+        *map(str, ROI),
+    ]
     assert main([*argv, "--device", "cpu", "--save-probabilities"]) == 0
     log = capsys.readouterr().out
     assert f"summary: {len(HEADERS)} segmented, 0 failed" in log and "[1/4] case0:" in log
@@ -348,7 +358,7 @@ def test_cli_round_trip_with_header_variants(tmp_path: Path, capsys: pytest.Capt
     case = tmp_path / "in" / "case0"
     files = [a for m in MODALITIES for a in (f"--{m}", str(case / f"case0_{m}.nii.gz"))]
     options = ["--name-template", "{case_id}_seg.nii.gz", "--labels", "brats2023", "--roi", *map(str, ROI)]
-    rc = main([*files, "--torchscript", str(ts), "--output", str(out), *options])
+    rc = main([*files, "--torchscript", str(ts), "--output-dir", str(out), *options])
     assert rc == 0
     labels = np.asanyarray(nib.load(str(out / "case0_seg.nii.gz")).dataobj)
     assert set(np.unique(labels)) == {0, 1, 2, 3}
@@ -452,7 +462,7 @@ def test_torchscript_config_is_never_evaluated(tmp_path: Path, capsys: pytest.Ca
 
     # the command line tool: the same, the warnings as one line each
     write_brats_case(tmp_path / "in", "c", "ras")
-    argv = ["--input", str(tmp_path / "in"), "--torchscript", str(ts), "--output", str(tmp_path / "out")]
+    argv = ["--input", str(tmp_path / "in"), "--torchscript", str(ts), "--output-dir", str(tmp_path / "out")]
     assert main([*argv, "--roi", *map(str, ROI), "--device", "cpu"]) == 0
     assert not marker.exists()
     warnings_printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
@@ -517,7 +527,8 @@ def test_thick_slices_are_resampled_to_1mm_and_back(tmp_path: Path, monkeypatch:
 
     out = tmp_path / "out"
     assert (
-        main(["--input", str(tmp_path / "in"), "--bundle", str(bundle), "--output", str(out), "--device", "cpu"]) == 0
+        main(["--input", str(tmp_path / "in"), "--bundle", str(bundle), "--output-dir", str(out), "--device", "cpu"])
+        == 0
     )
     assert "summary: 2 segmented, 0 failed" in capsys.readouterr().out
     for header in THICK_SLICES:

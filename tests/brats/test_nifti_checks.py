@@ -212,7 +212,7 @@ def test_unusable_affine(tmp_path: Path, affine: np.ndarray, problem: str):
 
 
 def test_evaluate_cli_rejects_a_nan_affine(tmp_path: Path, capsys: pytest.CaptureFixture):
-    from brats_cggm.brats.evaluation import main as evaluate_main
+    from brats_cggm.cli.evaluate import main as evaluate_main
 
     labels = np.zeros(SHAPE, np.uint8)
     labels[4:8, 4:8, 2:6] = 2

@@ -194,7 +194,7 @@ def test_inference_bundle_rejects_a_nan_case(phantom_dataset: Path, tiny_run_dir
 
 
 def test_infer_cli_names_a_nan_affine(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
-    from brats_cggm.brats.inference import main as infer_main
+    from brats_cggm.cli.infer import main as infer_main
 
     case = Path(shutil.copytree(phantom_dataset / "BraTS2021_00000", tmp_path / "in" / "BraTS2021_00000"))
     t2 = case / "BraTS2021_00000_t2.nii.gz"
@@ -203,6 +203,6 @@ def test_infer_cli_names_a_nan_affine(phantom_dataset: Path, tiny_run_dir: Path,
     affine[1, 3] = np.nan
     nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), affine), str(t2))
     out = tmp_path / "out"
-    assert infer_main(["--input", str(case), "--bundle", str(tiny_run_dir), "--output", str(out)]) == 1
+    assert infer_main(["--input", str(case), "--bundle", str(tiny_run_dir), "--output-dir", str(out)]) == 1
     assert f"error: BraTS2021_00000: {t2}: affine (voxel-to-world matrix) has NaN" in capsys.readouterr().err
     assert not out.exists()

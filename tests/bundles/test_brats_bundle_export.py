@@ -21,8 +21,8 @@ from monai.bundle import ckpt_export, verify_net_in_out
 from monai.bundle import run as bundle_run
 
 from brats_cggm.brats.data import discover_dataset, split_datalist
-from brats_cggm.brats.inference import main as infer_main
 from brats_cggm.brats.network import build_network
+from brats_cggm.cli.infer import main as infer_main
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -76,7 +76,7 @@ def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_d
     run_inference()
     cases = sorted(p.name for p in two_cases.iterdir())
     assert sorted(p.name for p in bundle_out.iterdir()) == [f"{c}.nii.gz" for c in cases]
-    assert infer_main(["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output", str(cli_out)]) == 0
+    assert infer_main(["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output-dir", str(cli_out)]) == 0
     for case in cases:
         written = nib.load(str(bundle_out / f"{case}.nii.gz"))
         reference = nib.load(str(two_cases / case / f"{case}_flair.nii.gz"))
@@ -159,8 +159,10 @@ def test_ckpt_export_of_a_run_and_torchscript_inference(two_cases: Path, tiny_ru
 
     # brats-cggm-infer --torchscript: settings from the embedded config, the same labels as --bundle
     case = two_cases / "BraTS2021_00001"
-    assert infer_main(["--input", str(case), "--torchscript", str(ts), "--output", str(tmp_path / "ts")]) == 0
-    assert infer_main(["--input", str(case), "--bundle", str(tiny_run_dir), "--output", str(tmp_path / "eager")]) == 0
+    assert infer_main(["--input", str(case), "--torchscript", str(ts), "--output-dir", str(tmp_path / "ts")]) == 0
+    assert (
+        infer_main(["--input", str(case), "--bundle", str(tiny_run_dir), "--output-dir", str(tmp_path / "eager")]) == 0
+    )
     name = "BraTS2021_00001.nii.gz"
     np.testing.assert_array_equal(_labels(tmp_path / "ts" / name), _labels(tmp_path / "eager" / name))
 
@@ -183,8 +185,8 @@ def test_ckpt_export_of_the_bundle_folder(two_cases: Path, tmp_path: Path):
     assert ts.is_file()
     case = two_cases / "BraTS2021_00000"
     out_ts, out_bundle = tmp_path / "ts", tmp_path / "bundle_out"
-    assert infer_main(["--input", str(case), "--torchscript", str(ts), "--output", str(out_ts)]) == 0
-    assert infer_main(["--input", str(case), "--bundle", str(bundle), "--output", str(out_bundle)]) == 0
+    assert infer_main(["--input", str(case), "--torchscript", str(ts), "--output-dir", str(out_ts)]) == 0
+    assert infer_main(["--input", str(case), "--bundle", str(bundle), "--output-dir", str(out_bundle)]) == 0
     name = "BraTS2021_00000.nii.gz"
     np.testing.assert_array_equal(_labels(out_ts / name), _labels(out_bundle / name))
 
@@ -221,7 +223,9 @@ def test_train_then_infer_on_the_output_dir(tmp_path: Path):
         output_dir=str(tmp_path / "bundle_out"),
         device="cpu",
     )
-    assert infer_main(["--input", str(phantoms), "--bundle", str(output_dir), "--output", str(tmp_path / "cli")]) == 0
+    assert (
+        infer_main(["--input", str(phantoms), "--bundle", str(output_dir), "--output-dir", str(tmp_path / "cli")]) == 0
+    )
     for case in sorted(p.name for p in phantoms.iterdir() if p.is_dir()):
         a, b = tmp_path / "bundle_out" / f"{case}.nii.gz", tmp_path / "cli" / f"{case}.nii.gz"
         np.testing.assert_array_equal(_labels(a), _labels(b))
@@ -306,7 +310,9 @@ def test_thick_slices_through_inference_yaml_and_the_cli(tiny_run_dir: Path, tmp
         output_dir=str(bundle_out),
         device="cpu",
     )
-    assert infer_main(["--input", str(data), "--bundle", str(run), "--output", str(cli_out), "--device", "cpu"]) == 0
+    assert (
+        infer_main(["--input", str(data), "--bundle", str(run), "--output-dir", str(cli_out), "--device", "cpu"]) == 0
+    )
     reference = nib.load(str(data / "Thick_000" / "Thick_000_flair.nii.gz"))
     for out in (bundle_out, cli_out):
         written = nib.load(str(out / "Thick_000.nii.gz"))

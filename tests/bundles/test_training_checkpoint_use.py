@@ -16,8 +16,8 @@ import pytest
 import torch
 from monai.bundle import run as bundle_run
 
-from brats_cggm.brats.inference import main as infer_main
-from brats_cggm.brats.valuation import main as valuate_main
+from brats_cggm.cli.infer import main as infer_main
+from brats_cggm.cli.valuate import main as valuate_main
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -48,8 +48,8 @@ def test_every_file_of_a_training_run_loads_with_weights_only(tiny_run_dir: Path
 def test_infer_cli_with_the_training_checkpoint(one_case: Path, tiny_run_dir: Path, tmp_path: Path):
     common = ["--input", str(one_case), "--bundle", str(tiny_run_dir), "--device", "cpu"]
     checkpoint = tiny_run_dir / "models" / "checkpoint.pt"
-    assert infer_main([*common, "--output", str(tmp_path / "ckpt"), "--checkpoint", str(checkpoint)]) == 0
-    assert infer_main([*common, "--output", str(tmp_path / "model")]) == 0
+    assert infer_main([*common, "--output-dir", str(tmp_path / "ckpt"), "--checkpoint", str(checkpoint)]) == 0
+    assert infer_main([*common, "--output-dir", str(tmp_path / "model")]) == 0
     # one epoch: the best weights (model.pt) are the final ones (checkpoint.pt)
     name = f"{CASE}.nii.gz"
     np.testing.assert_array_equal(_labels(tmp_path / "ckpt" / name), _labels(tmp_path / "model" / name))
@@ -58,7 +58,7 @@ def test_infer_cli_with_the_training_checkpoint(one_case: Path, tiny_run_dir: Pa
 def test_valuate_cli_with_the_training_checkpoint(one_case: Path, tiny_run_dir: Path, tmp_path: Path):
     out = tmp_path / "valuation"
     argv = ["--bundle", str(tiny_run_dir), "--checkpoint", str(tiny_run_dir / "models" / "checkpoint.pt")]
-    argv += ["--dataset_dir", str(one_case), "--output", str(out), "--device", "cpu"]
+    argv += ["--dataset-dir", str(one_case), "--output-dir", str(out), "--device", "cpu"]
     assert valuate_main(argv) == 0
     summary = json.loads((out / "shapley.json").read_text())
     assert summary["num_cases"] == 1 and summary["checkpoint"].endswith("checkpoint.pt")

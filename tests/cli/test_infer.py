@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_cggm.brats.inference import main
+from brats_cggm.cli.infer import main
 
 CASE = "BraTS2021_00000"
 
@@ -23,7 +23,7 @@ def case_dir(phantom_dataset: Path, tmp_path: Path) -> Path:
 
 
 def _run(inputs: list[str], model: list[str], out: Path, *extra: str) -> int:
-    return main([*inputs, *model, "--output", str(out), "--device", "cpu", *extra])
+    return main([*inputs, *model, "--output-dir", str(out), "--device", "cpu", *extra])
 
 
 def _bundle(run_dir: Path) -> list[str]:
@@ -56,27 +56,27 @@ def test_help(capsys: pytest.CaptureFixture):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--output", "o", "--bundle", "b"], "either --input or explicit modality files"),
-        (["--input", "i", "--flair", "f", "--output", "o", "--bundle", "b"], "either --input"),
-        (["--input", "i", "--output", "o"], "give a model"),
-        (["--input", "i", "--output", "o", "--torchscript", "t", "--checkpoint", "c"], "--checkpoint goes with"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--name-template", "{case_id}.png"], "name-template"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--device", "tpu"], "--device"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--labels", "brats2020"], "invalid choice"),
+        (["--output-dir", "o", "--bundle", "b"], "either --input or explicit modality files"),
+        (["--input", "i", "--flair", "f", "--output-dir", "o", "--bundle", "b"], "either --input"),
+        (["--input", "i", "--output-dir", "o"], "give a model"),
+        (["--input", "i", "--output-dir", "o", "--torchscript", "t", "--checkpoint", "c"], "--checkpoint goes with"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--name-template", "{case_id}.png"], "name-template"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--device", "tpu"], "--device"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--labels", "brats2020"], "invalid choice"),
         # case ids name output files: nothing that leaves the output folder or hides the file
-        (["--flair", "f", "--case-id", "../x", "--output", "o", "--bundle", "b"], "bad case id '../x'"),
-        (["--flair", "f", "--case-id", ".hidden", "--output", "o", "--bundle", "b"], "must not start with '.'"),
-        (["--flair", "f", "--case-id", "", "--output", "o", "--bundle", "b"], "bad case id"),
-        (["--flair", "f", "--case-id", "a/b", "--output", "o", "--bundle", "b"], "path separators"),
+        (["--flair", "f", "--case-id", "../x", "--output-dir", "o", "--bundle", "b"], "bad case id '../x'"),
+        (["--flair", "f", "--case-id", ".hidden", "--output-dir", "o", "--bundle", "b"], "must not start with '.'"),
+        (["--flair", "f", "--case-id", "", "--output-dir", "o", "--bundle", "b"], "bad case id"),
+        (["--flair", "f", "--case-id", "a/b", "--output-dir", "o", "--bundle", "b"], "path separators"),
         # numbers are checked when parsing, not once per case
-        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap", "1.5"], "must be in [0, 1)"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap", "1"], "must be in [0, 1)"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap=-0.1"], "must be in [0, 1)"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--overlap", "nan"], "finite"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--sw-batch-size", "0"], "must be at least 1"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--roi", "16", "0", "16"], "must be at least 1"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--roi", "16", "16", "x"], "expected an integer"),
-        (["--input", "i", "--output", "o", "--bundle", "b", "--affine-tolerance=-1"], "must be at least 0"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--overlap", "1.5"], "must be in [0, 1)"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--overlap", "1"], "must be in [0, 1)"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--overlap=-0.1"], "must be in [0, 1)"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--overlap", "nan"], "finite"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--sw-batch-size", "0"], "must be at least 1"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--roi", "16", "0", "16"], "must be at least 1"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--roi", "16", "16", "x"], "expected an integer"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--affine-tolerance=-1"], "must be at least 0"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture):
@@ -234,7 +234,7 @@ def test_unwritable_output_fails_before_segmenting(
     assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
     log = capsys.readouterr()
     assert log.out == ""  # not even the model line: nothing was loaded
-    assert log.err.count("\n") == 1 and log.err.startswith(f"error: --output {out}: ") and "not a folder" in log.err
+    assert log.err.count("\n") == 1 and log.err.startswith(f"error: --output-dir {out}: ") and "not a folder" in log.err
     assert blocker.read_text() == "a file, not a folder"
 
 
@@ -250,7 +250,7 @@ def test_output_without_write_permission(case_dir: Path, tiny_run_dir: Path, tmp
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != out and real_access(path, mode, **kw))
     monkeypatch.setattr(BratsSegmenter, "__call__", _refuse_to_segment)
     assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
-    assert capsys.readouterr().err == f"error: --output {out}: not writable\n"
+    assert capsys.readouterr().err == f"error: --output-dir {out}: not writable\n"
     assert not any(out.iterdir())
 
 
@@ -262,7 +262,8 @@ def test_read_only_output(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, ca
     try:
         assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out / "new") == 1
         assert (
-            capsys.readouterr().err == f"error: --output {out / 'new'}: not writable (it would be created in {out})\n"
+            capsys.readouterr().err
+            == f"error: --output-dir {out / 'new'}: not writable (it would be created in {out})\n"
         )
     finally:
         out.chmod(0o700)

@@ -1,15 +1,30 @@
-"""The command line: argument checks, the JSON it writes, partial results, the bundle it finds."""
+"""``brats-cggm-benchmark``: argument checks, the JSON it writes, partial results, the bundle it finds."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from bench_tiny import BUNDLE_CONFIG, one_thread  # noqa: F401
 
-from brats_cggm.benchmarking import cli, runner
-from brats_cggm.benchmarking.cli import default_bundle_config, main
+from brats_cggm.benchmarking import runner
+from brats_cggm.cli import benchmark as cli
+from brats_cggm.cli.benchmark import default_bundle_config, main
+
+#: The repository's bundle training config, whose loader the data-pipeline section measures.
+BUNDLE_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "brats_cggm" / "configs" / "train.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Toy convolutions gain nothing from threads, and on a busy CI machine spinning threads cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_cli_refuses_existing_output_and_bad_arguments(tmp_path, capsys):
@@ -75,3 +90,24 @@ def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_pat
     ]
     assert main(argv) == 0
     assert json.loads((tmp_path / "d.json").read_text())["config"]["bundle_config"] is None
+
+
+def test_module_runs_the_command_and_the_workers_keep_their_entry(tmp_path):
+    """``python -m brats_cggm.benchmarking`` is the command; with ``--worker`` the subprocess entry."""
+    result = subprocess.run(
+        [sys.executable, "-m", "brats_cggm.benchmarking", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "usage: brats-cggm-benchmark" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "brats_cggm.benchmarking", "--worker", "nonsense", "{}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "unknown worker 'nonsense'" in result.stderr
+
+
+def test_scripts_benchmark_shows_its_own_name():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("usage: benchmark.py")

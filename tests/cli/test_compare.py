@@ -10,7 +10,7 @@ import pytest
 import brats_cggm.experiments.brats_comparison as brats_comparison
 import brats_cggm.experiments.runs as runs
 from brats_cggm.balancing import available_balancers
-from brats_cggm.experiments import cli
+from brats_cggm.cli import compare as cli
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 
@@ -40,7 +40,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], dic
 
 def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: pytest.CaptureFixture):
     out = tmp_path / "cmp"
-    assert cli.main(["--out", str(out), "--seeds", "0", "1", "--max-epochs", "20", "--device", "cpu"]) == 0
+    assert cli.main(["--output-dir", str(out), "--seeds", "0", "1", "--max-epochs", "20", "--device", "cpu"]) == 0
     assert sorted(fake_runs) == sorted(f"{m}/seed{s}" for m in available_balancers() for s in (0, 1))
     configs, overrides = fake_runs["opm/seed1"]
     assert configs == [str(brats_comparison.BUNDLE_CONFIG), str(brats_comparison.OVERLAY_DIR / "opm.yaml")]
@@ -70,14 +70,14 @@ def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: p
     assert "joint seed 1: mean Dice 0.600" in printed and summary in printed
 
     # a second comparison into the same folder is refused, and changes nothing
-    assert cli.main(["--out", str(out), "--methods", "joint", "--seeds", "5"]) == 1
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["--output-dir", str(out), "--methods", "joint", "--seeds", "5"]) == 1
+    assert "exists; pass --overwrite or another --output-dir" in capsys.readouterr().err
     assert (out / "summary.md").read_text() == summary and "joint/seed5" not in fake_runs
 
 
 def test_smoke_overrides_and_paper_schedules_without_shapley(fake_runs, tmp_path: Path):
     out = tmp_path / "cmp"
-    argv = ["--out", str(out), "--methods", "joint", "opm", "--seeds", "3", "--max-epochs", "1", "--smoke"]
+    argv = ["--output-dir", str(out), "--methods", "joint", "opm", "--seeds", "3", "--max-epochs", "1", "--smoke"]
     argv += ["--paper-schedules", "--no-shapley", "--override", "val_interval=1", "--override", "sw_overlap=0.25"]
     assert cli.main(argv) == 0
     overrides = fake_runs["opm/seed3"][1]
@@ -94,11 +94,13 @@ def test_old_spellings_still_work_with_a_warning(fake_runs, tmp_path: Path, caps
     argv = ["--out", str(tmp_path / "cmp"), "--methods", "opm", "--seeds", "0", "--max_epochs", "30"]
     settings, _ = cli.parse_args([*argv, "--paper_schedules", "--no_shapley"])
     assert settings.max_epochs == 30 and settings.paper_schedules and not settings.shapley
+    assert settings.out_dir == tmp_path / "cmp"
     err = capsys.readouterr().err
+    assert "brats-cggm-compare: warning: --out is deprecated; use --output-dir" in err
     for old, new in (("--max_epochs", "--max-epochs"), ("--paper_schedules", "--paper-schedules")):
         assert f"{old} is deprecated; use {new}" in err
     assert "--no_shapley is deprecated; use --no-shapley" in err
-    assert "--max_epochs" not in cli._build_parser().format_help()
+    assert "--max_epochs" not in cli.build_parser().format_help()
 
 
 @pytest.mark.parametrize(
@@ -125,7 +127,19 @@ def test_concurrent_runs_find_the_phantoms_generated(fake_runs, monkeypatch: pyt
         return fake(configs, run_dir, overrides, threads)
 
     monkeypatch.setattr(runs, "train_run", train_run_seeing_the_data)
-    argv = ["--out", str(out), "--methods", "joint", "cggm", "--seeds", "0", "--smoke", "--jobs", "2", "--no-shapley"]
+    argv = [
+        "--output-dir",
+        str(out),
+        "--methods",
+        "joint",
+        "cggm",
+        "--seeds",
+        "0",
+        "--smoke",
+        "--jobs",
+        "2",
+        "--no-shapley",
+    ]
     argv += ["--override", "phantoms={'n': 2, 'shape': [32, 32, 32], 'seed': 0}"]
     assert cli.main(argv) == 0
     assert seen == [["BraTS2021_00000", "BraTS2021_00001"]] * 2

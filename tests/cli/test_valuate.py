@@ -1,4 +1,4 @@
-"""``brats-cggm-valuate``: subset predictions equal zeroed inputs; reports on phantom cases; errors."""
+"""``brats-cggm-valuate``: reports on phantom cases, errors, old flag spellings."""
 
 from __future__ import annotations
 
@@ -8,37 +8,18 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from brats_cggm.balancing.valuation import all_subsets, mask_modalities, subset_key
-from brats_cggm.brats.network import build_network
-from brats_cggm.brats.valuation import REPORT_FILES, SubsetPredictor, main
+from brats_cggm.brats.valuation import REPORT_FILES
+from brats_cggm.cli.valuate import main
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
-
-
-def test_subset_predictor_equals_zeroed_inputs():
-    torch.manual_seed(0)
-    network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16)).eval()
-    subsets = all_subsets(range(4))
-    x = torch.randn(1, 4, 16, 16, 16)
-    with torch.no_grad():
-        shared = SubsetPredictor(network, subsets, MODALITIES)
-        plain = SubsetPredictor(torch.nn.Sequential(network), subsets, MODALITIES)  # no encode(): masked inputs
-        assert shared.shared_encoders and not plain.shared_encoders
-        out, reference = shared(x), plain(x)
-        assert len(out) == 16 and set(out) == set(reference)
-        for s in ((), (0, 2), (1,), (0, 1, 2, 3)):
-            key = subset_key([MODALITIES[i] for i in s])
-            torch.testing.assert_close(out[key], network(mask_modalities(x, s)), atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(reference[key], network(mask_modalities(x, s)))
 
 
 def test_cli_writes_reports(tiny_run_dir, phantom_dataset, tmp_path):
     out = tmp_path / "valuation"
     checkpoint = tiny_run_dir / "models" / "checkpoint.pt"  # a training checkpoint ("network" entry)
-    argv = ["--bundle", str(tiny_run_dir), "--checkpoint", str(checkpoint), "--dataset_dir", str(phantom_dataset)]
-    assert main([*argv, "--output", str(out), "--device", "cpu", "--max_cases", "2"]) == 0
+    argv = ["--bundle", str(tiny_run_dir), "--checkpoint", str(checkpoint), "--dataset-dir", str(phantom_dataset)]
+    assert main([*argv, "--output-dir", str(out), "--device", "cpu", "--max-cases", "2"]) == 0
     with open(out / "shapley_per_case.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 4 and set(rows[0]) == {"case_id", "modality", "TC", "WT", "ET", "mean"}
@@ -62,17 +43,17 @@ def test_cli_writes_reports(tiny_run_dir, phantom_dataset, tmp_path):
 
 def test_cli_refuses_to_overwrite_and_reports_bad_input(tiny_run_dir, phantom_dataset, tmp_path, capsys):
     out = tmp_path / "v"
-    args = ["--bundle", str(tiny_run_dir), "--dataset_dir", str(phantom_dataset), "--output", str(out)]
-    assert main([*args, "--device", "cpu", "--case_ids", "BraTS2021_00001"]) == 0  # default models/model.pt
+    args = ["--bundle", str(tiny_run_dir), "--dataset-dir", str(phantom_dataset), "--output-dir", str(out)]
+    assert main([*args, "--device", "cpu", "--case-ids", "BraTS2021_00001"]) == 0  # default models/model.pt
     assert json.loads((out / "shapley.json").read_text())["num_cases"] == 1
     before = {name: (out / name).read_bytes() for name in REPORT_FILES}
-    assert main([*args, "--device", "cpu", "--max_cases", "1"]) == 1
+    assert main([*args, "--device", "cpu", "--max-cases", "1"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before  # untouched
 
     empty = tmp_path / "empty"
     missing = tmp_path / "missing.pt"
-    assert main([*args[:4], "--output", str(empty), "--checkpoint", str(missing)]) == 1
+    assert main([*args[:4], "--output-dir", str(empty), "--checkpoint", str(missing)]) == 1
     assert str(missing) in capsys.readouterr().err
     assert not empty.exists() or not any(empty.iterdir())  # nothing half-written
     assert main(["--bundle", str(tiny_run_dir)]) == 2
@@ -80,9 +61,9 @@ def test_cli_refuses_to_overwrite_and_reports_bad_input(tiny_run_dir, phantom_da
 
 def test_console_script_help():
     result = subprocess.run(
-        [sys.executable, "-m", "brats_cggm.brats.valuation", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "brats_cggm.cli.valuate", "--help"], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 0 and "--dataset_dir" in result.stdout and "Shapley" in result.stdout
+    assert result.returncode == 0 and "--dataset-dir" in result.stdout and "Shapley" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -90,14 +71,35 @@ def test_console_script_help():
     [
         (["--overlap", "1.5"], "must be in [0, 1)"),
         (["--overlap", "inf"], "finite"),
-        (["--sw_batch_size", "0"], "must be at least 1"),
+        (["--sw-batch-size", "0"], "must be at least 1"),
         (["--roi", "32", "-32", "32"], "must be at least 1"),
-        (["--max_cases", "0"], "must be at least 1"),
+        (["--max-cases", "0"], "must be at least 1"),
     ],
 )
 def test_bad_numbers_are_usage_errors(flag: list[str], message: str, tiny_run_dir, tmp_path, capsys):
-    argv = ["--bundle", str(tiny_run_dir), "--dataset_dir", str(tmp_path), "--output", str(tmp_path / "v")]
+    argv = ["--bundle", str(tiny_run_dir), "--dataset-dir", str(tmp_path), "--output-dir", str(tmp_path / "v")]
     assert main([*argv, *flag]) == 2
     err = capsys.readouterr().err
     assert flag[0] in err and message in err
     assert not (tmp_path / "v").exists()
+
+
+def test_old_flag_spellings_still_work_and_warn(tiny_run_dir, phantom_dataset, tmp_path, capsys):
+    out = tmp_path / "v"
+    argv = ["--bundle", str(tiny_run_dir), "--dataset_dir", str(phantom_dataset), "--output", str(out)]
+    argv += ["--device", "cpu", "--max_cases", "1", "--sw_batch_size", "2", "--case_ids", "BraTS2021_00001"]
+    assert main(argv) == 0
+    assert json.loads((out / "shapley.json").read_text())["num_cases"] == 1
+    err = capsys.readouterr().err
+    for old, new in (
+        ("--dataset_dir", "--dataset-dir"),
+        ("--output", "--output-dir"),
+        ("--max_cases", "--max-cases"),
+        ("--sw_batch_size", "--sw-batch-size"),
+        ("--case_ids", "--case-ids"),
+    ):
+        assert err.count(f"brats-cggm-valuate: warning: {old} is deprecated; use {new}\n") == 1
+    help_text = subprocess.run(
+        [sys.executable, "-m", "brats_cggm.cli.valuate", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--dataset_dir" not in help_text and "--output " not in help_text
