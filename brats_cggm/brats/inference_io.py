@@ -62,7 +62,7 @@ def check_case_id(case_id: str) -> str:
     return case_id
 
 
-def check_output_dir(output_dir: str | os.PathLike, flag: str = "--output") -> Path:
+def check_output_dir(output_dir: str | os.PathLike, flag: str = "--output-dir") -> Path:
     """Check, before any work, that ``output_dir`` is or can become a writable folder; creates nothing.
 
     Args:

@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = check_arguments(parser, args)
     try:
         # before any work: an unwritable output would otherwise be found after segmenting every case
-        check_output_dir(args.output_dir, "--output-dir")
+        check_output_dir(args.output_dir)
     except OSError as exc:
         print_error(str(exc))
         return 1
