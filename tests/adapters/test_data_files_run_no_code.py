@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from brats_cggm.adapters.common import AdapterDataError
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.iemocap import load_iemocap
 from brats_cggm.adapters.mosi import load_mosi
 from brats_cggm.adapters.mult import load_mult_pickle
