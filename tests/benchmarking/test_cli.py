@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from bench_tiny import BUNDLE_CONFIG, one_thread  # noqa: F401
 
 from brats_cggm.benchmarking import cli, runner
 from brats_cggm.benchmarking.cli import default_bundle_config, main
+from tests.helpers.bench_tiny import BUNDLE_CONFIG, one_thread  # noqa: F401
 
 
 def test_cli_refuses_existing_output_and_bad_arguments(tmp_path, capsys):
