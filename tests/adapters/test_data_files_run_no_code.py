@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from brats_cggm.adapters.common import AdapterDataError
 from monai.bundle import ConfigWorkflow
 
+from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.iemocap import load_iemocap
 from brats_cggm.adapters.mosi import load_mosi
 from brats_cggm.adapters.mult import load_mult_pickle

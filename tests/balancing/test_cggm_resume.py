@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Events
-from tiny_setup import MODALITIES, make_batches, make_trainer
 
 from brats_cggm.balancing.cggm import CGGMBalancer
 from brats_cggm.engine.checkpoint import atomic_torch_save
+from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 STEPS_PER_EPOCH = 3
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from segmentation_folders import SHAPE, by_hand, save_labels, write_folders
 
 from brats_cggm.brats.evaluation import (
     HD95_EMPTY_MM,
@@ -17,13 +16,14 @@ from brats_cggm.brats.evaluation import (
     evaluate_folders,
     hd95,
 )
+from tests.helpers.segmentation_folders import SHAPE, by_hand, save_labels, write_folders
 
 SPACING = (1.0, 1.0, 2.5)
 
 
 @pytest.fixture
 def folders(tmp_path: Path) -> tuple[Path, Path]:
-    """See :func:`segmentation_folders.write_folders`."""
+    """See :func:`tests.helpers.segmentation_folders.write_folders`."""
     return write_folders(tmp_path)
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow
 
 from brats_cggm.balancing import create_balancer
+from tests.helpers.event_files import scalar_tags
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"

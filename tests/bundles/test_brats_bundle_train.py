@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow
 from monai.engines.utils import default_prepare_batch
 
 from brats_cggm.engine.output_dir import RunExistsError
+from tests.helpers.event_files import scalar_tags
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from event_files import scalar_tags
 from monai.bundle import ConfigWorkflow, verify_metadata
 
 from brats_cggm.adapters import synthetic
 from brats_cggm.engine.output_dir import RunExistsError
+from tests.helpers.event_files import scalar_tags
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "multimodal_cggm" / "configs"

@@ -13,18 +13,7 @@ import torch
 from brats_cggm.benchmarking import runner
 from brats_cggm.cli import benchmark as cli
 from brats_cggm.cli.benchmark import default_bundle_config, main
-
-#: The repository's bundle training config, whose loader the data-pipeline section measures.
-BUNDLE_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "brats_cggm" / "configs" / "train.yaml"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy convolutions gain nothing from threads, and on a busy CI machine spinning threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.helpers.bench_tiny import BUNDLE_CONFIG, one_thread  # noqa: F401
 
 
 def test_cli_refuses_existing_output_and_bad_arguments(tmp_path, capsys):

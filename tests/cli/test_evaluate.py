@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from segmentation_folders import SHAPE, by_hand, save_labels, write_folders
 
 from brats_cggm.brats.evaluation import HD95_EMPTY_MM
 from brats_cggm.cli.evaluate import main
+from tests.helpers.segmentation_folders import SHAPE, by_hand, save_labels, write_folders
 
 
 @pytest.fixture
 def folders(tmp_path: Path) -> tuple[Path, Path]:
-    """See :func:`segmentation_folders.write_folders`."""
+    """See :func:`tests.helpers.segmentation_folders.write_folders`."""
     return write_folders(tmp_path)
 
 

@@ -12,7 +12,6 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import Dataset
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
-from tiny_setup import MODALITIES, make_batches, make_trainer
 
 from brats_cggm.balancing.cggm import CGGMBalancer
 from brats_cggm.engine.checkpoint import (
@@ -26,6 +25,7 @@ from brats_cggm.engine.checkpoint import (
     restore_rng_state,
 )
 from brats_cggm.engine.files import atomic_write_text, remove_stale_temporaries, temporary_files
+from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 
 def _truncate(path: Path) -> None:

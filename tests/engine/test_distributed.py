@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
-WORKER = Path(__file__).with_name("ddp_worker.py")
+WORKER = Path(__file__).parents[1] / "helpers" / "ddp_worker.py"
 WORLD_SIZE = 2
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_run import build, kill_at
 
 from brats_cggm.engine.checkpoint import CheckpointLoadError, previous_checkpoint_path
 from brats_cggm.engine.resume import resolve_resume_path, resume_from_checkpoint
+from tests.helpers.tiny_run import build, kill_at
 
 SAMPLES = 4  # 2 iterations per epoch, 3 epochs
 

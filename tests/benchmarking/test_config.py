@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from bench_tiny import HEADLINES
-
 from brats_cggm.benchmarking import StepSpec, benchmark_config
 from brats_cggm.benchmarking.config import TARGETS
+from tests.helpers.bench_tiny import HEADLINES
 
 
 def test_headline_keys_name_what_the_issue_asks():

@@ -10,7 +10,6 @@ from monai.data import DataLoader, Dataset, DistributedSampler
 from monai.handlers import LrScheduleHandler
 from monai.transforms import Compose, RandGaussianNoised
 from monai.utils import set_determinism
-from tiny_setup import MODALITIES, make_batches
 
 from brats_cggm.balancing.cggm import CGGMBalancer
 from brats_cggm.brats.network import AuxiliaryHeads, build_network
@@ -18,6 +17,7 @@ from brats_cggm.brats.task import BratsSegmentationTask
 from brats_cggm.engine.checkpoint import TrainingCheckpointSaver
 from brats_cggm.engine.distributed import ddp_wrap, is_distributed
 from brats_cggm.engine.trainer import BalancedTrainer
+from tests.helpers.tiny_setup import MODALITIES, make_batches
 
 __all__ = ["Killed", "Run", "build", "kill_at"]
 

@@ -19,9 +19,7 @@ import numpy as np
 import torch
 from monai.metrics import DiceMetric
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from tiny_run import build, kill_at
-
+sys.path[:0] = [str(Path(__file__).resolve().parents[2])]  # the repository root, for ``tests.helpers``
 from brats_cggm.engine.distributed import (
     all_reduce_mean,
     barrier,
@@ -33,6 +31,7 @@ from brats_cggm.engine.distributed import (
 )
 from brats_cggm.engine.output_dir import RunExistsError, prepare_output_dir
 from brats_cggm.engine.resume import resume_from_checkpoint
+from tests.helpers.tiny_run import build, kill_at
 
 KILL_AT = 3  # an iteration in the middle of epoch 2; the last checkpoint is that of epoch 1
 

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from bench_tiny import one_thread, tiny_config  # noqa: F401
 
 from brats_cggm.benchmarking.sections.variants import variant_spec
 from brats_cggm.benchmarking.steps import build_trainer, synthetic_batch
+from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401
 
 
 def test_speed_options_keep_the_step_correct():

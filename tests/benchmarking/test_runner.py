@@ -6,9 +6,9 @@ import json
 
 import nibabel as nib
 import pytest
-from bench_tiny import one_thread, tiny_config  # noqa: F401
 
 from brats_cggm.benchmarking.runner import run_benchmarks
+from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401
 
 
 def test_balancers_scaling_variants_report(tmp_path):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from bench_tiny import one_thread, tiny_config  # noqa: F401
 
 from brats_cggm.benchmarking.memory import measure_step_memory, memory_worker
+from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401
 
 
 def test_memory_worker_in_process():

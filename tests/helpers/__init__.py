@@ -1,0 +1,1 @@
+"""Test helpers shared by several test modules (imported as ``tests.helpers.<module>``)."""
