@@ -51,6 +51,7 @@ from brats_cggm.brats.nifti_checks import (
     strip_nifti_extension,
 )
 from brats_cggm.brats.transforms import inference_transforms
+from brats_cggm.core.devices import resolve_device
 
 # save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs.
 __all__ = [
@@ -419,23 +420,6 @@ def _parser_cli() -> argparse.ArgumentParser:
     return p
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"bad --device {name!r}: {exc}") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
-    elif device.type != "cpu":
-        raise ValueError(f"bad --device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _explicit_case(args: argparse.Namespace, modalities: Sequence[str]) -> CaseInput:
     files = {m: getattr(args, m, None) for m in DEFAULT_MODALITIES}
     unknown = [m for m in modalities if m not in files]
@@ -481,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--checkpoint goes with --bundle, not with --torchscript")
     try:
         output_path(args.output, "case", args.name_template)
-        device = _device(args.device)
+        device = resolve_device(args.device)
     except ValueError as exc:
         parser.error(str(exc))
     patterns = {**PATTERN_PRESETS[args.patterns], **dict(args.pattern)}

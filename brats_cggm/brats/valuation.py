@@ -41,6 +41,7 @@ from torch import nn
 
 from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_from_values, subset_key
 from brats_cggm.brats.cli_types import overlap_fraction, positive_int
+from brats_cggm.core.devices import resolve_device
 
 __all__ = [
     "REPORT_FILES",
@@ -65,7 +66,7 @@ class SubsetPredictor(nn.Module):
     """Predicts with every subset of the modalities present (the others' inputs zeroed) in one pass.
 
     With a network that encodes each modality separately (``encode``, ``fuse_and_decode``,
-    ``output_layer``, as :class:`~brats_cggm.brats.network.MultiEncoderUNet`), the features of the real and
+    ``output_layer``, as :class:`~brats_cggm.brats.model.MultiEncoderUNet`), the features of the real and
     of the zeroed inputs are computed once and only fusion and decoder run per subset; any other network
     is run on the masked input once per subset. Both give the prediction of the zeroed input.
 
@@ -223,7 +224,7 @@ def write_reports(
     Raises:
         FileExistsError: if a report exists and not ``overwrite``.
     """
-    from brats_cggm.engine.handlers import atomic_write_text
+    from brats_cggm.core.files import atomic_write_text
 
     output = check_output(output, overwrite)
     summary = {**summarize(results, modalities), **(extra or {})}
@@ -318,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_dir", required=True, help="a BraTS-layout or MSD Task01 folder with labels")
     parser.add_argument("--output", required=True, help="folder for shapley_per_case.csv, shapley.json, shapley.md")
     parser.add_argument("--overwrite", action="store_true", help="replace existing reports in --output")
-    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     parser.add_argument("--max_cases", type=positive_int, default=None, help="valuate only the first N cases")
     parser.add_argument("--case_ids", nargs="+", default=None, help="valuate only these cases")
     parser.add_argument(
@@ -351,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.dataset_dir,
             args.output,
             checkpoint=args.checkpoint,
-            device=args.device,
+            device=resolve_device(args.device),
             max_cases=args.max_cases,
             case_ids=args.case_ids,
             roi_size=args.roi,

@@ -7,11 +7,11 @@ import torch
 from ignite.engine import Events
 from tiny_setup import MODALITIES, make_batches, make_trainer
 
-from brats_cggm.balancing.base import StepContext
 from brats_cggm.balancing.cggm import CGGMBalancer, cggm_coefficients
 from brats_cggm.balancing.registry import create_balancer
-from brats_cggm.brats.network import AuxiliaryHeads, build_network
+from brats_cggm.brats.model import AuxiliaryHeads, build_network
 from brats_cggm.brats.task import BratsSegmentationTask
+from brats_cggm.core.balancer import StepContext
 
 
 def test_two_modalities_reduce_to_other_over_sum():

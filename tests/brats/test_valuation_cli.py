@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from brats_cggm.balancing.valuation import all_subsets, mask_modalities, subset_key
-from brats_cggm.brats.network import build_network
+from brats_cggm.brats.model import build_network
 from brats_cggm.brats.valuation import REPORT_FILES, SubsetPredictor, main
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")

@@ -22,7 +22,7 @@ from monai.bundle import run as bundle_run
 
 from brats_cggm.brats.data import discover_dataset, split_datalist
 from brats_cggm.brats.inference import main as infer_main
-from brats_cggm.brats.network import build_network
+from brats_cggm.brats.model import build_network
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"

@@ -15,6 +15,7 @@ from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from tiny_setup import MODALITIES, make_batches, make_trainer
 
 from brats_cggm.balancing.cggm import CGGMBalancer
+from brats_cggm.core.files import atomic_write_text, remove_stale_temporaries, temporary_files
 from brats_cggm.engine.checkpoint import (
     BestModelSaver,
     CheckpointLoadError,
@@ -25,7 +26,6 @@ from brats_cggm.engine.checkpoint import (
     previous_checkpoint_path,
     restore_rng_state,
 )
-from brats_cggm.engine.files import atomic_write_text, remove_stale_temporaries, temporary_files
 
 
 def _truncate(path: Path) -> None:

@@ -13,10 +13,11 @@ from monai.utils import set_determinism
 from tiny_setup import MODALITIES, make_batches
 
 from brats_cggm.balancing.cggm import CGGMBalancer
-from brats_cggm.brats.network import AuxiliaryHeads, build_network
+from brats_cggm.brats.model import AuxiliaryHeads, build_network
 from brats_cggm.brats.task import BratsSegmentationTask
+from brats_cggm.core.distributed import is_distributed
 from brats_cggm.engine.checkpoint import TrainingCheckpointSaver
-from brats_cggm.engine.distributed import ddp_wrap, is_distributed
+from brats_cggm.engine.distributed import ddp_wrap
 from brats_cggm.engine.trainer import BalancedTrainer
 
 __all__ = ["Killed", "Run", "build", "kill_at"]
