@@ -8,10 +8,15 @@ Needs matplotlib, the ``plots`` extra: ``pip install -e ".[plots]"``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+try:
+    from brats_cggm.core.files import atomic_path
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from brats_cggm.core.files import atomic_path
 
 __all__ = ["PANELS", "main", "read_scalars", "smooth"]
 
@@ -52,6 +57,10 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return out
 
 
+def _tags(series: dict[str, list[tuple[int, float]]], prefix: str) -> list[str]:
+    return sorted(t for t in series if t.startswith(prefix + "/"))
+
+
 def _import_pyplot():
     try:
         import matplotlib
@@ -66,7 +75,7 @@ def _import_pyplot():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Draw :data:`PANELS` (rows) for each run (columns) into one PNG.
+    """Draw :data:`PANELS` (rows) for each run (columns) into one PNG; a panel no run has data for is left out.
 
     Args:
         argv: command-line arguments (``sys.argv[1:]`` when None).
@@ -89,30 +98,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     plt = _import_pyplot()
     runs = {run: read_scalars(run) for run in args.runs}
-    fig, axes = plt.subplots(len(PANELS), len(runs), figsize=(5 * len(runs), 3.2 * len(PANELS)), squeeze=False)
+    # a panel no run has a series for (CGGM's B when every run is joint) would only be an empty frame
+    panels = [(prefix, title) for prefix, title in PANELS if any(_tags(series, prefix) for series in runs.values())]
+    if not panels:
+        print(f"error: no run has a series of {[prefix for prefix, _ in PANELS]}", file=sys.stderr)
+        return 1
+    fig, axes = plt.subplots(len(panels), len(runs), figsize=(5 * len(runs), 3.2 * len(panels)), squeeze=False)
     for col, (run, series) in enumerate(runs.items()):
-        counts = []
-        for row, (prefix, title) in enumerate(PANELS):
+        for row, (prefix, title) in enumerate(panels):
             ax = axes[row][col]
-            tags = sorted(t for t in series if t.startswith(prefix + "/"))
-            for tag in tags:
+            for tag in _tags(series, prefix):
                 steps, values = zip(*sorted(series[tag]))
                 ax.plot(steps, smooth(list(values)), label=tag.rsplit("/", 1)[-1])
             ax.set_title(f"{run.parent.name}/{run.name}: {title}", fontsize=9)
             ax.set_xlabel("iteration")
             if ax.lines:
                 ax.legend(fontsize=7)
-            counts.append(f"{len(tags)} {prefix}")
+        counts = [f"{len(_tags(series, prefix))} {prefix}" for prefix, _ in PANELS]
         print(f"{run}: " + ", ".join(counts) + " series")
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     # written beside the target and renamed, so an interrupted run leaves no half-written PNG
-    partial = args.out.with_name(f".{args.out.name}.partial")
-    try:
-        fig.savefig(partial, dpi=90, format="png")
-        os.replace(partial, args.out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(args.out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     print(f"wrote {args.out}")
     return 0

@@ -35,6 +35,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return dirs
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's IHDR chunk."""
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def _plot(*args: str | Path, block_matplotlib: bool = False) -> subprocess.CompletedProcess:
     """Run the script as ``python SCRIPT ARGS``; ``block_matplotlib`` makes ``import matplotlib`` fail."""
     block = "sys.modules['matplotlib'] = None; " if block_matplotlib else ""
@@ -51,7 +57,17 @@ def test_writes_the_png_with_every_panel_series(runs, tmp_path):
     assert out.read_bytes().startswith(PNG_SIGNATURE)
     assert f"{runs[0]}: 4 train/modality_dice, 0 cggm/B, 4 grad_norm series" in done.stdout
     assert f"{runs[1]}: 4 train/modality_dice, 4 cggm/B, 4 grad_norm series" in done.stdout
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*"))
+    assert _png_size(out)[1] == round(3.2 * 3 * 90)
+
+
+def test_a_panel_no_run_has_data_for_is_left_out(runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "joint.png"
+    done = _plot(runs[0], "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert f"{runs[0]}: 4 train/modality_dice, 0 cggm/B, 4 grad_norm series" in done.stdout
+    assert _png_size(out)[1] == round(3.2 * 2 * 90)  # two rows of panels: no empty CGGM row for a joint run
 
 
 def test_existing_output_is_kept_without_overwrite(runs, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from brats_cggm.adapters.batching import pad_collate
 from brats_cggm.adapters.errors import AdapterDataError
+from brats_cggm.core.files import to_jsonable
 
 __all__ = ["ON_INVALID", "H5Features", "ListDataset", "MultimodalSplits", "check_on_invalid", "drop_or_raise"]
 
@@ -147,14 +148,4 @@ class MultimodalSplits:
         """
         info = {k: (v() if callable(v) else v) for k, v in self.info.items()}
         sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-        return {"sizes": sizes, **{k: _jsonable(v) for k, v in info.items()}}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+        return {"sizes": sizes, **{k: to_jsonable(v) for k, v in info.items()}}

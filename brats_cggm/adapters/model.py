@@ -5,7 +5,7 @@ Food-101 with one per class); its last layer (``output_layer``, a plain ``nn.Lin
 The auxiliary classifiers f_i (docs/methods.md: one self-attention layer and a linear layer per
 modality, last layer shaped like ``output_layer``) are :class:`SequenceAuxiliaryHeads`, kept outside the
 network; :class:`SequencePredictor` returns the fused and the auxiliary predictions for evaluation.
-The ``Sequence`` prefix tells these apart from BraTS's volume counterparts in ``brats_cggm.brats.network``.
+The ``Sequence`` prefix tells these apart from BraTS's volume counterparts in ``brats_cggm.brats.model``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from brats_cggm.engine.outputs import FeatureHook, MultimodalOutput
+from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
 
 __all__ = [
     "FrozenBackbone",

@@ -1,4 +1,4 @@
-"""Modality-balancing strategies behind one protocol (:class:`~brats_cggm.balancing.base.Balancer`).
+"""Modality-balancing strategies behind one protocol (:class:`~brats_cggm.core.balancer.Balancer`).
 
 Importing this package registers every strategy, so ``create_balancer(name, ...)`` knows them all:
 ``joint``, ``cggm``, ``ogm_ge``, ``opm``, ``inforeg``, ``relearning``, ``mmpareto``, ``dropout``.
@@ -6,7 +6,7 @@ Modality valuation (Shapley values) is in :mod:`brats_cggm.balancing.valuation`.
 """
 
 from brats_cggm.balancing import cggm, dropout, inforeg, joint, mmpareto, ogm, opm, relearning  # noqa: F401
-from brats_cggm.balancing.base import Balancer, StepContext
 from brats_cggm.balancing.registry import available_balancers, balancer_class, create_balancer, register_balancer
+from brats_cggm.core.balancer import Balancer, StepContext
 
 __all__ = ["Balancer", "StepContext", "available_balancers", "balancer_class", "create_balancer", "register_balancer"]

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from brats_cggm.balancing.base import Balancer, StepContext
 from brats_cggm.balancing.registry import register_balancer
+from brats_cggm.core.balancer import Balancer, StepContext
 
 __all__ = ["CGGMBalancer", "cggm_coefficients"]
 

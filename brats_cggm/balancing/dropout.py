@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from brats_cggm.balancing.base import Balancer
 from brats_cggm.balancing.registry import register_balancer
+from brats_cggm.core.balancer import Balancer
 
 __all__ = ["ModalityDropoutBalancer", "apply_sample_scale", "dropout_masks"]
 

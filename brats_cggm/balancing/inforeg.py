@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from brats_cggm.balancing.base import Balancer, StepContext
 from brats_cggm.balancing.registry import register_balancer
-from brats_cggm.engine.distributed import all_reduce_mean
+from brats_cggm.core.balancer import Balancer, StepContext
+from brats_cggm.core.distributed import all_reduce_mean
 
 __all__ = ["InfoRegBalancer", "inforeg_alpha", "performance_gaps", "prime_window"]
 
@@ -87,7 +87,7 @@ class InfoRegBalancer(Balancer):
         self._epoch_scalars: dict[str, float] = {}
 
     def attach(self, engine: Any) -> None:
-        from brats_cggm.engine.distributed import unwrap
+        from brats_cggm.core.distributed import unwrap
 
         self.network = unwrap(engine.network)
         if self.reference is None:

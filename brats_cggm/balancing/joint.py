@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from brats_cggm.balancing.base import Balancer
 from brats_cggm.balancing.registry import register_balancer
+from brats_cggm.core.balancer import Balancer
 
 __all__ = ["JointBalancer"]
 

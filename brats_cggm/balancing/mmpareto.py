@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from brats_cggm.balancing.base import Balancer, StepContext
 from brats_cggm.balancing.registry import register_balancer
-from brats_cggm.engine.distributed import all_reduce_mean
+from brats_cggm.core.balancer import Balancer, StepContext
+from brats_cggm.core.distributed import all_reduce_mean
 
 __all__ = ["MMParetoBalancer", "mmpareto_combine", "pareto_weights"]
 

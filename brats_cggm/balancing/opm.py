@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from brats_cggm.balancing.base import Balancer, StepContext
 from brats_cggm.balancing.dropout import apply_sample_scale, batch_size_of, dropout_masks
 from brats_cggm.balancing.ogm import REFERENCES, SCORES, discrepancy_ratios, modality_scores
 from brats_cggm.balancing.registry import register_balancer
+from brats_cggm.core.balancer import Balancer, StepContext
 
 __all__ = ["OPMBalancer", "opm_drop_probabilities"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from brats_cggm.balancing.base import Balancer
+from brats_cggm.core.balancer import Balancer
 
 __all__ = ["available_balancers", "balancer_class", "create_balancer", "register_balancer"]
 

@@ -38,9 +38,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from brats_cggm.balancing.base import Balancer
 from brats_cggm.balancing.registry import register_balancer
-from brats_cggm.engine.distributed import all_reduce_mean, unwrap
+from brats_cggm.core.balancer import Balancer
+from brats_cggm.core.distributed import all_reduce_mean, unwrap
 
 __all__ = [
     "RelearningBalancer",

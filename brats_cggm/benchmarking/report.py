@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import platform
 import sys
@@ -155,9 +154,9 @@ def write_report(path: str | os.PathLike, report: dict[str, Any], overwrite: boo
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    from brats_cggm.engine.handlers import atomic_write_text
+    from brats_cggm.core.files import write_json
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
-    return atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    return write_json(path, report)

@@ -39,7 +39,7 @@ def balancer_kwargs(name: str, modalities: Sequence[str]) -> dict[str, Any]:
     """Constructor arguments of the balancer ``name`` for a benchmark run.
 
     The methods' warm-ups are fitted into the benchmark's single epoch
-    (:meth:`~brats_cggm.balancing.base.Balancer.short_run_kwargs`), so that every balancer acts in the
+    (:meth:`~brats_cggm.core.balancer.Balancer.short_run_kwargs`), so that every balancer acts in the
     steps that are timed.
 
     Args:
@@ -71,7 +71,7 @@ def build_trainer(spec: StepSpec, data: Sequence[Any] | Iterable) -> Any:
         Exception: whatever the balancer's constructor raises.
     """
     from brats_cggm.balancing import create_balancer
-    from brats_cggm.brats.network import AuxiliaryHeads, apply_speed_options, build_network
+    from brats_cggm.brats.model import AuxiliaryHeads, apply_speed_options, build_network
     from brats_cggm.brats.task import BratsSegmentationTask
     from brats_cggm.engine.trainer import BalancedTrainer
 

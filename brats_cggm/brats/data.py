@@ -12,6 +12,7 @@ Two layouts are read:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "discover_brats_folders",
     "discover_dataset",
     "discover_msd",
+    "resolve_dataset_dir",
     "split_datalist",
     "validate_dataset",
 ]
@@ -57,6 +59,8 @@ MSD_MODALITY_NAMES: dict[str, tuple[str, ...]] = {
     "t1ce": ("t1gd", "t1ce", "t1c", "t1w+c"),
     "t2": ("t2w", "t2"),
 }
+
+logger = logging.getLogger(__name__)
 
 _NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 _VALIDATE_MODES = ("none", "headers", "full")
@@ -441,3 +445,35 @@ def split_datalist(
     train = [item for i, item in enumerate(ordered) if i not in val_idx]
     val = [item for i, item in enumerate(ordered) if i in val_idx]
     return train, val
+
+
+def resolve_dataset_dir(
+    dataset_dir: str | os.PathLike,
+    default_dir: str | os.PathLike,
+    n: int = 16,
+    shape: Sequence[int] = (48, 48, 48),
+    seed: int = 0,
+) -> Path:
+    """The data set folder, with phantoms generated first when it is the bundle's default and empty.
+
+    A folder the user named is never written to: if it is missing or empty, data discovery fails with
+    an error naming it.
+
+    Args:
+        dataset_dir: the configured data set folder.
+        default_dir: the bundle's default folder (the embedded phantom set).
+        n: number of phantom cases to generate.
+        shape: phantom volume shape.
+        seed: phantom seed.
+
+    Returns:
+        ``dataset_dir`` as a path.
+    """
+    from brats_cggm.brats.phantoms import ensure_phantom_dataset
+
+    dataset_dir = Path(dataset_dir).expanduser()
+    if dataset_dir.resolve() == Path(default_dir).expanduser().resolve():
+        if not dataset_dir.is_dir() or not any(dataset_dir.iterdir()):
+            logger.info(f"generating {n} phantom BraTS cases of shape {tuple(shape)} in {dataset_dir}")
+        ensure_phantom_dataset(dataset_dir, n=n, shape=tuple(shape), seed=seed)
+    return dataset_dir

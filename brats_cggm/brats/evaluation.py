@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -279,14 +278,14 @@ def write_results(
     Raises:
         FileExistsError: if a file exists and ``overwrite`` is False (nothing is written then).
     """
-    from brats_cggm.engine.handlers import atomic_write_text
+    from brats_cggm.core.files import atomic_write_text, write_json
 
     for path in (Path(csv_path), Path(json_path)):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
     summary = summarize(result)
     atomic_write_text(csv_path, _csv_text(result))
-    atomic_write_text(json_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_json(json_path, summary, allow_nan=False)
     return summary
 
 

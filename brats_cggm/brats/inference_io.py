@@ -6,7 +6,6 @@ Files are only located here; they are read and checked by :mod:`brats_cggm.brats
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from monai.transforms import MapTransform
 
 from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, discover_msd
 from brats_cggm.brats.nifti_checks import InputFileError, is_nifti_name, strip_nifti_extension
+from brats_cggm.core.files import atomic_path
 
 __all__ = [
     "MSD_CHANNELS",
@@ -151,25 +151,12 @@ def save_like_reference(
     image.header["cal_max"] = 0
     image.header["descrip"] = b"brats_cggm"
     image.header["intent_code"] = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
     ext = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{ext}"
     try:
-        nib.save(image, str(tmp))
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path}: exists; pass --overwrite to replace it") from None
-            except OSError:
-                # File systems without hard links: check, then rename (not race-free).
-                if path.exists():
-                    raise FileExistsError(f"{path}: exists; pass --overwrite to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_path(path, suffix=ext, overwrite=overwrite) as tmp:
+            nib.save(image, str(tmp))
+    except FileExistsError:
+        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it") from None
     return path
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from brats_cggm.brats.data import DEFAULT_MODALITIES
@@ -83,18 +82,6 @@ def _network_description(network: torch.nn.Module) -> dict:
     return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **{n: getattr(network, n) for n in names}}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (torch.device, Path)):
-        return str(value)
-    return value
-
-
 def save_run_config(
     output_dir: str | os.PathLike,
     network: torch.nn.Module,
@@ -120,8 +107,8 @@ def save_run_config(
     Returns:
         The file written, or None on a non-main distributed rank (which writes nothing).
     """
-    from brats_cggm.engine.distributed import is_main_process
-    from brats_cggm.engine.handlers import atomic_write_text
+    from brats_cggm.core.distributed import is_main_process
+    from brats_cggm.core.files import write_json
 
     if not is_main_process():
         return None
@@ -136,7 +123,7 @@ def save_run_config(
         "training_data": {k: options[k] for k in _DATASET_OPTIONS if k in options},
     }
     path = Path(output_dir) / RUN_CONFIG
-    atomic_write_text(path, json.dumps(_jsonable(config), indent=2) + "\n")
+    write_json(path, config)
     return path
 
 

@@ -43,7 +43,7 @@ def validation_metrics(modalities: Sequence[str] = ()) -> dict[str, IgniteMetric
     """``val/dice/<region>`` for each region and ``val/modality_dice/<m>`` for each auxiliary head.
 
     The auxiliary predictions are expected under ``pred_<modality>`` (see
-    :class:`~brats_cggm.brats.network.FusedAndAuxiliaryPredictor`).
+    :class:`~brats_cggm.brats.model.FusedAndAuxiliaryPredictor`).
     """
     metrics = {f"val/dice/{region}": _dice(RegionSelector(index=i)) for i, region in enumerate(REGIONS)}
     for name in modalities:

@@ -61,7 +61,7 @@ class SubsetPredictor(nn.Module):
     """Predicts with every subset of the modalities present (the others' inputs zeroed) in one pass.
 
     With a network that encodes each modality separately (``encode``, ``fuse_and_decode``,
-    ``output_layer``, as :class:`~brats_cggm.brats.network.MultiEncoderUNet`), the features of the real and
+    ``output_layer``, as :class:`~brats_cggm.brats.model.MultiEncoderUNet`), the features of the real and
     of the zeroed inputs are computed once and only fusion and decoder run per subset; any other network
     is run on the masked input once per subset. Both give the prediction of the zeroed input.
 
@@ -219,7 +219,7 @@ def write_reports(
     Raises:
         FileExistsError: if a report exists and not ``overwrite``.
     """
-    from brats_cggm.engine.handlers import atomic_write_text
+    from brats_cggm.core.files import atomic_write_text
 
     output = check_output(output, overwrite)
     summary = {**summarize(results, modalities), **(extra or {})}

@@ -41,6 +41,7 @@ from brats_cggm.cli.common import (
     print_error,
     print_warning,
 )
+from brats_cggm.core.devices import resolve_device
 
 __all__ = ["CaseResult", "build_parser", "main", "segment_case"]
 
@@ -143,23 +144,6 @@ def build_parser() -> CommandParser:
     return p
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"bad --device {name!r}: {exc}") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
-    elif device.type != "cpu":
-        raise ValueError(f"bad --device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _explicit_case(args: argparse.Namespace, modalities: Sequence[str]) -> CaseInput:
     files = {m: getattr(args, m, None) for m in DEFAULT_MODALITIES}
     unknown = [m for m in modalities if m not in files]
@@ -207,7 +191,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--checkpoint goes with --bundle, not with --torchscript")
     try:
         output_path(args.output_dir, "case", args.name_template)
-        return _device(args.device)
+        return resolve_device(args.device)
     except ValueError as exc:
         parser.error(str(exc))
 

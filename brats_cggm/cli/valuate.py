@@ -16,10 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from brats_cggm.brats.valuation import markdown_table, valuate_bundle
 from brats_cggm.cli.common import CommandParser, overlap_fraction, positive_int, print_error
+from brats_cggm.core.devices import resolve_device
 
 __all__ = ["build_parser", "main"]
 
@@ -47,7 +46,7 @@ def build_parser() -> CommandParser:
     parser.add_argument("--dataset-dir", required=True, help="a BraTS-layout or MSD Task01 folder with labels")
     parser.add_argument("--output-dir", required=True, help="folder for shapley_per_case.csv, shapley.json, shapley.md")
     parser.add_argument("--overwrite", action="store_true", help="replace existing reports in --output-dir")
-    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     parser.add_argument("--max-cases", type=positive_int, default=None, help="valuate only the first N cases")
     parser.add_argument("--case-ids", nargs="+", default=None, help="valuate only these cases")
     parser.add_argument(
@@ -71,7 +70,7 @@ def valuate(args: argparse.Namespace) -> dict[str, Any]:
         args.dataset_dir,
         args.output_dir,
         checkpoint=args.checkpoint,
-        device=args.device,
+        device=resolve_device(args.device),
         max_cases=args.max_cases,
         case_ids=args.case_ids,
         roi_size=args.roi,

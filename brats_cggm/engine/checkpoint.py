@@ -29,8 +29,8 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from brats_cggm.engine.distributed import get_world_size, is_main_process
-from brats_cggm.engine.files import atomic_write, remove_stale_temporaries
+from brats_cggm.core.distributed import get_world_size, is_main_process
+from brats_cggm.core.files import atomic_write, remove_stale_temporaries
 
 __all__ = [
     "BestModelSaver",
@@ -59,7 +59,7 @@ def previous_checkpoint_path(path: str | os.PathLike) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous: bool = False) -> Path:
     """``torch.save`` to a temporary file in the target folder, fsync, then rename over ``path``.
 
-    See :func:`brats_cggm.engine.files.atomic_write` (file mode, temporary file names).
+    See :func:`brats_cggm.core.files.atomic_write` (file mode, temporary file names).
 
     Args:
         obj: what to save.

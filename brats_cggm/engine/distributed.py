@@ -1,4 +1,4 @@
-"""torch.distributed helpers that degrade to no-ops in a single process.
+"""Process groups and DDP wrapping; the helpers degrade to no-ops in a single process.
 
 Multi-GPU and multi-node training use torch.distributed and DistributedDataParallel (DDP), the engine
 MONAI itself uses, launched with ``torchrun`` (see ``docs/distributed.md`` and the bundle's
@@ -7,12 +7,14 @@ MONAI itself uses, launched with ``torchrun`` (see ``docs/distributed.md`` and t
 - :func:`init_distributed` / :func:`destroy_distributed`: the process group (``nccl`` on CUDA, ``gloo``
   on CPU), created in the bundle's ``initialize`` and destroyed in its ``finalize``;
 - :func:`ddp_wrap`: DDP around the network (trained through ``forward_features``) or the auxiliary
-  heads; :func:`unwrap` returns the bare module, so checkpoints are the same with and without DDP;
-- :func:`all_reduce_mean`: every statistic a balancer decides from goes through it, so all ranks apply
-  identical coefficients and the replicas stay identical;
+  heads; :func:`brats_cggm.core.distributed.unwrap` returns the bare module, so checkpoints are the same
+  with and without DDP;
 - :func:`main_process_first`, :func:`main_process_handlers`, :func:`main_process_summary_writer`,
   :func:`quiet_non_main_logging`: only rank 0 writes files and logs;
 - :func:`validation_sampler`: validation shards without padded duplicates.
+
+The rank queries and the collectives balancers use (:func:`~brats_cggm.core.distributed.all_reduce_mean`)
+are in :mod:`brats_cggm.core.distributed`.
 """
 
 from __future__ import annotations
@@ -28,71 +30,30 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from brats_cggm.engine.outputs import MultimodalOutput
+from brats_cggm.core.devices import resolve_device
+from brats_cggm.core.distributed import (
+    FeaturesForward,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+)
+from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
     "FeaturesDistributedDataParallel",
-    "FeaturesForward",
-    "all_reduce_mean",
-    "barrier",
     "ddp_wrap",
     "destroy_distributed",
-    "get_rank",
-    "get_world_size",
     "init_distributed",
-    "is_distributed",
-    "is_main_process",
     "main_process_first",
     "main_process_handlers",
     "main_process_summary_writer",
     "quiet_non_main_logging",
-    "unwrap",
     "validation_sampler",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def is_distributed() -> bool:
-    """True when a process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    """This process's global rank (0 without a process group)."""
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    """The number of processes (1 without a process group)."""
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0, or when no process group is initialised."""
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    """``dist.barrier()`` when distributed, else nothing."""
-    if get_world_size() > 1:
-        dist.barrier()
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Average ``tensor`` over all ranks (a no-op without a process group); returns a new tensor.
-
-    Balancers decide from batch statistics; averaging them first makes every rank apply the same
-    coefficients, so the replicas stay identical. A CPU tensor is reduced on this rank's GPU under
-    ``nccl`` (which only reduces CUDA tensors) and comes back on the CPU.
-    """
-    if get_world_size() == 1:
-        return tensor
-    reduced = tensor.detach().clone()
-    if reduced.device.type == "cpu" and dist.get_backend() == "nccl":
-        reduced = reduced.cuda()
-    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-    return (reduced / dist.get_world_size()).to(tensor.device)
 
 
 def init_distributed(device: str | torch.device | None = None, timeout_s: float = 1800) -> torch.device:
@@ -111,7 +72,7 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
         The device this rank trains on.
     """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = torch.device(device).type if device is not None else resolve_device("auto").type
     resolved = torch.device(f"cuda:{local_rank}") if kind == "cuda" else torch.device(kind)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
@@ -126,23 +87,6 @@ def destroy_distributed() -> None:
     """Destroy the default process group if there is one (the bundle's ``finalize``)."""
     if is_distributed():
         dist.destroy_process_group()
-
-
-class FeaturesForward(nn.Module):
-    """A module whose ``forward`` is the network's ``forward_features``, so DDP sees the training forward.
-
-    DDP synchronises gradients of what runs through the wrapped module's ``forward``; the trainer trains
-    through ``forward_features``. This returns a plain tuple ``(logits, features, head_input)``, which
-    DDP's output traversal understands.
-    """
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, *args: Any, **kwargs: Any) -> tuple:
-        output = self.network.forward_features(*args, **kwargs)
-        return output.logits, output.features, output.head_input
 
 
 class FeaturesDistributedDataParallel(nn.parallel.DistributedDataParallel):
@@ -178,19 +122,6 @@ def ddp_wrap(module: nn.Module, device: str | torch.device | None = None, **kwar
     if hasattr(module, "forward_features"):
         return FeaturesDistributedDataParallel(FeaturesForward(module), **kwargs)
     return nn.parallel.DistributedDataParallel(module, **kwargs)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel / torch.compile / :class:`FeaturesForward`."""
-    while True:
-        if isinstance(module, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            module = module.module
-        elif isinstance(module, FeaturesForward):
-            module = module.network
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -12,10 +11,10 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from brats_cggm.engine.distributed import is_main_process
-from brats_cggm.engine.files import atomic_write_text, remove_stale_temporaries
+from brats_cggm.core.distributed import is_main_process
+from brats_cggm.core.files import remove_stale_temporaries, write_json
 
-__all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "atomic_write_text", "is_scalar", "to_float"]
+__all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "is_scalar", "to_float"]
 
 
 def to_float(value: Any) -> float:
@@ -134,7 +133,7 @@ class MetricsJSONWriter:
             "seconds_per_iteration": _mean(self._step_times[1:] or self._step_times),
             **self.extra,
         }
-        atomic_write_text(self.path, json.dumps(report, indent=2, default=_json_default) + "\n")
+        write_json(self.path, report)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -146,9 +145,3 @@ def is_scalar(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
     return isinstance(value, int | float)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return str(value)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from brats_cggm.engine.distributed import get_world_size, is_main_process
+from brats_cggm.core.distributed import get_world_size, is_main_process
 from brats_cggm.engine.resume import resolve_resume_path
 
 __all__ = ["RUN_FILES", "RunExistsError", "find_run_files", "prepare_output_dir"]

@@ -21,6 +21,7 @@ from typing import Any
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
+from brats_cggm.core.distributed import get_rank, get_world_size, is_main_process
 from brats_cggm.engine.checkpoint import (
     TrainingCheckpointSaver,
     load_checkpoint,
@@ -28,7 +29,6 @@ from brats_cggm.engine.checkpoint import (
     restore_rng_state,
     validation_objects,
 )
-from brats_cggm.engine.distributed import get_rank, get_world_size, is_main_process
 
 __all__ = ["resolve_resume_path", "resume_from_checkpoint"]
 

@@ -14,10 +14,10 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 from torch.optim import Optimizer
 
-from brats_cggm.balancing.base import Balancer, StepContext
-from brats_cggm.engine.distributed import all_reduce_mean, unwrap
-from brats_cggm.engine.outputs import MultimodalOutput
-from brats_cggm.engine.task import Task
+from brats_cggm.core.balancer import Balancer, StepContext
+from brats_cggm.core.distributed import all_reduce_mean, unwrap
+from brats_cggm.core.outputs import MultimodalOutput
+from brats_cggm.core.task import Task
 
 __all__ = ["BalancedTrainer"]
 

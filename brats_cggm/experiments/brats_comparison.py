@@ -23,6 +23,7 @@ from typing import Any
 
 from brats_cggm.brats.data import DEFAULT_MODALITIES
 from brats_cggm.brats.labels import REGIONS
+from brats_cggm.core.devices import resolve_device
 from brats_cggm.experiments.reports import markdown_table, summarize
 from brats_cggm.experiments.runs import run_comparison, short_run_overrides
 
@@ -176,7 +177,7 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
     Raises:
         ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
     """
-    from brats_cggm.brats.workflow import resolve_dataset_dir
+    from brats_cggm.brats.data import resolve_dataset_dir
 
     overrides, defaults = settings.overrides(), _bundle_defaults()
     phantom_dir = Path(overrides.get("phantom_dir", defaults["phantom_dir"]))
@@ -253,9 +254,7 @@ def run_and_valuate(settings: ComparisonSettings, jobs: int = 1) -> list[dict[st
     )
     device = settings.device
     if settings.shapley and device is None:
-        import torch
-
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        device = str(resolve_device("auto"))
     for row in rows:
         if settings.shapley:
             run_dir = settings.out_dir / row["method"] / f"seed{row['seed']}"

@@ -1,6 +1,6 @@
 """The comparison's reports: mean ± std over seeds, markdown tables, one CSV line per run.
 
-Every report is written through :func:`~brats_cggm.engine.handlers.atomic_write_text` (a temporary file
+Every report is written through :func:`~brats_cggm.core.files.atomic_write_text` (a temporary file
 and a rename), so an interrupted write leaves the previous report or none, never half of one.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from brats_cggm.engine.handlers import atomic_write_text
+from brats_cggm.core.files import atomic_write_text, to_jsonable
 
 __all__ = [
     "REPORT_NAMES",
@@ -130,6 +130,6 @@ def write_reports(
     out_dir = Path(out_dir)
     return [
         atomic_write_text(out_dir / "summary.md", summary_markdown),
-        atomic_write_text(out_dir / "rows.json", json.dumps(list(rows), indent=2, default=str)),
+        atomic_write_text(out_dir / "rows.json", json.dumps(to_jsonable(list(rows)), indent=2)),
         write_csv(rows, out_dir / "runs.csv"),
     ]

@@ -21,7 +21,7 @@ __all__ = ["run_comparison", "short_run_overrides", "train_run"]
 def short_run_overrides(method: str, max_epochs: int) -> dict[str, Any]:
     """Bundle overrides that fit ``method``'s epoch schedule into ``max_epochs`` epochs.
 
-    The overrides are the balancer's :meth:`~brats_cggm.balancing.base.Balancer.short_run_kwargs` as
+    The overrides are the balancer's :meth:`~brats_cggm.core.balancer.Balancer.short_run_kwargs` as
     ``balancer#<argument>`` keys. OPM's warm-up becomes ``max_epochs // 10`` epochs (none below 10
     epochs; the paper: 5 of about 50), and Re-learning diagnoses at ``max_epochs // 3`` with two
     re-initialisations (none in a one-epoch run; the paper: every 15–20 epochs, 2–3 times).

@@ -6,11 +6,11 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from brats_cggm.balancing.base import StepContext
 from brats_cggm.balancing.cggm import CGGMBalancer, cggm_coefficients
 from brats_cggm.balancing.registry import create_balancer
-from brats_cggm.brats.network import AuxiliaryHeads, build_network
+from brats_cggm.brats.model import AuxiliaryHeads, build_network
 from brats_cggm.brats.task import BratsSegmentationTask
+from brats_cggm.core.balancer import StepContext
 from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 

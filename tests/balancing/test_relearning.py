@@ -17,7 +17,7 @@ from brats_cggm.balancing.relearning import (
     soft_reinit_,
     voxel_samples,
 )
-from brats_cggm.brats.network import build_network
+from brats_cggm.brats.model import build_network
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from brats_cggm.balancing.base import Balancer
 from brats_cggm.balancing.registry import _REGISTRY
 from brats_cggm.benchmarking.sections.balancers import balancer_benchmark
+from brats_cggm.core.balancer import Balancer
 from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401
 
 

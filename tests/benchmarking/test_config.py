@@ -7,7 +7,7 @@ from brats_cggm.benchmarking.config import TARGETS
 from tests.helpers.bench_tiny import HEADLINES
 
 
-def test_headline_keys_name_what_the_issue_asks():
+def test_headline_keys_name_what_they_measure():
     assert all(w in "cggm_time_ratio" for w in ("cggm", "time", "ratio"))
     assert all(w in "cggm_mem_ratio" for w in ("cggm", "mem", "ratio"))
     assert "infer" in "infer_ratio" and "load" in "load_ratio"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from brats_cggm.balancing.valuation import all_subsets, mask_modalities, subset_key
-from brats_cggm.brats.network import build_network
+from brats_cggm.brats.model import build_network
 from brats_cggm.brats.valuation import SubsetPredictor
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")

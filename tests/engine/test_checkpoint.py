@@ -14,6 +14,7 @@ from monai.data import Dataset
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
 from brats_cggm.balancing.cggm import CGGMBalancer
+from brats_cggm.core.files import atomic_write_text, remove_stale_temporaries, temporary_files
 from brats_cggm.engine.checkpoint import (
     BestModelSaver,
     CheckpointLoadError,
@@ -24,7 +25,6 @@ from brats_cggm.engine.checkpoint import (
     previous_checkpoint_path,
     restore_rng_state,
 )
-from brats_cggm.engine.files import atomic_write_text, remove_stale_temporaries, temporary_files
 from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 

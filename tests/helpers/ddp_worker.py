@@ -20,15 +20,8 @@ import torch
 from monai.metrics import DiceMetric
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2])]  # the repository root, for ``tests.helpers``
-from brats_cggm.engine.distributed import (
-    all_reduce_mean,
-    barrier,
-    destroy_distributed,
-    get_rank,
-    get_world_size,
-    init_distributed,
-    validation_sampler,
-)
+from brats_cggm.core.distributed import all_reduce_mean, barrier, get_rank, get_world_size
+from brats_cggm.engine.distributed import destroy_distributed, init_distributed, validation_sampler
 from brats_cggm.engine.output_dir import RunExistsError, prepare_output_dir
 from brats_cggm.engine.resume import resume_from_checkpoint
 from tests.helpers.tiny_run import build, kill_at

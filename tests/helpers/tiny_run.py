@@ -12,10 +12,11 @@ from monai.transforms import Compose, RandGaussianNoised
 from monai.utils import set_determinism
 
 from brats_cggm.balancing.cggm import CGGMBalancer
-from brats_cggm.brats.network import AuxiliaryHeads, build_network
+from brats_cggm.brats.model import AuxiliaryHeads, build_network
 from brats_cggm.brats.task import BratsSegmentationTask
+from brats_cggm.core.distributed import is_distributed
 from brats_cggm.engine.checkpoint import TrainingCheckpointSaver
-from brats_cggm.engine.distributed import ddp_wrap, is_distributed
+from brats_cggm.engine.distributed import ddp_wrap
 from brats_cggm.engine.trainer import BalancedTrainer
 from tests.helpers.tiny_setup import MODALITIES, make_batches
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from brats_cggm.balancing.base import Balancer
-from brats_cggm.brats.network import AuxiliaryHeads, build_network
+from brats_cggm.brats.model import AuxiliaryHeads, build_network
 from brats_cggm.brats.task import BratsSegmentationTask
+from brats_cggm.core.balancer import Balancer
 from brats_cggm.engine.trainer import BalancedTrainer
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")

@@ -10,11 +10,10 @@ sample id, ``(L, D)`` (``pooling="sequence"``: the valid tokens / all patches) o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import os
-import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ import torch
 from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101.data import Food101Record, read_food101_records
 from brats_cggm.adapters.food101.model import local_model_dir
+from brats_cggm.core.devices import resolve_device
+from brats_cggm.core.files import atomic_path
 
 __all__ = ["POOLINGS", "extract_food101_features", "main"]
 
@@ -41,33 +42,15 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> list[np.nda
     return [h[m].numpy() for h, m in zip(hidden, mask.bool())]
 
 
-class _AtomicH5:
+@contextlib.contextmanager
+def _atomic_h5(path: Path, overwrite: bool) -> Iterator[Any]:
     """An HDF5 file written under a temporary name in the target folder and renamed when complete."""
+    import h5py
 
-    def __init__(self, path: Path, overwrite: bool) -> None:
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(tmp)
-
-    def __enter__(self) -> Any:
-        import h5py
-
-        self.file = h5py.File(self.tmp, "w")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
-        if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a data file should have
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 def _batches(items: Sequence[Food101Record], size: int):
@@ -83,7 +66,7 @@ def _extract_text(records, model_dir, out, pooling, max_length, batch_size, devi
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     count = 0
-    with _AtomicH5(out[0], out[1]) as f:
+    with _atomic_h5(out[0], out[1]) as f:
         for batch in _batches(records, batch_size):
             tokens = tokenizer(
                 [r.text for r in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
@@ -104,7 +87,7 @@ def _extract_image(records, model_dir, out, pooling, batch_size, device, dtype, 
     processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
     model = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     count, skipped = 0, []
-    with _AtomicH5(out[0], out[1]) as f:
+    with _atomic_h5(out[0], out[1]) as f:
         for batch in _batches(records, batch_size):
             images, kept = [], []
             for r in batch:
@@ -221,14 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image_pooling", default="cls", choices=POOLINGS)
     parser.add_argument("--max_text_length", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     parser.add_argument("--on_bad_image", default="skip", choices=("skip", "error"))
     parser.add_argument("--overwrite", action="store_true", help="replace existing feature files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        written = extract_food101_features(**vars(args))
+        written = extract_food101_features(**{**vars(args), "device": resolve_device(args.device)})
     except (AdapterDataError, FileExistsError, OSError, ValueError) as e:
         print(f"error: {e}", flush=True)
         return 1

@@ -54,7 +54,7 @@ def inference_worker(payload: dict[str, Any]) -> dict[str, Any]:
         ``preprocessed_shape``, ``amp``, ``peak_rss_bytes`` and on CUDA ``cuda_peak_bytes``.
     """
     from brats_cggm.brats.inference import BratsSegmenter, CaseInput, InferenceSettings, save_like_reference
-    from brats_cggm.brats.network import build_network
+    from brats_cggm.brats.model import build_network
 
     spec = StepSpec.from_json(payload["spec"])
     device = torch.device(spec.device)

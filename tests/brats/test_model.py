@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
-from brats_cggm.brats.network import (
+from brats_cggm.brats.model import (
     NETWORK_PRESETS,
     AuxiliaryHeads,
     FusedAndAuxiliaryPredictor,
@@ -14,7 +14,7 @@ from brats_cggm.brats.network import (
     SegmentationAuxHead,
     build_network,
 )
-from brats_cggm.engine.outputs import MultimodalOutput
+from brats_cggm.core.outputs import MultimodalOutput
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 FEATURES = (4, 8, 16)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution, UnetResBlock, UnetUpBlock
 from monai.networks.layers.factories import Conv
 
-from brats_cggm.engine.outputs import FeatureHook, MultimodalOutput
+from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
 
 __all__ = [
     "NETWORK_PRESETS",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from brats_cggm.engine.outputs import FeatureHook, MultimodalOutput
+from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
 
 __all__ = ["Balancer", "StepContext"]
 

@@ -1,0 +1,10 @@
+"""The contracts the engine, the balancers and the tasks share; imports nothing else of ``brats_cggm``.
+
+- :mod:`~brats_cggm.core.outputs`: what a multimodal network hands to the engine (``MultimodalOutput``,
+  ``FeatureHook``);
+- :mod:`~brats_cggm.core.task`: the ``Task`` protocol (loss, auxiliary targets, utilization);
+- :mod:`~brats_cggm.core.balancer`: the ``Balancer`` protocol and its ``StepContext``;
+- :mod:`~brats_cggm.core.distributed`: rank queries and collectives, no-ops without a process group;
+- :mod:`~brats_cggm.core.files`: atomic writes (one permission policy), ``to_jsonable``, ``write_json``;
+- :mod:`~brats_cggm.core.devices`: ``resolve_device``, the one place a default device is chosen.
+"""
