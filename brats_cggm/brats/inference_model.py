@@ -151,11 +151,19 @@ def find_bundle_config(bundle_dir: str | os.PathLike) -> Path:
     )
 
 
+#: Module paths of network classes that moved: run configs written by earlier versions name the old path.
+_MOVED_TARGETS = {"brats_cggm.brats.network.": "brats_cggm.brats.model."}
+
+
 def _parser(config: Any):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(config if isinstance(config, dict) else str(config))
+    target = parser.get("network_def#_target_") if "network_def" in parser else None
+    for old, new in _MOVED_TARGETS.items():
+        if isinstance(target, str) and target.startswith(old):
+            parser["network_def#_target_"] = new + target.removeprefix(old)
     return parser
 
 

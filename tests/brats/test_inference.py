@@ -326,6 +326,18 @@ def test_settings_from_bundle_yaml_do_not_touch_the_data():
         assert network.modalities == MODALITIES
 
 
+def test_run_config_of_an_earlier_version_names_the_moved_network_module(tiny_run_dir: Path, tmp_path: Path):
+    """Run folders trained before ``brats/network.py`` became ``brats/model.py`` still load."""
+    old = shutil.copytree(tiny_run_dir, tmp_path / "old_run")
+    config = json.loads((old / "configs" / "inference.json").read_text())
+    config["network_def"]["_target_"] = "brats_cggm.brats.network.MultiEncoderUNet"
+    (old / "configs" / "inference.json").write_text(json.dumps(config))
+    network, _ = load_model(old)
+    reference, _ = load_model(tiny_run_dir)
+    for name, value in network.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[name])
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated")
 def test_cli_round_trip_with_header_variants(tmp_path: Path, capsys: pytest.CaptureFixture):
     """``brats-cggm-infer`` on a batch of cases in every header variant (TorchScript threshold network)."""
