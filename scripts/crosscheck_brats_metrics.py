@@ -10,7 +10,9 @@ Prints, per metric, the largest absolute difference over cases and regions (valu
 both sides count as equal) and exits with 1 if any exceeds ``--tolerance``. Two documented conventions are
 applied to the official values first: an infinite global HD95 is 373 mm, as in the official CSV; a region empty in
 both prediction and reference, NaN in the official evaluator, is left out of the global metrics (here Dice 1,
-HD95 0, NSD 1) and counted.
+HD95 0, NSD 1) and counted. On an anisotropic grid the official lesion metrics use the voxel spacing in the reverse
+axis order (panoptica pairs SimpleITK's (z, y, x) array with its (x, y, z) spacing); ``--reverse-spacing``
+reproduces that, to show that this is the only difference.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shape", type=int, nargs=3, default=(96, 96, 64))
     parser.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="voxel size (mm)")
+    parser.add_argument("--reverse-spacing", action="store_true", help="use the spacing as the official evaluator does")
     parser.add_argument("--official-python", default=None)
     parser.add_argument("--tolerance", type=float, default=1e-9)
     args = parser.parse_args(argv)
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 nib.save(nib.Nifti1Image(data, affine), path)
             pairs.append((paths[0], paths[1]))
             # the official global metrics ignore the spacing (see brats_cggm.brats.surface_metrics)
-            ours[paths[1]] = case_challenge_metrics(pred, ref, tuple(args.spacing), "brats2023", global_in_voxels=True)
+            spacing = tuple(args.spacing)[:: -1 if args.reverse_spacing else 1]
+            ours[paths[1]] = case_challenge_metrics(pred, ref, spacing, "brats2023", global_in_voxels=True)
         official = _official(pairs, args.official_python)
     worst: dict[str, float] = dict.fromkeys(_COMPARED, 0.0)
     n_compared, both_empty = 0, 0
@@ -153,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                 other = theirs.get(key)
                 other = math.nan if other is None else other
                 worst[key] = max(worst[key], _difference(values[key], other))
-    print(f"{args.cases} cases, shape {tuple(args.shape)}, regions {list(next(iter(ours.values())))}")
+    print(f"{args.cases} cases, shape {tuple(args.shape)}, spacing {tuple(args.spacing)}", end="")
+    print(" (reversed for ours)" if args.reverse_spacing else "")
+    print(f"regions {list(next(iter(ours.values())))}")
     print(f"{n_compared} case-regions compared, {both_empty} empty on both sides (global metrics not compared)")
     print(f"{'metric':<18}max |ours - official|")
     for key, value in worst.items():

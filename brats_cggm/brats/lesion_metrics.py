@@ -18,6 +18,10 @@ Definitions, with the reference implementation's file and function (``panoptica`
   infinite, which the official CSV keeps as ``inf``; no lesion on either side: every lesion metric NaN; a 0/0
   precision or recall is NaN (the official CSV leaves it empty).
 
+On an anisotropic grid the official evaluator applies the voxel spacing to the wrong axes: it reads NIfTI files
+with SimpleITK, whose array is ``(z, y, x)``, and passes the ``(x, y, z)`` spacing unchanged. Here the spacing is
+applied in the array's own order; the two agree on isotropic data (all BraTS releases).
+
 The official CSV (``brats_evaluation/metrics_parser.py``, ``parse_seg_results``) names these columns
 ``all_instance_{tp,fp,fn,prec,rec,f1}_<region>``, ``lesionwise_{dsc,nsd,hd95}_{mean,std}_<region>`` and
 ``global_{dsc,nsd,hd95}_<region>``; :func:`official_row` writes a case in these names.
