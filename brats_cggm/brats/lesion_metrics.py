@@ -53,6 +53,7 @@ from brats_cggm.brats.surface_metrics import (
     hd95_from_distances,
     normalized_surface_dice_from_distances,
     surface_distances,
+    union_bounding_box,
 )
 
 __all__ = [
@@ -85,9 +86,9 @@ def connected_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _pair_dice(ref_lesions: np.ndarray, n_ref: int, pred_lesions: np.ndarray, n_pred: int) -> np.ndarray:
-    # Dice of every (reference, predicted) lesion pair from one pass over the overlapping voxels.
-    ref_volume = np.bincount(ref_lesions.ravel(), minlength=n_ref + 1)
-    pred_volume = np.bincount(pred_lesions.ravel(), minlength=n_pred + 1)
+    # Dice of every (reference, predicted) lesion pair from one pass over the tumour voxels.
+    ref_volume = np.bincount(ref_lesions[ref_lesions > 0], minlength=n_ref + 1)
+    pred_volume = np.bincount(pred_lesions[pred_lesions > 0], minlength=n_pred + 1)
     both = (ref_lesions > 0) & (pred_lesions > 0)
     pair_index = ref_lesions[both].astype(np.int64) * (n_pred + 1) + pred_lesions[both]
     overlap = np.bincount(pair_index, minlength=(n_ref + 1) * (n_pred + 1)).reshape(n_ref + 1, n_pred + 1)
@@ -179,7 +180,7 @@ def region_lesion_metrics(
     matches = match_lesions(ref_lesions, n_ref, pred_lesions, n_pred)
     ref_boxes, pred_boxes = ndimage.find_objects(ref_lesions), ndimage.find_objects(pred_lesions)
     voxel_volume = float(np.prod(spacing))
-    ref_counts = np.bincount(ref_lesions.ravel(), minlength=n_ref + 1)
+    ref_counts = np.bincount(ref_lesions[ref_lesions > 0], minlength=n_ref + 1)
     lesions: dict[int, dict[str, Any]] = {
         i: {"voxel_count": int(ref_counts[i]), "volume": float(ref_counts[i]) * voxel_volume, "is_matched": False}
         for i in range(1, n_ref + 1)
@@ -304,6 +305,11 @@ def case_challenge_metrics(
         wanted = tuple(challenge_region_masks(np.zeros((1, 1, 1), np.uint8), ref_convention))
         pred_defined = challenge_region_masks(np.zeros((1, 1, 1), np.uint8), convention)
         regions = tuple(r for r in CHALLENGE_REGIONS if r in wanted and r in pred_defined)
+    # Every metric is unchanged by cropping to the box of all labelled voxels (see surface_metrics); the crop
+    # saves the labelling and overlap passes over the empty part of the volume.
+    box = union_bounding_box(pred_labels != 0, ref_labels != 0)
+    box = box or tuple(slice(0, 1) for _ in pred_labels.shape)
+    pred_labels, ref_labels = pred_labels[box], ref_labels[box]
     pred_masks = challenge_region_masks(pred_labels, convention, tuple(regions))
     ref_masks = challenge_region_masks(ref_labels, ref_convention, tuple(regions))
     global_spacing = (1.0,) * pred_labels.ndim if global_in_voxels else spacing
