@@ -172,6 +172,8 @@ def region_lesion_metrics(
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
     spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != pred.ndim or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be {pred.ndim} positive finite numbers, got {spacing}")
     if hd95 not in ("pooled", "directed"):
         raise ValueError(f"hd95 must be 'pooled' or 'directed', got {hd95!r}")
     tolerance = min(spacing) if nsd_tolerance_mm is None else float(nsd_tolerance_mm)

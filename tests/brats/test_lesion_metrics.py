@@ -146,3 +146,12 @@ def test_case_regions_of_both_conventions_and_official_columns():
     assert len(row) == 6 * 15
     with pytest.raises(ValueError, match="rc"):
         case_challenge_metrics(old, old, convention="brats2021", regions=("rc",))
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="shape"):
+        region_lesion_metrics(_empty(), _empty((8, 8, 9)))
+    with pytest.raises(ValueError, match="spacing"):
+        region_lesion_metrics(_empty(), _empty(), spacing=(1.0, -1.0, 1.0))
+    with pytest.raises(ValueError, match="hd95"):
+        region_lesion_metrics(_empty(), _empty(), hd95="max")
