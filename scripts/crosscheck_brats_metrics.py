@@ -23,6 +23,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        pairs, ours = [], {}
+        pairs, ours, seconds = [], {}, []
         for i in range(args.cases):
             pred, ref = random_case(rng, tuple(args.shape))
             affine = np.diag([*args.spacing, 1.0])
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             pairs.append((paths[0], paths[1]))
             # the official global metrics ignore the spacing (see brats_cggm.brats.surface_metrics)
             spacing = tuple(args.spacing)[:: -1 if args.reverse_spacing else 1]
+            start = time.perf_counter()
             ours[paths[1]] = case_challenge_metrics(pred, ref, spacing, "brats2023", global_in_voxels=True)
+            seconds.append(time.perf_counter() - start)
         official = _official(pairs, args.official_python)
     worst: dict[str, float] = dict.fromkeys(_COMPARED, 0.0)
     n_compared, both_empty = 0, 0
@@ -159,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 worst[key] = max(worst[key], _difference(values[key], other))
     print(f"{args.cases} cases, shape {tuple(args.shape)}, spacing {tuple(args.spacing)}", end="")
     print(" (reversed for ours)" if args.reverse_spacing else "")
-    print(f"regions {list(next(iter(ours.values())))}")
+    print(
+        f"regions {list(next(iter(ours.values())))}; ours: {np.mean(seconds):.2f} s per case (max {max(seconds):.2f})"
+    )
     print(f"{n_compared} case-regions compared, {both_empty} empty on both sides (global metrics not compared)")
     print(f"{'metric':<18}max |ours - official|")
     for key, value in worst.items():
