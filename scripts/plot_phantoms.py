@@ -56,7 +56,7 @@ def plot_cases(seeds: Sequence[int], spacing: float, out: Path) -> None:
         base /= max(float(np.percentile(case["t1ce"][case["t1ce"] > 0], 99.5)), 1.0)
         rgb = np.repeat(np.clip(base, 0, 1)[..., None], 3, axis=-1)
         for label, colour in _LABEL_COLOURS.items():
-            rgb[seg[:, :, z] == label] = 0.45 * rgb[seg[:, :, z] == label] + 0.55 * np.asarray(colour)
+            rgb[seg[:, :, z] == label] = 0.25 * rgb[seg[:, :, z] == label] + 0.75 * np.asarray(colour)
         axes[row, 4].imshow(_display(rgb), interpolation="nearest")
         axes[row, 4].set_title("labels: 1 red, 2 green, 4 yellow", color="white", fontsize=9)
     for ax in axes.flat:

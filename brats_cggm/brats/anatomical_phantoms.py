@@ -9,8 +9,9 @@ intensities:
   brain mask: ``1 - p_GM - p_WM`` (ventricles, sulci). The maps are placed on the BraTS 240 x 240 x 155 1 mm grid
   (or a coarser ``spacing``) by an integer shift and flips at 1 mm, so at 1 mm no interpolation blurs them.
 - **Tumours.** One to three lesions (multi-focal cases for lesion-wise metrics), each a necrotic core (label 1,
-  sometimes absent) inside an enhancing rim (label 4) inside vasogenic edema (label 2), with irregular shapes
-  (random rotation, axis ratios and a smooth angular profile of each boundary radius). Centres lie in white
+  sometimes absent; in half the cases with subacute haemorrhagic foci) inside an enhancing rim (label 4) inside
+  vasogenic edema (label 2), with irregular shapes (random rotation, axis ratios and a smooth angular profile of
+  each boundary radius). Centres lie in white
   matter far enough from the brain surface; labels are confined to the brain mask. Edema spreads along white
   matter and spares cortex and CSF (its extent is gated by the WM fraction), as vasogenic edema does.
 - **Mass effect.** Before the tumour is pasted, the anatomy is pushed away from each lesion centre by a smooth,
@@ -31,7 +32,8 @@ intensities:
 
 What follows (see docs/phantoms.md for the table of resulting contrasts): FLAIR shows edema best (CSF nulled)
 but necrosis and enhancing rim alike; T2 shows edema but about as bright as CSF; T1ce shows the enhancing rim
-and the dark necrosis inside it but hardly the edema; T1 shows necrosis as hypointense and little else.
+and the dark necrosis inside it but hardly the edema, and haemorrhage looks like enhancement on it; T1 shows
+necrosis as hypointense and haemorrhage as hyperintense, and is what tells haemorrhage from enhancement.
 
 References:
     Stanisz G. J. et al., "T1, T2 relaxation and magnetization transfer in tissue at 3T", Magn. Reson. Med. 54,
@@ -102,6 +104,9 @@ class Relaxation:
 #: approximations, not measurements: longer T1 and T2 than WM (more free water), edema the most T2-prolonged
 #: of the solid-tissue compartments, necrosis fluid-like but protein-rich (not nulled by FLAIR), chosen within
 #: the ranges reported for peritumoral edema and glioblastoma so that the images show the textbook appearance.
+#: Haemorrhage inside the necrotic core is subacute (extracellular methaemoglobin): short T1 and long T2, bright on
+#: T1 before contrast (Bradley W. G., "MR appearance of hemorrhage in the brain", Radiology 189, 15-26 (1993));
+#: on T1ce alone it mimics enhancement, which only the native T1 tells apart.
 TISSUE_RELAXATION_3T: dict[str, Relaxation] = {
     "wm": Relaxation(0.77, 1084.0, 69.0),
     "gm": Relaxation(0.86, 1820.0, 99.0),
@@ -109,6 +114,7 @@ TISSUE_RELAXATION_3T: dict[str, Relaxation] = {
     "edema": Relaxation(0.88, 1800.0, 190.0),
     "enhancing": Relaxation(0.85, 1700.0, 130.0),
     "necrosis": Relaxation(0.90, 2400.0, 250.0),
+    "haemorrhage": Relaxation(0.85, 600.0, 160.0),
 }
 
 #: Gadopentetate T1 relaxivity at 3 T in plasma, about 3.7 L mmol^-1 s^-1 (Rohrer et al. 2005), per ms.
@@ -219,7 +225,8 @@ def tissue_contrast_table() -> dict[str, dict[str, float]]:
     """Each tissue's mean signal relative to white matter, per modality (before texture, blur and noise).
 
     Returns:
-        modality → tissue (``wm``, ``gm``, ``csf``, ``edema``, ``enhancing``, ``necrosis``) → signal / WM signal.
+        modality → tissue (``wm``, ``gm``, ``csf``, ``edema``, ``enhancing``, ``necrosis``, ``haemorrhage``) →
+        signal / WM signal.
     """
     table: dict[str, dict[str, float]] = {}
     for modality in MODALITIES:
@@ -555,7 +562,7 @@ def _case_relaxation(rng: np.random.Generator) -> dict[str, Relaxation]:
     """Per-case tissue properties: the table, with tumour T1/T2 varied by about 8 % and normal tissue by 2 %."""
     out = {}
     for tissue, rel in TISSUE_RELAXATION_3T.items():
-        spread = 0.08 if tissue in ("edema", "enhancing", "necrosis") else 0.02
+        spread = 0.08 if tissue in ("edema", "enhancing", "necrosis", "haemorrhage") else 0.02
         f1, f2 = np.exp(rng.normal(0.0, spread, 2))
         out[tissue] = Relaxation(rel.proton_density, rel.t1_ms * float(f1), rel.t2_ms * float(f2))
     return out
@@ -564,7 +571,7 @@ def _case_relaxation(rng: np.random.Generator) -> dict[str, Relaxation]:
 # Counts of the white-matter signal before the per-case scale (scanner units; arbitrary, as in BraTS files).
 _WM_COUNTS: dict[str, float] = {"flair": 400.0, "t1": 600.0, "t1ce": 700.0, "t2": 300.0}
 # Texture amplitude of each tumour compartment's T1 and T2 (relative std of the smooth field).
-_TEXTURE: dict[str, float] = {"edema": 0.08, "enhancing": 0.12, "necrosis": 0.2}
+_TEXTURE: dict[str, float] = {"edema": 0.08, "enhancing": 0.12, "necrosis": 0.2, "haemorrhage": 0.15}
 
 
 def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1.0) -> dict[str, np.ndarray]:
@@ -624,6 +631,11 @@ def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1
     relaxation = _case_relaxation(rng)
     water = _smooth_noise(rng, box_shape, [2.5 / s for s in sizes])
     uptake = _smooth_noise(rng, box_shape, [2.0 / s for s in sizes])
+    # Half the cases bleed: haemorrhagic foci fill part of the necrotic core (still label 1, as in BraTS).
+    bleeding = _smooth_noise(rng, box_shape, [2.0 / s for s in sizes])
+    bleeding_level = np.float32(rng.uniform(0.3, 1.2)) if rng.random() < 0.5 else np.float32(np.inf)
+    haemorrhage = necrosis * _sigmoid((bleeding - bleeding_level) / np.float32(0.3))
+    necrosis = necrosis - haemorrhage
     brain_box = tuple(
         slice(max(0, int(idx.min()) - 3), min(n, int(idx.max()) + 4))
         for idx, n in zip(np.nonzero(brain), shape, strict=True)
@@ -642,7 +654,13 @@ def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1
             + maps["csf"] * np.float32(signal["csf"] / wm_signal)
         )
         tumour_image = image[box] * normal
-        for tissue, fraction in (("necrosis", necrosis), ("edema", edema), ("enhancing", enhancing)):
+        compartments = (
+            ("necrosis", necrosis),
+            ("haemorrhage", haemorrhage),
+            ("edema", edema),
+            ("enhancing", enhancing),
+        )
+        for tissue, fraction in compartments:
             rel = relaxation[tissue]
             # Log-normal texture: more free water lengthens T1 and T2 together, and never makes them negative.
             t1 = np.float32(rel.t1_ms) * np.exp(np.float32(_TEXTURE[tissue]) * water)
