@@ -291,8 +291,7 @@ def _import_nilearn_datasets():
     return datasets
 
 
-@functools.lru_cache(maxsize=4)
-def load_mni152_anatomy(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
+def load_mni152_anatomy(spacing: float | Sequence[float] = 1.0) -> dict[str, np.ndarray]:
     """The MNI152 2009 tissue maps on the BraTS grid at ``spacing`` (cached; the arrays are read-only).
 
     At a spacing above 1 mm the 1 mm maps are low-pass filtered first (Gaussian, sigma ``(s - 1) / 2`` voxels
@@ -300,16 +299,21 @@ def load_mni152_anatomy(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -
     the mean tissue fractions of its 1 mm voxels.
 
     Args:
-        spacing: voxel size in mm per axis.
+        spacing: voxel size in mm, one number or one per axis (1 to 8).
 
     Returns:
         ``wm``, ``gm``, ``csf``: float32 tissue fractions; ``brain``: float32 brain fraction (skull-stripped
         template above 0), all of shape :func:`brats_grid_shape`.
 
     Raises:
+        ValueError: if ``spacing`` is invalid.
         ImportError: if nilearn (the ``anatomy`` extra) is not installed.
     """
-    sizes = _check_spacing(spacing)
+    return _load_mni152_anatomy(_check_spacing(spacing))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_mni152_anatomy(sizes: tuple[float, float, float]) -> dict[str, np.ndarray]:
     datasets = _import_nilearn_datasets()
     t1 = np.asarray(datasets.load_mni152_template(resolution=1).dataobj, dtype=np.float32)
     gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32)
@@ -398,7 +402,8 @@ def _sample_lesions(rng: np.random.Generator, spacing: tuple[float, float, float
         has_necrosis = rng.random() < (0.85 if main else 0.5)
         r_necrosis = r_enhancing * rng.uniform(0.45, 0.8) if has_necrosis else 0.0
         r_edema = r_enhancing * rng.uniform(1.6, 2.6)
-        allowed = np.flatnonzero(depths >= 0.8 * r_enhancing + 4.0)
+        # The deepest white matter if none is deep enough for a lesion this large.
+        allowed = np.flatnonzero(depths >= min(0.8 * r_enhancing + 4.0, float(depths.max())))
         for _ in range(50):
             centre = centres[rng.choice(allowed)] + rng.uniform(-2.0, 2.0, 3)
             if all(np.linalg.norm(centre - o.centre) > o.r_enhancing + r_enhancing + 6.0 for o in lesions):

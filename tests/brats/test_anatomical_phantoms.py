@@ -86,7 +86,8 @@ def test_grid() -> None:
 
 
 def test_anatomy_on_the_grid() -> None:
-    anatomy = load_mni152_anatomy((4.0, 4.0, 4.0))
+    anatomy = load_mni152_anatomy([4, 4, 4])
+    assert load_mni152_anatomy(4.0) is anatomy
     assert {k: v.shape for k, v in anatomy.items()} == {k: (60, 60, 39) for k in ("wm", "gm", "csf", "brain")}
     total = anatomy["wm"] + anatomy["gm"] + anatomy["csf"]
     np.testing.assert_allclose(total, anatomy["brain"], atol=1e-5)
@@ -133,13 +134,13 @@ def test_no_download(tmp_path) -> None:
 
 def test_missing_nilearn_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "nilearn", None)
-    load_mni152_anatomy.cache_clear()
+    anatomical_phantoms._load_mni152_anatomy.cache_clear()
     with pytest.raises(ImportError, match=r"brats-cggm\[anatomy\]"):
         load_mni152_anatomy((6.0, 6.0, 6.0))
     with pytest.raises(ImportError, match=r"brats-cggm\[anatomy\]"):
         write_anatomical_phantom_dataset(tmp_path / "data", n=1, spacing=6)
     assert not (tmp_path / "data").exists()
-    load_mni152_anatomy.cache_clear()
+    anatomical_phantoms._load_mni152_anatomy.cache_clear()
 
 
 def test_case_content() -> None:
