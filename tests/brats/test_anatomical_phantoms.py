@@ -23,6 +23,7 @@ from brats_cggm.brats.anatomical_phantoms import (
     tissue_contrast_table,
     write_anatomical_phantom_dataset,
 )
+from brats_cggm.brats.data import discover_dataset
 from brats_cggm.brats.phantoms import MODALITIES, brats_affine
 
 pytest.importorskip("nilearn", reason="the anatomy extra (nilearn) is needed")
@@ -251,6 +252,8 @@ def test_write_dataset(tmp_path) -> None:
         np.testing.assert_array_equal(image.affine, brats_grid_affine(6))
         assert image.get_data_dtype() == expected[key].dtype
         np.testing.assert_array_equal(np.asarray(image.dataobj), expected[key])
+    # The project's data set reader accepts the folder, values and grids checked.
+    assert len(discover_dataset(out, validate="full").items) == 2
     before = sorted(p.name for p in out.rglob("*"))
     with pytest.raises(FileExistsError, match="BraTS2021_00000 already exists"):
         write_anatomical_phantom_dataset(out, n=3, spacing=6)
