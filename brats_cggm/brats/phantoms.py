@@ -44,6 +44,7 @@ __all__ = [
     "ensure_phantom_dataset",
     "generate_phantom_case",
     "phantom_case_id",
+    "write_brats_case",
     "write_phantom_dataset",
 ]
 
@@ -270,8 +271,27 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def _write_case(case_dir: Path, shape: tuple[int, int, int], seed: int, overwrite: bool) -> None:
-    case = generate_phantom_case(shape, seed)
-    affine = brats_affine(shape)
+    write_brats_case(case_dir, generate_phantom_case(shape, seed), brats_affine(shape), overwrite)
+
+
+def write_brats_case(
+    case_dir: str | os.PathLike, case: dict[str, np.ndarray], affine: np.ndarray, overwrite: bool = False
+) -> Path:
+    """Write one case's arrays as ``case_dir/<case_dir name>_<key>.nii.gz``, the folder appearing atomically.
+
+    Args:
+        case_dir: the case folder (its parent must exist); its name is the case identifier.
+        case: key (``flair``, ``t1``, ``t1ce``, ``t2``, ``seg``) → array, saved with the array's dtype.
+        affine: the 4 x 4 voxel-to-world affine of every array.
+        overwrite: replace an existing case folder.
+
+    Returns:
+        ``case_dir`` as a ``Path``.
+
+    Raises:
+        FileExistsError: if ``case_dir`` exists and ``overwrite`` is False (nothing is written then).
+    """
+    case_dir = Path(case_dir)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{case_dir.name}.", suffix=".tmp", dir=case_dir.parent))
     try:
         os.chmod(tmp_dir, 0o755)
@@ -290,6 +310,7 @@ def _write_case(case_dir: Path, shape: tuple[int, int, int], seed: int, overwrit
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
+    return case_dir
 
 
 def write_phantom_dataset(
