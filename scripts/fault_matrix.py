@@ -1,0 +1,1328 @@
+"""Fault matrix: every bad input through the real command lines and bundles, each with its expected outcome.
+
+    python scripts/fault_matrix.py --out docs/reliability.md [--only PATTERN] [--jobs N] [--keep]
+
+Each row prepares a fresh temporary folder (tiny phantom cases, a tiny bundle or training run, the damage),
+runs its command(s) there as subprocesses, and records the exit code, the first error line, the files
+left behind, and verdicts against what the row expects: the exit status (0 or non-zero; a death by signal
+or a timeout is never as expected), a message naming the file or setting at fault, nothing lost
+(pre-existing files unchanged), nothing half-written (no ``*.tmp``, no new empty file, nothing new outside
+the row's outputs), no code run from a data file, and a row-specific outcome. The report is written
+atomically; the exit status is 1 when any row is not as expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import pickle
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the checkout's package, also when run without PYTHONPATH
+    sys.path.insert(0, str(REPO))
+
+from brats_cggm.brats.phantoms import write_phantom_dataset  # noqa: E402
+from brats_cggm.engine.handlers import atomic_write_text  # noqa: E402
+
+CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
+CASE = "BraTS2021_00000"
+SHAPE = (24, 24, 24)
+N_CASES = 3
+FEATURES = (4, 8, 16)
+PATCH = (16, 16, 16)
+#: Overrides of every training run (a tiny network and patch, one epoch, validation every epoch).
+TINY_TRAIN = {
+    "max_epochs": "1",
+    "val_interval": "1",
+    "patch_size": json.dumps(list(PATCH)),
+    "network_def#features": json.dumps(list(FEATURES)),
+    "num_samples": "1",
+    "sw_batch_size": "2",
+    "device": "cpu",
+}
+#: BraTS 2023 file name suffixes, by BraTS 2021 suffix.
+NAMES_2023 = {"flair": "t2f", "t1ce": "t1c", "t1": "t1n", "t2": "t2w", "seg": "seg"}
+STEP_TIMEOUT_S = 600
+MARKER = "CODE_RAN"
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subprocess command line, and its short form for the report (paths relative to the row folder)."""
+
+    argv: tuple[str, ...]
+    display: str
+
+
+def _console(name: str, module: str) -> list[str]:
+    script = Path(sys.executable).parent / name
+    return [str(script)] if script.is_file() else [sys.executable, "-m", module]
+
+
+def infer(*args: str, display: str | None = None) -> Command:
+    """``brats-cggm-infer ARGS --device cpu`` (``display``: the short form of ARGS, when not ARGS)."""
+    argv = [*_console("brats-cggm-infer", "brats_cggm.brats.inference"), *args, "--device", "cpu"]
+    return Command(tuple(argv), "brats-cggm-infer " + (display or " ".join(args)))
+
+
+def evaluate(*args: str) -> Command:
+    """``brats-cggm-evaluate ARGS``."""
+    argv = [*_console("brats-cggm-evaluate", "brats_cggm.brats.evaluation"), *args]
+    return Command(tuple(argv), "brats-cggm-evaluate " + " ".join(args))
+
+
+def _bundle_run(config_file: str, overrides: dict[str, str]) -> list[str]:
+    argv = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file]
+    argv += ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
+    for key, value in overrides.items():
+        argv += [f"--{key}", value]
+    return argv
+
+
+def train(data: str = "data", out: str = "run", **overrides: str) -> Command:
+    """The training bundle (``train.yaml``) with the tiny overrides, on ``data``, into ``out``."""
+    shown = {"dataset_dir": data, "output_dir": out, **overrides}
+    argv = _bundle_run(str(CONFIGS / "train.yaml"), {**TINY_TRAIN, **shown})
+    return Command(tuple(argv), "train " + " ".join(f"--{k} {v}" for k, v in shown.items()))
+
+
+def bundle_infer(bundle: str = "bundle", data: str = "cases", out: str = "out") -> Command:
+    """``inference.yaml`` with the run config of ``bundle`` (a training ``output_dir`` look-alike)."""
+    files = repr([str(CONFIGS / "inference.yaml"), f"{bundle}/configs/inference.json"])
+    overrides = {"bundle_root": bundle, "dataset_dir": data, "output_dir": out, "device": "cpu"}
+    argv = _bundle_run(files, overrides)
+    shown = " ".join(f"--{k} {v}" for k, v in overrides.items() if k != "device")
+    return Command(tuple(argv), f"bundle inference.yaml+{bundle}/configs/inference.json {shown}")
+
+
+def python(code: str, display: str) -> Command:
+    """``python -c CODE``."""
+    return Command((sys.executable, "-c", code), display)
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+@dataclass
+class StepResult:
+    """What one command did."""
+
+    display: str
+    returncode: int | None  # None: timed out
+    stdout: str
+    stderr: str
+    seconds: float
+    killed: bool = False
+    problems: list[str] | None = None  # from the step's own check; None: it has none
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a row.
+
+    Attributes:
+        command: what to run (in the row folder).
+        kill_when: polled while it runs; when true, the process gets SIGKILL.
+        check: problems seen right after this step (before the next one runs).
+    """
+
+    command: Command
+    kill_when: Callable[[Path], bool] | None = None
+    check: Callable[[Path, StepResult], list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One bad input and what must happen.
+
+    Attributes:
+        name: unique, e.g. ``infer/truncated``.
+        setup: prepares the row folder (given the shared fixtures) and returns the steps to run.
+        expect_ok: the last step must exit 0 (else non-zero, not by a signal).
+        message: substrings that the error lines must name together (``{marker}`` is the marker file).
+        one_line: a command-line error: no traceback.
+        may_change: path prefixes (relative to the row folder) where pre-existing files may change.
+        writes: path prefixes where new files may appear.
+        marker: the row plants code that would create the file :data:`MARKER`: it must not exist.
+        check: the row's own outcome check, after the last step: a list of problems.
+        what: one phrase for the report.
+    """
+
+    name: str
+    setup: Callable[[Path, Fixtures], list[Step]]
+    expect_ok: bool
+    message: tuple[str, ...] = ()
+    one_line: bool = False
+    may_change: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    marker: bool = False
+    check: Callable[[Path, list[StepResult]], list[str]] | None = None
+    what: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+class Fixtures:
+    """Inputs shared by rows, each built once (thread-safe) under ``root`` and copied into row folders."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock = threading.RLock()  # a fixture may build on another
+        self._built: dict[str, Path | BaseException] = {}
+
+    def _get(self, name: str, build: Callable[[Path], None]) -> Path:
+        with self._lock:
+            if name not in self._built:
+                target = self.root / name
+                try:
+                    build(target)
+                    self._built[name] = target
+                except BaseException as exc:
+                    self._built[name] = exc
+            found = self._built[name]
+        if isinstance(found, BaseException):
+            raise RuntimeError(f"fixture {name!r} could not be built: {found}") from found
+        return found
+
+    def phantoms(self) -> Path:
+        """A BraTS 2021-layout folder of :data:`N_CASES` phantom cases of :data:`SHAPE`."""
+        return self._get("phantoms", lambda p: write_phantom_dataset(p, n=N_CASES, shape=SHAPE, seed=0))
+
+    def bundle(self) -> Path:
+        """A training ``output_dir`` look-alike with a random tiny network (no training needed)."""
+
+        def build(root: Path) -> None:
+            import torch
+
+            from brats_cggm.brats.inference import save_run_config
+            from brats_cggm.brats.network import build_network
+
+            torch.manual_seed(0)
+            network = build_network("cpu", features=FEATURES)
+            save_run_config(root, network, {"label_convention": "brats2021", "channel_order": None}, roi_size=PATCH)
+            (root / "models").mkdir(parents=True)
+            torch.save(network.state_dict(), root / "models" / "model.pt")
+
+        return self._get("bundle", build)
+
+    def trained_run(self) -> Path:
+        """A real tiny training run of 2 epochs (``checkpoint.pt``, ``checkpoint.prev.pt``, ``model.pt``)."""
+
+        def build(root: Path) -> None:
+            data = self.phantoms()
+            command = train(str(data), str(root), max_epochs="2")
+            result = run_step(Step(command), self.root)
+            if result.returncode != 0:
+                raise RuntimeError(f"training exited {result.returncode}: {first_error_line(result) or '?'}")
+
+        return self._get("trained_run", build)
+
+
+def copy_case(fixtures: Fixtures, ws: Path, folder: str, case: str = CASE) -> Path:
+    """A writable copy of phantom case ``case`` at ``ws/folder/case``."""
+    return Path(shutil.copytree(fixtures.phantoms() / case, ws / folder / case))
+
+
+def copy_dataset(fixtures: Fixtures, ws: Path, folder: str = "data") -> Path:
+    return Path(shutil.copytree(fixtures.phantoms(), ws / folder))
+
+
+def case_file(case_dir: Path, modality: str) -> Path:
+    return case_dir / f"{case_dir.name}_{modality}.nii.gz"
+
+
+# ------------------------------------------------------------------------------------------------ damage
+
+
+def truncate(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def make_empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def make_text(path: Path) -> None:
+    path.write_text("this is not a NIfTI image\n")
+
+
+def rewrite(
+    path: Path,
+    data: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+    affine: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> None:
+    """Save ``path`` again with transformed voxels and/or affine (sform and qform from the new affine)."""
+    image = nib.load(str(path))
+    array = data(np.asarray(image.dataobj))
+    new_affine = image.affine if affine is None else affine(image.affine.copy())
+    nib.save(nib.Nifti1Image(array, new_affine), str(path))
+
+
+def with_value(value: float) -> Callable[[np.ndarray], np.ndarray]:
+    def put(array: np.ndarray) -> np.ndarray:
+        array = array.astype(np.float32)
+        array[5, 5, 5] = value
+        return array
+
+    return put
+
+
+def with_nan_affine(path: Path) -> None:
+    def nan(a: np.ndarray) -> np.ndarray:
+        a[0, 3] = np.nan
+        return a
+
+    rewrite(path, affine=nan)
+
+
+def with_singular_affine(path: Path) -> None:
+    """A singular sform (first column zero), no qform: the only affine readers can use is singular."""
+    image = nib.load(str(path))
+    singular = image.affine.copy()
+    singular[:3, 0] = 0.0
+    out = nib.Nifti1Image(np.asarray(image.dataobj), None, image.header)
+    out.set_qform(None, code=0)
+    out.set_sform(singular, code=1)
+    nib.save(out, str(path))
+
+
+def shifted(a: np.ndarray) -> np.ndarray:
+    a[:3, 3] += 0.5
+    return a
+
+
+def to_2023_names(dataset: Path) -> None:
+    """Rename a BraTS 2021-layout data set to BraTS 2023 names; labels 4 (ET) become 3."""
+    for case_dir in sorted(p for p in dataset.iterdir() if p.is_dir()):
+        index = int(case_dir.name.rsplit("_", 1)[1])
+        new_id = f"BraTS-GLI-{index:05d}-000"
+        for old, new in NAMES_2023.items():
+            src = case_file(case_dir, old)
+            dst = case_dir / f"{new_id}-{new}.nii.gz"
+            src.rename(dst)
+            if old == "seg":
+                rewrite(dst, lambda a: np.where(a == 4, 3, a).astype(np.uint8))
+        case_dir.rename(dataset / new_id)
+
+
+def relabel_4_to_3(dataset: Path) -> None:
+    for seg in sorted(dataset.glob("*/*_seg.nii.gz")):
+        rewrite(seg, lambda a: np.where(a == 4, 3, a).astype(np.uint8))
+
+
+class _RunsCode:
+    """Pickles to a call of ``exec`` that creates ``path``: loading it must never run it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return exec, (f"open({self.path!r}, 'w').write('code from a data file ran')",)
+
+
+def write_malicious_pickle(path: Path, marker: Path) -> None:
+    path.write_bytes(pickle.dumps({"train": _RunsCode(marker)}, protocol=2))
+
+
+def write_malicious_checkpoint(path: Path, marker: Path) -> None:
+    import torch
+
+    torch.save({"trainer": _RunsCode(marker), "network": {}}, path)
+
+
+def write_torchscript_with_expression(path: Path, marker: Path, bundle: Path) -> None:
+    """A TorchScript 1x1x1 convolution; its embedded ``inference.json`` has a ``$`` expression creating ``marker``."""
+    import warnings
+
+    import torch
+
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["sw_overlap"] = f"$__import__('pathlib').Path({str(marker)!r}).touch() or 0.5"
+    config["patch_size"] = list(PATCH)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(torch.nn.Conv3d(4, 3, 1))
+        torch.jit.save(scripted, str(path), _extra_files={"inference.json": json.dumps(config)})
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def valid_torch_file(path: Path) -> str | None:
+    """None if ``path`` is a complete torch zip archive (checked without unpickling), else the problem."""
+    if not path.is_file():
+        return f"{path.name} missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"{path.name} unreadable ({type(exc).__name__})"
+    return f"{path.name} has a corrupt member {bad}" if bad else None
+
+
+def expect_files(*relative: str) -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, _: list[StepResult]) -> list[str]:
+        return [f"{r} was not written" for r in relative if not (ws / r).is_file()]
+
+    return check
+
+
+def expect_good_checkpoints(*relative: str) -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, _: list[StepResult]) -> list[str]:
+        return [f"no good copy: {p}" for r in relative if (p := valid_torch_file(ws / r))]
+
+    return check
+
+
+def _metrics(ws: Path, run: str = "run") -> dict:
+    path = ws / run / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def expect_epoch(epoch: int, run: str = "run") -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, _: list[StepResult]) -> list[str]:
+        found = _metrics(ws, run).get("epoch")
+        return [] if found == epoch else [f"{run}/metrics.json epoch {found}, expected {epoch}"]
+
+    return check
+
+
+def _scalar_steps(log_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: list[int] = []
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            steps += [e.step for e in accumulator.Scalars(tag)]
+    return steps
+
+
+def expect_final_validation(epoch: int) -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, _: list[StepResult]) -> list[str]:
+        problems = [] if (ws / "run/models/model.pt").is_file() else ["no run/models/model.pt"]
+        if "val/dice/mean" not in _metrics(ws).get("validation", {}):
+            problems.append("no validation metric in run/metrics.json")
+        steps = _scalar_steps(ws / "run", "val/dice/mean")
+        if epoch not in steps:
+            problems.append(f"no validation at the last epoch {epoch} (validated at epochs {steps})")
+        return problems
+
+    return check
+
+
+def expect_one_events_file(ws: Path, _: list[StepResult]) -> list[str]:
+    found = sorted(p.name for p in (ws / "run").glob("events.out.tfevents.*"))
+    return [] if len(found) == 1 else [f"{len(found)} TensorBoard event files in run/ (old run's left mixed in)"]
+
+
+def all_of(*checks: Callable[[Path, list[StepResult]], list[str]]) -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, results: list[StepResult]) -> list[str]:
+        return [p for c in checks for p in c(ws, results)]
+
+    return check
+
+
+def _checkpoint_written(ws: Path) -> bool:
+    return (ws / "run" / "models" / "checkpoint.pt").is_file()
+
+
+def _killed_with_good_checkpoint(ws: Path, result: StepResult) -> list[str]:
+    problems = [] if result.killed else [f"training ended (exit {result.returncode}) before it could be killed"]
+    if bad := valid_torch_file(ws / "run" / "models" / "checkpoint.pt"):
+        problems.append(f"after SIGKILL: {bad}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- row table
+
+
+def _infer_case(damage: Callable[[Path], None] | None = None) -> Callable[[Path, Fixtures], list[Step]]:
+    """``brats-cggm-infer`` on one case folder, after ``damage(case_dir)``."""
+
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        shutil.copytree(fx.bundle(), ws / "bundle")
+        case_dir = copy_case(fx, ws, "in")
+        if damage is not None:
+            damage(case_dir)
+        return [Step(infer("--input", f"in/{CASE}", "--bundle", "bundle", "--output", "out"))]
+
+    return setup
+
+
+def _on(modality: str, damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    return lambda case_dir: damage(case_file(case_dir, modality))
+
+
+def _infer_args(*args: str, extra: Callable[[Path, Fixtures], None] | None = None, explicit: bool = False):
+    """``brats-cggm-infer`` on the clean case with ``args`` (explicit modality files when ``explicit``)."""
+
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        shutil.copytree(fx.bundle(), ws / "bundle")
+        copy_case(fx, ws, "in")
+        if extra is not None:
+            extra(ws, fx)
+        source = ["--input", f"in/{CASE}"]
+        shown = source
+        if explicit:
+            source = [a for m in ("flair", "t1ce", "t1", "t2") for a in (f"--{m}", f"in/{CASE}/{CASE}_{m}.nii.gz")]
+            shown = [f"--flair/--t1ce/--t1/--t2 in/{CASE}/{CASE}_<modality>.nii.gz"]
+        model = ["--bundle", "bundle"] if "--bundle" not in args and "--torchscript" not in args else []
+        return [Step(infer(*source, *model, *args, display=" ".join([*shown, *model, *args])))]
+
+    return setup
+
+
+def _evaluate_case(
+    damage: Callable[[Path], None] | None = None,
+    *args: str,
+    keep_prediction: bool = True,
+    extra: Callable[[Path, Fixtures], None] | None = None,
+):
+    """``brats-cggm-evaluate pred ref ARGS``, the phantom segmentation as the prediction, after ``damage(pred)``."""
+
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        copy_case(fx, ws, "ref")
+        (ws / "pred").mkdir()
+        prediction = ws / "pred" / f"{CASE}.nii.gz"
+        if keep_prediction:
+            shutil.copy(case_file(ws / "ref" / CASE, "seg"), prediction)
+        if damage is not None:
+            damage(prediction)
+        if extra is not None:
+            extra(ws, fx)
+        return [Step(evaluate("pred", "ref", *args))]
+
+    return setup
+
+
+def _train_on(damage: Callable[[Path], None] | None = None, **overrides: str):
+    """The training bundle on a copy of the phantom set, after ``damage(data_dir)``."""
+
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        data = copy_dataset(fx, ws)
+        if damage is not None:
+            damage(data)
+        return [Step(train(**overrides))]
+
+    return setup
+
+
+def _train_again(prepare: Callable[[Path], None] | None = None, **overrides: str):
+    """The training bundle into a copy of a finished 2-epoch run (``run/``), after ``prepare(run)``."""
+
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        copy_dataset(fx, ws)
+        run = Path(shutil.copytree(fx.trained_run(), ws / "run"))
+        if prepare is not None:
+            prepare(run)
+        return [Step(train(**overrides))]
+
+    return setup
+
+
+def _stale_tmp(run: Path) -> None:
+    (run / "models" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"")
+
+
+def _crafted_resume(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    write_malicious_checkpoint(ws / "evil_checkpoint.pt", ws / MARKER)
+    return [Step(train(resume="evil_checkpoint.pt"))]
+
+
+def _kill_and_resume(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    first = Step(train(max_epochs="6"), kill_when=_checkpoint_written, check=_killed_with_good_checkpoint)
+    return [first, Step(train(max_epochs="6", resume="true"))]
+
+
+def _torchscript(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_case(fx, ws, "in")
+    write_torchscript_with_expression(ws / "model.ts", ws / MARKER, fx.bundle())
+    return [Step(infer("--input", f"in/{CASE}", "--torchscript", "model.ts", "--output", "out"))]
+
+
+def _training_checkpoint(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_case(fx, ws, "in")
+    shutil.copytree(fx.trained_run(), ws / "trained")
+    args = ("--input", f"in/{CASE}", "--bundle", "trained", "--checkpoint", "trained/models/checkpoint.pt")
+    return [Step(infer(*args, "--output", "out"))]
+
+
+def _bundle_infer(damage: Callable[[Path], None] | None = None):
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        shutil.copytree(fx.bundle(), ws / "bundle")
+        case_dir = copy_case(fx, ws, "cases")
+        if damage is not None:
+            damage(case_dir)
+        return [Step(bundle_infer())]
+
+    return setup
+
+
+def _mult_pickle(ws: Path, fx: Fixtures) -> list[Step]:
+    write_malicious_pickle(ws / "evil.pkl", ws / MARKER)
+    code = "from brats_cggm.adapters.mult import load_mult_pickle; load_mult_pickle('evil.pkl')"
+    return [Step(python(code, "python -c 'load_mult_pickle(\"evil.pkl\")'"))]
+
+
+def _write_sentinel(relative: str) -> Callable[[Path, Fixtures], None]:
+    def write(ws: Path, _: Fixtures) -> None:
+        (ws / relative).parent.mkdir(parents=True, exist_ok=True)
+        (ws / relative).write_bytes(b"an earlier result: must survive\n")
+
+    return write
+
+
+OUT = f"out/{CASE}.nii.gz"
+T1, T1CE, T2 = (f"{CASE}_{m}.nii.gz" for m in ("t1", "t1ce", "t2"))
+PRED = f"pred/{CASE}.nii.gz"
+EVAL_RESULTS = ("pred/evaluation.csv", "pred/evaluation_summary.json")
+TRAIN_DEBRIS = ("run/",)  # a failed training run may leave its (empty) log folder
+
+
+def _infer_bad(name: str, modality: str, damage: Callable[[Path], None], what: str) -> Row:
+    message = (f"{CASE}_{modality}.nii.gz",)
+    return Row(f"infer/{name}", _infer_case(_on(modality, damage)), False, message, one_line=True, what=what)
+
+
+def _evaluate_bad(name: str, damage: Callable[[Path], None], what: str) -> Row:
+    return Row(f"evaluate/{name}", _evaluate_case(damage), False, (PRED,), True, writes=EVAL_RESULTS, what=what)
+
+
+def _all_modalities(damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(case_dir: Path) -> None:
+        for modality in ("flair", "t1ce", "t1", "t2"):
+            damage(case_file(case_dir, modality))
+
+    return apply
+
+
+ROWS: tuple[Row, ...] = (
+    # ----------------------------------------------------------------------------- brats-cggm-infer
+    Row("infer/clean", _infer_case(), True, writes=("out/",), check=expect_files(OUT), what="control: a good case"),
+    _infer_bad("truncated", "t1", truncate, "truncated .nii.gz"),
+    _infer_bad("zero-byte", "t1", make_empty, "zero-byte file"),
+    _infer_bad("not-nifti", "t2", make_text, "text file named .nii.gz"),
+    _infer_bad("2d", "t2", lambda p: rewrite(p, lambda a: a[:, :, 0]), "2-D volume"),
+    _infer_bad("5d", "t2", lambda p: rewrite(p, lambda a: np.stack([a, a], -1)[..., None, :]), "5-D volume"),
+    _infer_bad("nan", "t2", lambda p: rewrite(p, with_value(np.nan)), "a NaN voxel"),
+    _infer_bad("inf", "t2", lambda p: rewrite(p, with_value(np.inf)), "an Inf voxel"),
+    _infer_bad("all-zero", "t1", lambda p: rewrite(p, np.zeros_like), "an all-zero modality"),
+    _infer_bad("shape", "t1ce", lambda p: rewrite(p, lambda a: a[:-1]), "one modality 1 voxel shorter"),
+    _infer_bad("affine", "t1ce", lambda p: rewrite(p, affine=shifted), "one modality moved by 0.5 mm"),
+    _infer_bad("nan-affine", "t1ce", with_nan_affine, "NaN in one modality's affine"),
+    Row(
+        "infer/singular-affine",
+        _infer_case(_all_modalities(with_singular_affine)),
+        False,
+        (f"{CASE}_",),
+        one_line=True,
+        what="singular affine (every modality)",
+    ),
+    Row(
+        "infer/missing-modality",
+        _infer_case(lambda c: case_file(c, "t1").unlink()),
+        False,
+        (CASE, "t1"),
+        one_line=True,
+        what="no t1 file",
+    ),
+    Row(
+        "infer/existing-output",
+        _infer_args("--output", "out", extra=_write_sentinel(OUT)),
+        False,
+        (OUT.split("/")[1], "--overwrite"),
+        one_line=True,
+        what="output exists, no --overwrite",
+    ),
+    Row(
+        "infer/output-is-file",
+        _infer_args("--output", "blocked_out", extra=_write_sentinel("blocked_out")),
+        False,
+        ("blocked_out",),
+        one_line=True,
+        what="unwritable output (the path is a file)",
+    ),
+    Row(
+        "infer/case-id-dotdot",
+        _infer_args("--case-id", "../x", "--output", "out", explicit=True),
+        False,
+        ("--case-id",),
+        one_line=True,
+        what="--case-id ../x",
+    ),
+    Row(
+        "infer/case-id-hidden",
+        _infer_args("--case-id", ".hidden", "--output", "out", explicit=True),
+        False,
+        ("--case-id",),
+        one_line=True,
+        what="--case-id .hidden",
+    ),
+    Row(
+        "infer/overlap",
+        _infer_args("--overlap", "1.5", "--output", "out"),
+        False,
+        ("--overlap",),
+        one_line=True,
+        what="--overlap 1.5",
+    ),
+    Row(
+        "infer/corrupt-checkpoint",
+        _infer_args(
+            "--bundle",
+            "bundle",
+            "--checkpoint",
+            "bad.pt",
+            "--output",
+            "out",
+            extra=lambda ws, _: (ws / "bad.pt").write_bytes(b"PK\x03\x04 garbage, not a checkpoint"),
+        ),
+        False,
+        ("bad.pt",),
+        one_line=True,
+        what="corrupt --checkpoint",
+    ),
+    Row(
+        "infer/training-checkpoint",
+        _training_checkpoint,
+        True,
+        writes=("out/",),
+        check=expect_files(OUT),
+        what="a training checkpoint.pt as --checkpoint",
+    ),
+    Row(
+        "infer/torchscript-expression",
+        _torchscript,
+        True,
+        writes=("out/",),
+        marker=True,
+        what="TorchScript whose embedded config has a `$` expression",
+    ),
+    # ----------------------------------------------------------------------------- brats-cggm-evaluate
+    Row(
+        "evaluate/clean",
+        _evaluate_case(),
+        True,
+        writes=EVAL_RESULTS,
+        check=expect_files(*EVAL_RESULTS),
+        what="control: the reference as prediction",
+    ),
+    _evaluate_bad("truncated", truncate, "truncated prediction"),
+    _evaluate_bad("zero-byte", make_empty, "zero-byte prediction"),
+    _evaluate_bad("not-nifti", make_text, "text file named .nii.gz"),
+    _evaluate_bad("2d", lambda p: rewrite(p, lambda a: a[:, :, 0]), "2-D prediction"),
+    _evaluate_bad("5d", lambda p: rewrite(p, lambda a: np.stack([a, a], -1)[..., None, :]), "5-D prediction"),
+    _evaluate_bad("nan", lambda p: rewrite(p, with_value(np.nan)), "a NaN voxel"),
+    _evaluate_bad("inf", lambda p: rewrite(p, with_value(np.inf)), "an Inf voxel"),
+    Row(
+        "evaluate/all-zero",
+        _evaluate_case(lambda p: rewrite(p, np.zeros_like)),
+        True,
+        writes=EVAL_RESULTS,
+        what="all-zero prediction (valid: no tumour)",
+    ),
+    _evaluate_bad("shape", lambda p: rewrite(p, lambda a: a[:-1]), "prediction 1 voxel shorter"),
+    _evaluate_bad("affine", lambda p: rewrite(p, affine=shifted), "prediction moved by 0.5 mm"),
+    _evaluate_bad("nan-affine", with_nan_affine, "NaN in the prediction's affine"),
+    Row(
+        "evaluate/singular-affine",
+        _evaluate_case(
+            with_singular_affine, extra=lambda ws, _: with_singular_affine(case_file(ws / "ref" / CASE, "seg"))
+        ),
+        False,
+        (".nii.gz: ",),
+        True,
+        writes=EVAL_RESULTS,
+        what="singular affine (prediction and reference)",
+    ),
+    Row(
+        "evaluate/missing-prediction",
+        _evaluate_case(keep_prediction=False),
+        False,
+        (CASE,),
+        True,
+        writes=EVAL_RESULTS,
+        what="no prediction for the case",
+    ),
+    Row(
+        "evaluate/existing-output",
+        _evaluate_case(extra=_write_sentinel("pred/evaluation.csv")),
+        False,
+        ("evaluation.csv", "--overwrite"),
+        True,
+        what="results exist, no --overwrite",
+    ),
+    Row(
+        "evaluate/output-is-file",
+        _evaluate_case(None, "--output-dir", "blocked_out", extra=_write_sentinel("blocked_out")),
+        False,
+        ("blocked_out",),
+        True,
+        what="unwritable --output-dir (the path is a file)",
+    ),
+    # ----------------------------------------------------------------------------- training bundle
+    Row(
+        "train/label-5",
+        _train_on(lambda d: rewrite(case_file(d / CASE, "seg"), lambda a: np.where(a == 1, 5, a).astype(np.uint8))),
+        False,
+        (f"{CASE}_seg.nii.gz",),
+        writes=TRAIN_DEBRIS,
+        what="a segmentation with label 5",
+    ),
+    Row(
+        "train/2023-labels",
+        _train_on(relabel_4_to_3),
+        False,
+        ("_seg.nii.gz", "brats2023"),
+        writes=TRAIN_DEBRIS,
+        what="2021 file names, 2023 labels (1/2/3)",
+    ),
+    Row(
+        "train/nan-voxel",
+        _train_on(lambda d: rewrite(case_file(d / CASE, "flair"), with_value(np.nan))),
+        False,
+        (f"{CASE}_flair.nii.gz",),
+        writes=TRAIN_DEBRIS,
+        what="a NaN voxel in a training image",
+    ),
+    Row(
+        "train/truncated",
+        _train_on(lambda d: truncate(case_file(d / CASE, "t1"))),
+        False,
+        (f"{CASE}_t1.nii.gz",),
+        writes=TRAIN_DEBRIS,
+        what="a truncated modality file",
+    ),
+    Row(
+        "train/epochs-3-val-2",
+        _train_on(max_epochs="3", val_interval="2"),
+        True,
+        writes=("run/",),
+        check=expect_final_validation(3),
+        what="--max_epochs 3 --val_interval 2",
+    ),
+    Row(
+        "train/existing-run",
+        _train_again(),
+        False,
+        ("--resume",),
+        what="into an existing output_dir without --resume",
+    ),
+    Row(
+        "train/existing-run-overwrite",
+        _train_again(overwrite="true"),
+        True,
+        may_change=("run/",),
+        writes=("run/",),
+        check=all_of(expect_epoch(1), expect_one_events_file),
+        what="into an existing output_dir with --overwrite true",
+    ),
+    Row(
+        "train/resume-corrupt-checkpoint",
+        _train_again(lambda run: truncate(run / "models" / "checkpoint.pt"), resume="true", max_epochs="2"),
+        True,
+        may_change=("run/",),
+        writes=("run/",),
+        # one epoch after the fallback: its save must not rotate the damaged file over the good one
+        check=all_of(
+            expect_epoch(2), expect_good_checkpoints("run/models/checkpoint.pt", "run/models/checkpoint.prev.pt")
+        ),
+        what="--resume true after checkpoint.pt was truncated",
+    ),
+    Row(
+        "train/stale-tmp",
+        _train_again(_stale_tmp, resume="true", max_epochs="3"),
+        True,
+        may_change=("run/",),
+        writes=("run/",),
+        check=expect_epoch(3),
+        what="a stale 0-byte models/.checkpoint.pt.*.tmp",
+    ),
+    Row(
+        "train/crafted-resume",
+        _crafted_resume,
+        False,
+        ("evil_checkpoint.pt",),
+        writes=TRAIN_DEBRIS,
+        marker=True,
+        what="--resume FILE holding a pickle that runs code",
+    ),
+    Row(
+        "train/brats2023-patterns",
+        _train_on(to_2023_names, patterns="brats2023"),
+        True,
+        writes=("run/",),
+        check=expect_files("run/models/model.pt"),
+        what="BraTS 2023 names, --patterns brats2023",
+    ),
+    Row(
+        "train/brats2023-auto",
+        _train_on(to_2023_names),
+        True,
+        writes=("run/",),
+        check=expect_files("run/models/model.pt"),
+        what="BraTS 2023 names, default patterns (auto-detect)",
+    ),
+    Row(
+        "train/kill-and-resume",
+        _kill_and_resume,
+        True,
+        may_change=("run/",),
+        writes=("run/",),
+        check=all_of(expect_epoch(6), expect_good_checkpoints("run/models/checkpoint.pt")),
+        what="SIGKILL after the first checkpoint, then --resume true",
+    ),
+    # ----------------------------------------------------------------------------- inference bundle, adapters
+    Row(
+        "bundle-infer/clean",
+        _bundle_infer(),
+        True,
+        writes=("out/",),
+        check=expect_files(OUT),
+        what="control: inference.yaml on a good case",
+    ),
+    Row(
+        "bundle-infer/nan",
+        _bundle_infer(_on("t2", lambda p: rewrite(p, with_value(np.nan)))),
+        False,
+        (T2,),
+        what="inference.yaml on a case with a NaN voxel",
+    ),
+    Row(
+        "adapter/mult-pickle",
+        _mult_pickle,
+        False,
+        ("evil.pkl",),
+        marker=True,
+        what="MulT pickle whose __reduce__ runs code",
+    ),
+)
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONWARNINGS"] = env.get("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    return env
+
+
+def run_step(step: Step, cwd: Path, timeout: float = STEP_TIMEOUT_S) -> StepResult:
+    """Run one step in ``cwd`` (output captured in files beside it), killing it when its condition holds."""
+    logs = Path(tempfile.mkdtemp(prefix=".step.", dir=cwd.parent))
+    start = time.monotonic()
+    killed = timed_out = False
+    with (logs / "out").open("w+b") as out, (logs / "err").open("w+b") as err:
+        process = subprocess.Popen(step.command.argv, cwd=cwd, stdout=out, stderr=err, env=_env())
+        while process.poll() is None:
+            if time.monotonic() - start > timeout:
+                process.kill()
+                timed_out = True
+            elif step.kill_when is not None and step.kill_when(cwd):
+                os.kill(process.pid, signal.SIGKILL)
+                killed = True
+            if killed or timed_out:
+                process.wait()
+                break
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    shutil.rmtree(logs, ignore_errors=True)
+    result = StepResult(
+        step.command.display,
+        None if timed_out else process.returncode,
+        stdout,
+        stderr,
+        time.monotonic() - start,
+        killed,
+    )
+    if step.check is not None:
+        result.problems = step.check(cwd, result)
+    return result
+
+
+_ERROR_LINE = re.compile(
+    r"^(?:[\w.-]+: )?(?:error|warning): |^Fatal Python error"
+    r"|^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)\b(?::|$)"
+)
+
+
+def error_lines(result: StepResult) -> list[str]:
+    """Lines that report a problem: ``error: ...``/``warning: ...`` (our CLIs, argparse), a traceback's exceptions."""
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines()]
+    return [line for line in lines if _ERROR_LINE.search(line)]
+
+
+def first_error_line(result: StepResult, prefer: str = "") -> str:
+    """The first error line (the first naming ``prefer`` when one does); else the last line of stderr."""
+    lines = error_lines(result)
+    if prefer:
+        lines = [line for line in lines if prefer in line] or lines
+    if lines:
+        return lines[0]
+    tail = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return tail[-1] if tail and result.returncode else ""
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """``relative path -> (size, sha256)`` of every file under ``root``."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            found[path.relative_to(root).as_posix()] = (path.stat().st_size, digest)
+    return found
+
+
+@dataclass
+class Verdict:
+    """The judged outcome of one row. ``None`` in a check column: not relevant to the row."""
+
+    exit_ok: bool
+    message_ok: bool | None
+    nothing_lost: bool
+    nothing_half_written: bool
+    no_code_ran: bool | None
+    outcome_ok: bool | None
+    problems: list[str]
+
+    @property
+    def as_expected(self) -> bool:
+        checks = (self.exit_ok, self.message_ok, self.nothing_lost, self.nothing_half_written)
+        return all(c is not False for c in (*checks, self.no_code_ran, self.outcome_ok))
+
+
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p.rstrip("/") or path.startswith(p if p.endswith("/") else p + "/") for p in prefixes)
+
+
+def judge(
+    row: Row,
+    ws: Path,
+    before: dict[str, tuple[int, str]],
+    after: dict[str, tuple[int, str]],
+    results: list[StepResult],
+) -> Verdict:
+    """Compare what happened with what ``row`` expects."""
+    problems: list[str] = []
+    last = results[-1]
+    code = last.returncode
+    if row.expect_ok:
+        exit_ok = code == 0
+    else:
+        exit_ok = code is not None and code > 0
+    if not exit_ok:
+        problems.append(f"exit {_exit_text(code)}, expected {'0' if row.expect_ok else 'non-zero'}")
+
+    message_ok = None
+    if row.message:
+        text = "\n".join(error_lines(last))
+        missing = [m for m in row.message if m not in text]
+        message_ok = not missing
+        if missing:
+            problems.append(f"the error does not name {', '.join(repr(m) for m in missing)}")
+        if row.one_line and "Traceback (most recent call last)" in last.stderr:
+            message_ok = False
+            problems.append("a traceback, not a one-line error")
+
+    changed = [p for p in before if p in after and after[p] != before[p] and not _under(p, row.may_change)]
+    removed = [p for p in before if p not in after and not _under(p, row.may_change)]
+    nothing_lost = not changed and not removed
+    if not nothing_lost:
+        problems.append(
+            "pre-existing files " + ", ".join([*(f"changed: {p}" for p in changed), *(f"gone: {p}" for p in removed)])
+        )
+
+    new = [p for p in after if p not in before and p != MARKER]
+    tmp = [p for p in after if any(part.endswith(".tmp") for part in p.split("/"))]
+    empty = [p for p in after if after[p][0] == 0 and before.get(p) != after[p] and p != MARKER]
+    stray = [p for p in new if not _under(p, row.writes)]
+    half = sorted(set(tmp + empty + stray))
+    if half:
+        problems.append(
+            "half-written or stray: " + ", ".join(half[:6]) + (f" (+{len(half) - 6})" if len(half) > 6 else "")
+        )
+
+    no_code_ran = None
+    if row.marker:
+        no_code_ran = not (ws / MARKER).exists()
+        if not no_code_ran:
+            problems.append(f"code from a data file ran ({MARKER} was created)")
+
+    outcome_problems = [p for r in results for p in r.problems or []]
+    outcome_ok = None
+    if row.check is not None or any(r.problems is not None for r in results):
+        if row.check is not None:
+            outcome_problems += row.check(ws, results)
+        outcome_ok = not outcome_problems
+    problems += outcome_problems
+    return Verdict(exit_ok, message_ok, nothing_lost, not half, no_code_ran, outcome_ok, problems)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "timeout"
+    if code < 0:
+        try:
+            return f"{signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
+@dataclass
+class RowResult:
+    """A row's run: its steps, the file changes, the verdict (or the setup error)."""
+
+    row: Row
+    results: list[StepResult]
+    new: list[str]
+    changed: list[str]
+    removed: list[str]
+    verdict: Verdict
+    seconds: float
+    folder: Path
+
+
+def run_row(row: Row, fixtures: Fixtures, tmp_root: Path) -> RowResult:
+    """Set ``row`` up in a fresh folder under ``tmp_root``, run its steps, judge."""
+    start = time.monotonic()
+    folder = Path(tempfile.mkdtemp(prefix=row.name.replace("/", "_") + ".", dir=tmp_root))
+    ws = folder / "ws"
+    ws.mkdir()
+    try:
+        steps = row.setup(ws, fixtures)
+    except Exception as exc:
+        verdict = Verdict(False, None, True, True, None, None, [f"setup failed: {type(exc).__name__}: {exc}"])
+        return RowResult(row, [], [], [], [], verdict, time.monotonic() - start, folder)
+    before = snapshot(ws)
+    results = []
+    for step in steps:
+        results.append(run_step(step, ws))
+    after = snapshot(ws)
+    verdict = judge(row, ws, before, after, results)
+    new = sorted(p for p in after if p not in before)
+    changed = sorted(p for p in before if p in after and after[p] != before[p])
+    removed = sorted(p for p in before if p not in after)
+    return RowResult(row, results, new, changed, removed, verdict, time.monotonic() - start, folder)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _cell(text: str, limit: int = 150) -> str:
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|") or "—"
+
+
+def _mark(value: bool | None) -> str:
+    return "—" if value is None else ("✔" if value else "✘")
+
+
+def _files_left(result: RowResult) -> str:
+    def listing(paths: list[str], limit: int = 3) -> str:
+        shown = ", ".join(paths[:limit])
+        return shown + (f" +{len(paths) - limit}" if len(paths) > limit else "")
+
+    parts = []
+    if result.new:
+        parts.append(f"new {len(result.new)}: {listing(result.new)}")
+    if result.changed:
+        parts.append(f"changed: {listing(result.changed)}")
+    if result.removed:
+        parts.append(f"removed: {listing(result.removed)}")
+    return "; ".join(parts) or "nothing new"
+
+
+def _short(text: str, ws: Path) -> str:
+    return text.replace(str(ws.resolve()) + "/", "").replace(str(ws) + "/", "").replace(str(REPO) + "/", "")
+
+
+def render(results: list[RowResult], meta: dict[str, str]) -> str:
+    """The Markdown report."""
+    good = sum(r.verdict.as_expected for r in results)
+    lines = [
+        "# Reliability: the fault matrix",
+        "",
+        "Every bad input we know of, run through the real command lines (`brats-cggm-infer`, `brats-cggm-evaluate`), "
+        "the bundles (`python -m monai.bundle run` with `train.yaml` or `inference.yaml`) and the MulT pickle "
+        "loader, each in a fresh temporary folder on tiny phantom data, with the outcome each row must have. "
+        "Generated by",
+        "",
+        "    python scripts/fault_matrix.py --out docs/reliability.md",
+        "",
+        f"on {meta['date']}, commit `{meta['commit']}`, {meta['machine']}.{meta['filter']}",
+        "",
+        f"Setup: phantom cases of {SHAPE[0]}^3 voxels (`write_phantom_dataset`, {N_CASES} cases), a network with "
+        f"features {list(FEATURES)}, patch {list(PATCH)}, `OMP_NUM_THREADS=1`; `train` stands for "
+        "`python -m monai.bundle run --config_file bundles/brats_cggm/configs/train.yaml` with "
+        + " ".join(f"`--{k} {v}`" for k, v in TINY_TRAIN.items())
+        + ". `bundle` is a training output folder with a random tiny network, `trained` (and the `run` that the "
+        "resume rows start from) a real 2-epoch run. Paths are relative to the row's folder.",
+        "",
+        "Columns: **exit** the exit status (expected in brackets: 0, or non-zero; a death by signal or a timeout "
+        "never counts as a clean non-zero exit), **first error line** the first line reporting an error; "
+        "**msg** the error names the file or setting at fault (and is one line, no traceback, for the command "
+        "lines); **lost** nothing lost: files that existed before are unchanged; **half** nothing half-written: "
+        "no `*.tmp`, no new empty file, nothing new outside the row's outputs (a failing case writes nothing); "
+        "**code** no code ran from a data file; **outcome** the row's own check (named under the table when it "
+        "fails). ✔ as expected, ✘ not, — not relevant to the row.",
+        "",
+        "| # | row | what | command | exit (exp.) | first error line | files left | msg | lost | half | code | outcome "
+        "| as expected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(results, start=1):
+        v = r.verdict
+        ws = r.folder / "ws"
+        codes = " → ".join(_exit_text(s.returncode) + (" (killed)" if s.killed else "") for s in r.results) or "—"
+        expected = "0" if r.row.expect_ok else "≠0"
+        first = (
+            _short(first_error_line(r.results[-1], r.row.message[0] if r.row.message else ""), ws) if r.results else ""
+        )
+        if not r.results:
+            first = v.problems[0]
+        command = " ; ".join(_short(s.display, ws) for s in r.results) or "—"
+        lines.append(
+            f"| {i} | `{r.row.name}` | {_cell(r.row.what, 80)} | `{_cell(command, 200)}` | {codes} ({expected}) | "
+            f"{_cell(first)} | {_cell(_files_left(r), 120)} | {_mark(v.message_ok)} | {_mark(v.nothing_lost)} | "
+            f"{_mark(v.nothing_half_written)} | {_mark(v.no_code_ran)} | {_mark(v.outcome_ok)} | "
+            f"{'✔' if v.as_expected else '✘ **no**'} |"
+        )
+    failing = [r for r in results if not r.verdict.as_expected]
+    if failing:
+        lines += ["", "## Rows not as expected", ""]
+        for r in failing:
+            ws = r.folder / "ws"
+            lines.append(f"- `{r.row.name}`: " + "; ".join(_short(p, ws) for p in r.verdict.problems))
+    lines += ["", f"{len(results)} rows, {good} as expected.", ""]
+    return "\n".join(lines)
+
+
+def _meta(only: str | None) -> dict[str, str]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " + uncommitted changes"
+    import torch
+
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {
+        "date": now,
+        "commit": commit,
+        "machine": machine,
+        "filter": f" Only the rows matching `{only}`." if only else "",
+    }
+
+
+def select(rows: Sequence[Row], only: str | None) -> list[Row]:
+    """The rows whose name matches the regular expression ``only`` (all when None)."""
+    return [r for r in rows if only is None or re.search(only, r.name)]
+
+
+def run_matrix(
+    rows: Sequence[Row], tmp_root: Path, jobs: int = 1, progress: Callable[[RowResult], None] | None = None
+) -> list[RowResult]:
+    """Run ``rows`` (``jobs`` at a time) with fixtures under ``tmp_root``; results in row order."""
+    fixtures = Fixtures(tmp_root / "fixtures")
+    fixtures.root.mkdir(parents=True, exist_ok=True)
+
+    def one(row: Row) -> RowResult:
+        result = run_row(row, fixtures, tmp_root)
+        if progress is not None:
+            progress(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, rows))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the matrix and write the report.
+
+    Returns:
+        0 when every row is as expected, 1 otherwise, 2 for bad arguments.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability.md", help="the Markdown report")
+    parser.add_argument("--only", help="run only the rows whose name matches this regular expression")
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at the same time (default 1)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folders (printed) for debugging")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    args = parser.parse_args(argv)
+    rows = select(ROWS, args.only)
+    if args.list:
+        for row in rows:
+            print(f"{row.name:36s} {'exit 0' if row.expect_ok else 'fails '}  {row.what}")
+        return 0
+    if not rows:
+        parser.error(f"--only {args.only!r} matches no row (see --list)")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    tmp_root = Path(tempfile.mkdtemp(prefix="fault_matrix."))
+    lock = threading.Lock()
+    done = [0]
+
+    def progress(result: RowResult) -> None:
+        with lock:
+            done[0] += 1
+            status = "ok " if result.verdict.as_expected else "NOT"
+            detail = "" if result.verdict.as_expected else ": " + "; ".join(result.verdict.problems)[:200]
+            print(f"[{done[0]}/{len(rows)}] {status} {result.row.name} ({result.seconds:.0f} s){detail}", flush=True)
+
+    try:
+        results = run_matrix(rows, tmp_root, args.jobs, progress)
+        atomic_write_text(args.out, render(results, _meta(args.only)))
+    finally:
+        if args.keep:
+            print(f"temporary folders kept in {tmp_root}")
+        else:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    good = sum(r.verdict.as_expected for r in results)
+    print(f"{len(results)} rows, {good} as expected -> {args.out}")
+    return 0 if good == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
