@@ -471,7 +471,7 @@ def _infer_case(damage: Callable[[Path], None] | None = None) -> Callable[[Path,
         case_dir = copy_case(fx, ws, "in")
         if damage is not None:
             damage(case_dir)
-        return [Step(infer("--input", f"in/{CASE}", "--bundle", "bundle", "--output", "out"))]
+        return [Step(infer("--input", f"in/{CASE}", "--bundle", "bundle", "--output-dir", "out"))]
 
     return setup
 
@@ -566,14 +566,14 @@ def _kill_and_resume(ws: Path, fx: Fixtures) -> list[Step]:
 def _torchscript(ws: Path, fx: Fixtures) -> list[Step]:
     copy_case(fx, ws, "in")
     write_torchscript_with_expression(ws / "model.ts", ws / MARKER, fx.bundle())
-    return [Step(infer("--input", f"in/{CASE}", "--torchscript", "model.ts", "--output", "out"))]
+    return [Step(infer("--input", f"in/{CASE}", "--torchscript", "model.ts", "--output-dir", "out"))]
 
 
 def _training_checkpoint(ws: Path, fx: Fixtures) -> list[Step]:
     copy_case(fx, ws, "in")
     shutil.copytree(fx.trained_run(), ws / "trained")
     args = ("--input", f"in/{CASE}", "--bundle", "trained", "--checkpoint", "trained/models/checkpoint.pt")
-    return [Step(infer(*args, "--output", "out"))]
+    return [Step(infer(*args, "--output-dir", "out"))]
 
 
 def _bundle_infer(damage: Callable[[Path], None] | None = None):
@@ -657,7 +657,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "infer/existing-output",
-        _infer_args("--output", "out", extra=_write_sentinel(OUT)),
+        _infer_args("--output-dir", "out", extra=_write_sentinel(OUT)),
         False,
         (OUT.split("/")[1], "--overwrite"),
         one_line=True,
@@ -665,7 +665,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "infer/output-is-file",
-        _infer_args("--output", "blocked_out", extra=_write_sentinel("blocked_out")),
+        _infer_args("--output-dir", "blocked_out", extra=_write_sentinel("blocked_out")),
         False,
         ("blocked_out",),
         one_line=True,
@@ -673,7 +673,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "infer/case-id-dotdot",
-        _infer_args("--case-id", "../x", "--output", "out", explicit=True),
+        _infer_args("--case-id", "../x", "--output-dir", "out", explicit=True),
         False,
         ("--case-id",),
         one_line=True,
@@ -681,7 +681,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "infer/case-id-hidden",
-        _infer_args("--case-id", ".hidden", "--output", "out", explicit=True),
+        _infer_args("--case-id", ".hidden", "--output-dir", "out", explicit=True),
         False,
         ("--case-id",),
         one_line=True,
@@ -689,7 +689,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "infer/overlap",
-        _infer_args("--overlap", "1.5", "--output", "out"),
+        _infer_args("--overlap", "1.5", "--output-dir", "out"),
         False,
         ("--overlap",),
         one_line=True,
@@ -702,7 +702,7 @@ ROWS: tuple[Row, ...] = (
             "bundle",
             "--checkpoint",
             "bad.pt",
-            "--output",
+            "--output-dir",
             "out",
             extra=lambda ws, _: (ws / "bad.pt").write_bytes(b"PK\x03\x04 garbage, not a checkpoint"),
         ),

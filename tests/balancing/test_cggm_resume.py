@@ -56,7 +56,9 @@ def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path)
         result = tmp_path / f"{direction}-resumed.pt"
         argv = ["x", direction, str(checkpoint), str(result)]
         code = f"import sys; sys.argv = {argv!r}; exec(open({__file__!r}).read())"
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2]
+        )  # the repository root, for ``tests.helpers``
         resumed = torch.load(result, weights_only=True)
 
         assert resumed["log"] == uninterrupted["log"][STEPS_PER_EPOCH:]
