@@ -83,13 +83,13 @@ def _console(name: str, module: str) -> list[str]:
 
 def infer(*args: str, display: str | None = None) -> Command:
     """``brats-cggm-infer ARGS --device cpu`` (``display``: the short form of ARGS, when not ARGS)."""
-    argv = [*_console("brats-cggm-infer", "brats_cggm.brats.inference"), *args, "--device", "cpu"]
+    argv = [*_console("brats-cggm-infer", "brats_cggm.cli.infer"), *args, "--device", "cpu"]
     return Command(tuple(argv), "brats-cggm-infer " + (display or " ".join(args)))
 
 
 def evaluate(*args: str) -> Command:
     """``brats-cggm-evaluate ARGS``."""
-    argv = [*_console("brats-cggm-evaluate", "brats_cggm.brats.evaluation"), *args]
+    argv = [*_console("brats-cggm-evaluate", "brats_cggm.cli.evaluate"), *args]
     return Command(tuple(argv), "brats-cggm-evaluate " + " ".join(args))
 
 
@@ -218,7 +218,7 @@ class Fixtures:
             import torch
 
             from brats_cggm.brats.inference import save_run_config
-            from brats_cggm.brats.network import build_network
+            from brats_cggm.brats.model import build_network
 
             torch.manual_seed(0)
             network = build_network("cpu", features=FEATURES)
