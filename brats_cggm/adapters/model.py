@@ -2,7 +2,7 @@
 
 :class:`MultimodalTransformer` is the network of every sequence task (MOSI with one output, IEMOCAP and
 Food-101 with one per class); its last layer (``output_layer``, a plain ``nn.Linear``) is applied last.
-The auxiliary classifiers f_i (docs/methods.md: one self-attention layer and a linear layer per
+The auxiliary classifiers f_i (``docs/methods.md`` §1.1: one self-attention layer and a linear layer per
 modality, last layer shaped like ``output_layer``) are :class:`SequenceAuxiliaryHeads`, kept outside the
 network; :class:`SequencePredictor` returns the fused and the auxiliary predictions for evaluation.
 The ``Sequence`` prefix tells these apart from BraTS's volume counterparts in ``brats_cggm.brats.model``.

@@ -6,7 +6,7 @@ multiplied by ``B_i = ρ·(S − Δε_i)/S`` after backward (a modality that imp
 Direction: ``L_gm = mean_i(|B_i| − B_i·cos(g_F, g_i))`` is added with weight λ, where g_F is the
 task-loss gradient of the fusion head's last layer and g_i that of head i's last layer.
 
-Departures from the paper, each an option (see ``shared/design/METHODS.md`` §1): the neutral value
+Departures from the paper, each an option (see ``docs/methods.md`` §1): the neutral value
 ρ(M−1)/M when |S| < ``s_min`` and ``clamp`` of B to [0, ρ(M−1)] (the paper's B is unbounded and may
 flip the sign of a gradient), an optional EMA of ε, and three ways to build L_gm: ``grad`` (default;
 differentiable with respect to the fusion head's last layer only, in the same step), ``param`` (the
@@ -30,7 +30,7 @@ DIRECTIONS = ("grad", "param", "none")
 
 
 def cggm_coefficients(delta: torch.Tensor, rho: float = 1.0, s_min: float = 1e-4, clamp: bool = True) -> torch.Tensor:
-    """CGGM's magnitude coefficients ``B_i = ρ·(S − Δε_i)/S`` (METHODS §1.3, Eq. 7–8).
+    """CGGM's magnitude coefficients ``B_i = ρ·(S − Δε_i)/S`` (``docs/methods.md`` §1.3, Eq. 7–8).
 
     Args:
         delta: Δε per modality, shape ``(M,)``.

@@ -1,4 +1,4 @@
-"""Modality dropout (METHODS §7): a baseline that zeroes a modality's features per sample.
+"""Modality dropout (``docs/methods.md`` §7.2): a baseline that zeroes a modality's features per sample.
 
 During training, every sample's features of every modality are zeroed independently with
 probability ``p`` before fusion (all levels of a multi-scale encoder together). By default the kept

@@ -11,8 +11,8 @@ is in its **prime learning window** during epoch t when
 ``s_m − s_{m'}`` over the modalities m' that m outperforms (0 when there is none), with s a
 higher-is-better score — the task's utilization of the auxiliary heads (BraTS: mean Dice of TC, WT,
 ET per head), already all-reduced. (The paper's text writes a loss here, which inverts the meaning;
-METHODS §3 uses a score.) Inside its window, an information-sufficient modality (Δ_m > 0) is slowed
-by a proximal pull towards the previous epoch's parameters:
+we use a score, see ``docs/methods.md`` §3.3.) Inside its window, an information-sufficient modality
+(Δ_m > 0) is slowed by a proximal pull towards the previous epoch's parameters:
 
     ∇_{φ_m} ← ∇_{φ_m} + α_m · (θ_m − θ_m^{prev epoch}),   α_m = exp(β · tanh(Δ_m)).
 

@@ -1,4 +1,4 @@
-"""CGGM pinned to METHODS.md §1: coefficients, which gradients change, L_gm and its two modes."""
+"""CGGM pinned to docs/methods.md §1: coefficients, which gradients change, L_gm and its two modes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Modality dropout (METHODS §7): per-sample zeroing, rescaling option, never all modalities."""
+"""Modality dropout (docs/methods.md §7.2): per-sample zeroing, rescaling option, never all modalities."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""InfoReg (METHODS §3): window test, performance gap, α, the proximal gradient term, epoch references."""
+"""InfoReg (docs/methods.md §3): window test, performance gap, α, the proximal gradient term, epoch references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MMPareto (METHODS §5): min-norm weights on conflict, rescaling, γ, and what backward changes."""
+"""MMPareto (docs/methods.md §5): min-norm weights on conflict, rescaling, γ, and what backward changes."""
 
 from __future__ import annotations
 

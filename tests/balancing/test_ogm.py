@@ -1,4 +1,4 @@
-"""OGM-GE (METHODS §2): discrepancy ratio, coefficient, which encoder it touches, the GE noise."""
+"""OGM-GE (docs/methods.md §2.2): discrepancy ratio, coefficient, which encoder it touches, the GE noise."""
 
 from __future__ import annotations
 

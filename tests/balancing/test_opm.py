@@ -1,4 +1,4 @@
-"""OPM (METHODS §2): drop probability, per-sample dropping of the dominant modality, rescaling."""
+"""OPM (docs/methods.md §2.3): drop probability, per-sample dropping of the dominant modality, rescaling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Diagnosing & Re-learning (METHODS §4): k-means purity, α, the soft re-initialisation, its schedule."""
+"""Diagnosing & Re-learning (docs/methods.md §4): k-means purity, α, the soft re-initialisation, its schedule."""
 
 from __future__ import annotations
 

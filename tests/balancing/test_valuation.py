@@ -1,4 +1,4 @@
-"""Shapley values (METHODS §6) on toy value functions whose answers are known."""
+"""Shapley values (docs/methods.md §6) on toy value functions whose answers are known."""
 
 from __future__ import annotations
 
