@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from brats_cggm.brats.postprocessing import POSTPROCESS_REGIONS, BratsPostprocess, postprocess_labels
+from brats_cggm.brats.postprocessing import POSTPROCESS_REGIONS, postprocess_labels
 
 __all__ = ["RULES_KEY", "PostprocessingRules"]
 
@@ -122,7 +122,3 @@ class PostprocessingRules:
         return postprocess_labels(
             labels, convention, self.min_component_size, self.min_enhancing_size, self.unit, spacing
         )
-
-    def transform(self, convention: str) -> BratsPostprocess:
-        """The array transform applying the rules to label maps of ``convention`` (spacing from ``pixdim``)."""
-        return BratsPostprocess(convention, self.min_component_size, self.min_enhancing_size, self.unit)
