@@ -16,6 +16,7 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -38,6 +39,7 @@ from brats_cggm.brats.nifti_checks import (
     check_volume_values,
     load_checked_volume,
 )
+from brats_cggm.brats.postprocessing_rules import PostprocessingRules
 from brats_cggm.brats.transforms import inference_transforms
 
 # save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs; CaseInput,
@@ -191,6 +193,8 @@ class BratsSegmenter:
         affine_tolerance: largest affine difference between a case's modalities.
         stitch: where the whole-volume output is assembled (see :func:`stitch_on_cpu`): ``"cpu"`` keeps
             only the windows on the GPU, for volumes whose output does not fit beside the network.
+        postprocess: post-processing rules applied to the labels in the input's grid (sizes in mm³ use the
+            input's voxel spacing); None: none (``settings.postprocessing_rules`` is not applied unless passed).
 
     Raises:
         ValueError: if no sliding-window size is known, or ``stitch`` is unknown.
@@ -209,7 +213,9 @@ class BratsSegmenter:
         progress: bool = False,
         affine_tolerance: float = AFFINE_TOLERANCE,
         stitch: str = "auto",
+        postprocess: PostprocessingRules | None = None,
     ) -> None:
+        self.postprocess = postprocess
         if stitch not in STITCH_CHOICES:
             raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
         self.stitch = stitch
@@ -306,7 +312,11 @@ class BratsSegmenter:
         start = time.perf_counter()
         key = "probabilities" if probabilities else None
         data = postprocessing_transforms(preprocessing, label_convention, key)(data)
-        out: dict[str, Any] = {"labels": check_inverted(data["pred"], case.reference)[0].astype(np.uint8)}
+        labels = check_inverted(data["pred"], case.reference)[0].astype(np.uint8)
+        if self.postprocess is not None:
+            spacing = tuple(float(z) for z in nib.load(case.reference).header.get_zooms()[:3])
+            labels = self.postprocess.apply(labels, label_convention, spacing)
+        out: dict[str, Any] = {"labels": labels}
         if probabilities:
             out["probabilities"] = np.moveaxis(np.asarray(data["probabilities"], dtype=np.float32), 0, -1)
         times["postprocess"] = time.perf_counter() - start

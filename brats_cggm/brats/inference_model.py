@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from brats_cggm.brats.data import DEFAULT_MODALITIES
+from brats_cggm.brats.postprocessing_rules import RULES_KEY, PostprocessingRules
 
 __all__ = [
     "CONFIG_CANDIDATES",
@@ -61,6 +62,8 @@ class InferenceSettings:
         preprocessing: keyword arguments of :func:`~brats_cggm.brats.transforms.inference_transforms`
             (the config's ``data_options`` without its data-set entries).
         source: where the settings were read.
+        postprocessing_rules: the config's post-processing thresholds (its ``postprocessing_rules`` entry, see
+            :mod:`brats_cggm.brats.postprocessing_rules`), or None when it has none.
     """
 
     modalities: tuple[str, ...] = DEFAULT_MODALITIES
@@ -69,6 +72,7 @@ class InferenceSettings:
     sw_batch_size: int = 4
     preprocessing: dict = field(default_factory=dict)
     source: str = ""
+    postprocessing_rules: PostprocessingRules | None = None
 
 
 def _network_description(network: torch.nn.Module) -> dict:
@@ -197,6 +201,7 @@ def settings_from_config(config: str | os.PathLike | dict, build: bool = True) -
                 k: parser.get_parsed_content(f"data_options#{k}") for k in raw_options if k not in _DATASET_OPTIONS
             }
         roi = get("patch_size", None)
+        rules = get(RULES_KEY, None)
         settings = InferenceSettings(
             modalities=tuple(get("modalities", DEFAULT_MODALITIES)),
             roi_size=None if roi is None else tuple(int(s) for s in roi),
@@ -204,6 +209,7 @@ def settings_from_config(config: str | os.PathLike | dict, build: bool = True) -
             sw_batch_size=int(get("sw_batch_size", 4)),
             preprocessing=preprocessing,
             source=source,
+            postprocessing_rules=None if rules is None else PostprocessingRules.from_config(rules, source),
         )
         network = None
         if build:
@@ -346,6 +352,13 @@ def plain_settings(config: Mapping[str, Any], source: str) -> InferenceSettings:
     elif raw_options is not None:
         _warn(f"{source}: setting 'data_options' is not a mapping: using the defaults")
     roi = read("patch_size", None)
+    rules = read(RULES_KEY, None)
+    if rules is not None:
+        try:
+            rules = PostprocessingRules.from_config(rules, source)
+        except ValueError as exc:
+            _warn(f"{exc}: no post-processing rules used")
+            rules = None
     return InferenceSettings(
         modalities=tuple(read("modalities", list(defaults.modalities))),
         roi_size=None if roi is None else tuple(roi),
@@ -353,6 +366,7 @@ def plain_settings(config: Mapping[str, Any], source: str) -> InferenceSettings:
         sw_batch_size=int(read("sw_batch_size", defaults.sw_batch_size)),
         preprocessing=preprocessing,
         source=source,
+        postprocessing_rules=rules,
     )
 
 

@@ -1,21 +1,28 @@
-"""``brats-cggm-evaluate PRED_DIR REF_DIR``: Dice and HD95 of ET, TC and WT of a folder of segmentations.
+"""``brats-cggm-evaluate PRED_DIR REF_DIR``: BraTS challenge metrics of a folder of segmentations.
 
     brats-cggm-evaluate predictions/ BraTS2021_Training_Data/ --output-dir results/
 
-The metrics and the matching of predictions to references are :mod:`brats_cggm.brats.evaluation`; this
-module reads the command line, refuses to overwrite results, and prints the summary.
+Global Dice, HD95 and NSD and the lesion-wise metrics of every challenge region, with the official evaluator's
+definitions and CSV column names (see :mod:`brats_cggm.brats.evaluation`); ``--hd95 directed`` gives MONAI's
+HD95 instead of the official pooled one. This module reads the command line, refuses to overwrite results,
+and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from brats_cggm.brats.evaluation import METRIC_NAMES, EvaluationResult, evaluate_folders, write_results
+from brats_cggm.brats.evaluation import (
+    AUTO,
+    ChallengeOptions,
+    EvaluationResult,
+    evaluate_folders,
+    write_results,
+)
 from brats_cggm.brats.inference_io import check_output_dir
 from brats_cggm.brats.labels import LABEL_CONVENTIONS
 from brats_cggm.brats.nifti_checks import AFFINE_TOLERANCE, InputFileError
@@ -25,18 +32,42 @@ __all__ = ["build_parser", "main"]
 
 PROG = "brats-cggm-evaluate"
 
+#: File names of the results, in ``--output-dir``.
+RESULT_FILES = ("evaluation.csv", "evaluation_summary.json", "evaluation.md")
+
+_CONVENTIONS = [AUTO, *sorted(LABEL_CONVENTIONS)]
+
 
 def build_parser() -> CommandParser:
     """The arguments of ``brats-cggm-evaluate``."""
     p = CommandParser(
         prog=PROG,
-        description="Dice and HD95 (mm) of ET, TC and WT, per case (CSV) and summarised (JSON), BraTS conventions.",
+        description="BraTS challenge metrics (global Dice/HD95/NSD, lesion-wise metrics) of ET, TC, WT, NETC, SNFH "
+        "(and RC with 2023 labels), per case (CSV), summarised (JSON) and as a markdown table.",
     )
     p.add_argument("pred_dir", help="folder of predictions named <case_id>.nii.gz")
     p.add_argument("ref_dir", help="folder of references: <case>.nii.gz, <case>/<case>_seg.nii.gz, or an MSD folder")
-    p.add_argument("--labels", choices=sorted(LABEL_CONVENTIONS), default="brats2021", help="prediction labels")
-    p.add_argument("--ref-labels", choices=sorted(LABEL_CONVENTIONS), help="reference labels (default: --labels)")
-    p.add_argument("--output-dir", help="where to write evaluation.csv and evaluation_summary.json (default PRED_DIR)")
+    p.add_argument(
+        "--labels",
+        choices=_CONVENTIONS,
+        default=AUTO,
+        help="prediction labels (default auto: 3 present means brats2023, 4 without 3 brats2021; msd must be given)",
+    )
+    p.add_argument("--ref-labels", choices=_CONVENTIONS, help="reference labels (default: --labels)")
+    p.add_argument(
+        "--hd95",
+        choices=("pooled", "directed"),
+        default="pooled",
+        help="pooled: the official BraTS evaluator's HD95 (default); directed: MONAI's compute_hausdorff_distance",
+    )
+    p.add_argument(
+        "--min-lesion-volume",
+        type=non_negative_float,
+        default=0.0,
+        metavar="MM3",
+        help="reference lesions smaller than this are left out of the penalised lesion-wise scores (default 0)",
+    )
+    p.add_argument("--output-dir", help="where to write " + ", ".join(RESULT_FILES) + " (default PRED_DIR)")
     p.add_argument(
         "--affine-tolerance",
         type=non_negative_float,
@@ -47,32 +78,47 @@ def build_parser() -> CommandParser:
     return p
 
 
-def result_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The CSV and JSON files to write, checked before any work: a writable folder, no file to replace unasked.
+def result_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The CSV, JSON and markdown files to write, checked before any work: a writable folder, nothing replaced unasked.
 
     Raises:
         OSError: an unwritable folder, or an existing file without ``--overwrite``.
     """
     out_dir = Path(args.output_dir or args.pred_dir)
-    csv_path, json_path = out_dir / "evaluation.csv", out_dir / "evaluation_summary.json"
+    paths = tuple(out_dir / name for name in RESULT_FILES)
     # an unwritable output folder would otherwise be found after evaluating every case
     check_output_dir(out_dir, "--output-dir" if args.output_dir else "PRED_DIR")
-    for path in (csv_path, json_path):
+    for path in paths:
         if path.exists() and not args.overwrite:
             raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
-    return csv_path, json_path
+    return paths  # type: ignore[return-value]
 
 
 def _format(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    return "n/a" if value is None else f"{value:.4f}"
 
 
-def report(result: EvaluationResult, summary: dict[str, Any], csv_path: Path, json_path: Path) -> int:
+def report(result: EvaluationResult, summary: dict[str, Any], paths: Sequence[Path]) -> int:
     """Print the summary, the cases missing on either side and the failed ones; the exit status."""
-    print(f"{summary['n_evaluated']} of {summary['n_cases']} cases evaluated -> {csv_path}, {json_path}")
-    for name in METRIC_NAMES:
-        m = summary["metrics"][name]
-        print(f"  {name:8s} mean {_format(m['mean'])}  std {_format(m['std'])}  median {_format(m['median'])}")
+    print(f"{summary['n_evaluated']} of {summary['n_cases']} cases evaluated -> {', '.join(map(str, paths))}")
+    print(f"  mean over cases; HD95 {summary['hd95']} (mm); lesion-wise: unmatched lesions count as 0 / 373")
+    print("  region    Dice    HD95     NSD  lesion Dice  lesion HD95  empty ref")
+    for region in summary["regions"]:
+        m = {
+            stem: summary["metrics"][f"{stem}_{region}"]["mean"]
+            for stem in (
+                "global_dsc",
+                "global_hd95",
+                "global_nsd",
+                "lesionwise_penalised_dsc",
+                "lesionwise_penalised_hd95",
+            )
+        }
+        print(
+            f"  {region.upper():6s} {_format(m['global_dsc']):>7s} {_format(m['global_hd95']):>7s} "
+            f"{_format(m['global_nsd']):>7s} {_format(m['lesionwise_penalised_dsc']):>12s} "
+            f"{_format(m['lesionwise_penalised_hd95']):>12s} {summary['empty_reference'][region]:>10d}"
+        )
     for status, label in (("missing_prediction", "no prediction"), ("missing_reference", "no reference")):
         ids = result.ids(status)
         if ids:
@@ -94,14 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         still written), or when nothing could be evaluated; 2 for bad arguments.
     """
     args = build_parser().parse_args(argv)
+    options = ChallengeOptions(hd95=args.hd95, min_lesion_volume_mm3=args.min_lesion_volume)
     try:
-        csv_path, json_path = result_paths(args)
-        result = evaluate_folders(args.pred_dir, args.ref_dir, args.labels, args.ref_labels, args.affine_tolerance)
-        summary = write_results(result, csv_path, json_path, overwrite=args.overwrite)
+        paths = result_paths(args)
+        result = evaluate_folders(
+            args.pred_dir, args.ref_dir, args.labels, args.ref_labels, args.affine_tolerance, options
+        )
+        summary = write_results(result, paths[0], paths[1], overwrite=args.overwrite, markdown_path=paths[2])
     except (OSError, InputFileError, ValueError) as exc:
         print_error(str(exc))
         return 1
-    return report(result, summary, csv_path, json_path)
+    return report(result, summary, paths)
 
 
 if __name__ == "__main__":

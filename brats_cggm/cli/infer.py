@@ -10,6 +10,7 @@ reports one line per case. A case that fails is reported and skipped; the others
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -33,6 +34,7 @@ from brats_cggm.brats.inference_io import (
 from brats_cggm.brats.inference_model import InferenceSettings, load_model
 from brats_cggm.brats.labels import LABEL_CONVENTIONS
 from brats_cggm.brats.nifti_checks import AFFINE_TOLERANCE, InputFileError, strip_nifti_extension
+from brats_cggm.brats.postprocessing_rules import RULES_KEY
 from brats_cggm.cli.common import (
     CommandParser,
     non_negative_float,
@@ -113,6 +115,12 @@ def build_parser() -> CommandParser:
     out.add_argument("--labels", choices=sorted(LABEL_CONVENTIONS), default="brats2021", help="default brats2021")
     out.add_argument(
         "--save-probabilities", action="store_true", help="also write <name>_probabilities.nii.gz (X, Y, Z, TC/WT/ET)"
+    )
+    out.add_argument(
+        "--postprocess",
+        action="store_true",
+        help="apply the post-processing rules of the model's config (its postprocessing_rules entry, written by "
+        "brats-cggm-fit-postprocessing): small components removed, small enhancing tumour relabelled",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run = p.add_argument_group("run")
@@ -203,6 +211,14 @@ def load_segmenter(args: argparse.Namespace, device: torch.device) -> BratsSegme
         network, settings = load_model(args.bundle, args.checkpoint, args.torchscript, device)
     for warning in caught:
         print_warning(str(warning.message))
+    rules = None
+    if args.postprocess:
+        rules = settings.postprocessing_rules
+        if rules is None:
+            raise ValueError(
+                f"--postprocess: {settings.source} has no {RULES_KEY} entry; choose them with "
+                "brats-cggm-fit-postprocessing RUN_DIR, or leave out --postprocess"
+            )
     return BratsSegmenter(
         network,
         settings,
@@ -215,6 +231,7 @@ def load_segmenter(args: argparse.Namespace, device: torch.device) -> BratsSegme
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
         affine_tolerance=args.affine_tolerance,
         stitch=args.stitch,
+        postprocess=rules,
     )
 
 
@@ -266,10 +283,12 @@ def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Name
 
 def report_model(segmenter: BratsSegmenter, args: argparse.Namespace, n_cases: int) -> None:
     """The one line saying which model runs how, on how many cases."""
+    rules = segmenter.postprocess
+    postprocess = f"; post-processing {json.dumps(rules.to_config())}" if rules is not None else ""
     print(
         f"model: {segmenter.settings.source}; modalities {','.join(segmenter.settings.modalities)}; "
         f"window {segmenter.roi_size}, overlap {segmenter.inferer.overlap}{', TTA' if args.tta else ''}; "
-        f"device {segmenter.device}{' (AMP)' if segmenter.amp else ''}; {n_cases} case(s)",
+        f"device {segmenter.device}{' (AMP)' if segmenter.amp else ''}{postprocess}; {n_cases} case(s)",
         flush=True,
     )
 

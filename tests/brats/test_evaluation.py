@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -10,11 +11,17 @@ import pytest
 
 from brats_cggm.brats.evaluation import (
     HD95_EMPTY_MM,
+    ChallengeOptions,
     case_metrics,
+    challenge_row,
+    detect_label_convention,
     dice,
     evaluate_cases,
     evaluate_folders,
     hd95,
+    summarize,
+    summary_markdown,
+    write_results,
 )
 from tests.helpers.segmentation_folders import SHAPE, by_hand, save_labels, write_folders
 
@@ -123,3 +130,49 @@ def test_bad_cases_are_reported_not_dropped(tmp_path: Path):
 def test_evaluate_cases_missing_sides():
     result = evaluate_cases({"a": (None, "r.nii.gz"), "b": ("p.nii.gz", None)})
     assert result.ids("missing_prediction") == ["a"] and result.ids("missing_reference") == ["b"]
+
+
+def test_detect_label_convention():
+    assert detect_label_convention([0, 1, 2, 3]) == "brats2023"
+    assert detect_label_convention([0, 1, 2, 3, 4]) == "brats2023"  # 4 is then the resection cavity
+    assert detect_label_convention([0, 2, 4]) == "brats2021"
+    assert detect_label_convention([0, 1, 2]) is None and detect_label_convention([0]) is None
+
+
+def test_challenge_row_writes_infinity_as_373_and_keeps_nan():
+    pred = np.zeros(SHAPE, np.uint8)
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[1, 1, 1] = 2
+    ref[5, 5, 5] = 2
+    pred[1, 1, 1] = 2
+    pred[8, 8, 8] = 2  # WT: one match, one missed, one false-positive lesion
+    row = challenge_row(pred, ref, (1.0, 1.0, 1.0), "brats2021")
+    assert (row["all_instance_tp_wt"], row["all_instance_fp_wt"], row["all_instance_fn_wt"]) == (1, 1, 1)
+    assert row["global_dsc_wt"] == pytest.approx(0.5)
+    assert row["lesionwise_penalised_dsc_wt"] == pytest.approx(1 / 3)  # mean(1, 0 missed, 0 false positive)
+    assert row["lesionwise_penalised_hd95_wt"] == pytest.approx(2 * 373 / 3)
+    assert math.isnan(row["all_instance_prec_et"])  # no ET lesion on either side
+    # ET lesions on both sides, none overlapping: the official lesion-wise HD95 is infinite, written 373
+    pred[1, 1, 1] = ref[5, 5, 5] = 4
+    row = challenge_row(pred, ref, (1.0, 1.0, 1.0), "brats2021", options=ChallengeOptions(hd95="directed"))
+    assert row["all_instance_tp_et"] == 0 and row["lesionwise_hd95_mean_et"] == 373.0
+    assert row["global_hd95_et"] == 373.0 and row["global_dsc_et"] == 0.0
+    with pytest.raises(ValueError, match="hd95 must be"):
+        ChallengeOptions(hd95="mean")
+    with pytest.raises(ValueError, match="min_lesion_volume_mm3"):
+        ChallengeOptions(min_lesion_volume_mm3=-1)
+
+
+def test_results_json_has_null_for_nan(folders: tuple[Path, Path], tmp_path: Path):
+    import json
+
+    result = evaluate_folders(*folders, convention="auto", options=ChallengeOptions())
+    summary = write_results(result, tmp_path / "r.csv", tmp_path / "r.json", markdown_path=tmp_path / "r.md")
+    text = (tmp_path / "r.json").read_text()
+    written = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the summary JSON"))
+    assert written["metrics"]["all_instance_prec_et"]["n"] == summary["metrics"]["all_instance_prec_et"]["n"] == 2
+    legacy = summarize(evaluate_folders(*folders))
+    with pytest.raises(ValueError, match="challenge metrics"):
+        summary_markdown(legacy)
+    pair = {"A": (str(folders[0] / "A.nii.gz"), str(folders[1] / "A" / "A_seg.nii.gz"))}
+    assert "'auto' needs the challenge metrics" in evaluate_cases(pair, "auto").rows[0]["error"]

@@ -297,3 +297,53 @@ def test_output_dir_is_required_and_hidden_alias_not_in_help(capsys: pytest.Capt
         main(["--help"])
     text = capsys.readouterr().out
     assert "--output-dir" in text and "--output " not in text and "--output\n" not in text
+
+
+def _run_with_rules(run_dir: Path, tmp_path: Path, rules: dict | None) -> Path:
+    """A writable copy of a run whose configs/inference.json holds ``rules`` as its postprocessing_rules."""
+    import json
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / f"run{len(list(tmp_path.glob('run*')))}"))
+    if rules is not None:
+        config_path = copy / "configs" / "inference.json"
+        config = json.loads(config_path.read_text())
+        config["postprocessing_rules"] = rules
+        config_path.write_text(json.dumps(config))
+    return copy
+
+
+def test_postprocess_applies_the_run_config_rules(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    from brats_cggm.brats.postprocessing import postprocess_labels
+
+    def labels(path: Path) -> np.ndarray:
+        return np.asanyarray(nib.load(str(path)).dataobj)
+
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), tmp_path / "raw") == 0
+    raw = labels(tmp_path / "raw" / f"{CASE}.nii.gz")
+    assert raw.any()  # the tiny network predicts some tumour: the rules have something to act on
+    # --postprocess without rules in the config: one error line, nothing segmented
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), tmp_path / "none", "--postprocess") == 1
+    err = capsys.readouterr().err
+    assert "no postprocessing_rules entry" in err and "brats-cggm-fit-postprocessing" in err
+    assert not (tmp_path / "none").exists()
+
+    rules = {"min_component_size": {"wt": 30.0, "et": 5.0}, "min_enhancing_size": 40.0, "unit": "voxels"}
+    run = _run_with_rules(tiny_run_dir, tmp_path, rules)
+    assert _run(["--input", str(case_dir)], _bundle(run), tmp_path / "pp", "--postprocess") == 0
+    assert '"min_component_size": {"wt": 30.0, "et": 5.0}' in capsys.readouterr().out
+    expected = postprocess_labels(raw, "brats2021", {"wt": 30.0, "et": 5.0}, 40.0, "voxels")
+    np.testing.assert_array_equal(labels(tmp_path / "pp" / f"{CASE}.nii.gz"), expected)
+    # without --postprocess the rules of the config are not applied
+    assert _run(["--input", str(case_dir)], _bundle(run), tmp_path / "off") == 0
+    np.testing.assert_array_equal(labels(tmp_path / "off" / f"{CASE}.nii.gz"), raw)
+    # every component smaller than the volume: nothing left
+    everything = _run_with_rules(tiny_run_dir, tmp_path, {"min_component_size": {"wt": 1e9}, "unit": "mm3"})
+    assert _run(["--input", str(case_dir)], _bundle(everything), tmp_path / "all", "--postprocess") == 0
+    assert not labels(tmp_path / "all" / f"{CASE}.nii.gz").any()
+
+
+def test_postprocess_bad_rules_name_the_config(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    run = _run_with_rules(tiny_run_dir, tmp_path, {"min_component_size": {"ed": 10}})
+    assert _run(["--input", str(case_dir)], _bundle(run), tmp_path / "out", "--postprocess") == 1
+    err = capsys.readouterr().err
+    assert str(run / "configs" / "inference.json") in err and "unknown regions ['ed']" in err
