@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from brats_cggm.brats.phantoms import MODALITIES, brats_affine, phantom_case_id, write_brats_case
+from brats_cggm.brats.phantoms import MODALITIES, brats_affine, phantom_case_dirs, write_brats_case
 
 __all__ = [
     "BRATS_SHAPE",
@@ -717,22 +717,9 @@ def write_anatomical_phantom_dataset(
         FileExistsError: if a case folder exists and ``overwrite`` is False (nothing is written then).
         ImportError: if nilearn (the ``anatomy`` extra) is not installed.
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
     sizes = _check_spacing(spacing)
     _import_nilearn_datasets()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
-    case_dirs = [out / phantom_case_id(i) for i in range(n)]
-    if not overwrite:
-        existing = [d for d in case_dirs if d.exists() or d.is_symlink()]
-        if existing:
-            raise FileExistsError(
-                f"{existing[0]} already exists ({len(existing)} of {n} case folders do); "
-                "pass overwrite=True to replace them"
-            )
-    out.mkdir(parents=True, exist_ok=True)
+    case_dirs = phantom_case_dirs(out_dir, n, overwrite)
     affine = brats_grid_affine(sizes)
     for i, case_dir in enumerate(case_dirs):
         write_brats_case(case_dir, generate_anatomical_case(seed + i, sizes), affine, overwrite)

@@ -43,6 +43,7 @@ __all__ = [
     "brats_affine",
     "ensure_phantom_dataset",
     "generate_phantom_case",
+    "phantom_case_dirs",
     "phantom_case_id",
     "write_brats_case",
     "write_phantom_dataset",
@@ -340,9 +341,31 @@ def write_phantom_dataset(
         ValueError: if ``n`` or ``shape`` is invalid.
         FileExistsError: if a case folder exists and ``overwrite`` is False (nothing is written then).
     """
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
     shape = _check_shape(shape)
+    case_dirs = phantom_case_dirs(out_dir, n, overwrite)
+    for i, case_dir in enumerate(case_dirs):
+        _write_case(case_dir, shape, seed + i, overwrite)
+    return case_dirs
+
+
+def phantom_case_dirs(out_dir: str | os.PathLike, n: int, overwrite: bool = False) -> list[Path]:
+    """The case folders of an ``n``-case phantom data set in ``out_dir``, checked before anything is written.
+
+    Args:
+        out_dir: the data set folder (created).
+        n: number of cases.
+        overwrite: allow existing case folders (they are replaced case by case).
+
+    Returns:
+        ``out_dir/<case id>`` for cases ``0 .. n-1``.
+
+    Raises:
+        ValueError: if ``n`` is not a positive integer.
+        NotADirectoryError: if ``out_dir`` exists and is not a directory.
+        FileExistsError: if a case folder exists and ``overwrite`` is False.
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory")
@@ -355,8 +378,6 @@ def write_phantom_dataset(
                 "pass overwrite=True (--overwrite) to replace them"
             )
     out.mkdir(parents=True, exist_ok=True)
-    for i, case_dir in enumerate(case_dirs):
-        _write_case(case_dir, shape, seed + i, overwrite)
     return case_dirs
 
 
