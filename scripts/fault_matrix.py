@@ -42,7 +42,7 @@ if str(REPO) not in sys.path:  # the checkout's package, also when run without P
     sys.path.insert(0, str(REPO))
 
 from brats_cggm.brats.phantoms import write_phantom_dataset  # noqa: E402
-from brats_cggm.engine.handlers import atomic_write_text  # noqa: E402
+from brats_cggm.core.files import atomic_write_text  # noqa: E402
 
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 CASE = "BraTS2021_00000"
