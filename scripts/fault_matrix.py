@@ -604,7 +604,7 @@ def _write_sentinel(relative: str) -> Callable[[Path, Fixtures], None]:
 OUT = f"out/{CASE}.nii.gz"
 T1, T1CE, T2 = (f"{CASE}_{m}.nii.gz" for m in ("t1", "t1ce", "t2"))
 PRED = f"pred/{CASE}.nii.gz"
-EVAL_RESULTS = ("pred/evaluation.csv", "pred/evaluation_summary.json")
+EVAL_RESULTS = ("pred/evaluation.csv", "pred/evaluation_summary.json", "pred/evaluation.md")
 TRAIN_DEBRIS = ("run/",)  # a failed training run may leave its (empty) log folder
 
 
