@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "plot_modality_curves.py"
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
