@@ -134,7 +134,7 @@ class BalancedTrainer(SupervisedTrainer):
 
         with engine._autocast():
             output = engine._forward_features(inputs, engine.state.epoch)
-            engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: output.logits}
+            engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: output.logits.detach()}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             task_loss = task.loss(output.logits, targets)
             features = _detach(output.features) if balancer.detach_aux_features else output.features

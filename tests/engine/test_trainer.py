@@ -165,11 +165,6 @@ def test_output_keys_shapes_and_values():
     assert ctx.epoch == 1 and ctx.iteration == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the docstring promises a detached engine.state.output, but 'pred' is the forward's logits with their "
-    "autograd graph (the trainer stores output.logits as is)",
-)
 def test_output_prediction_is_detached():
     trainer, _ = _recorded_trainer([])
     trainer.run()
