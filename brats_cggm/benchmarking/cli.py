@@ -116,7 +116,7 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
         config.balancers = [b.strip() for b in args.balancers.split(",") if b.strip()]
     if args.no_memory:
         config.memory = False
-    config.bundle_config = _bundle_config(args.bundle_config, needed="data" in sections)
+    config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "scale"} & set(sections)))
     return config
 
 
@@ -186,7 +186,7 @@ def worker_main(kind: str, payload_json: str) -> int:
     --worker KIND PAYLOAD``.
 
     Args:
-        kind: ``"memory"`` or ``"inference"``.
+        kind: ``"memory"``, ``"inference"`` or ``"scale_epoch"``.
         payload_json: the worker's arguments, a JSON object.
 
     Returns:
@@ -203,6 +203,10 @@ def worker_main(kind: str, payload_json: str) -> int:
         result = memory_worker(StepSpec.from_json(payload["spec"]), int(payload["steps"]))
     elif kind == "inference":
         result = inference_worker(payload)
+    elif kind == "scale_epoch":
+        from brats_cggm.benchmarking.sections.scale import scale_epoch_worker
+
+        result = scale_epoch_worker(payload)
     else:
         raise ValueError(f"unknown worker {kind!r}")
     print(json.dumps(result), flush=True)
