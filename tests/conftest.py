@@ -16,7 +16,6 @@ from brats_cggm.brats.phantoms import brats_affine, generate_phantom_case, write
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def _disk_cache_in_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The bundle's disk cache (cache: disk) of every test run goes to a temporary folder, not ~/.cache."""

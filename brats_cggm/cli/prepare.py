@@ -22,9 +22,13 @@ def _parser() -> argparse.ArgumentParser:
         "(bundles/brats_cggm/configs/train.yaml: cache: disk). Use the same settings as the run.",
     )
     parser.add_argument("dataset_dir", help="the data set folder (BraTS case folders, or MSD Task01 layout)")
-    parser.add_argument("--cache-dir", default=None, help="cache root (default: $BRATS_CGGM_CACHE or ~/.cache/brats_cggm)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="cache root (default: $BRATS_CGGM_CACHE or ~/.cache/brats_cggm)"
+    )
     parser.add_argument("--modalities", nargs="+", default=["flair", "t1ce", "t1", "t2"], help="in channel order")
-    parser.add_argument("--patch-size", nargs=3, type=int, default=[32, 32, 32], help="training patch (bundle: patch_size)")
+    parser.add_argument(
+        "--patch-size", nargs=3, type=int, default=[32, 32, 32], help="training patch (bundle: patch_size)"
+    )
     parser.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction (bundle: val_fraction)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (bundle: seed)")
     parser.add_argument("--pixdim", nargs=3, type=float, default=[1.0, 1.0, 1.0], help="spacing in mm")
@@ -63,7 +67,9 @@ def _prepare(args: argparse.Namespace) -> dict:
 
 
 def _summarise(result: dict) -> None:
-    print(f"{len(result['train'])} training and {len(result['val'])} validation case(s) cached in {result['cache_dir']}")
+    print(
+        f"{len(result['train'])} training and {len(result['val'])} validation case(s) cached in {result['cache_dir']}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The disk cache of the BraTS preprocessing: round trip, invalidation, atomic entries, patch-only reads, cache modes."""
+"""The disk cache of the BraTS preprocessing: round trip, invalidation, atomic entries, patch reads, cache modes."""
 
 from __future__ import annotations
 
@@ -241,9 +241,7 @@ def test_memory_mode_refused_before_loading(dataset: Path, monkeypatch):
     from brats_cggm.brats.cache import memory_check
 
     monkeypatch.setattr(memory_check, "available_memory_bytes", lambda: 1000)
-    monkeypatch.setattr(
-        "brats_cggm.brats.cache.datasets.CacheDataset", lambda *a, **k: pytest.fail("loading started")
-    )
+    monkeypatch.setattr("brats_cggm.brats.cache.datasets.CacheDataset", lambda *a, **k: pytest.fail("loading started"))
     with pytest.raises(MemoryError, match="cache: memory"):
         training_dataset(_items(dataset), "memory", PATCH, 1, OPTIONS)
 
@@ -283,3 +281,46 @@ def test_bundle_trains_one_epoch_with_each_cache_mode(mode: str, phantom_dataset
     assert built == (["train", "val"] if mode == "disk" else [])
     if mode != "disk":
         assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_ranks_build_one_shard_each_and_all_get_every_entry(phantom_dataset: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    worker = REPO / "tests" / "helpers" / "ddp_cache_worker.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1"]
+    command += ["--nproc_per_node=2", str(worker), str(phantom_dataset), str(tmp_path / "cache"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ids = [item["case_id"] for item in _items(phantom_dataset)]
+    # items[rank::2]: disjoint shards covering every case; nothing built twice, nothing rebuilt later
+    assert ranks[0]["first"] == ids[0::2] and ranks[1]["first"] == ids[1::2]
+    assert ranks[0]["second"] == ranks[1]["second"] == []
+    assert ranks[0]["entries"] == ranks[1]["entries"] and len(ranks[0]["entries"]) == 4
+    assert all(read_entry_meta(e) is not None for e in ranks[0]["entries"])
+
+
+@pytest.mark.slow
+def test_full_preset_trains_128_patches_on_cpu_through_the_bundle(tmp_path: Path, record_property):
+    """The ``full`` network at 128³, batch 1, two iterations on disk-cached cases smaller than the patch
+    (padded), in a fresh process whose peak memory is reported (``-rA`` shows it)."""
+    from brats_cggm.benchmarking.memory import run_worker
+    from brats_cggm.brats.phantoms import write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "data", n=2, shape=(96, 96, 96), seed=0)
+    payload = {
+        "bundle_config": str(CONFIGS / "train.yaml"),
+        "dataset_dir": str(tmp_path / "data"),
+        "n_cases": 2,
+        "cache": "disk",
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "out"),
+        "overrides": {"network_preset": "full", "patch_size": [128, 128, 128], "batch_size": 1, "num_samples": 1},
+    }
+    result = run_worker("scale_epoch", payload)
+    record_property("full_preset_128_peak_rss_gb", result["peak_rss_bytes"] / 1e9)
+    print(f"full preset, 128³, batch 1: peak RSS {result['peak_rss_bytes'] / 1e9:.2f} GB, {result['epoch_s']:.1f} s")
+    assert result["iterations"] == 2

@@ -66,7 +66,8 @@ def scale_epoch_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """One epoch of the bundle's trainer on the first ``n_cases`` cases, in this (fresh) process.
 
     Args:
-        payload: ``bundle_config``, ``dataset_dir``, ``n_cases``, ``cache``, ``cache_dir``, ``output_dir``.
+        payload: ``bundle_config``, ``dataset_dir``, ``n_cases``, ``cache``, ``cache_dir``, ``output_dir``, and
+            optionally ``overrides`` (more bundle keys).
 
     Returns:
         ``peak_rss_bytes`` (whole process, ``VmHWM``), ``setup_s`` (dataset and trainer built: the memory
@@ -87,6 +88,7 @@ def scale_epoch_worker(payload: dict[str, Any]) -> dict[str, Any]:
         "max_epochs": 1,
         # the data pipeline and the training steps only: no validation, checkpoints or logs
         "train#trainer#train_handlers": [],
+        **payload.get("overrides", {}),
     }
     parser = _bundle_parser(payload["bundle_config"], payload["dataset_dir"], overrides)
     start = time.perf_counter()
@@ -204,7 +206,9 @@ def scale_benchmark(config: BenchmarkConfig, work_dir: Path, log: Callable[[str]
     log(f"  building the disk cache of {n_max} cases (one process), as brats-cggm-prepare does")
     start = time.perf_counter()
     # every case as a training entry at the bundle's patch size: what the epoch workers read
-    filled = fill_cache(_all_items(data_dir), "train", cache_dir, _bundle_patch(config), _options(data_dir), progress=False)
+    filled = fill_cache(
+        _all_items(data_dir), "train", cache_dir, _bundle_patch(config), _options(data_dir), progress=False
+    )
     prepare_s = time.perf_counter() - start
     entries = [Path(e["entry"]) for e in filled]
     entry_mb = statistics.fmean(sum(f.stat().st_size for f in e.iterdir()) for e in entries) / 1e6
