@@ -86,7 +86,9 @@ def test_second_fill_reuses_and_changed_input_or_setting_rebuilds(dataset: Path,
     cache = tmp_path / "cache"
     built = []
     original = disk_cache._build_entry
-    monkeypatch.setattr(disk_cache, "_build_entry", lambda job: built.append(job[0]["case_id"]) or original(job))
+    monkeypatch.setattr(
+        disk_cache, "_build_entry", lambda job, head=None: built.append(job[0]["case_id"]) or original(job, head)
+    )
     fill_cache(items, "train", cache, PATCH, OPTIONS, progress=False)
     assert len(built) == 4
     built.clear()
@@ -324,3 +326,12 @@ def test_full_preset_trains_128_patches_on_cpu_through_the_bundle(tmp_path: Path
     record_property("full_preset_128_peak_rss_gb", result["peak_rss_bytes"] / 1e9)
     print(f"full preset, 128³, batch 1: peak RSS {result['peak_rss_bytes'] / 1e9:.2f} GB, {result['epoch_s']:.1f} s")
     assert result["iterations"] == 2
+
+
+def test_worker_processes_build_the_same_entries(dataset: Path, tmp_path: Path):
+    items = _items(dataset)[:2]
+    one = fill_cache(items, "val", tmp_path / "one", data_options=OPTIONS, progress=False)
+    two = fill_cache(items, "val", tmp_path / "two", data_options=OPTIONS, num_workers=2, progress=False)
+    for a, b in zip(one, two, strict=True):
+        for name in ("image.npy", "label.npy"):
+            np.testing.assert_array_equal(np.load(Path(a["entry"]) / name), np.load(Path(b["entry"]) / name))

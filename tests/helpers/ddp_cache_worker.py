@@ -25,7 +25,7 @@ def main() -> None:
     init_distributed("cpu")
     built: list[str] = []
     build = disk._build_entry
-    disk._build_entry = lambda job: built.append(job[0]["case_id"]) or build(job)
+    disk._build_entry = lambda job, head=None: built.append(job[0]["case_id"]) or build(job, head)
     items = discover_dataset(dataset_dir).items
     options = {"label_convention": "brats2021", "channel_order": None, "pixdim": [1.0, 1.0, 1.0]}
     entries = disk.fill_cache(items, "val", cache_dir, data_options=options, progress=False)

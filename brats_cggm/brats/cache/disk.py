@@ -362,15 +362,22 @@ def _remove_dead_temporaries(folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_WORKER_CHAIN: dict[tuple, Compose] = {}
+def _head(kind: str, patch_size: Sequence[int], data_options: Mapping[str, Any]) -> Compose:
+    return Compose(cache_chains(kind, patch_size, 1, data_options)[0])
 
 
-def _build_entry(job: tuple) -> str:
-    item, entry_dir, kind, patch_size, data_options, key, fingerprint = job
-    chain_key = (kind, tuple(patch_size), json.dumps(_canonical(data_options), sort_keys=True, default=str))
-    if chain_key not in _WORKER_CHAIN:
-        _WORKER_CHAIN[chain_key] = Compose(cache_chains(kind, patch_size, 1, data_options)[0])
-    arrays, meta = preprocess_case(item, _WORKER_CHAIN[chain_key])
+# A pool process's chain, built once by its initializer. Never reused across fills: the checked loader fails
+# every call after its first failure, so a chain that met a bad file must not outlive its fill.
+_POOL_HEAD: list[Compose] = []
+
+
+def _init_pool(kind: str, patch_size: Sequence[int], data_options: Mapping[str, Any]) -> None:
+    _POOL_HEAD[:] = [_head(kind, patch_size, data_options)]
+
+
+def _build_entry(job: tuple, head: Compose | None = None) -> str:
+    item, entry_dir, kind, key, fingerprint = job
+    arrays, meta = preprocess_case(item, head if head is not None else _POOL_HEAD[0])
     meta = {"format": CACHE_FORMAT_VERSION, "key": key, "kind": kind, "inputs": fingerprint, **meta}
     write_entry(entry_dir, arrays, meta)
     return entry_dir
@@ -426,14 +433,15 @@ def fill_cache(
         entry_dir = folder / entry_name(item)
         entries.append({"entry": str(entry_dir), "case_id": item.get("case_id")})
         if index % world == rank and not _entry_is_valid(entry_dir, key, fingerprint):
-            jobs.append((dict(item), str(entry_dir), kind, list(patch_size), data_options, key, fingerprint))
-    _run_jobs(jobs, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
+            jobs.append((dict(item), str(entry_dir), kind, key, fingerprint))
+    chain_args = (kind, list(patch_size), data_options)
+    _run_jobs(jobs, chain_args, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
     if sharded:
         barrier()
     return entries
 
 
-def _run_jobs(jobs: list[tuple], num_workers: int, progress: bool, description: str) -> None:
+def _run_jobs(jobs: list[tuple], chain_args: tuple, num_workers: int, progress: bool, description: str) -> None:
     if not jobs:
         return
     from tqdm.auto import tqdm
@@ -441,8 +449,9 @@ def _run_jobs(jobs: list[tuple], num_workers: int, progress: bool, description: 
     bar = tqdm(total=len(jobs), desc=description, unit="case", disable=not progress)
     try:
         if num_workers <= 1:
+            head = _head(*chain_args)
             for job in jobs:
-                _build_entry(job)
+                _build_entry(job, head)
                 bar.update()
             return
         import multiprocessing
@@ -450,7 +459,8 @@ def _run_jobs(jobs: list[tuple], num_workers: int, progress: bool, description: 
 
         # spawn: no forked copy of a parent's threads (MONAI readers, torch's pools).
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
+        workers = min(num_workers, len(jobs))
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool, initargs=chain_args) as pool:
             for future in as_completed([pool.submit(_build_entry, job) for job in jobs]):
                 future.result()
                 bar.update()
