@@ -260,8 +260,12 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("mode", ["disk", "memory", "none"])
-def test_bundle_trains_one_epoch_with_each_cache_mode(mode: str, phantom_dataset: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("mode", "device_augmentation"), [("disk", False), ("disk", True), ("memory", False), ("none", False)]
+)
+def test_bundle_trains_one_epoch_with_each_cache_mode(
+    mode: str, device_augmentation: bool, phantom_dataset: Path, tmp_path: Path
+):
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "train.yaml"),
         meta_file=str(CONFIGS / "metadata.json"),
@@ -272,6 +276,7 @@ def test_bundle_trains_one_epoch_with_each_cache_mode(mode: str, phantom_dataset
         max_epochs=1,
         cache=mode,
         cache_dir=str(tmp_path / "cache"),
+        device_augmentation=device_augmentation,
         **TINY,
     )
     workflow.initialize()
@@ -335,3 +340,33 @@ def test_worker_processes_build_the_same_entries(dataset: Path, tmp_path: Path):
     for a, b in zip(one, two, strict=True):
         for name in ("image.npy", "label.npy"):
             np.testing.assert_array_equal(np.load(Path(a["entry"]) / name), np.load(Path(b["entry"]) / name))
+
+
+def test_device_augmentation_flips_image_and_label_alike_and_jitters_by_hand():
+    from brats_cggm.brats.cache.device_augmentation import augment_batch
+
+    image = torch.arange(2 * 1 * 2 * 2 * 2, dtype=torch.float32).reshape(2, 1, 2, 2, 2)
+    label = (image > 7).float().repeat(1, 3, 1, 1, 1)
+    # flip_prob 1: every axis flipped; scale and shift 0: intensities unchanged
+    flipped, flipped_label = augment_batch(image, label, flip_prob=1.0, scale=0.0, shift=0.0)
+    torch.testing.assert_close(flipped, image.flip([2, 3, 4]))
+    torch.testing.assert_close(flipped_label, label.flip([2, 3, 4]))
+    torch.manual_seed(0)
+    jittered, same_label = augment_batch(image, label, flip_prob=0.0, scale=0.1, shift=0.1)
+    torch.testing.assert_close(same_label, label)
+    for i in range(2):
+        # x * a + b per sample, with a in [0.9, 1.1] and b in [-0.1, 0.1]: fit a, b from two voxels
+        x, y = image[i].flatten(), jittered[i].flatten()
+        a = (y[5] - y[1]) / (x[5] - x[1])
+        b = y[1] - a * x[1]
+        assert 0.9 <= a <= 1.1 and -0.1 <= b <= 0.1
+        torch.testing.assert_close(y, x * a + b)
+
+
+def test_device_augmentation_leaves_the_loader_at_the_crop(dataset: Path, tmp_path: Path):
+    chain = cached_train_transforms(PATCH, 1, device_augmentation=True, **OPTIONS)
+    assert [type(t).__name__ for t in chain.transforms] == ["LoadCacheEntryd", "RandCropCachedPatchd"]
+    for mode in ("memory", "none"):
+        ds = training_dataset(_items(dataset)[:1], mode, PATCH, 1, OPTIONS, device_augmentation=True)
+        names = [type(t).__name__ for t in ds.transform.transforms]
+        assert "RandFlipd" not in names and names[-2:] == ["RandCropByPosNegLabeld", "DeleteItemsd"]

@@ -9,6 +9,7 @@ from typing import Any
 from monai.data import CacheDataset, Dataset
 from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld
 
+from brats_cggm.brats.cache.device_augmentation import DEVICE_AUGMENTED
 from brats_cggm.brats.cache.disk import LoadCacheEntryd, RandCropCachedPatchd, cache_chains, fill_cache
 from brats_cggm.brats.cache.memory_check import check_memory_cache_fits
 from brats_cggm.brats.transforms import train_transforms, val_transforms
@@ -25,13 +26,17 @@ def _check_mode(cache: str) -> None:
         raise ValueError(f"cache: {cache!r}: expected one of {CACHE_MODES}")
 
 
-def cached_train_transforms(patch_size: Sequence[int] = (48, 48, 48), num_samples: int = 2, **kwargs: Any) -> Compose:
+def cached_train_transforms(
+    patch_size: Sequence[int] = (48, 48, 48), num_samples: int = 2, device_augmentation: bool = False, **kwargs: Any
+) -> Compose:
     """The training chain on disk cache entries: open the entry, crop patches from the memory maps, then the
     random tail of :func:`~brats_cggm.brats.transforms.train_transforms` (flips, intensity jitter) unchanged.
 
     Args:
         patch_size: the training patch.
         num_samples: patches per case and draw.
+        device_augmentation: leave the flips and the intensity jitter to the trainer's ``prepare_batch``
+            (:func:`~brats_cggm.brats.cache.device_augmentation.augmenting_prepare_batch`).
         kwargs: :func:`~brats_cggm.brats.transforms.preprocessing` options (only their effect on the random
             tail matters: the entries already hold the preprocessed case).
 
@@ -41,6 +46,8 @@ def cached_train_transforms(patch_size: Sequence[int] = (48, 48, 48), num_sample
     _, tail = cache_chains("train", patch_size, num_samples, kwargs)
     crop = next(t for t in tail if isinstance(t, RandCropByPosNegLabeld))
     rest = [t for t in tail if t is not crop and not isinstance(t, DeleteItemsd)]
+    if device_augmentation:
+        rest = [t for t in rest if not isinstance(t, DEVICE_AUGMENTED)]
     return Compose([LoadCacheEntryd(whole=False), RandCropCachedPatchd.like(crop), *rest])
 
 
@@ -53,6 +60,7 @@ def training_dataset(
     cache_dir: str | os.PathLike | None = None,
     cache_rate: float = 1.0,
     cache_workers: int = 1,
+    device_augmentation: bool = False,
 ) -> Dataset:
     """The training dataset for a cache mode.
 
@@ -65,6 +73,7 @@ def training_dataset(
         cache_dir: the disk cache's root (None: :func:`~brats_cggm.brats.cache.disk.default_cache_dir`).
         cache_rate: fraction of cases held by the in-memory cache.
         cache_workers: processes building missing disk entries.
+        device_augmentation: leave the flips and the intensity jitter to the trainer's ``prepare_batch``.
 
     Returns:
         A MONAI dataset yielding lists of ``num_samples`` patch dicts.
@@ -77,8 +86,10 @@ def training_dataset(
     options = dict(data_options or {})
     if cache == "disk":
         entries = fill_cache(data, "train", cache_dir, patch_size, options, num_workers=cache_workers)
-        return Dataset(entries, cached_train_transforms(patch_size, num_samples, **options))
+        return Dataset(entries, cached_train_transforms(patch_size, num_samples, device_augmentation, **options))
     transform = train_transforms(patch_size=patch_size, num_samples=num_samples, **options)
+    if device_augmentation:
+        transform = Compose([t for t in transform.transforms if not isinstance(t, DEVICE_AUGMENTED)])
     if cache == "none":
         return Dataset(list(data), transform)
     check_memory_cache_fits(data, options.get("pixdim"), options.get("channel_order"), cache_rate)
