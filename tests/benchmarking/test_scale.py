@@ -44,3 +44,6 @@ def test_scale_section_reports_memory_lines_loader_and_build(tmp_path):
     assert point["load_ratio"] == pytest.approx(point["loader_step_s"] / point["preloaded_step_s"])
     build = scale["build"]
     assert build["cases"] == 2 and build["one_worker_s_per_case"] > 0 and build["all_workers_processes"] == 1
+    from brats_cggm.benchmarking.report import format_report
+
+    assert "cache disk:" in format_report(report)

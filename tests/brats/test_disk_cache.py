@@ -370,3 +370,29 @@ def test_device_augmentation_leaves_the_loader_at_the_crop(dataset: Path, tmp_pa
         ds = training_dataset(_items(dataset)[:1], mode, PATCH, 1, OPTIONS, device_augmentation=True)
         names = [type(t).__name__ for t in ds.transform.transforms]
         assert "RandFlipd" not in names and names[-2:] == ["RandCropByPosNegLabeld", "DeleteItemsd"]
+
+
+def test_default_cache_dir_is_a_user_cache(monkeypatch, tmp_path: Path):
+    from brats_cggm.brats.cache.disk import default_cache_dir
+
+    monkeypatch.setenv("BRATS_CGGM_CACHE", str(tmp_path / "explicit"))
+    assert default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("BRATS_CGGM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "brats_cggm"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "brats_cggm"
+
+
+def test_entries_of_a_read_only_data_set(dataset: Path, tmp_path: Path):
+    """The data set folder is only read: the cache goes elsewhere (a read-only data folder works)."""
+    for path in sorted(dataset.rglob("*"), reverse=True):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    dataset.chmod(0o555)
+    try:
+        entries = fill_cache(_items(dataset)[:1], "val", tmp_path / "cache", data_options=OPTIONS, progress=False)
+        assert read_entry_meta(entries[0]["entry"]) is not None
+    finally:
+        for path in [dataset, *dataset.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
