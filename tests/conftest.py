@@ -15,6 +15,15 @@ from brats_cggm.brats.phantoms import brats_affine, generate_phantom_case, write
 # Intra-op threads beyond two only add contention on the small shared test machine.
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _disk_cache_in_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The bundle's disk cache (cache: disk) of every test run goes to a temporary folder, not ~/.cache."""
+    import os
+
+    os.environ["BRATS_CGGM_CACHE"] = str(tmp_path_factory.mktemp("brats_cggm_cache"))
+
+
 #: Side of the phantom volumes used by the shared fixtures.
 PHANTOM_SIDE = 32
 

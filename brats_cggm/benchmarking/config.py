@@ -84,6 +84,11 @@ class BenchmarkConfig:
         scaling_warmup: untimed steps before each scaling point.
         variants: speed-option variants at the base step (see
             :func:`~brats_cggm.benchmarking.sections.variants.variants_benchmark`).
+        scale_cases: case counts of the epoch-memory line (scale section).
+        scale_shape: shape of the scale section's phantom cases.
+        scale_patches: patch sizes of the scale section's loader-speed comparison.
+        scale_workers: ``DataLoader`` workers and cache-building processes there (None: every core).
+        scale_build_cases: cases whose cache entries are built to time the build.
         skipped: what this configuration leaves out, and why (reported in the JSON).
         bundle_config: the bundle's ``train.yaml`` whose loader the data-pipeline section measures; the
             command line finds the repository's own when not given (library code never guesses it).
@@ -109,6 +114,11 @@ class BenchmarkConfig:
     scaling_reps: int = 2
     scaling_warmup: int = 1
     variants: list[str] = dataclasses.field(default_factory=lambda: ["default", "channels_last"])
+    scale_cases: list[int] = dataclasses.field(default_factory=lambda: [6, 12, 24])
+    scale_shape: tuple[int, int, int] = (240, 240, 155)
+    scale_patches: list[tuple[int, int, int]] = dataclasses.field(default_factory=lambda: [(64,) * 3, (128,) * 3])
+    scale_workers: int | None = None
+    scale_build_cases: int = 4
     skipped: list[str] = dataclasses.field(default_factory=list)
     bundle_config: str | None = None
 
@@ -145,6 +155,11 @@ def benchmark_config(
             scaling_modalities=[2],
             scaling_reps=1,
             variants=["default"],
+            scale_cases=[2, 3],
+            scale_shape=(40, 40, 32),
+            scale_patches=[(16, 16, 16)],
+            scale_workers=1,
+            scale_build_cases=2,
             skipped=["tiny: toy sizes and a toy network; timings are meaningless"],
         )
     # The bundle trains the cpu preset on 32³ patches; the full preset is meant for 128³ on a GPU.
@@ -166,6 +181,8 @@ def benchmark_config(
             config.skipped.append("quick on CPU: each scaling point is one step without warm-up")
             config.infer_overlap = 0.25
             config.skipped.append("quick on CPU: inference uses sliding-window overlap 0.25 instead of 0.5")
+            config.scale_patches = [(64, 64, 64)]
+            config.skipped.append("quick on CPU: the scale section's loader comparison runs at 64³ only")
     else:
         config.rounds, config.block, config.warmup, config.scaling_reps = 5, 2, 2, 3
         config.infer_reps = 2

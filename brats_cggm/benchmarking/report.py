@@ -131,6 +131,19 @@ def format_report(report: dict[str, Any]) -> str:
                 for v in report["variants"]
             ),
         ]
+    if "scale" in report:
+        r = report["scale"]
+        lines += ["", f"scale ({len(r['cases'])} counts of {'x'.join(map(str, r['case_shape']))} cases):"]
+        for cache, line in (r.get("epochs") or {}).items():
+            lines.append(
+                f"  cache {cache}: {_fmt(line['mb_per_case'])} MB per case, "
+                f"{_fmt(line['extrapolated_peak_gb'])} GB extrapolated to 1251 cases"
+            )
+        lines += [f"  loader {p['patch']}: ratio {_fmt(p['load_ratio'])}" for p in r["loader"]]
+        lines.append(
+            f"  build s/case: {_fmt(r['build']['one_worker_s_per_case'])} (1 process), "
+            f"{_fmt(r['build']['all_workers_s_per_case'])} ({r['build']['all_workers_processes']})"
+        )
     lines += [
         "",
         "ratios (target): " + ", ".join(f"{k} {_fmt(report.get(k))} (<= {t})" for k, t in report["targets"].items()),

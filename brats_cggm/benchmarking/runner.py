@@ -18,13 +18,14 @@ from brats_cggm.benchmarking.report import environment
 from brats_cggm.benchmarking.sections.balancers import balancer_benchmark
 from brats_cggm.benchmarking.sections.data import data_pipeline_benchmark
 from brats_cggm.benchmarking.sections.inference import inference_benchmark
+from brats_cggm.benchmarking.sections.scale import scale_benchmark
 from brats_cggm.benchmarking.sections.scaling import scaling_benchmark
 from brats_cggm.benchmarking.sections.variants import variants_benchmark
 
 __all__ = ["SECTIONS", "run_benchmarks"]
 
 #: The report's sections, in the order they run.
-SECTIONS = ("balancers", "inference", "data", "scaling", "variants")
+SECTIONS = ("balancers", "inference", "data", "scaling", "variants", "scale")
 
 MEMORY_METHOD = {
     "cuda": "CUDA: torch.cuda.max_memory_allocated in a fresh subprocess per configuration",
@@ -94,6 +95,7 @@ def run_benchmarks(
             ("data", lambda: data_pipeline_benchmark(config, work, log)),
             ("scaling", lambda: scaling_benchmark(config, log)),
             ("variants", lambda: variants_benchmark(config, log)),
+            ("scale", lambda: scale_benchmark(config, work, log)),
         ]
         for name, fn in steps:
             if name not in sections:

@@ -16,7 +16,7 @@ def worker_main(kind: str, payload_json: str) -> int:
     --worker KIND PAYLOAD``.
 
     Args:
-        kind: ``"memory"`` or ``"inference"``.
+        kind: ``"memory"``, ``"inference"`` or ``"scale_epoch"``.
         payload_json: the worker's arguments, a JSON object.
 
     Returns:
@@ -33,6 +33,10 @@ def worker_main(kind: str, payload_json: str) -> int:
         result = memory_worker(StepSpec.from_json(payload["spec"]), int(payload["steps"]))
     elif kind == "inference":
         result = inference_worker(payload)
+    elif kind == "scale_epoch":
+        from brats_cggm.benchmarking.sections.scale import scale_epoch_worker
+
+        result = scale_epoch_worker(payload)
     else:
         raise ValueError(f"unknown worker {kind!r}")
     print(json.dumps(result), flush=True)

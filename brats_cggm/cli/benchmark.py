@@ -122,7 +122,7 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
         config.balancers = [b.strip() for b in args.balancers.split(",") if b.strip()]
     if args.no_memory:
         config.memory = False
-    config.bundle_config = _bundle_config(args.bundle_config, needed="data" in sections)
+    config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "scale"} & set(sections)))
     return config
 
 

@@ -47,7 +47,7 @@ def test_inference_and_data_pipeline_report(tmp_path):
     seg = nib.load(str(run_dir / "inference_out" / "bench_0.nii.gz"))
     assert seg.shape == (32, 32, 24)
     data = report["data"]
-    assert data["dataset"] == "CacheDataset"
+    assert data["dataset"] == "Dataset"  # the bundle's default cache: disk entries, read lazily
     assert data["batch_shape"] == [1, 4, 16, 16, 16] and data["case_shape"] == [24, 24, 24]
     assert data["load_ratio"] == pytest.approx(data["loader_step_s"] / data["preloaded_step_s"])
     assert len(data["loader_step_times_s"]) == len(data["preloaded_step_times_s"]) > 0

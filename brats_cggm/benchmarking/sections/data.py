@@ -1,6 +1,6 @@
 """Data pipeline: the training step fed by the bundle's own loader against the same step on a preloaded batch.
 
-The loader is the bundle's ``train#dataloader`` (``CacheDataset`` of the training transforms, ``DataLoader``),
+The loader is the bundle's ``train#dataloader`` (its default cache, ``DataLoader``),
 read from the ``train.yaml`` named by :attr:`~brats_cggm.benchmarking.config.BenchmarkConfig.bundle_config`.
 """
 
@@ -20,12 +20,13 @@ from brats_cggm.benchmarking.timing import alternate
 __all__ = ["bundle_loader", "data_pipeline_benchmark"]
 
 
-def bundle_loader(config: BenchmarkConfig, dataset_dir: Path) -> Any:
+def bundle_loader(config: BenchmarkConfig, dataset_dir: Path, overrides: dict[str, Any] | None = None) -> Any:
     """The bundle's ``train#dataloader`` on ``dataset_dir`` (every case for training), one patch per case.
 
     Args:
         config: the run's configuration (``bundle_config``, ``base``, ``data_workers``).
         dataset_dir: a BraTS-layout data set.
+        overrides: bundle keys set last (default: the disk cache in ``dataset_dir``'s parent folder).
 
     Returns:
         The ``DataLoader``; ``base.batch`` cases of one patch each make the base step's batch.
@@ -55,6 +56,8 @@ def bundle_loader(config: BenchmarkConfig, dataset_dir: Path) -> Any:
     parser["num_samples"] = 1
     parser["batch_size"] = base.batch
     parser["num_workers"] = config.data_workers
+    for key, value in {"cache_dir": str(Path(dataset_dir).parent / "cache"), **(overrides or {})}.items():
+        parser[key] = value
     return parser.get_parsed_content("train#dataloader")
 
 
