@@ -7,7 +7,7 @@
 - :mod:`~brats_cggm.cli.benchmark`: ``brats-cggm-benchmark``, the benchmark report.
 - :mod:`~brats_cggm.cli.compare`: ``brats-cggm-compare``, balancing methods under one budget.
 - :mod:`~brats_cggm.cli.prepare`: ``brats-cggm-prepare``, build the training cache ahead of a run.
-- :mod:`~brats_cggm.cli.fit_postprocessing`: ``brats-cggm-fit-postprocessing``, choose post-processing rules on a run's validation cases.
+- :mod:`~brats_cggm.cli.fit_postprocessing`: ``brats-cggm-fit-postprocessing``, post-processing chosen on validation.
 - :mod:`~brats_cggm.cli.common`: argument types, deprecated flag spellings, the error printer.
 
 Exit status everywhere: 0 success, 1 failure, 2 bad arguments. Flags are kebab-case; a folder the command
