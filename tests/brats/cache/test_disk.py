@@ -30,7 +30,7 @@ from brats_cggm.brats.cache.disk import (
 from brats_cggm.brats.cache.memory_check import check_memory_cache_fits, estimate_memory_cache_bytes
 from brats_cggm.brats.data import discover_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 OPTIONS = {"label_convention": "brats2021", "channel_order": None, "pixdim": [1.0, 1.0, 1.0]}
 PATCH = (16, 16, 16)
