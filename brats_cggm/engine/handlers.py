@@ -73,7 +73,8 @@ class TrainingScalarsHandler:
         if not self._layout_written:
             from brats_cggm.engine.tensorboard_layout import modality_balance_layout
 
-            writer.add_custom_scalars(modality_balance_layout(self.modalities, output["balancer"], self.utilization_tag))
+            layout = modality_balance_layout(self.modalities, output["balancer"], self.utilization_tag)
+            writer.add_custom_scalars(layout)
             self._layout_written = True
         writer.add_scalar("train/loss", to_float(output["loss"]), step)
         writer.add_scalar("train/task_loss", to_float(output["task_loss"]), step)
