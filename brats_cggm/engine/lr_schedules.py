@@ -66,7 +66,7 @@ class WarmupCosineLR(LambdaLR):
 
     Args:
         optimizer: the wrapped optimizer; its groups' ``lr`` are the base rates.
-        warmup_steps: iterations of the linear warm-up.
+        warmup_steps: iterations of the linear warm-up (at most ``total_steps``: longer warm-ups are cut there).
         total_steps: iterations of the whole run.
         start_factor: the first iteration's learning rate over the base rate.
         end_factor: the final learning rate over the base rate.
@@ -82,8 +82,10 @@ class WarmupCosineLR(LambdaLR):
         end_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
+        # A run shorter than its warm-up warms up for the whole run, as MONAI's WarmupCosineSchedule does.
+        warmup_steps = min(max(int(warmup_steps), 0), int(total_steps))
         warmup_cosine_factor(0, warmup_steps, total_steps, start_factor, end_factor)  # checks the arguments
-        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+        self.warmup_steps, self.total_steps = warmup_steps, int(total_steps)
         self.start_factor, self.end_factor = float(start_factor), float(end_factor)
         super().__init__(optimizer, self.factor, last_epoch)
 

@@ -127,7 +127,9 @@ def train_planned_runs(
         planned: the runs.
         out_dir: the comparison's folder.
         jobs: runs trained at the same time (see :func:`run_comparison`).
-        resume: a run whose ``metrics.json`` exists is not trained again; its row is read from that file.
+        resume: a run whose ``metrics.json`` exists is not trained again; its row is read from that file. A run
+            without one is continued from its ``models/checkpoint.pt`` (bundle ``resume: true``) or, without a
+            checkpoint, trained again (bundle ``overwrite: true``).
         on_finished: called in the calling thread with each run and its row as soon as the run is done (in the
             order they finish), e.g. to save partial reports.
 
@@ -143,10 +145,20 @@ def train_planned_runs(
 
     def train(run: PlannedRun) -> dict[str, Any]:
         run_dir = run.run_dir(out_dir)
-        if resume and (run_dir / METRICS_FILE).is_file():
-            metrics = json.loads((run_dir / METRICS_FILE).read_text())
-        else:
-            metrics = train_run(run.config_files, run_dir, {**run.overrides, "seed": run.seed}, threads=threads)
+        overrides = {**run.overrides, "seed": run.seed}
+        if resume:
+            if (run_dir / METRICS_FILE).is_file():
+                return {
+                    "method": run.name,
+                    "seed": run.seed,
+                    **run.info,
+                    **json.loads((run_dir / METRICS_FILE).read_text()),
+                }
+            # An interrupted run goes on from its last checkpoint; one that never saved a checkpoint starts again
+            # (the bundle would refuse the folder of its partial files otherwise).
+            checkpoint = run_dir / "models" / "checkpoint.pt"
+            overrides.update({"resume": True} if checkpoint.is_file() else {"overwrite": True})
+        metrics = train_run(run.config_files, run_dir, overrides, threads=threads)
         return {"method": run.name, "seed": run.seed, **run.info, **metrics}
 
     rows: list[dict[str, Any] | None] = [None] * len(planned)

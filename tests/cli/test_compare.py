@@ -208,9 +208,18 @@ def test_partial_reports_then_resume(fake_runs_writing_metrics, tmp_path: Path, 
     # without --resume the folder is refused
     assert cli.main(argv) == 1
     assert "(--resume continues it)" in capsys.readouterr().err
+    # an interrupted run (a checkpoint, no metrics.json) is continued from its checkpoint
+    (out / "cggm" / "seed1" / "metrics.json").unlink()
+    (out / "cggm" / "seed1" / brats_comparison.ROW_FILE).unlink()
+    (out / "cggm" / "seed1" / "models").mkdir()
+    (out / "cggm" / "seed1" / "models" / "checkpoint.pt").write_bytes(b"")
     record["fail"], record["trained"] = set(), {}
     assert cli.main([*argv, "--resume"]) == 0
-    assert list(record["trained"]) == ["joint/seed0"]
+    assert sorted(record["trained"]) == ["cggm/seed1", "joint/seed0"]
+    assert (
+        record["trained"]["cggm/seed1"][1]["resume"] is True and "overwrite" not in record["trained"]["cggm/seed1"][1]
+    )
+    assert record["trained"]["joint/seed0"][1]["overwrite"] is True  # its failed attempt left only a log
     rows = json.loads((out / "rows.json").read_text())
     assert [(r["method"], r["seed"]) for r in rows] == [("joint", 0), ("joint", 1), ("cggm", 0), ("cggm", 1)]
     assert all(r["validation"]["shapley/flair"] == 0.1 for r in rows)

@@ -61,3 +61,15 @@ def test_scheduler_steps_every_group() -> None:
 def test_bad_arguments(args, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         warmup_cosine_factor(0, *args)
+
+
+def test_a_run_shorter_than_its_warm_up_warms_up_throughout() -> None:
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+    scheduler = WarmupCosineLR(optimizer, warmup_steps=10, total_steps=3, start_factor=0.1, end_factor=0.1)
+    assert scheduler.warmup_steps == 3
+    rates = []
+    for _ in range(3):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.1, 0.55, 1.0])
