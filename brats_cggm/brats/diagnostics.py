@@ -75,6 +75,8 @@ class ProbeSettings:
 
     Attributes:
         max_steps: the budget of optimiser steps.
+        min_steps: steps always taken before a plateau may stop the fit (with batches of two random patches the
+            loss is noisy; a short fit could stop on noise).
         plateau_window: steps per window of :func:`has_plateaued`.
         plateau_tolerance: stop when a window's mean loss improves on the previous one by less than this
             fraction.
@@ -86,7 +88,8 @@ class ProbeSettings:
     """
 
     max_steps: int = 300
-    plateau_window: int = 25
+    min_steps: int = 100
+    plateau_window: int = 50
     plateau_tolerance: float = 0.01
     learning_rate: float = 1e-3
     batch_size: int = 2
@@ -95,7 +98,7 @@ class ProbeSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "plateau_window", "batch_size", "patches_per_case", "channels"):
+        for name in ("max_steps", "min_steps", "plateau_window", "batch_size", "patches_per_case", "channels"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"probe setting {name} must be at least 1, got {getattr(self, name)}")
         if not self.learning_rate > 0 or self.plateau_tolerance < 0:
@@ -143,7 +146,8 @@ def fit_probe(
     loss_fn: Any,
     settings: ProbeSettings = ProbeSettings(),
 ) -> ProbeFit:
-    """Fit ``probe`` on precomputed (frozen) features until the loss plateaus or the budget runs out.
+    """Fit ``probe`` on precomputed (frozen) features until the loss plateaus (after ``min_steps``) or the budget
+    runs out.
 
     Args:
         probe: maps one feature pyramid (a list of ``(B, C_k, *S_k)`` tensors) to region logits.
@@ -181,7 +185,9 @@ def fit_probe(
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-        if has_plateaued(losses, settings.plateau_window, settings.plateau_tolerance):
+        if len(losses) >= settings.min_steps and has_plateaued(
+            losses, settings.plateau_window, settings.plateau_tolerance
+        ):
             plateaued = True
             break
     probe.eval()
@@ -527,8 +533,9 @@ def _cell(stats: Mapping[str, float], signed: bool = False) -> str:
     return f"{stats['mean']:{'+' if signed else ''}.3f} ± {stats['std']:.3f}"
 
 
-def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[str, Any]]) -> str:
-    """``diagnostics.md``: the encoder gap, the Shapley shares and the subset Dice tables, with the plots."""
+def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[str, Any]], plots: bool = True) -> str:
+    """``diagnostics.md``: the encoder gap, the Shapley shares and the subset Dice tables, with the plots if
+    ``plots``."""
     runs = len(summary["runs"])
     text = [f"# Imbalance diagnostics\n\n{runs} run(s); mean ± std over runs (sample std; 0 for one run).\n"]
     if "encoder_gap" in summary:
@@ -536,10 +543,11 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
         text += [
             "## Under-optimisation gap per modality\n",
             "Mean Dice on the validation cases of a probe (an auxiliary-head-shaped head) fitted on each frozen "
-            f"encoder (at most {settings['max_steps']} Adam steps at lr {settings['learning_rate']}, stopped when "
-            f"a {settings['plateau_window']}-step window's mean loss improved by less than "
-            f"{settings['plateau_tolerance']:.0%}). gap = unimodal probe − multimodal probe; gap vs network = "
-            "the unimodal network's own Dice − multimodal probe.\n",
+            f"encoder (at most {settings['max_steps']} Adam steps at lr {settings['learning_rate']}, stopped after "
+            f"at least {settings['min_steps']} once a {settings['plateau_window']}-step window's mean loss improved "
+            f"by less than {settings['plateau_tolerance']:.0%}; `plateaued` in diagnostics.json). "
+            "gap = unimodal probe − multimodal probe; gap vs network = the unimodal network's own Dice − "
+            "multimodal probe.\n",
             "| modality | multimodal probe | unimodal probe | unimodal network | gap | gap vs network |",
             "|---|---:|---:|---:|---:|---:|",
         ]
@@ -547,7 +555,7 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
             cells = [_cell(row[q]) for q in ("multimodal_probe", "unimodal_probe", "unimodal_network")]
             cells += [_cell(row["gap"], True), _cell(row["gap_vs_network"], True)]
             text.append(f"| {m} | " + " | ".join(cells) + " |")
-        text.append("\n![encoder gap](encoder_gap.png)\n")
+        text.append("\n![encoder gap](encoder_gap.png)\n" if plots else "")
     if "shapley" in summary:
         text += [
             "## Shapley shares\n",
@@ -555,14 +563,14 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
             "| modality | φ mean Dice |",
             "|---|---:|",
             *[f"| {m} | {_cell(s, True)} |" for m, s in summary["shapley"].items()],
-            "\n![Shapley](shapley.png)\n",
+            "\n![Shapley](shapley.png)\n" if plots else "",
             "## Missing-modality robustness\n",
             f"Mean Dice over the 15 non-empty subsets: {_cell(summary['mean_over_subsets'])}; worst subset: "
             f"{_cell(summary['worst_subset_dice'])} ({', '.join(summary['worst_subsets'])}).\n",
             "| subset | mean Dice |",
             "|---|---:|",
             *[f"| {s} | {_cell(v)} |" for s, v in summary["subset_dice"].items()],
-            "\n![subset Dice](subset_dice.png)\n",
+            "\n![subset Dice](subset_dice.png)\n" if plots else "",
         ]
     return "\n".join(text)
 
@@ -658,7 +666,7 @@ def write_diagnostics_report(
     document = to_jsonable({"summary": summary, "runs": list(reports)})
     written = [
         atomic_write_text(out_dir / "diagnostics.json", json.dumps(document, indent=2) + "\n"),
-        atomic_write_text(out_dir / "diagnostics.md", diagnostics_markdown(summary, reports)),
+        atomic_write_text(out_dir / "diagnostics.md", diagnostics_markdown(summary, reports, plots)),
     ]
     if plots:
         written += _plots(summary, out_dir)

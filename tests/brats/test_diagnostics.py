@@ -61,7 +61,7 @@ def _toy_probe_dice(informative: bool) -> tuple[float, int]:
     images, regions = _toy_cases(informative, 12, seed=1)
     features = [encoder(image) for image in images]
     targets = [task.aux_targets(r, head(f)) for r, f in zip(regions, features)]
-    settings = ProbeSettings(max_steps=150, plateau_window=20, learning_rate=1e-2, batch_size=4)
+    settings = ProbeSettings(max_steps=150, min_steps=40, plateau_window=20, learning_rate=1e-2, batch_size=4)
     fit = fit_probe(head, features, targets, task.loss, settings)
     assert 2 * settings.plateau_window <= fit.steps <= settings.max_steps and len(fit.losses) == fit.steps
     probe = EncoderProbe(encoder, head, channel=0)
@@ -161,7 +161,7 @@ def unimodal_run_dir(tmp_path_factory: pytest.TempPathFactory, phantom_dataset: 
     return root
 
 
-TINY_PROBE = ProbeSettings(max_steps=6, plateau_window=2, patches_per_case=1)
+TINY_PROBE = ProbeSettings(max_steps=6, min_steps=4, plateau_window=2, patches_per_case=1)
 
 
 def test_diagnose_a_tiny_run(tiny_run_dir: Path, unimodal_run_dir: Path, phantom_dataset: Path, tmp_path) -> None:
@@ -197,3 +197,24 @@ def test_unimodal_run_of_another_modality_refused(
         diagnose_run(tiny_run_dir, phantom_dataset, {"t2": unimodal_run_dir}, probe=TINY_PROBE, shapley=False)
     with pytest.raises(ValueError, match="not a modality of"):
         diagnose_run(tiny_run_dir, phantom_dataset, {"dwi": unimodal_run_dir}, probe=TINY_PROBE, shapley=False)
+
+
+class ConstantProbe(nn.Module):
+    """Predicts 0 logits whatever its weight: its loss never changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+
+    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        return torch.zeros_like(pyramid[0]).expand(-1, 3, -1, -1, -1) * self.weight
+
+
+def test_no_plateau_stop_before_min_steps() -> None:
+    features, targets = [[torch.ones(1, 1, 2, 2, 2)]], [torch.ones(1, 3, 2, 2, 2)]
+    settings = ProbeSettings(max_steps=50, min_steps=12, plateau_window=3)
+    fit = fit_probe(ConstantProbe(), features, targets, F.binary_cross_entropy_with_logits, settings)
+    assert fit.steps == 12 and fit.plateaued  # flat from the start, yet min_steps are taken
+    settings = ProbeSettings(max_steps=8, min_steps=12, plateau_window=3)
+    fit = fit_probe(ConstantProbe(), features, targets, F.binary_cross_entropy_with_logits, settings)
+    assert fit.steps == 8 and not fit.plateaued  # the budget ends first
