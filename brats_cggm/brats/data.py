@@ -453,6 +453,8 @@ def resolve_dataset_dir(
     n: int = 16,
     shape: Sequence[int] = (48, 48, 48),
     seed: int = 0,
+    anatomy: str = "geometric",
+    spacing: float | Sequence[float] = 4.0,
 ) -> Path:
     """The data set folder, with phantoms generated first when it is the bundle's default and empty.
 
@@ -463,17 +465,32 @@ def resolve_dataset_dir(
         dataset_dir: the configured data set folder.
         default_dir: the bundle's default folder (the embedded phantom set).
         n: number of phantom cases to generate.
-        shape: phantom volume shape.
+        shape: volume shape of geometric phantoms.
         seed: phantom seed.
+        anatomy: ``geometric`` (:mod:`brats_cggm.brats.phantoms`, ``shape``) or ``mni152``
+            (:mod:`brats_cggm.brats.anatomical_phantoms`, ``spacing``; needs the ``anatomy`` extra).
+        spacing: voxel size in mm of ``mni152`` phantoms (one number or three, 1 to 8).
 
     Returns:
         ``dataset_dir`` as a path.
+
+    Raises:
+        ValueError: an unknown ``anatomy``.
     """
     from brats_cggm.brats.phantoms import ensure_phantom_dataset
 
+    if anatomy not in ("geometric", "mni152"):
+        raise ValueError(f"phantoms: anatomy must be 'geometric' or 'mni152', got {anatomy!r}")
     dataset_dir = Path(dataset_dir).expanduser()
     if dataset_dir.resolve() == Path(default_dir).expanduser().resolve():
-        if not dataset_dir.is_dir() or not any(dataset_dir.iterdir()):
-            logger.info(f"generating {n} phantom BraTS cases of shape {tuple(shape)} in {dataset_dir}")
-        ensure_phantom_dataset(dataset_dir, n=n, shape=tuple(shape), seed=seed)
+        empty = not dataset_dir.is_dir() or not any(not p.name.startswith(".") for p in dataset_dir.iterdir())
+        if anatomy == "geometric":
+            if empty:
+                logger.info(f"generating {n} phantom BraTS cases of shape {tuple(shape)} in {dataset_dir}")
+            ensure_phantom_dataset(dataset_dir, n=n, shape=tuple(shape), seed=seed)
+        elif empty:
+            from brats_cggm.brats.anatomical_phantoms import write_anatomical_phantom_dataset
+
+            logger.info(f"generating {n} anatomical phantom BraTS cases at {spacing} mm in {dataset_dir}")
+            write_anatomical_phantom_dataset(dataset_dir, n=n, seed=seed, spacing=spacing)
     return dataset_dir

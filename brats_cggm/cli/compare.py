@@ -16,6 +16,14 @@ below 10 epochs; paper: 5 of ~50) and Re-learning diagnoses at ``max_epochs // 3
 a tiny network) to check the pipeline in minutes on a CPU; its numbers mean nothing. ``--jobs N`` trains N
 runs at a time (the phantoms are generated first; step times are then not comparable). Existing reports
 and run folders in ``--output-dir`` are kept unless ``--overwrite``.
+
+``--optimizer adamw sgd`` runs every method with each optimiser (``sgd``: the CGGM authors' SGD and schedule,
+``configs/optimizers/sgd_paper.yaml``; its runs are named ``<method>-sgd``). ``--unimodal`` adds the joint
+method on each modality alone per seed and optimiser, and each multimodal run's encoder gaps against them.
+
+The reports are rewritten after every finished run, so they always hold the results so far. ``--resume``
+continues a comparison in the same ``--output-dir``: runs whose ``metrics.json`` exists are not trained again,
+and their diagnostics are reused once done (a comparison of several hours can span sessions).
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from typing import Any
 
 from brats_cggm.cli.common import CommandParser
 from brats_cggm.experiments.brats_comparison import (
+    OPTIMIZER_OVERLAYS,
     ComparisonSettings,
     default_methods,
     dice_key,
+    plan_runs,
     run_and_valuate,
     summary_markdown,
 )
@@ -68,7 +78,20 @@ def build_parser() -> CommandParser:
     parser.add_argument("--no-shapley", action="store_true", help="skip the modality valuation")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="to every run")
     parser.add_argument("--smoke", action="store_true", help="tiny phantoms and network: a pipeline check only")
+    parser.add_argument(
+        "--optimizer",
+        nargs="+",
+        default=["adamw"],
+        choices=sorted(OPTIMIZER_OVERLAYS),
+        help="optimisers every method runs with (default: adamw; sgd: the CGGM authors')",
+    )
+    parser.add_argument(
+        "--unimodal", action="store_true", help="add one-modality joint runs and each run's encoder gaps"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the reports and runs in --output-dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the comparison in --output-dir (skip finished runs)"
+    )
     parser.add_deprecated_aliases(DEPRECATED_FLAGS)
     return parser
 
@@ -95,6 +118,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ComparisonSettings, a
         parser.error("--max-epochs must be at least 1")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.resume and args.overwrite:
+        parser.error("--resume keeps the runs in --output-dir, --overwrite replaces them: choose one")
     settings = ComparisonSettings(
         out_dir=args.output_dir,
         methods=args.methods,
@@ -105,15 +130,24 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ComparisonSettings, a
         shapley=not args.no_shapley,
         smoke=args.smoke,
         extra_overrides=_parse_overrides(parser, args.override),
+        optimizers=list(dict.fromkeys(args.optimizer)),
+        unimodal=args.unimodal,
+        resume=args.resume,
     )
     return settings, args
 
 
 def _refuse_existing(settings: ComparisonSettings, overwrite: bool) -> bool:
     """Whether earlier results in the output folder stop the comparison (reported on stderr)."""
-    existing = existing_reports(settings.out_dir, settings.methods)
+    if settings.resume:
+        return False
+    names = list(dict.fromkeys(run.name for run in plan_runs(settings)))
+    existing = existing_reports(settings.out_dir, names)
     if existing and not overwrite:
-        print(f"{PROG}: error: {existing[0]} exists; pass --overwrite or another --output-dir", file=sys.stderr)
+        print(
+            f"{PROG}: error: {existing[0]} exists; pass --overwrite or another --output-dir (--resume continues it)",
+            file=sys.stderr,
+        )
         return True
     return False
 
@@ -126,15 +160,29 @@ def _print_runs(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point ``brats-cggm-compare``; 0 on success, 1 when ``--output-dir`` holds results."""
+    """Command line entry point ``brats-cggm-compare``; 0 on success, 1 when ``--output-dir`` holds results (and
+    neither ``--resume`` nor ``--overwrite``) or a run failed (the reports then hold the runs finished so far)."""
     logging.basicConfig(level=logging.WARNING)
     settings, args = parse_args(argv)
     if _refuse_existing(settings, args.overwrite):
         return 1
-    rows = run_and_valuate(settings, jobs=args.jobs)
+
+    def save_partial(rows: list[dict[str, Any]]) -> None:
+        # The comparison owns the folder from here on: each call replaces the previous partial reports.
+        write_reports(settings.out_dir, summary_markdown(rows, settings), rows, overwrite=True)
+
+    try:
+        rows = run_and_valuate(settings, jobs=args.jobs, on_row=save_partial)
+    except RuntimeError as exc:
+        print(
+            f"{PROG}: error: {exc}; the reports in {settings.out_dir} hold the runs finished so far, "
+            "--resume continues the comparison",
+            file=sys.stderr,
+        )
+        return 1
     _print_runs(rows)
     summary = summary_markdown(rows, settings)
-    write_reports(settings.out_dir, summary, rows, overwrite=args.overwrite)
+    write_reports(settings.out_dir, summary, rows, overwrite=True)
     print(summary)
     return 0
 

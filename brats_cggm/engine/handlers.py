@@ -29,7 +29,9 @@ class TrainingScalarsHandler:
 
     Tags: ``train/loss``, ``train/task_loss``, ``train/aux_loss``, ``train/lr``,
     ``<utilization_tag>/<modality>`` (the auxiliary heads' ε), ``grad_norm/<modality>`` and the
-    balancer's own scalars (``<balancer>/...``). Only rank 0 writes.
+    balancer's own scalars (``<balancer>/...``). Only rank 0 writes. At the first iteration it also writes the
+    custom-scalars layout of :func:`~brats_cggm.engine.tensorboard_layout.modality_balance_layout` (the
+    balancer's tags are known from then on).
 
     Args:
         modalities: modality names, in encoder order.
@@ -52,6 +54,7 @@ class TrainingScalarsHandler:
         self.log_dir = log_dir
         self.interval = int(interval)
         self.utilization_tag = utilization_tag
+        self._layout_written = False
 
     @property
     def writer(self) -> Any:
@@ -67,6 +70,12 @@ class TrainingScalarsHandler:
 
     def __call__(self, engine: Engine) -> None:
         output, step, writer = engine.state.output, engine.state.iteration, self.writer
+        if not self._layout_written:
+            from brats_cggm.engine.tensorboard_layout import modality_balance_layout
+
+            layout = modality_balance_layout(self.modalities, output["balancer"], self.utilization_tag)
+            writer.add_custom_scalars(layout)
+            self._layout_written = True
         writer.add_scalar("train/loss", to_float(output["loss"]), step)
         writer.add_scalar("train/task_loss", to_float(output["task_loss"]), step)
         writer.add_scalar("train/aux_loss", to_float(output["aux_loss"]), step)

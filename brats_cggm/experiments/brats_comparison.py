@@ -9,13 +9,20 @@ run's validation cases (Shapley contribution of each modality to the mean Dice),
 Budget: ``max_epochs`` for every method, validation once, at the end (``val_interval = max_epochs``).
 The methods' epoch schedules are scaled to the budget by
 :func:`~brats_cggm.experiments.runs.short_run_overrides` unless ``paper_schedules``.
+
+Axes: the balancing methods, the seeds, the optimisers (``adamw``: the bundle's AdamW; ``sgd``: the CGGM
+authors' SGD and schedule, ``configs/optimizers/sgd_paper.yaml``) and, with ``unimodal``, one joint run per
+modality on that modality alone (per seed and optimiser), from which each multimodal run's encoder gap is
+measured (:func:`brats_cggm.brats.diagnostics.diagnose_run`). Each run's complete row (metrics, Shapley values,
+missing-modality robustness, encoder gaps) is saved in its folder as ``comparison_row.json`` once done, so a
+comparison run again with ``resume`` reuses finished runs and diagnostics and trains only what is missing.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,21 +31,30 @@ from typing import Any
 from brats_cggm.brats.data import DEFAULT_MODALITIES
 from brats_cggm.brats.labels import REGIONS
 from brats_cggm.core.devices import resolve_device
+from brats_cggm.core.files import write_json
 from brats_cggm.experiments.reports import markdown_table, summarize
-from brats_cggm.experiments.runs import run_comparison, short_run_overrides
+from brats_cggm.experiments.runs import PlannedRun, short_run_overrides, train_planned_runs
 
 __all__ = [
     "BASELINE",
     "BUNDLE_CONFIG",
     "DICE_COLUMNS",
+    "GAP_COLUMNS",
     "MODALITY_DICE_COLUMNS",
+    "OPTIMIZER_DESCRIPTIONS",
+    "OPTIMIZER_OVERLAYS",
     "OVERLAY_DIR",
+    "ROBUSTNESS_COLUMNS",
+    "ROW_FILE",
     "SHAPLEY_COLUMNS",
     "SMOKE_OVERRIDES",
     "ComparisonSettings",
     "default_methods",
     "dice_key",
+    "gap_key",
+    "gap_of_run",
     "modality_dice_key",
+    "plan_runs",
     "prepare_phantoms",
     "run_and_valuate",
     "shapley_key",
@@ -53,6 +69,15 @@ BUNDLE_CONFIG = _REPO / "bundles" / "brats_cggm" / "configs" / "train.yaml"
 OVERLAY_DIR = _REPO / "configs" / "balancers"
 #: The method step times are relative to, listed first.
 BASELINE = "joint"
+#: Optimiser name → its overlay (None: the bundle's own AdamW).
+OPTIMIZER_OVERLAYS: dict[str, Path | None] = {
+    "adamw": None,
+    "sgd": _REPO / "configs" / "optimizers" / "sgd_paper.yaml",
+}
+#: The optimiser whose runs keep the plain method names.
+DEFAULT_OPTIMIZER = "adamw"
+#: A finished run's complete row (metrics and diagnostics), in its folder; what ``resume`` reuses.
+ROW_FILE = "comparison_row.json"
 
 #: ``smoke``: a pipeline check on tiny phantoms (overrides of the BraTS bundle); its numbers mean nothing.
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -81,7 +106,15 @@ def shapley_key(modality: str) -> str:
     return f"shapley/{modality}"
 
 
+def gap_key(modality: str) -> str:
+    """A modality's encoder gap (unimodal probe − multimodal probe mean Dice), as added to a run's row."""
+    return f"gap/{modality}"
+
+
 DICE_COLUMNS = [dice_key(region) for region in (*REGIONS, "mean")]
+GAP_COLUMNS = [gap_key(m) for m in DEFAULT_MODALITIES]
+#: Missing-modality robustness: the mean Dice over the 15 non-empty subsets, and the worst subset's.
+ROBUSTNESS_COLUMNS = ["robustness/mean_subsets", "robustness/worst_subset"]
 MODALITY_DICE_COLUMNS = [modality_dice_key(m) for m in DEFAULT_MODALITIES]
 SHAPLEY_COLUMNS = [shapley_key(m) for m in DEFAULT_MODALITIES]
 
@@ -115,6 +148,12 @@ class ComparisonSettings:
         shapley: valuate every run's network.
         smoke: tiny phantoms and network (:data:`SMOKE_OVERRIDES`), written to ``out_dir/phantoms``.
         extra_overrides: bundle overrides for every run, applied after the others (e.g. ``dataset_dir``).
+        optimizers: names of :data:`OPTIMIZER_OVERLAYS`; every method runs with each. The runs of an optimiser
+            other than ``adamw`` are named ``<method>-<optimizer>``.
+        unimodal: also train the joint method on each modality alone (``unimodal-<m>[-<optimizer>]``) per seed
+            and optimiser, and measure each multimodal run's encoder gaps against them.
+        resume: reuse the finished runs found in ``out_dir`` (their ``comparison_row.json``, else their
+            ``metrics.json``).
     """
 
     out_dir: Path
@@ -126,12 +165,18 @@ class ComparisonSettings:
     shapley: bool = True
     smoke: bool = False
     extra_overrides: dict[str, Any] = field(default_factory=dict)
+    optimizers: Sequence[str] = (DEFAULT_OPTIMIZER,)
+    unimodal: bool = False
+    resume: bool = False
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
-        self.methods, self.seeds = list(self.methods), list(self.seeds)
+        self.methods, self.seeds, self.optimizers = list(self.methods), list(self.seeds), list(self.optimizers)
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
+        unknown = [o for o in self.optimizers if o not in OPTIMIZER_OVERLAYS]
+        if unknown:
+            raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from {sorted(OPTIMIZER_OVERLAYS)}")
 
     def overrides(self) -> dict[str, Any]:
         """The bundle overrides shared by every run."""
@@ -200,7 +245,9 @@ def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> li
 
 
 def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: float, device: str) -> dict[str, float]:
-    """Each modality's mean Shapley contribution to the mean Dice over the run's validation cases.
+    """Each modality's mean Shapley contribution to the mean Dice over the run's validation cases, and the run's
+    missing-modality robustness: the mean Dice of the 15 non-empty modality subsets (others' inputs zeroed),
+    averaged over the subsets (``robustness/mean_subsets``) and the lowest (``robustness/worst_subset``).
 
     The run's ``output_dir`` is the bundle (its ``configs/inference.json``); the weights are its
     ``models/model.pt`` (validation runs once, at the end, so that is the final network), else its
@@ -214,7 +261,7 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         device: where the network runs.
 
     Returns:
-        :func:`shapley_key` → mean contribution, one per modality.
+        :func:`shapley_key` → mean contribution, one per modality, and the :data:`ROBUSTNESS_COLUMNS`.
     """
     from brats_cggm.brats.valuation import valuate_bundle
 
@@ -230,57 +277,202 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         case_ids=_validation_case_ids(dataset_dir, seed, val_fraction),
         overwrite=True,  # the run was just trained into this folder
     )
-    return {shapley_key(m): summary["shapley"][m]["mean"] for m in summary["modalities"]}
+    values = {shapley_key(m): summary["shapley"][m]["mean"] for m in summary["modalities"]}
+    present = [dice["mean"] for subset, dice in summary["subset_dice"].items() if subset != "none"]
+    values[ROBUSTNESS_COLUMNS[0]] = sum(present) / len(present)
+    values[ROBUSTNESS_COLUMNS[1]] = min(present)
+    return values
 
 
-def run_and_valuate(settings: ComparisonSettings, jobs: int = 1) -> list[dict[str, Any]]:
-    """Train every method with every seed, then valuate each run unless ``settings.shapley`` is False.
+def _run_name(base: str, optimizer: str) -> str:
+    return base if optimizer == DEFAULT_OPTIMIZER else f"{base}-{optimizer}"
+
+
+def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
+    """The comparison's runs: the unimodal ones first (their encoders are the gaps' reference), then every method
+    with every optimiser and seed.
+
+    Args:
+        settings: the comparison.
+
+    Returns:
+        The planned runs; ``info`` holds ``balancer``, ``optimizer`` and ``modalities`` (None: all).
+    """
+    schedules = settings.scaled_schedules()
+    shared = settings.overrides()
+    planned = []
+    for optimizer in settings.optimizers:
+        optimizer_files = [OPTIMIZER_OVERLAYS[optimizer]] if OPTIMIZER_OVERLAYS[optimizer] else []
+        if settings.unimodal:
+            joint = OVERLAY_DIR / f"{BASELINE}.yaml"
+            for modality in DEFAULT_MODALITIES:
+                for seed in settings.seeds:
+                    planned.append(
+                        PlannedRun(
+                            _run_name(f"unimodal-{modality}", optimizer),
+                            seed,
+                            (BUNDLE_CONFIG, joint, *optimizer_files),
+                            {**shared, "modalities": [modality]},
+                            {"balancer": BASELINE, "optimizer": optimizer, "modalities": [modality]},
+                        )
+                    )
+        for method in settings.methods:
+            for seed in settings.seeds:
+                planned.append(
+                    PlannedRun(
+                        _run_name(method, optimizer),
+                        seed,
+                        (BUNDLE_CONFIG, OVERLAY_DIR / f"{method}.yaml", *optimizer_files),
+                        {**shared, **schedules.get(method, {})},
+                        {"balancer": method, "optimizer": optimizer, "modalities": None},
+                    )
+                )
+    return planned
+
+
+def gap_of_run(
+    run_dir: Path, unimodal_dirs: dict[str, Path], dataset_dir: str, seed: int, val_fraction: float, device: str
+) -> dict[str, float]:
+    """Each modality's encoder gap of a multimodal run (:func:`brats_cggm.brats.diagnostics.diagnose_run`).
+
+    The run's diagnostics (JSON and markdown) go to ``run_dir/diagnostics``.
+
+    Args:
+        run_dir: the multimodal run's ``output_dir``.
+        unimodal_dirs: modality → the unimodal run of the same seed and optimiser.
+        dataset_dir: the data set the runs trained on.
+        seed: the runs' seed.
+        val_fraction: the runs' validation share.
+        device: where to compute.
+
+    Returns:
+        :func:`gap_key` → gap, one per modality of ``unimodal_dirs``.
+    """
+    from brats_cggm.brats.diagnostics import diagnose_run, write_diagnostics_report
+
+    report = diagnose_run(run_dir, dataset_dir, unimodal_dirs, seed, val_fraction, device, shapley=False)
+    write_diagnostics_report([report], run_dir / "diagnostics", overwrite=True, plots=False)
+    return {gap_key(m): entry["gap"] for m, entry in report["encoder_gap"].items()}
+
+
+def _read_row(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / ROW_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_and_valuate(
+    settings: ComparisonSettings, jobs: int = 1, on_row: Callable[[list[dict[str, Any]]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Train every planned run, then valuate each multimodal run (Shapley values and missing-modality
+    robustness, unless ``settings.shapley`` is False) and, with ``settings.unimodal``, measure its encoder gaps.
+
+    Each run's complete row is saved as ``ROW_FILE`` in its folder as soon as it is complete; with
+    ``settings.resume`` those rows are reused and runs with a ``metrics.json`` are not trained again.
 
     Args:
         settings: the comparison.
         jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.run_comparison`);
             above 1, :func:`prepare_phantoms` first. The valuations run one after another.
+        on_row: called after every finished run or diagnostic with the rows complete so far (in plan order),
+            e.g. to rewrite the reports.
 
     Returns:
-        One row per run (method, seed, ``metrics.json``'s entries, ``schedule_overrides``), the
-        Shapley values added to its ``validation``.
+        One row per run (``method`` = the run's name, ``seed``, ``balancer``, ``optimizer``, ``modalities``,
+        ``metrics.json``'s entries, ``schedule_overrides``), the diagnostics added to its ``validation``.
     """
     if jobs > 1:
         prepare_phantoms(settings)
     schedules = settings.scaled_schedules()
-    overlays = {m: OVERLAY_DIR / f"{m}.yaml" for m in settings.methods}
-    rows = run_comparison(
-        BUNDLE_CONFIG, overlays, settings.seeds, settings.out_dir, settings.overrides(), jobs, schedules
-    )
+    planned = plan_runs(settings)
     device = settings.device
-    if settings.shapley and device is None:
+    if (settings.shapley or settings.unimodal) and device is None:
         device = str(resolve_device("auto"))
-    for row in rows:
-        if settings.shapley:
-            run_dir = settings.out_dir / row["method"] / f"seed{row['seed']}"
-            shapley = shapley_of_run(run_dir, settings.dataset_dir, row["seed"], settings.val_fraction, device)
+    done: dict[int, dict[str, Any]] = {}
+    index = {id(run): i for i, run in enumerate(planned)}
+
+    def publish() -> None:
+        if on_row is not None:
+            on_row([done[i] for i in sorted(done)])
+
+    def finish(run: PlannedRun, row: dict[str, Any]) -> None:
+        if settings.shapley and run.info.get("modalities") is None:
+            shapley = shapley_of_run(
+                run.run_dir(settings.out_dir), settings.dataset_dir, run.seed, settings.val_fraction, device
+            )
             row["validation"] = {**row["validation"], **shapley}
-        row["schedule_overrides"] = schedules.get(row["method"], {})
-    return rows
+        row["schedule_overrides"] = schedules.get(run.info.get("balancer", run.name), {})
+        write_json(run.run_dir(settings.out_dir) / ROW_FILE, row)
+        done[index[id(run)]] = row
+        publish()
+
+    to_train = []
+    for i, run in enumerate(planned):
+        row = _read_row(run.run_dir(settings.out_dir)) if settings.resume else None
+        if row is None:
+            to_train.append(run)
+        else:
+            done[i] = row
+    if done:
+        publish()
+    train_planned_runs(to_train, settings.out_dir, jobs, settings.resume, finish)
+    if settings.unimodal:
+        for i, run in enumerate(planned):
+            row = done[i]
+            if run.info.get("modalities") is not None or any(k.startswith("gap/") for k in row["validation"]):
+                continue
+            optimizer = run.info["optimizer"]
+            unimodal_dirs = {
+                m: PlannedRun(_run_name(f"unimodal-{m}", optimizer), run.seed, ()).run_dir(settings.out_dir)
+                for m in DEFAULT_MODALITIES
+            }
+            gaps = gap_of_run(
+                run.run_dir(settings.out_dir),
+                unimodal_dirs,
+                settings.dataset_dir,
+                run.seed,
+                settings.val_fraction,
+                device,
+            )
+            row["validation"] = {**row["validation"], **gaps}
+            write_json(run.run_dir(settings.out_dir) / ROW_FILE, row)
+            publish()
+    return [done[i] for i in sorted(done)]
+
+
+#: How each optimiser is described in ``summary.md``.
+OPTIMIZER_DESCRIPTIONS = {
+    "adamw": "adamw = the bundle's AdamW (network: warm-up, then MONAI's cosine schedule to 0; heads: constant)",
+    "sgd": "sgd = the CGGM authors' SGD (momentum 0.9, weight decay 3e-4; network 4e-4 → 1e-2 warm-up, cosine "
+    "to 1e-3; heads 6e-3), configs/optimizers/sgd_paper.yaml",
+}
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSettings) -> str:
-    """``summary.md``: what ran, then Dice, auxiliary Dice and Shapley tables (mean ± std over seeds).
+    """``summary.md``: what ran, then Dice, auxiliary Dice, Shapley, robustness and encoder-gap tables (mean ± std
+    over seeds), and the unimodal runs' Dice.
 
     Args:
-        rows: :func:`run_and_valuate`'s rows.
+        rows: :func:`run_and_valuate`'s rows (all of them, or those finished so far).
         settings: the comparison they come from.
 
     Returns:
         The markdown text.
     """
-    summary = summarize(rows, baseline=BASELINE)
+    multimodal = [r for r in rows if r.get("modalities") is None]
+    unimodal = [r for r in rows if r.get("modalities") is not None]
+    summary = summarize(multimodal, baseline=BASELINE)
     smoke = " (--smoke: tiny pipeline check, numbers meaningless)" if settings.smoke else ""
     text = [
         f"{len(settings.seeds)} seed(s) {settings.seeds}, {settings.max_epochs} epochs each, data "
         f"{settings.dataset_dir}{smoke}; mean ± std over seeds; "
         "validation Dice on whole volumes; step time = mean training iteration time relative to joint "
-        "(forward, backward, optimizer steps; epoch-end work such as Re-learning's diagnosis is not in it).\n",
+        "(forward, backward, optimizer steps; epoch-end work such as Re-learning's diagnosis is not in it). "
+        "Optimiser: " + "; ".join(OPTIMIZER_DESCRIPTIONS[o] for o in settings.optimizers) + ".\n",
+    ]
+    planned = len(plan_runs(settings))
+    if len(rows) < planned:
+        text.append(f"Partial results: {len(rows)} of {planned} runs finished.\n")
+    text += [
         markdown_table(summary, DICE_COLUMNS),
         "\nAuxiliary heads (per-modality Dice on the validation volumes):\n",
         markdown_table(summary, MODALITY_DICE_COLUMNS),
@@ -290,6 +482,17 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
             "\nShapley contribution of each modality to the mean Dice (validation cases, inputs of absent "
             "modalities zeroed):\n",
             markdown_table(summary, SHAPLEY_COLUMNS),
+            "\nMissing-modality robustness: mean Dice over the 15 non-empty modality subsets (inputs of the "
+            "others zeroed), and the worst subset's:\n",
+            markdown_table(summary, ROBUSTNESS_COLUMNS),
+        ]
+    if settings.unimodal:
+        text += [
+            "\nEncoder gap per modality: probe Dice of the unimodal run's encoder − probe Dice of this run's "
+            "encoder (the same probe fitted on each frozen encoder; brats_cggm.brats.diagnostics):\n",
+            markdown_table(summary, GAP_COLUMNS),
+            "\nUnimodal runs (the joint method on one modality):\n",
+            markdown_table(summarize(unimodal, baseline=BASELINE), DICE_COLUMNS),
         ]
     scaled = {m: v for m, v in settings.scaled_schedules().items() if v}
     if scaled:

@@ -39,7 +39,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> lis
 
     Returns:
         One entry per method, in the order of first appearance: ``method``, ``seeds``, ``(mean, std)``
-        per metric, ``seconds_per_iteration`` and ``time_ratio`` (None without a ``baseline`` run).
+        per metric (over the runs that have it), ``seconds_per_iteration`` and ``time_ratio`` (None without a
+        ``baseline`` run).
     """
     by_method: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -50,8 +51,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> lis
     summary = []
     for method, runs in by_method.items():
         entry: dict[str, Any] = {"method": method, "seeds": len(runs)}
-        for key in runs[0]["validation"]:
-            values = [r["validation"][key] for r in runs]
+        keys = dict.fromkeys(key for r in runs for key in r["validation"])  # a partial comparison's rows differ
+        for key in keys:
+            values = [r["validation"][key] for r in runs if key in r["validation"]]
             entry[key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
         step = statistics.mean(r["seconds_per_iteration"] for r in runs)
         entry["seconds_per_iteration"] = step
@@ -68,13 +70,17 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
         columns: metric keys; the header drops their ``val/`` prefix.
 
     Returns:
-        The table, ending with a newline; its last column is the step time relative to joint.
+        The table, ending with a newline; its last column is the step time relative to joint. A metric an
+        entry lacks shows as ``—``.
     """
     header = ["method", *[c.removeprefix("val/") for c in columns], "step time vs joint"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
         cells = [entry["method"]]
         for column in columns:
+            if column not in entry:  # e.g. a diagnostic not computed yet in a partial comparison
+                cells.append("—")
+                continue
             mean, std = entry[column]
             cells.append(f"{mean:.3f} ± {std:.3f}")
         ratio = entry.get("time_ratio")

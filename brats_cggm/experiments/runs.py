@@ -1,7 +1,8 @@
 """Training runs of a bundle: one subprocess per balancer overlay and seed, under one budget.
 
 Each run is a separate ``python -m monai.bundle run`` process (the exact command a user would type), so
-runs cannot leak state into each other; each writes ``metrics.json``, which is all this module reads.
+runs cannot leak state into each other; each writes ``metrics.json``, which is all this module reads. A run
+whose ``metrics.json`` exists can be skipped (``resume``), so a long comparison can span several sessions.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_comparison", "short_run_overrides", "train_run"]
+__all__ = ["PlannedRun", "run_comparison", "short_run_overrides", "train_planned_runs", "train_run"]
+
+#: What a finished run leaves in its folder.
+METRICS_FILE = "metrics.json"
 
 
 def short_run_overrides(method: str, max_epochs: int) -> dict[str, Any]:
@@ -80,6 +85,100 @@ def train_run(
     return json.loads((output_dir / "metrics.json").read_text())
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of a comparison.
+
+    Attributes:
+        name: the run's group (a table row), also its folder under the comparison's folder.
+        seed: its seed; the run goes to ``<out_dir>/<name>/seed<seed>``.
+        config_files: the bundle config and its overlays, in order.
+        overrides: bundle overrides (``seed`` is added).
+        info: more entries of the run's row (e.g. the balancer, the optimizer).
+    """
+
+    name: str
+    seed: int
+    config_files: tuple[str | Path, ...]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def run_dir(self, out_dir: str | Path) -> Path:
+        """The run's ``output_dir``."""
+        return Path(out_dir) / self.name / f"seed{self.seed}"
+
+
+def _default_threads(jobs: int) -> int | None:
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        return max(1, (os.cpu_count() or 1) // jobs)
+    return None
+
+
+def train_planned_runs(
+    planned: Sequence[PlannedRun],
+    out_dir: str | Path,
+    jobs: int = 1,
+    resume: bool = False,
+    on_finished: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train the planned runs; one row per run.
+
+    Args:
+        planned: the runs.
+        out_dir: the comparison's folder.
+        jobs: runs trained at the same time (see :func:`run_comparison`).
+        resume: a run whose ``metrics.json`` exists is not trained again; its row is read from that file. A run
+            without one is continued from its ``models/checkpoint.pt`` (bundle ``resume: true``) or, without a
+            checkpoint, trained again (bundle ``overwrite: true``).
+        on_finished: called in the calling thread with each run and its row as soon as the run is done (in the
+            order they finish), e.g. to save partial reports.
+
+    Returns:
+        Rows with ``method`` (the run's name), ``seed``, the run's ``info`` and its ``metrics.json`` entries, in
+        the order of ``planned``.
+
+    Raises:
+        RuntimeError: after every run was tried, if some failed (naming them and their logs); the others'
+            rows have been passed to ``on_finished``.
+    """
+    threads = _default_threads(jobs)
+
+    def train(run: PlannedRun) -> dict[str, Any]:
+        run_dir = run.run_dir(out_dir)
+        overrides = {**run.overrides, "seed": run.seed}
+        if resume:
+            if (run_dir / METRICS_FILE).is_file():
+                return {
+                    "method": run.name,
+                    "seed": run.seed,
+                    **run.info,
+                    **json.loads((run_dir / METRICS_FILE).read_text()),
+                }
+            # An interrupted run goes on from its last checkpoint; one that never saved a checkpoint starts again
+            # (the bundle would refuse the folder of its partial files otherwise).
+            checkpoint = run_dir / "models" / "checkpoint.pt"
+            overrides.update({"resume": True} if checkpoint.is_file() else {"overwrite": True})
+        metrics = train_run(run.config_files, run_dir, overrides, threads=threads)
+        return {"method": run.name, "seed": run.seed, **run.info, **metrics}
+
+    rows: list[dict[str, Any] | None] = [None] * len(planned)
+    failures = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(train, run): i for i, run in enumerate(planned)}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                rows[i] = future.result()
+            except RuntimeError as exc:  # the other runs go on; a resumed comparison retries this one
+                failures.append(f"{planned[i].run_dir(out_dir)}: {exc}")
+                continue
+            if on_finished is not None:
+                on_finished(planned[i], rows[i])
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(planned)} run(s) failed: " + "; ".join(failures))
+    return [row for row in rows if row is not None]
+
+
 def run_comparison(
     bundle_config: str | Path,
     balancer_overlays: Mapping[str, str | Path],
@@ -88,6 +187,8 @@ def run_comparison(
     overrides: Mapping[str, Any] | None = None,
     jobs: int = 1,
     method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    resume: bool = False,
+    on_finished: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every balancer with every seed, same budget; one row per run.
 
@@ -104,21 +205,17 @@ def run_comparison(
             per step as one run alone.
         method_overrides: method → overrides of that method's runs only, applied after ``overrides``
             (e.g. :func:`short_run_overrides`).
+        resume: skip the runs whose ``metrics.json`` exists (see :func:`train_planned_runs`).
+        on_finished: called with each run and its row as soon as it is done.
 
     Returns:
         Rows with ``method``, ``seed`` and the run's ``metrics.json`` entries, in method-then-seed order.
     """
-    runs = [(method, overlay, seed) for method, overlay in balancer_overlays.items() for seed in seeds]
-    threads = None
-    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-
-    def train(run: tuple[str, str | Path, int]) -> dict[str, Any]:
-        method, overlay, seed = run
-        run_dir = Path(out_dir) / method / f"seed{seed}"
-        run_overrides = {**(overrides or {}), **(method_overrides or {}).get(method, {}), "seed": seed}
-        metrics = train_run([bundle_config, overlay], run_dir, run_overrides, threads=threads)
-        return {"method": method, "seed": seed, **metrics}
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(train, runs))
+    planned = [
+        PlannedRun(
+            method, seed, (bundle_config, overlay), {**(overrides or {}), **(method_overrides or {}).get(method, {})}
+        )
+        for method, overlay in balancer_overlays.items()
+        for seed in seeds
+    ]
+    return train_planned_runs(planned, out_dir, jobs, resume, on_finished)

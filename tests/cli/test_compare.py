@@ -151,3 +151,109 @@ def test_phantoms_are_left_to_the_runs_of_another_data_set(tmp_path: Path):
     settings = brats_comparison.ComparisonSettings(tmp_path, smoke=True, extra_overrides={"phantoms#n": "2"})
     with pytest.raises(ValueError, match="whole phantoms mapping"):
         brats_comparison.prepare_phantoms(settings)
+
+
+@pytest.fixture
+def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Like ``fake_runs``, but each run writes its ``metrics.json`` and a run can be made to fail; also fakes the
+    encoder gaps. Records run folder → (configs, overrides) of every training, and the gap calls."""
+    record: dict = {"trained": {}, "fail": set(), "gaps": []}
+
+    def fake_train_run(configs, run_dir, overrides, threads=None):
+        run_dir = Path(run_dir)
+        name = f"{run_dir.parent.name}/{run_dir.name}"
+        if name in record["fail"]:
+            raise RuntimeError(f"training failed (exit 1); see {run_dir / 'train.log'}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record["trained"][name] = ([Path(c).name for c in configs], dict(overrides))
+        validation = {f"val/dice/{r}": 0.5 for r in ("tc", "wt", "et", "mean")}
+        validation.update({f"val/modality_dice/{m}": 0.25 for m in MODALITIES})
+        metrics = {"seconds_per_iteration": 1.0, "validation": validation}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device):
+        return {
+            **{f"shapley/{m}": 0.1 for m in MODALITIES},
+            "robustness/mean_subsets": 0.3,
+            "robustness/worst_subset": 0.0,
+        }
+
+    def fake_gap(run_dir, unimodal_dirs, dataset_dir, seed, val_fraction, device):
+        record["gaps"].append(
+            (f"{run_dir.parent.name}/{run_dir.name}", {m: d.parent.name for m, d in unimodal_dirs.items()})
+        )
+        return {f"gap/{m}": 0.2 for m in unimodal_dirs}
+
+    monkeypatch.setattr(runs, "train_run", fake_train_run)
+    monkeypatch.setattr(brats_comparison, "shapley_of_run", fake_shapley)
+    monkeypatch.setattr(brats_comparison, "gap_of_run", fake_gap)
+    return record
+
+
+def test_partial_reports_then_resume(fake_runs_writing_metrics, tmp_path: Path, capsys: pytest.CaptureFixture):
+    record, out = fake_runs_writing_metrics, tmp_path / "cmp"
+    argv = ["--output-dir", str(out), "--methods", "joint", "cggm", "--seeds", "0", "1", "--device", "cpu"]
+    record["fail"] = {"joint/seed0"}
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 of 4 run(s) failed" in err and "joint/seed0: training failed (exit 1)" in err
+    # the other runs went on, and the reports hold the three that finished
+    rows = json.loads((out / "rows.json").read_text())
+    assert [(r["method"], r["seed"]) for r in rows] == [("joint", 1), ("cggm", 0), ("cggm", 1)]
+    assert "Partial results: 3 of 4 runs finished." in (out / "summary.md").read_text()
+    assert len((out / "runs.csv").read_text().splitlines()) == 4
+    # a finished run whose diagnostics were lost is valuated again but not retrained
+    (out / "joint" / "seed1" / brats_comparison.ROW_FILE).unlink()
+    # without --resume the folder is refused
+    assert cli.main(argv) == 1
+    assert "(--resume continues it)" in capsys.readouterr().err
+    # an interrupted run (a checkpoint, no metrics.json) is continued from its checkpoint
+    (out / "cggm" / "seed1" / "metrics.json").unlink()
+    (out / "cggm" / "seed1" / brats_comparison.ROW_FILE).unlink()
+    (out / "cggm" / "seed1" / "models").mkdir()
+    (out / "cggm" / "seed1" / "models" / "checkpoint.pt").write_bytes(b"")
+    record["fail"], record["trained"] = set(), {}
+    assert cli.main([*argv, "--resume"]) == 0
+    assert sorted(record["trained"]) == ["cggm/seed1", "joint/seed0"]
+    assert (
+        record["trained"]["cggm/seed1"][1]["resume"] is True and "overwrite" not in record["trained"]["cggm/seed1"][1]
+    )
+    assert record["trained"]["joint/seed0"][1]["overwrite"] is True  # its failed attempt left only a log
+    rows = json.loads((out / "rows.json").read_text())
+    assert [(r["method"], r["seed"]) for r in rows] == [("joint", 0), ("joint", 1), ("cggm", 0), ("cggm", 1)]
+    assert all(r["validation"]["shapley/flair"] == 0.1 for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "Partial results" not in summary
+    assert "| method | robustness/mean_subsets | robustness/worst_subset | step time vs joint |" in summary
+    with pytest.raises(SystemExit):
+        cli.parse_args([*argv, "--resume", "--overwrite"])
+
+
+def test_optimizer_axis_and_unimodal_runs(fake_runs_writing_metrics, tmp_path: Path):
+    record, out = fake_runs_writing_metrics, tmp_path / "cmp"
+    argv = ["--output-dir", str(out), "--methods", "cggm", "--seeds", "0", "--device", "cpu"]
+    assert cli.main([*argv, "--optimizer", "adamw", "sgd", "--unimodal"]) == 0
+    trained = record["trained"]
+    unimodal = [f"unimodal-{m}{suffix}/seed0" for suffix in ("", "-sgd") for m in MODALITIES]
+    assert sorted(trained) == sorted([*unimodal, "cggm/seed0", "cggm-sgd/seed0"])
+    assert trained["cggm/seed0"][0] == ["train.yaml", "cggm.yaml"]
+    assert trained["cggm-sgd/seed0"][0] == ["train.yaml", "cggm.yaml", "sgd_paper.yaml"]
+    assert trained["unimodal-t1ce-sgd/seed0"][0] == ["train.yaml", "joint.yaml", "sgd_paper.yaml"]
+    assert trained["unimodal-t1ce-sgd/seed0"][1]["modalities"] == ["t1ce"]
+    # each multimodal run's gaps are measured against the unimodal runs of its optimiser
+    assert dict(record["gaps"]) == {
+        "cggm/seed0": {m: f"unimodal-{m}" for m in MODALITIES},
+        "cggm-sgd/seed0": {m: f"unimodal-{m}-sgd" for m in MODALITIES},
+    }
+    rows = {r["method"]: r for r in json.loads((out / "rows.json").read_text())}
+    assert rows["cggm-sgd"]["optimizer"] == "sgd" and rows["cggm-sgd"]["balancer"] == "cggm"
+    assert rows["cggm"]["validation"]["gap/t2"] == 0.2 and "shapley/t2" not in rows["unimodal-t2"]["validation"]
+    summary = (out / "summary.md").read_text()
+    assert "sgd = the CGGM authors' SGD" in summary
+    assert "| cggm-sgd | 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 ± 0.000 | — |" in summary
+    assert "| unimodal-flair-sgd | 0.500 ± 0.000" in summary
+    # resumed: nothing is trained or measured again
+    record["trained"], record["gaps"] = {}, []
+    assert cli.main([*argv, "--optimizer", "adamw", "sgd", "--unimodal", "--resume"]) == 0
+    assert record["trained"] == {} and record["gaps"] == []

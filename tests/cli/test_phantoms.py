@@ -35,3 +35,36 @@ def test_cli_bad_arguments(tmp_path: Path, args: list[str], capsys: pytest.Captu
     assert main([str(tmp_path / "x"), *args]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_mni152(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import nibabel as nib
+
+    from brats_cggm.brats.anatomical_phantoms import brats_grid_affine
+
+    out = tmp_path / "anatomical"
+    assert main([str(out), "--anatomy", "mni152", "--n", "1", "--spacing", "8", "--seed", "3"]) == 0
+    assert "on MNI152 anatomy, shape (30, 30, 20) at 8.0 mm" in capsys.readouterr().out
+    image = nib.load(out / "BraTS2021_00000" / "BraTS2021_00000_t1ce.nii.gz")
+    assert image.shape == (30, 30, 20)
+    assert abs(image.affine - brats_grid_affine(8)).max() < 1e-6
+    assert main([str(out), "--anatomy", "mni152", "--n", "1", "--spacing", "8"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--spacing", "2"], "--spacing is for --anatomy mni152"),
+        (["--anatomy", "mni152", "--shape", "32", "32", "32"], "--shape is for --anatomy geometric"),
+        (["--anatomy", "mni152", "--spacing", "0.5"], "between 1 and 8 mm"),
+        (["--anatomy", "mni152", "--spacing", "2", "2"], "one or three voxel sizes"),
+        (["--anatomy", "ellipsoid"], "invalid choice"),
+    ],
+)
+def test_cli_anatomy_bad_arguments(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(tmp_path / "x"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

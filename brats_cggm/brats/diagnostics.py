@@ -1,0 +1,673 @@
+"""Imbalance diagnostics of a trained BraTS run: under-optimised encoders, missing-modality robustness, Shapley.
+
+``brats-cggm-diagnose RUN_DIR [--unimodal M=RUN_DIR ...] --dataset-dir DIR --output-dir OUT``
+(:mod:`brats_cggm.cli.diagnose`)
+
+- **Under-optimisation gap of each modality's encoder.** Modality imbalance leaves the weaker modalities' encoders
+  under-trained: a multimodal network's encoder for modality ``m`` has learnt less than the same encoder trained
+  on ``m`` alone (Du et al., "On uni-modal feature learning in supervised multi-modal learning", ICML 2023;
+  Wang, Tran and Feiszli, "What makes training multi-modal classification networks hard?", CVPR 2020). It is
+  measured by *probing*: a fresh head shaped like the run's auxiliary heads
+  (:class:`~brats_cggm.brats.model.SegmentationAuxHead`) is fitted on the **frozen** encoder's features of the run's
+  training cases (:func:`fit_probe`: a fixed budget of steps chosen in advance, stopped early once the training
+  loss plateaus), then scored by Dice on the validation cases. The same probe is fitted on the encoder of a run
+  trained on ``m`` alone (the bundle with ``modalities: [m]``), so
+
+      gap(m) = probe Dice(unimodal encoder) − probe Dice(multimodal encoder)
+
+  compares encoders only (the probe is the same on both sides); ``gap_vs_network(m)`` = the unimodal network's
+  own Dice − probe Dice(multimodal encoder) is reported too. A positive gap: the multimodal training left the
+  encoder of ``m`` behind what ``m`` alone supports.
+- **Missing-modality robustness.** The Dice of each of the 15 non-empty modality subsets, the others' inputs
+  zeroed (:func:`brats_cggm.brats.valuation.valuate_cases`, which also gives the Shapley values), their mean and
+  the worst subset.
+- **Shapley shares** of each modality in the mean Dice (:mod:`brats_cggm.balancing.valuation`).
+
+With several runs (seeds), every number is reported as mean ± standard deviation over the runs
+(:func:`summarize_diagnoses`). :func:`write_diagnostics_report` writes ``diagnostics.json``, ``diagnostics.md`` and
+plots (matplotlib, the ``plots`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from brats_cggm.balancing.valuation import subset_key
+
+__all__ = [
+    "DIAGNOSTICS_FILES",
+    "REGIONS",
+    "EncoderProbe",
+    "LoadedRun",
+    "ProbeFit",
+    "ProbeSettings",
+    "diagnose_run",
+    "diagnostics_markdown",
+    "fit_probe",
+    "has_plateaued",
+    "load_run",
+    "probe_encoder",
+    "robustness_from_valuation",
+    "summarize_diagnoses",
+    "write_diagnostics_report",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The Dice columns of every score: the BraTS regions and their mean.
+REGIONS = ("TC", "WT", "ET", "mean")
+#: What :func:`write_diagnostics_report` writes (the plots only with matplotlib installed).
+DIAGNOSTICS_FILES = ("diagnostics.json", "diagnostics.md", "encoder_gap.png", "shapley.png", "subset_dice.png")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How a probe is fitted; fixed in advance, the same for every encoder compared.
+
+    Attributes:
+        max_steps: the budget of optimiser steps.
+        min_steps: steps always taken before a plateau may stop the fit (with batches of two random patches the
+            loss is noisy; a short fit could stop on noise).
+        plateau_window: steps per window of :func:`has_plateaued`.
+        plateau_tolerance: stop when a window's mean loss improves on the previous one by less than this
+            fraction.
+        learning_rate: Adam's learning rate.
+        batch_size: patches per step.
+        patches_per_case: training patches drawn per training case (the bundle's random crops, drawn once).
+        channels: width of the probe's internal path (the auxiliary heads' default).
+        seed: seeds the probe's initialisation, the patches and their order.
+    """
+
+    max_steps: int = 300
+    min_steps: int = 100
+    plateau_window: int = 50
+    plateau_tolerance: float = 0.01
+    learning_rate: float = 1e-3
+    batch_size: int = 2
+    patches_per_case: int = 4
+    channels: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "min_steps", "plateau_window", "batch_size", "patches_per_case", "channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"probe setting {name} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or self.plateau_tolerance < 0:
+            raise ValueError("probe learning_rate must be positive and plateau_tolerance not negative")
+
+
+@dataclass
+class ProbeFit:
+    """The course of one probe's fitting.
+
+    Attributes:
+        losses: the training loss of every step.
+        steps: steps taken.
+        plateaued: whether it stopped on a plateau (else: the budget ran out).
+    """
+
+    losses: list[float]
+    steps: int
+    plateaued: bool
+
+
+def has_plateaued(losses: Sequence[float], window: int, tolerance: float) -> bool:
+    """Whether the loss has stopped improving: the last ``window`` steps' mean loss is lower than the mean of the
+    ``window`` steps before by less than ``tolerance`` times the latter.
+
+    Args:
+        losses: the loss of every step so far.
+        window: steps per window.
+        tolerance: the relative improvement below which the loss counts as flat.
+
+    Returns:
+        False while fewer than ``2 * window`` losses exist.
+    """
+    if len(losses) < 2 * window:
+        return False
+    previous = float(np.mean(losses[-2 * window : -window]))
+    last = float(np.mean(losses[-window:]))
+    return previous - last < tolerance * abs(previous)
+
+
+def fit_probe(
+    probe: nn.Module,
+    features: Sequence[Sequence[torch.Tensor]],
+    targets: Sequence[torch.Tensor],
+    loss_fn: Any,
+    settings: ProbeSettings = ProbeSettings(),
+) -> ProbeFit:
+    """Fit ``probe`` on precomputed (frozen) features until the loss plateaus (after ``min_steps``) or the budget
+    runs out.
+
+    Args:
+        probe: maps one feature pyramid (a list of ``(B, C_k, *S_k)`` tensors) to region logits.
+        features: one pyramid per training patch (batch dimension 1), computed without gradients.
+        targets: the region masks of each patch at the probe's output resolution, ``(1, R, *S)``.
+        loss_fn: ``loss_fn(logits, targets)`` (e.g. :meth:`BratsSegmentationTask.loss`).
+        settings: budget, plateau rule, optimiser.
+
+    Returns:
+        The losses and whether the fit plateaued; ``probe`` is trained in place and left in eval mode.
+
+    Raises:
+        ValueError: no patches, or ``features`` and ``targets`` of different lengths.
+    """
+    if not features or len(features) != len(targets):
+        raise ValueError(f"probe: {len(features)} feature pyramids for {len(targets)} targets")
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=settings.learning_rate)
+    probe.train()
+    losses: list[float] = []
+    order = torch.randperm(len(features), generator=generator).tolist()
+    position = 0
+    plateaued = False
+    for _ in range(settings.max_steps):
+        batch = []
+        for _ in range(min(settings.batch_size, len(features))):
+            if position == len(order):
+                order, position = torch.randperm(len(features), generator=generator).tolist(), 0
+            batch.append(order[position])
+            position += 1
+        pyramid = [torch.cat([features[i][k] for i in batch]) for k in range(len(features[batch[0]]))]
+        target = torch.cat([targets[i] for i in batch])
+        loss = loss_fn(probe(pyramid), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if len(losses) >= settings.min_steps and has_plateaued(
+            losses, settings.plateau_window, settings.plateau_tolerance
+        ):
+            plateaued = True
+            break
+    probe.eval()
+    return ProbeFit(losses=losses, steps=len(losses), plateaued=plateaued)
+
+
+class EncoderProbe(nn.Module):
+    """A frozen encoder of one input channel followed by a probe head; logits at the input's resolution.
+
+    Args:
+        encoder: maps ``(B, 1, *S)`` to a feature pyramid (e.g. ``MultiEncoderUNet.encoders[i]``).
+        head: maps the pyramid to region logits (possibly at a reduced resolution).
+        channel: the input channel the encoder reads.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, channel: int) -> None:
+        super().__init__()
+        self.encoder, self.head, self.channel = encoder, head, int(channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.encoder(x[:, self.channel : self.channel + 1]))
+        if logits.shape[2:] != x.shape[2:]:
+            mode = "trilinear" if x.ndim == 5 else "bilinear"
+            logits = nn.functional.interpolate(logits, size=x.shape[2:], mode=mode, align_corners=False)
+        return logits
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    return value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
+
+
+def _dice_row(logits: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
+    from brats_cggm.brats.task import modality_dice
+
+    dice = modality_dice(logits.float(), regions.float()).cpu().numpy().astype(np.float64)
+    return np.append(dice, dice.mean())
+
+
+@torch.no_grad()
+def _mean_dice(predictor: nn.Module, cases: Sequence[dict], transform: Any, inferer: Any, device: Any) -> np.ndarray:
+    """Mean over cases of the Dice (TC, WT, ET, mean) of ``predictor``'s whole-volume predictions."""
+    rows = []
+    for item in cases:
+        data = transform(dict(item))
+        image, label = _tensor(data["image"]).unsqueeze(0).to(device), _tensor(data["label"]).unsqueeze(0).to(device)
+        rows.append(_dice_row(inferer(image, predictor), label))
+    return np.mean(rows, axis=0)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to be probed and valuated (:func:`load_run`).
+
+    Attributes:
+        network: the multi-encoder network, in eval mode.
+        modalities: its input channels.
+        train_cases: the datalist items it trained on (the bundle's split of the data set).
+        val_cases: the items it validated on.
+        options: the preprocessing options of its ``data_options`` (and the data set's label convention).
+        roi_size: its training patch (the sliding window and the probe's patch).
+        inferer: its sliding-window inferer.
+    """
+
+    network: nn.Module
+    modalities: tuple[str, ...]
+    train_cases: list[dict]
+    val_cases: list[dict]
+    options: dict
+    roi_size: tuple[int, ...]
+    inferer: Any
+
+
+def _checkpoint_of(run_dir: Path) -> Path:
+    best = run_dir / "models" / "model.pt"
+    return best if best.is_file() else run_dir / "models" / "checkpoint.pt"
+
+
+def load_run(run_dir: Path, dataset_dir: str | Path, seed: int, val_fraction: float, device: Any) -> LoadedRun:
+    """Load a run's network (``models/model.pt``, else ``models/checkpoint.pt``) and its cases.
+
+    Args:
+        run_dir: the run's ``output_dir``.
+        dataset_dir: the data set it trained on.
+        seed: its seed (the split).
+        val_fraction: its validation share.
+        device: where to put the network.
+
+    Returns:
+        The loaded run.
+
+    Raises:
+        FileNotFoundError: the folder or its files are missing.
+        ValueError: the network has no per-modality encoders, or the run has no patch size.
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    from brats_cggm.brats.data import discover_dataset, split_datalist
+    from brats_cggm.brats.inference_model import load_model
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    network, settings = load_model(run_dir, _checkpoint_of(run_dir), device=device)
+    if not all(hasattr(network, a) for a in ("encoders", "features", "out_channels")):
+        raise ValueError(f"{run_dir}: the network is not a multi-encoder network (no per-modality encoders)")
+    modalities = tuple(settings.modalities)
+    spec = discover_dataset(dataset_dir, modalities, validate="none")
+    train_cases, val_cases = split_datalist(spec.items, val_fraction=val_fraction, seed=seed)
+    if settings.roi_size is None:
+        raise ValueError(f"{settings.source}: no patch_size to use as sliding window and probe patch")
+    options = {"label_convention": spec.label_convention, "channel_order": spec.channel_order, **settings.preprocessing}
+    inferer = SlidingWindowInferer(
+        roi_size=list(settings.roi_size),
+        sw_batch_size=int(settings.sw_batch_size),
+        overlap=settings.overlap,
+        mode="gaussian",
+    )
+    return LoadedRun(network, modalities, train_cases, val_cases, options, tuple(settings.roi_size), inferer)
+
+
+def _training_patches(run: LoadedRun, settings: ProbeSettings) -> list[dict]:
+    """The probe's training patches: the bundle's random crops of the training cases, drawn once, seeded."""
+    from brats_cggm.brats.transforms import train_transforms
+
+    transform = train_transforms(patch_size=run.roi_size, num_samples=settings.patches_per_case, **run.options)
+    transform.set_random_state(seed=settings.seed)
+    patches = []
+    for item in run.train_cases:
+        drawn = transform(dict(item))
+        patches.extend(drawn if isinstance(drawn, list) else [drawn])
+    return patches
+
+
+def probe_encoder(
+    run: LoadedRun, modality: str, settings: ProbeSettings, device: Any, patches: Sequence[dict] | None = None
+) -> dict[str, Any]:
+    """Fit a fresh probe on the frozen encoder of ``modality`` of ``run`` and score it on the validation cases.
+
+    Args:
+        run: the loaded run.
+        modality: one of the run's modalities.
+        settings: the probe's budget and optimiser.
+        device: where to compute.
+        patches: the training patches (preprocessed, all of the run's channels); drawn when None.
+
+    Returns:
+        ``dice`` (TC, WT, ET, mean), ``steps``, ``plateaued``, ``final_loss``.
+    """
+    from brats_cggm.brats.model import SegmentationAuxHead
+    from brats_cggm.brats.task import BratsSegmentationTask
+
+    network, index = run.network, run.modalities.index(modality)
+    encoder = network.encoders[index].eval()
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    patches = _training_patches(run, settings) if patches is None else patches
+    torch.manual_seed(settings.seed)
+    head = SegmentationAuxHead(
+        network.features, network.out_channels, settings.channels, 2, network.spatial_dims, network.norm, network.act
+    ).to(device)
+    task = BratsSegmentationTask()
+    features, targets = [], []
+    with torch.no_grad():
+        for patch in patches:
+            image = _tensor(patch["image"]).unsqueeze(0).to(device)
+            pyramid = [f.detach() for f in encoder(image[:, index : index + 1])]
+            features.append(pyramid)
+            label = _tensor(patch["label"]).unsqueeze(0).to(device).float()
+            targets.append(task.aux_targets(label, head(pyramid)))
+    fit = fit_probe(head, features, targets, task.loss, settings)
+    from brats_cggm.brats.transforms import val_transforms
+
+    dice = _mean_dice(
+        EncoderProbe(encoder, head, index), run.val_cases, val_transforms(**run.options), run.inferer, device
+    )
+    return {
+        "dice": dict(zip(REGIONS, dice.tolist())),
+        "steps": fit.steps,
+        "plateaued": fit.plateaued,
+        "final_loss": fit.losses[-1],
+    }
+
+
+def robustness_from_valuation(results: Sequence[dict], modalities: Sequence[str]) -> dict[str, Any]:
+    """Missing-modality robustness from :func:`~brats_cggm.brats.valuation.valuate_cases`'s per-case values.
+
+    Args:
+        results: per case, ``values``: subset key → Dice array (TC, WT, ET, mean).
+        modalities: the modality names.
+
+    Returns:
+        ``subset_dice`` (each of the ``2^M - 1`` non-empty subsets → region → mean Dice over cases),
+        ``mean_over_subsets`` (region → mean of those), ``worst_subset`` and ``worst_subset_dice`` (by mean Dice).
+
+    Raises:
+        ValueError: no case.
+    """
+    from brats_cggm.balancing.valuation import all_subsets
+
+    if not results:
+        raise ValueError("no case was valuated")
+    keys = [subset_key(s) for s in all_subsets(modalities) if s]
+    subset_dice = {k: np.mean([np.asarray(r["values"][k], dtype=float) for r in results], axis=0) for k in keys}
+    worst = min(keys, key=lambda k: subset_dice[k][-1])
+    return {
+        "subset_dice": {k: dict(zip(REGIONS, v.tolist())) for k, v in subset_dice.items()},
+        "mean_over_subsets": dict(zip(REGIONS, np.mean(list(subset_dice.values()), axis=0).tolist())),
+        "worst_subset": worst,
+        "worst_subset_dice": float(subset_dice[worst][-1]),
+    }
+
+
+def diagnose_run(
+    run_dir: str | Path,
+    dataset_dir: str | Path,
+    unimodal: Mapping[str, str | Path] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    device: str | torch.device = "cpu",
+    probe: ProbeSettings = ProbeSettings(),
+    shapley: bool = True,
+) -> dict[str, Any]:
+    """Every diagnostic of one multimodal run.
+
+    Args:
+        run_dir: the run's ``output_dir`` (``configs/inference.json`` and ``models/model.pt`` or
+            ``models/checkpoint.pt``).
+        dataset_dir: the data set it trained on.
+        unimodal: modality → the ``output_dir`` of a run of the same bundle on that modality alone, same seed.
+            The gap is computed for these modalities only.
+        seed: the run's seed (it chose the training and validation cases).
+        val_fraction: the run's validation share.
+        device: where to compute.
+        probe: the probe's settings, the same for every encoder.
+        shapley: also valuate the run (robustness and Shapley values).
+
+    Returns:
+        ``run_dir``, ``modalities``, ``encoder_gap`` (modality → probe and unimodal Dice, ``gap``,
+        ``gap_vs_network``), and with ``shapley`` ``robustness`` (:func:`robustness_from_valuation`) and
+        ``shapley`` (modality → region → mean contribution).
+
+    Raises:
+        FileNotFoundError: a run folder is missing.
+        ValueError: a unimodal run is not trained on exactly its modality, or a modality is not the run's.
+    """
+    from brats_cggm.brats.transforms import val_transforms
+    from brats_cggm.brats.valuation import summarize, valuate_cases
+
+    device = torch.device(device)
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, dataset_dir, seed, val_fraction, device)
+    report: dict[str, Any] = {"run_dir": str(run_dir), "seed": seed, "modalities": list(run.modalities)}
+    if unimodal:
+        unknown = sorted(set(unimodal) - set(run.modalities))
+        if unknown:
+            raise ValueError(f"--unimodal {unknown[0]}: not a modality of {run_dir} ({', '.join(run.modalities)})")
+        patches = _training_patches(run, probe)
+        gaps = {}
+        for modality, single_dir in unimodal.items():
+            single = load_run(Path(single_dir), dataset_dir, seed, val_fraction, device)
+            if single.modalities != (modality,):
+                raise ValueError(
+                    f"--unimodal {modality}={single_dir}: that run was trained on {list(single.modalities)}, "
+                    f"not on [{modality!r}] alone"
+                )
+            multimodal_probe = probe_encoder(run, modality, probe, device, patches)
+            unimodal_probe = probe_encoder(single, modality, probe, device)
+            network_dice = _mean_dice(
+                single.network.eval(), single.val_cases, val_transforms(**single.options), single.inferer, device
+            )
+            gaps[modality] = {
+                "unimodal_run": str(single_dir),
+                "multimodal_probe": multimodal_probe,
+                "unimodal_probe": unimodal_probe,
+                "unimodal_network_dice": dict(zip(REGIONS, network_dice.tolist())),
+                "gap": unimodal_probe["dice"]["mean"] - multimodal_probe["dice"]["mean"],
+                "gap_vs_network": float(network_dice[-1]) - multimodal_probe["dice"]["mean"],
+            }
+            logger.info(f"{run_dir} {modality}: gap {gaps[modality]['gap']:+.3f}")
+        report["encoder_gap"] = gaps
+    if shapley:
+        results = valuate_cases(
+            run.network, run.val_cases, val_transforms(**run.options), run.inferer, device, run.modalities
+        )
+        report["robustness"] = robustness_from_valuation(results, run.modalities)
+        report["shapley"] = summarize(results, run.modalities)["shapley"]
+    report["probe_settings"] = asdict(probe)
+    return report
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0, "n": len(array)}
+
+
+def summarize_diagnoses(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± standard deviation over runs (seeds) of each diagnostic's mean-Dice numbers.
+
+    Args:
+        reports: :func:`diagnose_run`'s reports, one per run.
+
+    Returns:
+        ``modalities``; ``encoder_gap``: modality → quantity (``multimodal_probe``, ``unimodal_probe``,
+        ``unimodal_network``, ``gap``, ``gap_vs_network``) → ``{mean, std, n}``; ``shapley``: modality → stats of the
+        mean-Dice contribution; ``subset_dice``: subset → stats; ``mean_over_subsets`` and ``worst_subset_dice``:
+        stats; ``worst_subsets``: each run's worst subset. Sections no run has are absent. The standard deviation
+        is the sample one (``ddof=1``), 0 for one run.
+
+    Raises:
+        ValueError: no report.
+    """
+    if not reports:
+        raise ValueError("no run to summarize")
+    modalities = reports[0]["modalities"]
+    summary: dict[str, Any] = {"modalities": modalities, "runs": [r["run_dir"] for r in reports]}
+    gap_runs = [r["encoder_gap"] for r in reports if r.get("encoder_gap")]
+    if gap_runs:
+        quantities = {
+            "multimodal_probe": lambda g: g["multimodal_probe"]["dice"]["mean"],
+            "unimodal_probe": lambda g: g["unimodal_probe"]["dice"]["mean"],
+            "unimodal_network": lambda g: g["unimodal_network_dice"]["mean"],
+            "gap": lambda g: g["gap"],
+            "gap_vs_network": lambda g: g["gap_vs_network"],
+        }
+        summary["encoder_gap"] = {
+            m: {name: _mean_std([get(run[m]) for run in gap_runs if m in run]) for name, get in quantities.items()}
+            for m in modalities
+            if any(m in run for run in gap_runs)
+        }
+    valued = [r for r in reports if "robustness" in r]
+    if valued:
+        summary["shapley"] = {m: _mean_std([r["shapley"][m]["mean"] for r in valued]) for m in modalities}
+        subsets = list(valued[0]["robustness"]["subset_dice"])
+        summary["subset_dice"] = {
+            s: _mean_std([r["robustness"]["subset_dice"][s]["mean"] for r in valued]) for s in subsets
+        }
+        summary["mean_over_subsets"] = _mean_std([r["robustness"]["mean_over_subsets"]["mean"] for r in valued])
+        summary["worst_subset_dice"] = _mean_std([r["robustness"]["worst_subset_dice"] for r in valued])
+        summary["worst_subsets"] = [r["robustness"]["worst_subset"] for r in valued]
+    return summary
+
+
+def _cell(stats: Mapping[str, float], signed: bool = False) -> str:
+    return f"{stats['mean']:{'+' if signed else ''}.3f} ± {stats['std']:.3f}"
+
+
+def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[str, Any]], plots: bool = True) -> str:
+    """``diagnostics.md``: the encoder gap, the Shapley shares and the subset Dice tables, with the plots if
+    ``plots``."""
+    runs = len(summary["runs"])
+    text = [f"# Imbalance diagnostics\n\n{runs} run(s); mean ± std over runs (sample std; 0 for one run).\n"]
+    if "encoder_gap" in summary:
+        settings = reports[0]["probe_settings"]
+        text += [
+            "## Under-optimisation gap per modality\n",
+            "Mean Dice on the validation cases of a probe (an auxiliary-head-shaped head) fitted on each frozen "
+            f"encoder (at most {settings['max_steps']} Adam steps at lr {settings['learning_rate']}, stopped after "
+            f"at least {settings['min_steps']} once a {settings['plateau_window']}-step window's mean loss improved "
+            f"by less than {settings['plateau_tolerance']:.0%}; `plateaued` in diagnostics.json). "
+            "gap = unimodal probe − multimodal probe; gap vs network = the unimodal network's own Dice − "
+            "multimodal probe.\n",
+            "| modality | multimodal probe | unimodal probe | unimodal network | gap | gap vs network |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for m, row in summary["encoder_gap"].items():
+            cells = [_cell(row[q]) for q in ("multimodal_probe", "unimodal_probe", "unimodal_network")]
+            cells += [_cell(row["gap"], True), _cell(row["gap_vs_network"], True)]
+            text.append(f"| {m} | " + " | ".join(cells) + " |")
+        text.append("\n![encoder gap](encoder_gap.png)\n" if plots else "")
+    if "shapley" in summary:
+        text += [
+            "## Shapley shares\n",
+            "Each modality's Shapley contribution to the mean Dice (inputs of absent modalities zeroed).\n",
+            "| modality | φ mean Dice |",
+            "|---|---:|",
+            *[f"| {m} | {_cell(s, True)} |" for m, s in summary["shapley"].items()],
+            "\n![Shapley](shapley.png)\n" if plots else "",
+            "## Missing-modality robustness\n",
+            f"Mean Dice over the 15 non-empty subsets: {_cell(summary['mean_over_subsets'])}; worst subset: "
+            f"{_cell(summary['worst_subset_dice'])} ({', '.join(summary['worst_subsets'])}).\n",
+            "| subset | mean Dice |",
+            "|---|---:|",
+            *[f"| {s} | {_cell(v)} |" for s, v in summary["subset_dice"].items()],
+            "\n![subset Dice](subset_dice.png)\n" if plots else "",
+        ]
+    return "\n".join(text)
+
+
+def _import_pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the diagnostics plots need matplotlib: pip install 'brats-cggm[plots]'") from exc
+    return plt
+
+
+def _save_figure(figure: Any, path: Path) -> Path:
+    import io
+
+    from brats_cggm.core.files import atomic_write
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _plots(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    plt = _import_pyplot()
+    written = []
+    if "encoder_gap" in summary:
+        gap = summary["encoder_gap"]
+        quantities = ("multimodal_probe", "unimodal_probe", "unimodal_network")
+        figure, axis = plt.subplots(figsize=(7, 3.5))
+        width = 0.8 / len(quantities)
+        for j, q in enumerate(quantities):
+            x = np.arange(len(gap)) + (j - 1) * width
+            axis.bar(x, [gap[m][q]["mean"] for m in gap], width, yerr=[gap[m][q]["std"] for m in gap], label=q)
+        axis.set_xticks(np.arange(len(gap)), list(gap))
+        axis.set_ylabel("validation mean Dice")
+        axis.legend(fontsize=8)
+        written.append(_save_figure(figure, out_dir / "encoder_gap.png"))
+        plt.close(figure)
+    if "shapley" in summary:
+        shapley = summary["shapley"]
+        figure, axis = plt.subplots(figsize=(5, 3.5))
+        axis.bar(list(shapley), [s["mean"] for s in shapley.values()], yerr=[s["std"] for s in shapley.values()])
+        axis.set_ylabel("Shapley contribution to mean Dice")
+        written.append(_save_figure(figure, out_dir / "shapley.png"))
+        plt.close(figure)
+        subsets = summary["subset_dice"]
+        values = np.array([[v["mean"] for v in subsets.values()]]).T
+        figure, axis = plt.subplots(figsize=(4, 0.35 * len(subsets) + 1))
+        image = axis.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        axis.set_yticks(np.arange(len(subsets)), list(subsets))
+        axis.set_xticks([0], ["mean Dice"])
+        for i, value in enumerate(values[:, 0]):
+            axis.text(0, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.5 else "k", fontsize=8)
+        figure.colorbar(image, ax=axis)
+        written.append(_save_figure(figure, out_dir / "subset_dice.png"))
+        plt.close(figure)
+    return written
+
+
+def write_diagnostics_report(
+    reports: Sequence[dict[str, Any]], out_dir: str | Path, overwrite: bool = False, plots: bool = True
+) -> list[Path]:
+    """Write ``diagnostics.json`` (the runs' reports and their summary), ``diagnostics.md`` and the plots.
+
+    Args:
+        reports: :func:`diagnose_run`'s reports.
+        out_dir: the report folder (created).
+        overwrite: replace the files of an earlier report.
+        plots: draw the plots (needs matplotlib).
+
+    Returns:
+        The files written.
+
+    Raises:
+        FileExistsError: a report file exists and ``overwrite`` is False (nothing is written).
+        NotADirectoryError: ``out_dir`` is a file.
+        ImportError: ``plots`` without matplotlib (checked before anything is written).
+    """
+    from brats_cggm.core.files import atomic_write_text, to_jsonable
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--output-dir {out_dir} is a file, not a folder")
+    existing = [out_dir / name for name in DIAGNOSTICS_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace the report")
+    if plots:
+        _import_pyplot()
+    summary = summarize_diagnoses(reports)
+    document = to_jsonable({"summary": summary, "runs": list(reports)})
+    written = [
+        atomic_write_text(out_dir / "diagnostics.json", json.dumps(document, indent=2) + "\n"),
+        atomic_write_text(out_dir / "diagnostics.md", diagnostics_markdown(summary, reports, plots)),
+    ]
+    if plots:
+        written += _plots(summary, out_dir)
+    return written
