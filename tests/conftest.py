@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from brats_cggm.brats.phantoms import brats_affine, generate_phantom_case, write_phantom_dataset
+from tests.helpers.bundle_runs import train_tiny_run
 
 # Intra-op threads beyond two only add contention on the small shared test machine.
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -69,38 +70,12 @@ def msd_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-#: Constructor overrides of the tiny random network of :func:`tiny_run_dir` (sliding window multiple of 4).
-TINY_FEATURES = (4, 8, 16)
-
-
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory, phantom_dataset: Path) -> Path:
     """The ``output_dir`` of a real, tiny training run of ``train.yaml`` (one epoch on the phantoms). Read-only.
 
     Holds ``configs/inference.json``, ``models/model.pt`` (the best weights) and ``models/checkpoint.pt``
     (the training checkpoint: network, heads, optimizers, RNG states, ...), as every training run writes
-    them. The network has widths :data:`TINY_FEATURES`; sliding window 32^3.
+    them. The network has widths :data:`tests.helpers.bundle_runs.TINY_FEATURES`; sliding window 32^3.
     """
-    from monai.bundle import ConfigWorkflow
-
-    configs = Path(__file__).resolve().parents[1] / "bundles" / "brats_cggm" / "configs"
-    root = tmp_path_factory.mktemp("run")
-    workflow = ConfigWorkflow(
-        config_file=str(configs / "train.yaml"),
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type="train",
-        dataset_dir=str(phantom_dataset),
-        output_dir=str(root),
-        device="cpu",
-        max_epochs=1,
-        val_interval=1,
-        patch_size=[32, 32, 32],
-        num_samples=1,
-        sw_batch_size=1,
-        **{"network_def#features": list(TINY_FEATURES)},
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return root
+    return train_tiny_run(tmp_path_factory.mktemp("run"), phantom_dataset)

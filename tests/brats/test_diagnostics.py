@@ -24,7 +24,7 @@ from brats_cggm.brats.diagnostics import (
 )
 from brats_cggm.brats.model import SegmentationAuxHead
 from brats_cggm.brats.task import BratsSegmentationTask, modality_dice
-from tests.conftest import TINY_FEATURES
+from tests.helpers.bundle_runs import train_tiny_run
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 FEATURES = (2, 2, 2)
@@ -134,31 +134,9 @@ def _gap(unimodal: float, multimodal: float) -> dict:
 def unimodal_run_dir(tmp_path_factory: pytest.TempPathFactory, phantom_dataset: Path) -> Path:
     """A real one-epoch joint run of the bundle on FLAIR alone (same data, seed and network widths as
     ``tiny_run_dir``)."""
-    from monai.bundle import ConfigWorkflow
-
-    repo = Path(__file__).resolve().parents[2]
-    configs = repo / "bundles" / "brats_cggm" / "configs"
-    root = tmp_path_factory.mktemp("flair_run")
-    workflow = ConfigWorkflow(
-        config_file=[str(configs / "train.yaml"), str(repo / "configs" / "balancers" / "joint.yaml")],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type="train",
-        dataset_dir=str(phantom_dataset),
-        output_dir=str(root),
-        device="cpu",
-        max_epochs=1,
-        val_interval=1,
-        modalities=["flair"],
-        patch_size=[32, 32, 32],
-        num_samples=1,
-        sw_batch_size=1,
-        **{"network_def#features": list(TINY_FEATURES)},
+    return train_tiny_run(
+        tmp_path_factory.mktemp("flair_run"), phantom_dataset, ("configs/balancers/joint.yaml",), modalities=["flair"]
     )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return root
 
 
 TINY_PROBE = ProbeSettings(max_steps=6, min_steps=4, plateau_window=2, patches_per_case=1)
