@@ -1,4 +1,4 @@
-"""Run by ``tests/brats/test_disk_cache.py`` under torchrun (CPU, gloo): fill a disk cache from every rank.
+"""Run by ``tests/brats/cache/test_disk.py`` under torchrun (CPU, gloo): fill a disk cache from every rank.
 
 ``sys.argv``: the data set folder, the cache folder, the output folder; writes ``rank<r>.json``: the cases this
 rank built in a first and a second fill, and the entries it got back.
