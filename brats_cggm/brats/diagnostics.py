@@ -22,6 +22,11 @@
   zeroed (:func:`brats_cggm.brats.valuation.valuate_cases`, which also gives the Shapley values), their mean and
   the worst subset.
 - **Shapley shares** of each modality in the mean Dice (:mod:`brats_cggm.balancing.valuation`).
+- **Lesion-wise Dice** of each region (:func:`lesionwise_dice`), the BraTS leaderboard's score, which counts every
+  missed or spurious lesion as 0 where the global Dice hardly sees a small one.
+
+A run has two saved networks: the best validation's (``models/model.pt``) and the last epoch's (inside
+``models/checkpoint.pt``); ``weights`` chooses (:func:`run_weights`).
 
 With several runs (seeds), every number is reported as mean ± standard deviation over the runs
 (:func:`summarize_diagnoses`). :func:`write_diagnostics_report` writes ``diagnostics.json``, ``diagnostics.md`` and
@@ -46,17 +51,21 @@ from brats_cggm.balancing.valuation import subset_key
 __all__ = [
     "DIAGNOSTICS_FILES",
     "REGIONS",
+    "WEIGHTS",
     "EncoderProbe",
     "LoadedRun",
     "ProbeFit",
     "ProbeSettings",
+    "case_lesionwise_dice",
     "diagnose_run",
     "diagnostics_markdown",
     "fit_probe",
     "has_plateaued",
+    "lesionwise_dice",
     "load_run",
     "probe_encoder",
     "robustness_from_valuation",
+    "run_weights",
     "summarize_diagnoses",
     "write_diagnostics_report",
 ]
@@ -65,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 #: The Dice columns of every score: the BraTS regions and their mean.
 REGIONS = ("TC", "WT", "ET", "mean")
+#: A run's saved networks: the best validation's (``models/model.pt``) and the last epoch's (``models/checkpoint.pt``).
+WEIGHTS = ("best", "last")
 #: What :func:`write_diagnostics_report` writes (the plots only with matplotlib installed).
 DIAGNOSTICS_FILES = ("diagnostics.json", "diagnostics.md", "encoder_gap.png", "shapley.png", "subset_dice.png")
 
@@ -260,13 +271,31 @@ class LoadedRun:
     inferer: Any
 
 
-def _checkpoint_of(run_dir: Path) -> Path:
-    best = run_dir / "models" / "model.pt"
-    return best if best.is_file() else run_dir / "models" / "checkpoint.pt"
+def run_weights(run_dir: str | Path, weights: str = "best") -> Path:
+    """The file of one of a run's saved networks.
+
+    Args:
+        run_dir: the run's ``output_dir``.
+        weights: ``"best"``: the best validation's network (``models/model.pt``; the last epoch's when the run
+            saved none); ``"last"``: the last epoch's (``models/checkpoint.pt``). A comparison whose Dice comes
+            from the last validation diagnoses the last epoch's network too.
+
+    Returns:
+        The weights file (it may not exist).
+
+    Raises:
+        ValueError: ``weights`` is not one of :data:`WEIGHTS`.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    best, last = Path(run_dir) / "models" / "model.pt", Path(run_dir) / "models" / "checkpoint.pt"
+    return best if weights == "best" and best.is_file() else last
 
 
-def load_run(run_dir: Path, dataset_dir: str | Path, seed: int, val_fraction: float, device: Any) -> LoadedRun:
-    """Load a run's network (``models/model.pt``, else ``models/checkpoint.pt``) and its cases.
+def load_run(
+    run_dir: Path, dataset_dir: str | Path, seed: int, val_fraction: float, device: Any, weights: str = "best"
+) -> LoadedRun:
+    """Load one of a run's networks (:func:`run_weights`) and its cases.
 
     Args:
         run_dir: the run's ``output_dir``.
@@ -274,6 +303,7 @@ def load_run(run_dir: Path, dataset_dir: str | Path, seed: int, val_fraction: fl
         seed: its seed (the split).
         val_fraction: its validation share.
         device: where to put the network.
+        weights: which of its networks (:data:`WEIGHTS`).
 
     Returns:
         The loaded run.
@@ -289,7 +319,7 @@ def load_run(run_dir: Path, dataset_dir: str | Path, seed: int, val_fraction: fl
 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    network, settings = load_model(run_dir, _checkpoint_of(run_dir), device=device)
+    network, settings = load_model(run_dir, run_weights(run_dir, weights), device=device)
     if not all(hasattr(network, a) for a in ("encoders", "features", "out_channels")):
         raise ValueError(f"{run_dir}: the network is not a multi-encoder network (no per-modality encoders)")
     modalities = tuple(settings.modalities)
@@ -370,6 +400,64 @@ def probe_encoder(
     }
 
 
+def case_lesionwise_dice(
+    predicted: torch.Tensor, reference: torch.Tensor, spacing: Sequence[float], convention: str
+) -> list[float]:
+    """The BraTS lesion-wise Dice of TC, WT and ET of one case.
+
+    The leaderboard's score (:func:`brats_cggm.brats.evaluation.challenge_row`, column
+    ``lesionwise_penalised_dsc_<region>``): lesions are 26-connected components matched one to one, and every
+    unmatched reference or predicted lesion scores 0.
+
+    Args:
+        predicted: ``(3, X, Y, Z)`` region masks (TC, WT, ET), values above 0.5 inside.
+        reference: the reference's region masks, same shape.
+        spacing: voxel size (mm).
+        convention: the label convention the regions are turned into labels with.
+
+    Returns:
+        The TC, WT and ET scores.
+    """
+    from brats_cggm.brats.evaluation import challenge_row
+    from brats_cggm.brats.labels import regions_to_labels
+
+    row = challenge_row(
+        regions_to_labels(predicted.cpu(), convention)[0].numpy(),
+        regions_to_labels(reference.cpu(), convention)[0].numpy(),
+        spacing,
+        convention,
+    )
+    return [row[f"lesionwise_penalised_dsc_{region.lower()}"] for region in REGIONS[:-1]]
+
+
+@torch.no_grad()
+def lesionwise_dice(run: LoadedRun, device: Any) -> dict[str, float]:
+    """The BraTS lesion-wise Dice (:func:`case_lesionwise_dice`) of each region, averaged over the run's validation
+    cases.
+
+    Predictions are the sigmoid thresholded at 0.5, as in the validation Dice, on the network's grid (the
+    preprocessed volume, with its voxel size).
+
+    Args:
+        run: the loaded run.
+        device: where the network runs.
+
+    Returns:
+        ``TC``, ``WT``, ``ET`` and their ``mean``.
+    """
+    from brats_cggm.brats.transforms import val_transforms
+
+    transform, convention = val_transforms(**run.options), run.options["label_convention"]
+    rows = []
+    for item in run.val_cases:
+        data = transform(dict(item))
+        logits = run.inferer(_tensor(data["image"]).unsqueeze(0).to(device), run.network)[0]
+        spacing = [float(s) for s in getattr(data["image"], "pixdim", (1.0, 1.0, 1.0))]
+        rows.append(case_lesionwise_dice(torch.sigmoid(logits) >= 0.5, _tensor(data["label"]), spacing, convention))
+    means = np.mean(rows, axis=0)
+    return {**dict(zip(REGIONS, means.tolist())), "mean": float(means.mean())}
+
+
 def robustness_from_valuation(results: Sequence[dict], modalities: Sequence[str]) -> dict[str, Any]:
     """Missing-modality robustness from :func:`~brats_cggm.brats.valuation.valuate_cases`'s per-case values.
 
@@ -408,6 +496,7 @@ def diagnose_run(
     device: str | torch.device = "cpu",
     probe: ProbeSettings = ProbeSettings(),
     shapley: bool = True,
+    weights: str = "best",
 ) -> dict[str, Any]:
     """Every diagnostic of one multimodal run.
 
@@ -422,11 +511,12 @@ def diagnose_run(
         device: where to compute.
         probe: the probe's settings, the same for every encoder.
         shapley: also valuate the run (robustness and Shapley values).
+        weights: which of each run's networks (:data:`WEIGHTS`); the unimodal runs' too.
 
     Returns:
-        ``run_dir``, ``modalities``, ``encoder_gap`` (modality → probe and unimodal Dice, ``gap``,
-        ``gap_vs_network``), and with ``shapley`` ``robustness`` (:func:`robustness_from_valuation`) and
-        ``shapley`` (modality → region → mean contribution).
+        ``run_dir``, ``seed``, ``weights``, ``modalities``, ``lesionwise_dice`` (:func:`lesionwise_dice`),
+        ``encoder_gap`` (modality → probe and unimodal Dice, ``gap``, ``gap_vs_network``), and with ``shapley``
+        ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean contribution).
 
     Raises:
         FileNotFoundError: a run folder is missing.
@@ -437,8 +527,14 @@ def diagnose_run(
 
     device = torch.device(device)
     run_dir = Path(run_dir)
-    run = load_run(run_dir, dataset_dir, seed, val_fraction, device)
-    report: dict[str, Any] = {"run_dir": str(run_dir), "seed": seed, "modalities": list(run.modalities)}
+    run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights)
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "seed": seed,
+        "weights": weights,
+        "modalities": list(run.modalities),
+        "lesionwise_dice": lesionwise_dice(run, device),
+    }
     if unimodal:
         unknown = sorted(set(unimodal) - set(run.modalities))
         if unknown:
@@ -446,7 +542,7 @@ def diagnose_run(
         patches = _training_patches(run, probe)
         gaps = {}
         for modality, single_dir in unimodal.items():
-            single = load_run(Path(single_dir), dataset_dir, seed, val_fraction, device)
+            single = load_run(Path(single_dir), dataset_dir, seed, val_fraction, device, weights)
             if single.modalities != (modality,):
                 raise ValueError(
                     f"--unimodal {modality}={single_dir}: that run was trained on {list(single.modalities)}, "
@@ -489,11 +585,11 @@ def summarize_diagnoses(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         reports: :func:`diagnose_run`'s reports, one per run.
 
     Returns:
-        ``modalities``; ``encoder_gap``: modality → quantity (``multimodal_probe``, ``unimodal_probe``,
-        ``unimodal_network``, ``gap``, ``gap_vs_network``) → ``{mean, std, n}``; ``shapley``: modality → stats of the
-        mean-Dice contribution; ``subset_dice``: subset → stats; ``mean_over_subsets`` and ``worst_subset_dice``:
-        stats; ``worst_subsets``: each run's worst subset. Sections no run has are absent. The standard deviation
-        is the sample one (``ddof=1``), 0 for one run.
+        ``modalities``; ``lesionwise_dice``: region → stats; ``encoder_gap``: modality → quantity
+        (``multimodal_probe``, ``unimodal_probe``, ``unimodal_network``, ``gap``, ``gap_vs_network``) →
+        ``{mean, std, n}``; ``shapley``: modality → stats of the mean-Dice contribution; ``subset_dice``: subset →
+        stats; ``mean_over_subsets`` and ``worst_subset_dice``: stats; ``worst_subsets``: each run's worst subset.
+        Sections no run has are absent. The standard deviation is the sample one (``ddof=1``), 0 for one run.
 
     Raises:
         ValueError: no report.
@@ -502,6 +598,9 @@ def summarize_diagnoses(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("no run to summarize")
     modalities = reports[0]["modalities"]
     summary: dict[str, Any] = {"modalities": modalities, "runs": [r["run_dir"] for r in reports]}
+    lesionwise = [r["lesionwise_dice"] for r in reports if "lesionwise_dice" in r]
+    if lesionwise:
+        summary["lesionwise_dice"] = {region: _mean_std([run[region] for run in lesionwise]) for region in REGIONS}
     gap_runs = [r["encoder_gap"] for r in reports if r.get("encoder_gap")]
     if gap_runs:
         quantities = {
@@ -538,6 +637,14 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
     ``plots``."""
     runs = len(summary["runs"])
     text = [f"# Imbalance diagnostics\n\n{runs} run(s); mean ± std over runs (sample std; 0 for one run).\n"]
+    if "lesionwise_dice" in summary:
+        text += [
+            "## Lesion-wise Dice\n",
+            "The BraTS leaderboard's lesion-wise Dice on the validation cases (an unmatched lesion counts 0).\n",
+            "| " + " | ".join(REGIONS) + " |",
+            "|" + "---:|" * len(REGIONS),
+            "| " + " | ".join(_cell(summary["lesionwise_dice"][region]) for region in REGIONS) + " |\n",
+        ]
     if "encoder_gap" in summary:
         settings = reports[0]["probe_settings"]
         text += [

@@ -43,6 +43,12 @@ def build_parser() -> CommandParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="each run's seed (default: 0 for all)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="the runs' val_fraction (default: 0.2)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--weights",
+        choices=("best", "last"),
+        default="best",
+        help="each run's best validation network (models/model.pt) or its last epoch's (models/checkpoint.pt)",
+    )
     parser.add_argument("--probe-steps", type=positive_int, default=300, help="probe budget in steps (default: 300)")
     parser.add_argument("--no-shapley", action="store_true", help="skip the subset valuation (robustness, Shapley)")
     parser.add_argument("--no-plots", action="store_true", help="write no plots (no matplotlib needed)")
@@ -131,6 +137,7 @@ def diagnose(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> l
             device=device,
             probe=probe,
             shapley=not args.no_shapley,
+            weights=args.weights,
         )
         for i, run_dir in enumerate(args.run_dirs)
     ]

@@ -2,11 +2,11 @@
 
 The bundle (``bundles/brats_cggm``, phantoms by default) is trained once per method overlay
 (``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.run_comparison`;
-each run's final network is then valuated with :func:`brats_cggm.brats.valuation.valuate_bundle` on that
-run's validation cases (Shapley contribution of each modality to the mean Dice), and
-:func:`summary_markdown` tabulates the rows.
+each run's last-epoch network (the one its reported Dice comes from) is then scored lesion-wise and valuated with
+:func:`brats_cggm.brats.valuation.valuate_bundle` on that run's validation cases (Shapley contribution of each
+modality to the mean Dice), and :func:`summary_markdown` tabulates the rows.
 
-Budget: ``max_epochs`` for every method, validation once, at the end (``val_interval = max_epochs``).
+Budget: ``max_epochs`` for every method, validation at the end (``val_interval = max_epochs`` unless overridden).
 The methods' epoch schedules are scaled to the budget by
 :func:`~brats_cggm.experiments.runs.short_run_overrides` unless ``paper_schedules``.
 
@@ -14,8 +14,9 @@ Axes: the balancing methods, the seeds, the optimisers (``adamw``: the bundle's 
 authors' SGD and schedule, ``configs/optimizers/sgd_paper.yaml``) and, with ``unimodal``, one joint run per
 modality on that modality alone (per seed and optimiser), from which each multimodal run's encoder gap is
 measured (:func:`brats_cggm.brats.diagnostics.diagnose_run`). Each run's complete row (metrics, Shapley values,
-missing-modality robustness, encoder gaps) is saved in its folder as ``comparison_row.json`` once done, so a
-comparison run again with ``resume`` reuses finished runs and diagnostics and trains only what is missing.
+missing-modality robustness, lesion-wise Dice, encoder gaps) is saved in its folder as ``comparison_row.json``
+as soon as each is measured (a run's gaps once its unimodal runs are done), so a comparison run again with
+``resume`` reuses finished runs and diagnostics and trains and measures only what is missing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "BUNDLE_CONFIG",
     "DICE_COLUMNS",
     "GAP_COLUMNS",
+    "LESIONWISE_COLUMNS",
     "MODALITY_DICE_COLUMNS",
     "OPTIMIZER_DESCRIPTIONS",
     "OPTIMIZER_OVERLAYS",
@@ -53,6 +55,8 @@ __all__ = [
     "dice_key",
     "gap_key",
     "gap_of_run",
+    "lesionwise_key",
+    "lesionwise_of_run",
     "modality_dice_key",
     "plan_runs",
     "prepare_phantoms",
@@ -96,6 +100,11 @@ def dice_key(region: str) -> str:
     return f"val/dice/{region}"
 
 
+def lesionwise_key(region: str) -> str:
+    """The BraTS lesion-wise Dice of a region (``tc``, ``wt``, ``et``) or of their ``mean``, as added to a row."""
+    return f"lesionwise_dice/{region}"
+
+
 def modality_dice_key(modality: str) -> str:
     """The validation Dice of a modality's auxiliary head, as in ``metrics.json``."""
     return f"val/modality_dice/{modality}"
@@ -112,6 +121,7 @@ def gap_key(modality: str) -> str:
 
 
 DICE_COLUMNS = [dice_key(region) for region in (*REGIONS, "mean")]
+LESIONWISE_COLUMNS = [lesionwise_key(region) for region in (*REGIONS, "mean")]
 GAP_COLUMNS = [gap_key(m) for m in DEFAULT_MODALITIES]
 #: Missing-modality robustness: the mean Dice over the 15 non-empty subsets, and the worst subset's.
 ROBUSTNESS_COLUMNS = ["robustness/mean_subsets", "robustness/worst_subset"]
@@ -249,9 +259,9 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
     missing-modality robustness: the mean Dice of the 15 non-empty modality subsets (others' inputs zeroed),
     averaged over the subsets (``robustness/mean_subsets``) and the lowest (``robustness/worst_subset``).
 
-    The run's ``output_dir`` is the bundle (its ``configs/inference.json``); the weights are its
-    ``models/model.pt`` (validation runs once, at the end, so that is the final network), else its
-    ``models/checkpoint.pt``. The valuation's reports go to ``run_dir/valuation``.
+    The run's ``output_dir`` is the bundle (its ``configs/inference.json``); the weights are its last epoch's
+    (``models/checkpoint.pt``), whose validation Dice the comparison reports. The valuation's reports go to
+    ``run_dir/valuation``.
 
     Args:
         run_dir: the run's ``output_dir``.
@@ -263,16 +273,14 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
     Returns:
         :func:`shapley_key` → mean contribution, one per modality, and the :data:`ROBUSTNESS_COLUMNS`.
     """
+    from brats_cggm.brats.diagnostics import run_weights
     from brats_cggm.brats.valuation import valuate_bundle
 
-    checkpoint = run_dir / "models" / "model.pt"
-    if not checkpoint.is_file():
-        checkpoint = run_dir / "models" / "checkpoint.pt"
     summary = valuate_bundle(
         run_dir,
         dataset_dir,
         run_dir / "valuation",
-        checkpoint=checkpoint,
+        checkpoint=run_weights(run_dir, "last"),
         device=device,
         case_ids=_validation_case_ids(dataset_dir, seed, val_fraction),
         overwrite=True,  # the run was just trained into this folder
@@ -330,6 +338,26 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
     return planned
 
 
+def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: float, device: str) -> dict[str, float]:
+    """The BraTS lesion-wise Dice (:func:`brats_cggm.brats.diagnostics.lesionwise_dice`) of the run's last-epoch
+    network on its validation cases.
+
+    Args:
+        run_dir: the run's ``output_dir``.
+        dataset_dir: the data set the run trained on.
+        seed: the run's seed (it chose the validation cases).
+        val_fraction: the run's validation share.
+        device: where the network runs.
+
+    Returns:
+        :func:`lesionwise_key` → mean over the cases, per region and for their mean.
+    """
+    from brats_cggm.brats.diagnostics import lesionwise_dice, load_run
+
+    run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights="last")
+    return {lesionwise_key(region.lower()): value for region, value in lesionwise_dice(run, device).items()}
+
+
 def gap_of_run(
     run_dir: Path, unimodal_dirs: dict[str, Path], dataset_dir: str, seed: int, val_fraction: float, device: str
 ) -> dict[str, float]:
@@ -350,7 +378,9 @@ def gap_of_run(
     """
     from brats_cggm.brats.diagnostics import diagnose_run, write_diagnostics_report
 
-    report = diagnose_run(run_dir, dataset_dir, unimodal_dirs, seed, val_fraction, device, shapley=False)
+    report = diagnose_run(
+        run_dir, dataset_dir, unimodal_dirs, seed, val_fraction, device, shapley=False, weights="last"
+    )
     write_diagnostics_report([report], run_dir / "diagnostics", overwrite=True, plots=False)
     return {gap_key(m): entry["gap"] for m, entry in report["encoder_gap"].items()}
 
@@ -363,46 +393,67 @@ def _read_row(run_dir: Path) -> dict[str, Any] | None:
 def run_and_valuate(
     settings: ComparisonSettings, jobs: int = 1, on_row: Callable[[list[dict[str, Any]]], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Train every planned run, then valuate each multimodal run (Shapley values and missing-modality
-    robustness, unless ``settings.shapley`` is False) and, with ``settings.unimodal``, measure its encoder gaps.
+    """Train every planned run and measure what its metrics do not hold: the lesion-wise Dice of every run and,
+    for each multimodal run, the Shapley values and missing-modality robustness (unless ``settings.shapley`` is
+    False) and, with ``settings.unimodal``, its encoder gaps, as soon as its unimodal runs are done.
 
-    Each run's complete row is saved as ``ROW_FILE`` in its folder as soon as it is complete; with
-    ``settings.resume`` those rows are reused and runs with a ``metrics.json`` are not trained again.
+    Each run's row is saved as ``ROW_FILE`` in its folder whenever something was added; with ``settings.resume``
+    those rows are reused (and completed), and runs with a ``metrics.json`` are not trained again.
 
     Args:
         settings: the comparison.
         jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.run_comparison`);
-            above 1, :func:`prepare_phantoms` first. The valuations run one after another.
+            above 1, :func:`prepare_phantoms` first. The measurements run one after another.
         on_row: called after every finished run or diagnostic with the rows complete so far (in plan order),
             e.g. to rewrite the reports.
 
     Returns:
         One row per run (``method`` = the run's name, ``seed``, ``balancer``, ``optimizer``, ``modalities``,
-        ``metrics.json``'s entries, ``schedule_overrides``), the diagnostics added to its ``validation``.
+        ``metrics.json``'s entries, ``schedule_overrides``), the measurements added to its ``validation``.
     """
     if jobs > 1:
         prepare_phantoms(settings)
     schedules = settings.scaled_schedules()
     planned = plan_runs(settings)
-    device = settings.device
-    if (settings.shapley or settings.unimodal) and device is None:
-        device = str(resolve_device("auto"))
+    device = settings.device or str(resolve_device("auto"))
     done: dict[int, dict[str, Any]] = {}
     index = {id(run): i for i, run in enumerate(planned)}
+    unimodal_index = {(run.name, run.seed): i for i, run in enumerate(planned) if run.info.get("modalities")}
 
     def publish() -> None:
         if on_row is not None:
             on_row([done[i] for i in sorted(done)])
 
+    def unimodal_dirs(run: PlannedRun) -> dict[str, Path] | None:
+        """The run's unimodal references, once all of them are done."""
+        names = {m: _run_name(f"unimodal-{m}", run.info["optimizer"]) for m in DEFAULT_MODALITIES}
+        if not all(unimodal_index.get((name, run.seed)) in done for name in names.values()):
+            return None
+        return {m: PlannedRun(name, run.seed, ()).run_dir(settings.out_dir) for m, name in names.items()}
+
+    def measure(run: PlannedRun) -> bool:
+        """Add the run's missing measurements to its row; whether anything was added."""
+        row, run_dir = done[index[id(run)]], run.run_dir(settings.out_dir)
+        validation, before = row["validation"], len(row["validation"])
+        args = (settings.dataset_dir, run.seed, settings.val_fraction, device)
+        if LESIONWISE_COLUMNS[0] not in validation:
+            validation.update(lesionwise_of_run(run_dir, *args))
+        multimodal = run.info.get("modalities") is None
+        if multimodal and settings.shapley and SHAPLEY_COLUMNS[0] not in validation:
+            validation.update(shapley_of_run(run_dir, *args))
+        references = unimodal_dirs(run) if multimodal and settings.unimodal else None
+        if references and not any(key in validation for key in GAP_COLUMNS):
+            validation.update(gap_of_run(run_dir, references, *args))
+        if len(validation) == before:
+            return False
+        write_json(run_dir / ROW_FILE, row)
+        return True
+
     def finish(run: PlannedRun, row: dict[str, Any]) -> None:
-        if settings.shapley and run.info.get("modalities") is None:
-            shapley = shapley_of_run(
-                run.run_dir(settings.out_dir), settings.dataset_dir, run.seed, settings.val_fraction, device
-            )
-            row["validation"] = {**row["validation"], **shapley}
         row["schedule_overrides"] = schedules.get(run.info.get("balancer", run.name), {})
-        write_json(run.run_dir(settings.out_dir) / ROW_FILE, row)
         done[index[id(run)]] = row
+        if not measure(run):
+            write_json(run.run_dir(settings.out_dir) / ROW_FILE, row)
         publish()
 
     to_train = []
@@ -412,29 +463,15 @@ def run_and_valuate(
             to_train.append(run)
         else:
             done[i] = row
+    for i in sorted(done):
+        if measure(planned[i]):
+            publish()
     if done:
         publish()
     train_planned_runs(to_train, settings.out_dir, jobs, settings.resume, finish)
-    if settings.unimodal:
-        for i, run in enumerate(planned):
-            row = done[i]
-            if run.info.get("modalities") is not None or any(k.startswith("gap/") for k in row["validation"]):
-                continue
-            optimizer = run.info["optimizer"]
-            unimodal_dirs = {
-                m: PlannedRun(_run_name(f"unimodal-{m}", optimizer), run.seed, ()).run_dir(settings.out_dir)
-                for m in DEFAULT_MODALITIES
-            }
-            gaps = gap_of_run(
-                run.run_dir(settings.out_dir),
-                unimodal_dirs,
-                settings.dataset_dir,
-                run.seed,
-                settings.val_fraction,
-                device,
-            )
-            row["validation"] = {**row["validation"], **gaps}
-            write_json(run.run_dir(settings.out_dir) / ROW_FILE, row)
+    # Runs finished before their unimodal references (several jobs) get their gaps now.
+    for i in sorted(done):
+        if measure(planned[i]):
             publish()
     return [done[i] for i in sorted(done)]
 
@@ -465,7 +502,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
     text = [
         f"{len(settings.seeds)} seed(s) {settings.seeds}, {settings.max_epochs} epochs each, data "
         f"{settings.dataset_dir}{smoke}; mean ± std over seeds; "
-        "validation Dice on whole volumes; step time = mean training iteration time relative to joint "
+        "validation Dice on whole volumes of the last epoch's network (every diagnostic uses it too); "
+        "step time = mean training iteration time relative to joint "
         "(forward, backward, optimizer steps; epoch-end work such as Re-learning's diagnosis is not in it). "
         "Optimiser: " + "; ".join(OPTIMIZER_DESCRIPTIONS[o] for o in settings.optimizers) + ".\n",
     ]
@@ -474,6 +512,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
         text.append(f"Partial results: {len(rows)} of {planned} runs finished.\n")
     text += [
         markdown_table(summary, DICE_COLUMNS),
+        "\nLesion-wise Dice (the BraTS leaderboard's: lesions matched one to one, each unmatched one scores 0), "
+        "same validation cases and networks:\n",
+        markdown_table(summary, LESIONWISE_COLUMNS),
         "\nAuxiliary heads (per-modality Dice on the validation volumes):\n",
         markdown_table(summary, MODALITY_DICE_COLUMNS),
     ]

@@ -131,7 +131,7 @@ def train_planned_runs(
             without one is continued from its ``models/checkpoint.pt`` (bundle ``resume: true``) or, without a
             checkpoint, trained again (bundle ``overwrite: true``).
         on_finished: called in the calling thread with each run and its row as soon as the run is done (in the
-            order they finish), e.g. to save partial reports.
+            order they finish), e.g. to save partial reports; with one job, before the next run starts.
 
     Returns:
         Rows with ``method`` (the run's name), ``seed``, the run's ``info`` and its ``metrics.json`` entries, in
@@ -163,17 +163,24 @@ def train_planned_runs(
 
     rows: list[dict[str, Any] | None] = [None] * len(planned)
     failures = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(train, run): i for i, run in enumerate(planned)}
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                rows[i] = future.result()
-            except RuntimeError as exc:  # the other runs go on; a resumed comparison retries this one
-                failures.append(f"{planned[i].run_dir(out_dir)}: {exc}")
-                continue
-            if on_finished is not None:
-                on_finished(planned[i], rows[i])
+
+    def collect(i: int, result: Callable[[], dict[str, Any]]) -> None:
+        try:
+            rows[i] = result()
+        except RuntimeError as exc:  # the other runs go on; a resumed comparison retries this one
+            failures.append(f"{planned[i].run_dir(out_dir)}: {exc}")
+            return
+        if on_finished is not None:
+            on_finished(planned[i], rows[i])
+
+    if jobs <= 1:  # on_finished's work never shares the machine with a run whose step time is measured
+        for i, run in enumerate(planned):
+            collect(i, lambda run=run: train(run))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(train, run): i for i, run in enumerate(planned)}
+            for future in as_completed(futures):
+                collect(futures[future], future.result)
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(planned)} run(s) failed: " + "; ".join(failures))
     return [row for row in rows if row is not None]

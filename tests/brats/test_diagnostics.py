@@ -15,10 +15,12 @@ from brats_cggm.balancing.valuation import all_subsets, subset_key
 from brats_cggm.brats.diagnostics import (
     EncoderProbe,
     ProbeSettings,
+    case_lesionwise_dice,
     diagnose_run,
     fit_probe,
     has_plateaued,
     robustness_from_valuation,
+    run_weights,
     summarize_diagnoses,
     write_diagnostics_report,
 )
@@ -155,6 +157,8 @@ def test_diagnose_a_tiny_run(tiny_run_dir: Path, unimodal_run_dir: Path, phantom
     metrics = json.loads((tiny_run_dir / "metrics.json").read_text())
     assert full == pytest.approx(metrics["validation"]["val/dice/mean"], abs=0.05)
     assert set(report["shapley"]) == set(MODALITIES)
+    assert set(report["lesionwise_dice"]) == {"TC", "WT", "ET", "mean"}
+    assert all(0.0 <= v <= 1.0 for v in report["lesionwise_dice"].values()) and report["weights"] == "best"
 
     written = write_diagnostics_report([report], tmp_path / "out")
     assert sorted(p.name for p in written) == sorted(
@@ -196,3 +200,26 @@ def test_no_plateau_stop_before_min_steps() -> None:
     settings = ProbeSettings(max_steps=8, min_steps=12, plateau_window=3)
     fit = fit_probe(ConstantProbe(), features, targets, F.binary_cross_entropy_with_logits, settings)
     assert fit.steps == 8 and not fit.plateaued  # the budget ends first
+
+
+def test_lesionwise_dice_counts_every_lesion() -> None:
+    reference = torch.zeros(3, 12, 12, 12)
+    reference[:, 1:4, 1:4, 1:4] = 1
+    reference[:, 7:10, 7:10, 7:10] = 1
+    assert case_lesionwise_dice(reference, reference, (1, 1, 1), "brats2021") == pytest.approx([1, 1, 1])
+    missed = reference.clone()
+    missed[:, 7:10, 7:10, 7:10] = 0  # global Dice 2·27 / (27 + 54) = 0.667; lesion-wise (1 + 0) / 2
+    assert case_lesionwise_dice(missed, reference, (1, 1, 1), "brats2021") == pytest.approx([0.5, 0.5, 0.5])
+    spurious = reference.clone()
+    spurious[:, 1:3, 9:11, 1:3] = 1  # a third, unmatched lesion: (1 + 1 + 0) / 3
+    assert case_lesionwise_dice(spurious, reference, (1, 1, 1), "brats2021") == pytest.approx([2 / 3] * 3)
+
+
+def test_run_weights(tiny_run_dir: Path) -> None:
+    assert run_weights(tiny_run_dir, "last") == tiny_run_dir / "models" / "checkpoint.pt"
+    best = run_weights(tiny_run_dir, "best")
+    assert best == tiny_run_dir / "models" / (
+        "model.pt" if (tiny_run_dir / "models" / "model.pt").is_file() else "checkpoint.pt"
+    )
+    with pytest.raises(ValueError, match="weights must be one of"):
+        run_weights(tiny_run_dir, "final")

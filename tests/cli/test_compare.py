@@ -15,6 +15,11 @@ from brats_cggm.cli import compare as cli
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 
 
+def fake_lesionwise(run_dir, dataset_dir, seed, val_fraction, device):
+    assert run_dir.is_dir() and device
+    return {f"lesionwise_dice/{r}": 0.4 for r in ("tc", "wt", "et", "mean")}
+
+
 @pytest.fixture
 def fake_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], dict]]:
     """Replace training and valuation: each run "scores" its seed; records run folder → (configs, overrides)."""
@@ -35,6 +40,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], dic
 
     monkeypatch.setattr(runs, "train_run", fake_train_run)
     monkeypatch.setattr(brats_comparison, "shapley_of_run", fake_shapley)
+    monkeypatch.setattr(brats_comparison, "lesionwise_of_run", fake_lesionwise)
     return calls
 
 
@@ -65,7 +71,8 @@ def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: p
     assert "| method | modality_dice/flair | modality_dice/t1ce | modality_dice/t1 | modality_dice/t2 |" in summary
     assert "| method | shapley/flair | shapley/t1ce | shapley/t1 | shapley/t2 | step time vs joint |" in summary
     assert 'Schedules scaled to the budget: {"opm": {"balancer#warmup_epochs": 2}, "relearning":' in summary
-    assert (out / "runs.csv").read_text().splitlines()[0].startswith("method,seed,seconds_per_iteration,shapley/")
+    header = (out / "runs.csv").read_text().splitlines()[0]
+    assert header.startswith("method,seed,seconds_per_iteration,lesionwise_dice/et,")
     printed = capsys.readouterr().out
     assert "joint seed 1: mean Dice 0.600" in printed and summary in printed
 
@@ -157,7 +164,7 @@ def test_phantoms_are_left_to_the_runs_of_another_data_set(tmp_path: Path):
 def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Like ``fake_runs``, but each run writes its ``metrics.json`` and a run can be made to fail; also fakes the
     encoder gaps. Records run folder → (configs, overrides) of every training, and the gap calls."""
-    record: dict = {"trained": {}, "fail": set(), "gaps": []}
+    record: dict = {"trained": {}, "fail": set(), "gaps": [], "events": []}
 
     def fake_train_run(configs, run_dir, overrides, threads=None):
         run_dir = Path(run_dir)
@@ -166,6 +173,7 @@ def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
             raise RuntimeError(f"training failed (exit 1); see {run_dir / 'train.log'}")
         run_dir.mkdir(parents=True, exist_ok=True)
         record["trained"][name] = ([Path(c).name for c in configs], dict(overrides))
+        record["events"].append(("train", name))
         validation = {f"val/dice/{r}": 0.5 for r in ("tc", "wt", "et", "mean")}
         validation.update({f"val/modality_dice/{m}": 0.25 for m in MODALITIES})
         metrics = {"seconds_per_iteration": 1.0, "validation": validation}
@@ -180,6 +188,7 @@ def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
         }
 
     def fake_gap(run_dir, unimodal_dirs, dataset_dir, seed, val_fraction, device):
+        record["events"].append(("gap", f"{run_dir.parent.name}/{run_dir.name}"))
         record["gaps"].append(
             (f"{run_dir.parent.name}/{run_dir.name}", {m: d.parent.name for m, d in unimodal_dirs.items()})
         )
@@ -188,6 +197,7 @@ def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(runs, "train_run", fake_train_run)
     monkeypatch.setattr(brats_comparison, "shapley_of_run", fake_shapley)
     monkeypatch.setattr(brats_comparison, "gap_of_run", fake_gap)
+    monkeypatch.setattr(brats_comparison, "lesionwise_of_run", fake_lesionwise)
     return record
 
 
@@ -249,11 +259,20 @@ def test_optimizer_axis_and_unimodal_runs(fake_runs_writing_metrics, tmp_path: P
     rows = {r["method"]: r for r in json.loads((out / "rows.json").read_text())}
     assert rows["cggm-sgd"]["optimizer"] == "sgd" and rows["cggm-sgd"]["balancer"] == "cggm"
     assert rows["cggm"]["validation"]["gap/t2"] == 0.2 and "shapley/t2" not in rows["unimodal-t2"]["validation"]
+    assert rows["unimodal-t2"]["validation"]["lesionwise_dice/mean"] == 0.4
+    # a run's gaps are measured as soon as its unimodal runs are done, before the next optimiser's runs
+    assert record["events"].index(("gap", "cggm/seed0")) < record["events"].index(("train", "unimodal-flair-sgd/seed0"))
     summary = (out / "summary.md").read_text()
     assert "sgd = the CGGM authors' SGD" in summary
     assert "| cggm-sgd | 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 ± 0.000 | — |" in summary
     assert "| unimodal-flair-sgd | 0.500 ± 0.000" in summary
-    # resumed: nothing is trained or measured again
+    assert "| cggm-sgd | 0.400 ± 0.000 | 0.400 ± 0.000 | 0.400 ± 0.000 | 0.400 ± 0.000 | — |" in summary
+    # resumed: nothing is trained or measured again, but a row missing a measurement gets it
+    row_file = out / "cggm" / "seed0" / brats_comparison.ROW_FILE
+    row = json.loads(row_file.read_text())
+    row["validation"] = {k: v for k, v in row["validation"].items() if not k.startswith("lesionwise_dice/")}
+    row_file.write_text(json.dumps(row))
     record["trained"], record["gaps"] = {}, []
     assert cli.main([*argv, "--optimizer", "adamw", "sgd", "--unimodal", "--resume"]) == 0
     assert record["trained"] == {} and record["gaps"] == []
+    assert json.loads(row_file.read_text())["validation"]["lesionwise_dice/wt"] == 0.4

@@ -13,11 +13,12 @@ from brats_cggm.cli.diagnose import main, unimodal_runs
 def test_report_of_a_tiny_run(tiny_run_dir: Path, phantom_dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "diag"
     argv = [str(tiny_run_dir), "--dataset-dir", str(phantom_dataset), "--output-dir", str(out), "--device", "cpu"]
-    assert main(argv) == 0
+    assert main([*argv, "--weights", "last"]) == 0
     printed = capsys.readouterr().out
     assert "Mean Dice over the 15 non-empty subsets" in printed and "wrote diagnostics.json" in printed
     document = json.loads((out / "diagnostics.json").read_text())
     assert len(document["summary"]["subset_dice"]) == 15 and "encoder_gap" not in document["summary"]
+    assert document["runs"][0]["weights"] == "last" and "## Lesion-wise Dice" in printed
     assert (out / "shapley.png").stat().st_size > 0 and (out / "subset_dice.png").is_file()
     # an existing report is refused before any work, and kept
     before = (out / "diagnostics.json").read_text()
@@ -42,6 +43,7 @@ def test_unimodal_pairing() -> None:
         (["--unimodal", "flair"], "expected M=RUN_DIR"),
         (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
         (["--probe-steps", "0"], "--probe-steps"),
+        (["--weights", "final"], "invalid choice: 'final'"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, extra: list[str], message: str, capsys) -> None:
