@@ -30,13 +30,17 @@ __all__ = [
     "DEFAULT_MODALITIES",
     "MSD_MODALITY_NAMES",
     "PATTERN_PRESETS",
+    "SPLIT_FILE",
     "DatasetSpec",
     "detect_patterns",
     "discover_brats_folders",
     "discover_dataset",
     "discover_msd",
+    "record_split",
+    "recorded_split",
     "resolve_dataset_dir",
     "split_datalist",
+    "split_of_run",
     "validate_dataset",
 ]
 
@@ -48,6 +52,9 @@ BRATS2021_PATTERNS: dict[str, str] = {"flair": "_flair", "t1ce": "_t1ce", "t1": 
 
 #: BraTS 2023 file name suffixes (``BraTS-GLI-00000-000-t2f.nii.gz``), by modality.
 BRATS2023_PATTERNS: dict[str, str] = {"flair": "-t2f", "t1ce": "-t1c", "t1": "-t1n", "t2": "-t2w", "seg": "-seg"}
+
+#: Where a training run records its data set and split (:func:`record_split`), under its ``output_dir``.
+SPLIT_FILE = "configs/split.json"
 
 #: Named suffix sets, so that configuration files can say ``patterns: brats2023``.
 PATTERN_PRESETS: dict[str, dict[str, str]] = {"brats2021": BRATS2021_PATTERNS, "brats2023": BRATS2023_PATTERNS}
@@ -445,6 +452,107 @@ def split_datalist(
     train = [item for i, item in enumerate(ordered) if i not in val_idx]
     val = [item for i, item in enumerate(ordered) if i in val_idx]
     return train, val
+
+
+def record_split(
+    output_dir: str | os.PathLike,
+    split: tuple[Sequence[dict], Sequence[dict]],
+    seed: int,
+    val_fraction: float,
+    dataset_dir: str | os.PathLike,
+) -> Path | None:
+    """Record which cases a training run trains and validates on, in ``output_dir/`` :data:`SPLIT_FILE`.
+
+    Called from ``train.yaml``'s ``initialize``, so that the tools that read a run's validation cases
+    (``brats-cggm-diagnose``, ``brats-cggm-fit-postprocessing``) find them without being told the seed.
+
+    Args:
+        output_dir: the training output folder.
+        split: ``(train, val)`` datalists (:func:`split_datalist`).
+        seed: the split's seed.
+        val_fraction: the split's validation share.
+        dataset_dir: the data set folder (recorded as an absolute path).
+
+    Returns:
+        The file written, or None on a non-main distributed rank (which writes nothing).
+    """
+    from brats_cggm.core.distributed import is_main_process
+    from brats_cggm.core.files import write_json
+
+    if not is_main_process():
+        return None
+    record = {
+        "dataset_dir": str(Path(dataset_dir).resolve()),
+        "seed": int(seed),
+        "val_fraction": float(val_fraction),
+        "training": [str(item["case_id"]) for item in split[0]],
+        "validation": [str(item["case_id"]) for item in split[1]],
+    }
+    path = Path(output_dir) / SPLIT_FILE
+    write_json(path, record)
+    return path
+
+
+def recorded_split(run_dir: str | os.PathLike) -> dict | None:
+    """A run's :func:`record_split` record, or None for a run that has none (trained by an older version).
+
+    Raises:
+        ValueError: the file is not a split record.
+    """
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON split record ({exc})") from exc
+    keys = ("dataset_dir", "seed", "val_fraction", "training", "validation")
+    if not isinstance(record, dict) or any(key not in record for key in keys):
+        raise ValueError(f"{path}: a split record needs the keys {', '.join(keys)}")
+    return record
+
+
+def split_of_run(
+    run_dir: str | os.PathLike,
+    items: Sequence[dict],
+    seed: int | None = None,
+    val_fraction: float | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """The cases a run trained and validated on: its recorded split, else :func:`split_datalist` with the given
+    ``seed`` and ``val_fraction``.
+
+    Args:
+        run_dir: the run's ``output_dir``.
+        items: the data set's cases.
+        seed: the run's seed; None reads it from the record. Given, it must match the record.
+        val_fraction: the run's validation share; same rules.
+
+    Returns:
+        ``(train, val)``, each sorted by case id.
+
+    Raises:
+        ValueError: no record and no ``seed`` and ``val_fraction``; a given value differs from the record; a
+            recorded case is not among ``items``.
+    """
+    record = recorded_split(run_dir)
+    path = Path(run_dir) / SPLIT_FILE
+    if record is None:
+        if seed is None or val_fraction is None:
+            raise ValueError(
+                f"{run_dir} records no split ({SPLIT_FILE}): give the seed and val_fraction it trained with"
+            )
+        return split_datalist(items, val_fraction=val_fraction, seed=seed)
+    for name, given in (("seed", seed), ("val_fraction", val_fraction)):
+        if given is not None and given != record[name]:
+            raise ValueError(f"{path}: the run was trained with {name} {record[name]}, not {given}")
+    by_id = {str(item["case_id"]): item for item in items}
+    missing = [case for case in record["training"] + record["validation"] if case not in by_id]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of the run's cases are not in the data set, e.g. {missing[0]}")
+    return (
+        sorted((by_id[c] for c in record["training"]), key=lambda item: str(item["case_id"])),
+        sorted((by_id[c] for c in record["validation"]), key=lambda item: str(item["case_id"])),
+    )
 
 
 def resolve_dataset_dir(

@@ -293,15 +293,22 @@ def run_weights(run_dir: str | Path, weights: str = "best") -> Path:
 
 
 def load_run(
-    run_dir: Path, dataset_dir: str | Path, seed: int, val_fraction: float, device: Any, weights: str = "best"
+    run_dir: Path,
+    dataset_dir: str | Path | None = None,
+    seed: int | None = None,
+    val_fraction: float | None = None,
+    device: Any = "cpu",
+    weights: str = "best",
 ) -> LoadedRun:
     """Load one of a run's networks (:func:`run_weights`) and its cases.
 
     Args:
         run_dir: the run's ``output_dir``.
-        dataset_dir: the data set it trained on.
-        seed: its seed (the split).
-        val_fraction: its validation share.
+        dataset_dir: the data set it trained on; None: the one it recorded
+            (:func:`~brats_cggm.brats.data.record_split`).
+        seed: its seed (the split); None: the recorded one. Runs that record their split need none
+            (:func:`~brats_cggm.brats.data.split_of_run`).
+        val_fraction: its validation share; same rules.
         device: where to put the network.
         weights: which of its networks (:data:`WEIGHTS`).
 
@@ -310,21 +317,28 @@ def load_run(
 
     Raises:
         FileNotFoundError: the folder or its files are missing.
-        ValueError: the network has no per-modality encoders, or the run has no patch size.
+        ValueError: the network has no per-modality encoders, the run has no patch size, or its split is neither
+            recorded nor given (or differs from the record).
     """
     from monai.inferers import SlidingWindowInferer
 
-    from brats_cggm.brats.data import discover_dataset, split_datalist
+    from brats_cggm.brats.data import discover_dataset, recorded_split, split_of_run
     from brats_cggm.brats.inference_model import load_model
 
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    if dataset_dir is None:
+        record = recorded_split(run_dir)
+        if record is None:
+            raise ValueError(f"{run_dir} records no data set (configs/split.json): give the one it trained on")
+        dataset_dir = record["dataset_dir"]
     network, settings = load_model(run_dir, run_weights(run_dir, weights), device=device)
     if not all(hasattr(network, a) for a in ("encoders", "features", "out_channels")):
         raise ValueError(f"{run_dir}: the network is not a multi-encoder network (no per-modality encoders)")
     modalities = tuple(settings.modalities)
     spec = discover_dataset(dataset_dir, modalities, validate="none")
-    train_cases, val_cases = split_datalist(spec.items, val_fraction=val_fraction, seed=seed)
+    train_cases, val_cases = split_of_run(run_dir, spec.items, seed, val_fraction)
     if settings.roi_size is None:
         raise ValueError(f"{settings.source}: no patch_size to use as sliding window and probe patch")
     options = {"label_convention": spec.label_convention, "channel_order": spec.channel_order, **settings.preprocessing}
@@ -489,10 +503,10 @@ def robustness_from_valuation(results: Sequence[dict], modalities: Sequence[str]
 
 def diagnose_run(
     run_dir: str | Path,
-    dataset_dir: str | Path,
+    dataset_dir: str | Path | None = None,
     unimodal: Mapping[str, str | Path] | None = None,
-    seed: int = 0,
-    val_fraction: float = 0.2,
+    seed: int | None = None,
+    val_fraction: float | None = None,
     device: str | torch.device = "cpu",
     probe: ProbeSettings = ProbeSettings(),
     shapley: bool = True,
@@ -503,11 +517,12 @@ def diagnose_run(
     Args:
         run_dir: the run's ``output_dir`` (``configs/inference.json`` and ``models/model.pt`` or
             ``models/checkpoint.pt``).
-        dataset_dir: the data set it trained on.
+        dataset_dir: the data set it trained on; None: the one the run recorded.
         unimodal: modality → the ``output_dir`` of a run of the same bundle on that modality alone, same seed.
             The gap is computed for these modalities only.
-        seed: the run's seed (it chose the training and validation cases).
-        val_fraction: the run's validation share.
+        seed: the run's seed (it chose the training and validation cases); None: the recorded one
+            (:func:`load_run`).
+        val_fraction: the run's validation share; None: the recorded one.
         device: where to compute.
         probe: the probe's settings, the same for every encoder.
         shapley: also valuate the run (robustness and Shapley values).
@@ -522,6 +537,7 @@ def diagnose_run(
         FileNotFoundError: a run folder is missing.
         ValueError: a unimodal run is not trained on exactly its modality, or a modality is not the run's.
     """
+    from brats_cggm.brats.data import recorded_split
     from brats_cggm.brats.transforms import val_transforms
     from brats_cggm.brats.valuation import summarize, valuate_cases
 
@@ -530,7 +546,7 @@ def diagnose_run(
     run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights)
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "seed": seed,
+        "seed": seed if seed is not None else recorded_split(run_dir)["seed"],
         "weights": weights,
         "modalities": list(run.modalities),
         "lesionwise_dice": lesionwise_dice(run, device),

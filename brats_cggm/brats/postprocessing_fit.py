@@ -1,11 +1,12 @@
 """Choosing a run's post-processing thresholds on its validation cases (the API of ``brats-cggm-fit-postprocessing``).
 
-:func:`fit_postprocessing` segments the validation cases of a training run (the run's split:
+:func:`fit_postprocessing` segments the validation cases of a training run (the split the run recorded, or
 :func:`~brats_cggm.brats.data.split_datalist` of the data set with the run's ``seed`` and ``val_fraction``, as
-``train.yaml`` splits it), then :func:`~brats_cggm.brats.postprocessing.choose_postprocessing` tries, on top of
-the rules kept so far and in this order, the least component size of WT, TC and ET and the least total
-enhancing-tumour size, each at every size of a grid fixed in advance, :data:`SIZE_GRID_MM3` (mm³), and keeps a
-rule only if its best size raises the mean of the chosen metric over the cases (nnU-Net's rule). The metrics
+``train.yaml`` splits it: :func:`~brats_cggm.brats.data.split_of_run`), then
+:func:`~brats_cggm.brats.postprocessing.choose_postprocessing` tries, on top of the rules kept so far and in this
+order, the least component size of WT, TC and ET and the least total enhancing-tumour size, each at every size of a
+grid fixed in advance, :data:`SIZE_GRID_MM3` (mm³), and keeps a rule only if its best size raises the mean of the
+chosen metric over the cases (nnU-Net's rule). The metrics
 (:data:`FIT_METRICS`):
 
 - ``lesionwise_dice``: per case, the mean over ET, TC and WT of the lesion-wise Dice that counts every unmatched
@@ -133,16 +134,21 @@ def _mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def _segment_validation_cases(
-    run_dir: Path, dataset_dir: str | os.PathLike, seed: int, val_fraction: float, device: str, checkpoint: Any
+    run_dir: Path,
+    dataset_dir: str | os.PathLike,
+    seed: int | None,
+    val_fraction: float | None,
+    device: str,
+    checkpoint: Any,
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]], str]:
-    from brats_cggm.brats.data import discover_dataset, split_datalist
+    from brats_cggm.brats.data import discover_dataset, split_of_run
     from brats_cggm.brats.inference import BratsSegmenter
     from brats_cggm.brats.inference_io import CaseInput
     from brats_cggm.brats.inference_model import load_model
 
     network, settings = load_model(run_dir, checkpoint, device=device)
     spec = discover_dataset(dataset_dir, settings.modalities)
-    validation = split_datalist(spec.items, val_fraction=val_fraction, seed=seed)[1]
+    validation = split_of_run(run_dir, spec.items, seed, val_fraction)[1]
     segmenter = BratsSegmenter(network, settings, device=device)
     cases = []
     for item in validation:
@@ -159,9 +165,9 @@ def _segment_validation_cases(
 
 def fit_postprocessing(
     run_dir: str | os.PathLike,
-    dataset_dir: str | os.PathLike,
-    seed: int = 0,
-    val_fraction: float = 0.2,
+    dataset_dir: str | os.PathLike | None = None,
+    seed: int | None = None,
+    val_fraction: float | None = None,
     metric: str = "lesionwise_dice",
     device: str = "cpu",
     checkpoint: str | os.PathLike | None = None,
@@ -171,9 +177,10 @@ def fit_postprocessing(
 
     Args:
         run_dir: the run's ``output_dir`` (its ``configs/inference.json`` and ``models/model.pt``).
-        dataset_dir: the data set the run trained on.
-        seed: the run's ``seed`` (it chose the validation cases).
-        val_fraction: the run's ``val_fraction``.
+        dataset_dir: the data set the run trained on; None: the one it recorded
+            (:func:`~brats_cggm.brats.data.record_split`).
+        seed: the run's ``seed`` (it chose the validation cases); None: the recorded one.
+        val_fraction: the run's ``val_fraction``; None: the recorded one.
         metric: one of :data:`FIT_METRICS`.
         device: where the network runs.
         checkpoint: weights instead of ``run_dir/models/model.pt``.
@@ -186,8 +193,17 @@ def fit_postprocessing(
         ValueError: if the metric is unknown or the run or data set cannot be read.
         FileNotFoundError: if a file or folder is missing.
     """
+    from brats_cggm.brats.data import recorded_split
+
     if metric not in FIT_METRICS:
         raise ValueError(f"metric must be one of {FIT_METRICS}, got {metric!r}")
+    record = recorded_split(run_dir)
+    if record is not None:
+        dataset_dir = record["dataset_dir"] if dataset_dir is None else dataset_dir
+        seed = record["seed"] if seed is None else seed
+        val_fraction = record["val_fraction"] if val_fraction is None else val_fraction
+    elif dataset_dir is None:
+        raise ValueError(f"{run_dir} records no data set (configs/split.json): give the one it trained on")
     cases, convention = _segment_validation_cases(Path(run_dir), dataset_dir, seed, val_fraction, device, checkpoint)
     choice = choose_postprocessing(
         [(pred, ref, spacing) for _, pred, ref, spacing in cases],

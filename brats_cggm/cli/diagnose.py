@@ -1,14 +1,15 @@
 """``brats-cggm-diagnose RUN_DIR ...``: imbalance diagnostics of trained runs (:mod:`brats_cggm.brats.diagnostics`).
 
-    brats-cggm-diagnose runs/cggm/seed0 runs/cggm/seed1 --seeds 0 1 \\
-        --unimodal flair=runs/flair/seed0 --unimodal flair=runs/flair/seed1 \\
-        --dataset-dir data/anatomical --output-dir runs/cggm/diagnostics
+    brats-cggm-diagnose runs/cggm/seed0 runs/cggm/seed1 \\
+        --unimodal flair=runs/flair/seed0 --unimodal flair=runs/flair/seed1 --output-dir runs/cggm/diagnostics
 
 Steps: check the arguments and the report folder; for each run, probe each encoder that has a unimodal run
 (the under-optimisation gap), valuate the 15 non-empty modality subsets (robustness) and the Shapley shares;
 write ``diagnostics.json``, ``diagnostics.md`` and the plots. A modality's ``--unimodal`` runs pair with the runs
 in order (one per run), or one serves them all. A unimodal run is the bundle trained with
-``--modalities "['flair']"`` (same data, seed and network).
+``--modalities "['flair']"`` (same data, seed and network). Each run's data set, seed and validation share are
+those it recorded (``configs/split.json``); runs of versions that did not record them need ``--dataset-dir``,
+``--seeds`` and ``--val-fraction``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,19 @@ def build_parser() -> CommandParser:
         metavar="M=RUN_DIR",
         help="a run of the bundle on modality M alone; repeat per modality and per run",
     )
-    parser.add_argument("--dataset-dir", required=True, type=Path, help="the data set the runs trained on")
+    parser.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=None,
+        help="the data set the runs trained on (default: the one each recorded)",
+    )
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for diagnostics.json/.md and plots")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="each run's seed (default: 0 for all)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="the runs' val_fraction (default: 0.2)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="each run's seed (default: the one each recorded)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=None, help="the runs' val_fraction (default: the one each recorded)"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     parser.add_argument(
         "--weights",
@@ -92,10 +102,10 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, lis
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.seeds is None:
-        args.seeds = [0] * len(args.run_dirs)
+        args.seeds = [None] * len(args.run_dirs)
     if len(args.seeds) != len(args.run_dirs):
         parser.error(f"--seeds: {len(args.seeds)} seeds for {len(args.run_dirs)} runs")
-    if not 0.0 < args.val_fraction < 1.0:
+    if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     try:
         unimodal = unimodal_runs(args.unimodal, len(args.run_dirs))

@@ -6,8 +6,9 @@ Segments the run's validation cases, tries the rules of :mod:`brats_cggm.brats.p
 :data:`~brats_cggm.brats.postprocessing_fit.SIZE_GRID_MM3` and keeps those that improve the metric (see
 :mod:`brats_cggm.brats.postprocessing_fit`); writes the thresholds into ``RUN_DIR/configs/inference.json``
 (``postprocessing_rules``, applied by ``brats-cggm-infer --postprocess``) and the before/after table to
-``RUN_DIR/configs/postprocessing.md``. A run does not record its data set, seed or validation share: give those
-it trained with (the defaults are ``train.yaml``'s).
+``RUN_DIR/configs/postprocessing.md``. The data set, seed and validation share are those the run recorded
+(``configs/split.json``); runs of versions that did not record them need ``--dataset-dir``, ``--seed`` and
+``--val-fraction``.
 """
 
 from __future__ import annotations
@@ -51,13 +52,9 @@ def build_parser() -> CommandParser:
         "run's validation cases and write them into RUN_DIR/configs/inference.json.",
     )
     p.add_argument("run_dir", help="the training run's output_dir (configs/inference.json, models/model.pt)")
-    p.add_argument(
-        "--dataset-dir",
-        default="./data/brats_phantoms",
-        help="the data set the run trained on (default: train.yaml's phantom_dir, ./data/brats_phantoms)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="the run's seed, which chose its validation cases (default 0)")
-    p.add_argument("--val-fraction", type=_fraction, default=0.2, help="the run's val_fraction (default 0.2)")
+    p.add_argument("--dataset-dir", help="the data set the run trained on (default: the one it recorded)")
+    p.add_argument("--seed", type=int, help="the run's seed, which chose its validation cases (default: recorded)")
+    p.add_argument("--val-fraction", type=_fraction, help="the run's val_fraction (default: recorded)")
     p.add_argument(
         "--metric",
         choices=FIT_METRICS,

@@ -16,7 +16,10 @@ from brats_cggm.brats.data import (
     discover_brats_folders,
     discover_dataset,
     discover_msd,
+    record_split,
+    recorded_split,
     split_datalist,
+    split_of_run,
 )
 from brats_cggm.brats.labels import check_labels
 from brats_cggm.brats.phantoms import generate_phantom_case
@@ -243,6 +246,35 @@ def test_split_deterministic() -> None:
     # Same seed, shuffled input: same split; another seed: another split.
     assert split_datalist(items[::-1], val_fraction=0.3, seed=1) == (train, val)
     assert split_datalist(items, val_fraction=0.3, seed=2)[1] != val
+
+
+def test_a_run_records_its_split(tmp_path: Path) -> None:
+    items = _items(10)
+    split = split_datalist(items, val_fraction=0.3, seed=4)
+    path = record_split(tmp_path / "run", split, seed=4, val_fraction=0.3, dataset_dir=tmp_path / "data")
+    assert path == tmp_path / "run" / "configs" / "split.json"
+    record = recorded_split(tmp_path / "run")
+    assert record["dataset_dir"] == str((tmp_path / "data").resolve()) and record["seed"] == 4
+    assert record["validation"] == [i["case_id"] for i in split[1]]
+    # the record decides, whatever the order of the items; values given must agree with it
+    assert split_of_run(tmp_path / "run", items[::-1]) == split
+    assert split_of_run(tmp_path / "run", items, seed=4, val_fraction=0.3) == split
+    with pytest.raises(ValueError, match="trained with seed 4, not 0"):
+        split_of_run(tmp_path / "run", items, seed=0)
+    with pytest.raises(ValueError, match=r"1 of the run's cases are not in the data set, e.g. case_00"):
+        split_of_run(tmp_path / "run", [i for i in items if i["case_id"] != split[1][0]["case_id"]])
+
+
+def test_a_run_without_a_record_needs_its_seed(tmp_path: Path) -> None:
+    items = _items(10)
+    assert recorded_split(tmp_path) is None
+    assert split_of_run(tmp_path, items, seed=2, val_fraction=0.3) == split_datalist(items, 0.3, seed=2)
+    with pytest.raises(ValueError, match="records no split"):
+        split_of_run(tmp_path, items, val_fraction=0.3)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "split.json").write_text('{"seed": 1}')
+    with pytest.raises(ValueError, match="a split record needs the keys"):
+        recorded_split(tmp_path)
 
 
 def test_split_sizes() -> None:

@@ -10,9 +10,9 @@ import pytest
 from brats_cggm.cli.diagnose import main, unimodal_runs
 
 
-def test_report_of_a_tiny_run(tiny_run_dir: Path, phantom_dataset: Path, tmp_path: Path, capsys) -> None:
+def test_report_of_a_tiny_run(tiny_run_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "diag"
-    argv = [str(tiny_run_dir), "--dataset-dir", str(phantom_dataset), "--output-dir", str(out), "--device", "cpu"]
+    argv = [str(tiny_run_dir), "--output-dir", str(out), "--device", "cpu"]  # the run's data set and split: recorded
     assert main([*argv, "--weights", "last"]) == 0
     printed = capsys.readouterr().out
     assert "Mean Dice over the 15 non-empty subsets" in printed and "wrote diagnostics.json" in printed

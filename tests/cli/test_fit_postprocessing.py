@@ -64,7 +64,11 @@ def test_fit_writes_rules_and_table_and_refuses_to_replace_them(
     assert "has a postprocessing_rules entry already; pass --overwrite" in capsys.readouterr().err
     assert config_path.read_text() == text
     monkeypatch.undo()
-    assert main([*argv, "--overwrite"]) == 0
+    recorded = [str(run_dir), "--device", "cpu", "--metric", "global_dice", "--overwrite"]  # data set: the run's
+    assert main(recorded) == 0
+    (run_dir / "configs" / "split.json").unlink()  # a run of an older version
+    assert main(recorded) == 1
+    assert "records no data set (configs/split.json)" in capsys.readouterr().err
 
 
 def test_fit_errors(tmp_path: Path, capsys):
