@@ -59,7 +59,12 @@ def build_parser() -> CommandParser:
         default="best",
         help="each run's best validation network (models/model.pt) or its last epoch's (models/checkpoint.pt)",
     )
-    parser.add_argument("--probe-steps", type=positive_int, default=300, help="probe budget in steps (default: 300)")
+    parser.add_argument(
+        "--probe-steps",
+        type=positive_int,
+        default=None,
+        help="probe budget in steps (default: ProbeSettings.max_steps, 3000; a fit stops earlier on a plateau)",
+    )
     parser.add_argument("--no-shapley", action="store_true", help="skip the subset valuation (robustness, Shapley)")
     parser.add_argument("--no-plots", action="store_true", help="write no plots (no matplotlib needed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output-dir")
@@ -136,7 +141,8 @@ def diagnose(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> l
     from brats_cggm.core.devices import resolve_device
 
     device = resolve_device(args.device)
-    probe = ProbeSettings(max_steps=args.probe_steps)
+    probe = ProbeSettings() if args.probe_steps is None else ProbeSettings(max_steps=args.probe_steps)
+    references: dict = {}  # one measurement per unimodal run serving several runs
     return [
         diagnose_run(
             run_dir,
@@ -148,6 +154,7 @@ def diagnose(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> l
             probe=probe,
             shapley=not args.no_shapley,
             weights=args.weights,
+            reference_cache=references,
         )
         for i, run_dir in enumerate(args.run_dirs)
     ]

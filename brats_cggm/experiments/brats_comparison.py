@@ -358,6 +358,11 @@ def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: 
     return {lesionwise_key(region.lower()): value for region, value in lesionwise_dice(run, device).items()}
 
 
+#: The unimodal runs' probes and Dice, measured once per process: every multimodal run of an optimiser and seed is
+#: compared with the same ones.
+_UNIMODAL_REFERENCES: dict = {}
+
+
 def gap_of_run(
     run_dir: Path, unimodal_dirs: dict[str, Path], dataset_dir: str, seed: int, val_fraction: float, device: str
 ) -> dict[str, float]:
@@ -379,7 +384,15 @@ def gap_of_run(
     from brats_cggm.brats.diagnostics import diagnose_run, write_diagnostics_report
 
     report = diagnose_run(
-        run_dir, dataset_dir, unimodal_dirs, seed, val_fraction, device, shapley=False, weights="last"
+        run_dir,
+        dataset_dir,
+        unimodal_dirs,
+        seed,
+        val_fraction,
+        device,
+        shapley=False,
+        weights="last",
+        reference_cache=_UNIMODAL_REFERENCES,
     )
     write_diagnostics_report([report], run_dir / "diagnostics", overwrite=True, plots=False)
     return {gap_key(m): entry["gap"] for m, entry in report["encoder_gap"].items()}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import brats_cggm.brats.diagnostics as diagnostics
 from brats_cggm.balancing.valuation import all_subsets, subset_key
 from brats_cggm.brats.diagnostics import (
     EncoderProbe,
@@ -223,3 +224,22 @@ def test_run_weights(tiny_run_dir: Path) -> None:
     )
     with pytest.raises(ValueError, match="weights must be one of"):
         run_weights(tiny_run_dir, "final")
+
+
+def test_a_unimodal_reference_is_measured_once(
+    tiny_run_dir: Path, unimodal_run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache: dict = {}
+    unimodal = {"flair": unimodal_run_dir}
+    first = diagnose_run(tiny_run_dir, None, unimodal, probe=TINY_PROBE, shapley=False, reference_cache=cache)
+    probed = []
+    original = diagnostics.probe_encoder
+
+    def recording_probe(run, *args, **kwargs):
+        probed.append(run.modalities)
+        return original(run, *args, **kwargs)
+
+    monkeypatch.setattr(diagnostics, "probe_encoder", recording_probe)
+    second = diagnose_run(tiny_run_dir, None, unimodal, probe=TINY_PROBE, shapley=False, reference_cache=cache)
+    assert probed == [MODALITIES]  # the multimodal encoder only; data set and split: the runs' records
+    assert second["encoder_gap"] == first["encoder_gap"] and len(cache) == 1
