@@ -1,4 +1,5 @@
-"""Plot per-modality curves (auxiliary Dice, CGGM coefficients) of training runs from their TensorBoard logs.
+"""Plot per-modality curves (auxiliary Dice, CGGM coefficients) and validation Dice of training runs from their
+TensorBoard logs.
 
     python scripts/plot_modality_curves.py runs/compare/joint/seed0 runs/compare/cggm/seed0 --out curves.png
 
@@ -20,11 +21,13 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 __all__ = ["PANELS", "main", "read_scalars", "smooth"]
 
-#: (tag prefix, panel title): one row of panels per prefix, one line per ``<prefix>/<modality>`` tag.
+#: (tag prefix, panel title, x axis, smoothed): one row of panels per prefix, one line per ``<prefix>/<name>`` tag.
+#: Training series are logged per iteration and smoothed; validation ones per epoch, a few points, drawn as they are.
 PANELS = [
-    ("train/modality_dice", "auxiliary Dice (train batches)"),
-    ("cggm/B", "CGGM coefficient B"),
-    ("grad_norm", "encoder gradient norm"),
+    ("train/modality_dice", "auxiliary Dice (train batches)", "iteration", True),
+    ("cggm/B", "CGGM coefficient B", "iteration", True),
+    ("grad_norm", "encoder gradient norm", "iteration", True),
+    ("val/dice", "validation Dice (whole volumes)", "epoch", False),
 ]
 
 
@@ -99,22 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     plt = _import_pyplot()
     runs = {run: read_scalars(run) for run in args.runs}
     # a panel no run has a series for (CGGM's B when every run is joint) would only be an empty frame
-    panels = [(prefix, title) for prefix, title in PANELS if any(_tags(series, prefix) for series in runs.values())]
+    panels = [panel for panel in PANELS if any(_tags(series, panel[0]) for series in runs.values())]
     if not panels:
-        print(f"error: no run has a series of {[prefix for prefix, _ in PANELS]}", file=sys.stderr)
+        print(f"error: no run has a series of {[panel[0] for panel in PANELS]}", file=sys.stderr)
         return 1
     fig, axes = plt.subplots(len(panels), len(runs), figsize=(5 * len(runs), 3.2 * len(panels)), squeeze=False)
     for col, (run, series) in enumerate(runs.items()):
-        for row, (prefix, title) in enumerate(panels):
+        for row, (prefix, title, x_label, smoothed) in enumerate(panels):
             ax = axes[row][col]
             for tag in _tags(series, prefix):
                 steps, values = zip(*sorted(series[tag]))
-                ax.plot(steps, smooth(list(values)), label=tag.rsplit("/", 1)[-1])
+                if smoothed:
+                    ax.plot(steps, smooth(list(values)), label=tag.rsplit("/", 1)[-1])
+                else:
+                    ax.plot(steps, values, marker="o", label=tag.rsplit("/", 1)[-1])
             ax.set_title(f"{run.parent.name}/{run.name}: {title}", fontsize=9)
-            ax.set_xlabel("iteration")
+            ax.set_xlabel(x_label)
             if ax.lines:
                 ax.legend(fontsize=7)
-        counts = [f"{len(_tags(series, prefix))} {prefix}" for prefix, _ in PANELS]
+        counts = [f"{len(_tags(series, panel[0]))} {panel[0]}" for panel in PANELS]
         print(f"{run}: " + ", ".join(counts) + " series")
     fig.tight_layout()
     # written beside the target and renamed, so an interrupted run leaves no half-written PNG

@@ -16,7 +16,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two run folders with the per-modality tags the BraTS bundle writes, 3 iterations each."""
+    """Two run folders with the per-modality tags the BraTS bundle writes, 3 iterations each, and validation Dice
+    of 2 epochs."""
     from torch.utils.tensorboard import SummaryWriter
 
     root = tmp_path_factory.mktemp("runs")
@@ -31,6 +32,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
                     writer.add_scalar(f"grad_norm/{m}", 1.0 + i, step)
                     if method == "cggm":
                         writer.add_scalar(f"cggm/B/{m}", 1.0 - 0.1 * i, step)
+            for epoch in (1, 2):
+                writer.add_scalar("val/dice/mean", 0.4 * epoch, epoch)
+                writer.add_scalar("val/dice/tc", 0.3 * epoch, epoch)
         dirs.append(run)
     return dirs
 
@@ -55,10 +59,10 @@ def test_writes_the_png_with_every_panel_series(runs, tmp_path):
     done = _plot(*runs, "--out", out)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().startswith(PNG_SIGNATURE)
-    assert f"{runs[0]}: 4 train/modality_dice, 0 cggm/B, 4 grad_norm series" in done.stdout
-    assert f"{runs[1]}: 4 train/modality_dice, 4 cggm/B, 4 grad_norm series" in done.stdout
+    assert f"{runs[0]}: 4 train/modality_dice, 0 cggm/B, 4 grad_norm, 2 val/dice series" in done.stdout
+    assert f"{runs[1]}: 4 train/modality_dice, 4 cggm/B, 4 grad_norm, 2 val/dice series" in done.stdout
     assert not list(tmp_path.glob(".*"))
-    assert _png_size(out)[1] == round(3.2 * 3 * 90)
+    assert _png_size(out)[1] == round(3.2 * 4 * 90)
 
 
 def test_a_panel_no_run_has_data_for_is_left_out(runs, tmp_path):
@@ -66,8 +70,8 @@ def test_a_panel_no_run_has_data_for_is_left_out(runs, tmp_path):
     out = tmp_path / "joint.png"
     done = _plot(runs[0], "--out", out)
     assert done.returncode == 0, done.stderr
-    assert f"{runs[0]}: 4 train/modality_dice, 0 cggm/B, 4 grad_norm series" in done.stdout
-    assert _png_size(out)[1] == round(3.2 * 2 * 90)  # two rows of panels: no empty CGGM row for a joint run
+    assert f"{runs[0]}: 4 train/modality_dice, 0 cggm/B, 4 grad_norm, 2 val/dice series" in done.stdout
+    assert _png_size(out)[1] == round(3.2 * 3 * 90)  # three rows of panels: no empty CGGM row for a joint run
 
 
 def test_existing_output_is_kept_without_overwrite(runs, tmp_path):
