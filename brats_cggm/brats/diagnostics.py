@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from brats_cggm.balancing.valuation import subset_key
+from brats_cggm.core.figures import import_pyplot, save_png
 
 __all__ = [
     "DIAGNOSTICS_FILES",
@@ -735,29 +736,8 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
     return "\n".join(text)
 
 
-def _import_pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("the diagnostics plots need matplotlib: pip install 'brats-cggm[plots]'") from exc
-    return plt
-
-
-def _save_figure(figure: Any, path: Path) -> Path:
-    import io
-
-    from brats_cggm.core.files import atomic_write
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
 def _plots(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
-    plt = _import_pyplot()
+    plt = import_pyplot("the diagnostics plots")
     written = []
     if "encoder_gap" in summary:
         gap = summary["encoder_gap"]
@@ -770,14 +750,14 @@ def _plots(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
         axis.set_xticks(np.arange(len(gap)), list(gap))
         axis.set_ylabel("validation mean Dice")
         axis.legend(fontsize=8)
-        written.append(_save_figure(figure, out_dir / "encoder_gap.png"))
+        written.append(save_png(figure, out_dir / "encoder_gap.png"))
         plt.close(figure)
     if "shapley" in summary:
         shapley = summary["shapley"]
         figure, axis = plt.subplots(figsize=(5, 3.5))
         axis.bar(list(shapley), [s["mean"] for s in shapley.values()], yerr=[s["std"] for s in shapley.values()])
         axis.set_ylabel("Shapley contribution to mean Dice")
-        written.append(_save_figure(figure, out_dir / "shapley.png"))
+        written.append(save_png(figure, out_dir / "shapley.png"))
         plt.close(figure)
         subsets = summary["subset_dice"]
         values = np.array([[v["mean"] for v in subsets.values()]]).T
@@ -788,7 +768,7 @@ def _plots(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
         for i, value in enumerate(values[:, 0]):
             axis.text(0, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.5 else "k", fontsize=8)
         figure.colorbar(image, ax=axis)
-        written.append(_save_figure(figure, out_dir / "subset_dice.png"))
+        written.append(save_png(figure, out_dir / "subset_dice.png"))
         plt.close(figure)
     return written
 
@@ -821,7 +801,7 @@ def write_diagnostics_report(
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace the report")
     if plots:
-        _import_pyplot()
+        import_pyplot("the diagnostics plots")
     summary = summarize_diagnoses(reports)
     document = to_jsonable({"summary": summary, "runs": list(reports)})
     written = [

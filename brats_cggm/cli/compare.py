@@ -3,14 +3,17 @@
     brats-cggm-compare --output-dir runs/compare --seeds 0 1 --max-epochs 20
 
 Trains the BraTS bundle (phantoms by default) once per method and seed (one ``monai.bundle run`` process
-each), valuates each run's final network on its validation cases (Shapley contribution of each modality to
-the mean Dice; ``--no-shapley`` skips it) and writes ``summary.md`` (markdown tables, mean ± std over
-seeds), ``runs.csv`` (one line per run) and ``rows.json`` into ``--output-dir``.
+each), scores each run's last-epoch network lesion-wise and valuates it on its validation cases (Shapley
+contribution of each modality to the mean Dice, the 15 modality subsets; ``--no-shapley`` skips it) and writes
+``summary.md`` (markdown tables, mean ± std over seeds), ``runs.csv`` (one line per run), ``rows.json`` and, with
+matplotlib, ``modalities.png`` and ``subset_dice.png``
+(:mod:`~brats_cggm.experiments.comparison_plots`) into ``--output-dir``.
 
-Budget: ``--max-epochs`` for every method; validation once, at the end. The methods' epoch schedules are
-scaled to the budget unless ``--paper-schedules``: OPM's warm-up becomes ``max_epochs // 10`` epochs (none
-below 10 epochs; paper: 5 of ~50) and Re-learning diagnoses at ``max_epochs // 3`` and
-``2·max_epochs // 3`` (none in a one-epoch run; paper: every 15–20 epochs, 2–3 times); the summary says so.
+Budget: ``--max-epochs`` for every method; validation once, at the end, unless ``val_interval`` is overridden.
+The methods' epoch schedules are scaled to the budget unless ``--paper-schedules``: OPM's warm-up becomes
+``max_epochs // 10`` epochs (none below 10 epochs; paper: 5 of ~50) and Re-learning diagnoses at
+``max_epochs // 3`` and ``2·max_epochs // 3`` (none in a one-epoch run; paper: every 15–20 epochs, 2–3 times);
+the summary says so.
 ``--override KEY=VALUE`` goes to every run (e.g. ``dataset_dir=/data/BraTS2021``, ``network_preset=full``,
 ``val_interval=10`` for validation curves). ``--smoke`` shrinks everything (6 phantoms of 32³, 16³ patches,
 a tiny network) to check the pipeline in minutes on a CPU; its numbers mean nothing. ``--jobs N`` trains N
@@ -31,7 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +155,23 @@ def _refuse_existing(settings: ComparisonSettings, overwrite: bool) -> bool:
     return False
 
 
+def _plot_saver(out_dir: Path) -> Callable[[Sequence[dict[str, Any]]], None]:
+    """Draws the comparison's figures; without matplotlib it says so once and the comparison goes on."""
+    warned = []
+
+    def save_plots(rows: Sequence[dict[str, Any]]) -> None:
+        from brats_cggm.experiments.comparison_plots import write_comparison_plots
+
+        try:
+            write_comparison_plots(rows, out_dir)
+        except ImportError as exc:
+            if not warned:
+                print(f"{PROG}: warning: no figures: {exc}", file=sys.stderr)
+                warned.append(True)
+
+    return save_plots
+
+
 def _print_runs(rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
         print(
@@ -166,10 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_args(argv)
     if _refuse_existing(settings, args.overwrite):
         return 1
+    save_plots = _plot_saver(settings.out_dir)
 
     def save_partial(rows: list[dict[str, Any]]) -> None:
         # The comparison owns the folder from here on: each call replaces the previous partial reports.
         write_reports(settings.out_dir, summary_markdown(rows, settings), rows, overwrite=True)
+        save_plots(rows)
 
     try:
         rows = run_and_valuate(settings, jobs=args.jobs, on_row=save_partial)
@@ -183,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print_runs(rows)
     summary = summary_markdown(rows, settings)
     write_reports(settings.out_dir, summary, rows, overwrite=True)
+    save_plots(rows)
     print(summary)
     return 0
 

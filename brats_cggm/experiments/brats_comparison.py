@@ -63,6 +63,7 @@ __all__ = [
     "run_and_valuate",
     "shapley_key",
     "shapley_of_run",
+    "subset_dice_key",
     "summary_markdown",
 ]
 
@@ -118,6 +119,12 @@ def shapley_key(modality: str) -> str:
 def gap_key(modality: str) -> str:
     """A modality's encoder gap (unimodal probe − multimodal probe mean Dice), as added to a run's row."""
     return f"gap/{modality}"
+
+
+def subset_dice_key(subset: str) -> str:
+    """The mean Dice with only a subset of the modalities (``"flair+t1ce"``, others' inputs zeroed), as added to a
+    row."""
+    return f"subset_dice/{subset}"
 
 
 DICE_COLUMNS = [dice_key(region) for region in (*REGIONS, "mean")]
@@ -271,7 +278,8 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         device: where the network runs.
 
     Returns:
-        :func:`shapley_key` → mean contribution, one per modality, and the :data:`ROBUSTNESS_COLUMNS`.
+        :func:`shapley_key` → mean contribution, one per modality, the :data:`ROBUSTNESS_COLUMNS` and
+        :func:`subset_dice_key` → mean Dice, one per non-empty subset.
     """
     from brats_cggm.brats.diagnostics import run_weights
     from brats_cggm.brats.valuation import valuate_bundle
@@ -286,9 +294,10 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         overwrite=True,  # the run was just trained into this folder
     )
     values = {shapley_key(m): summary["shapley"][m]["mean"] for m in summary["modalities"]}
-    present = [dice["mean"] for subset, dice in summary["subset_dice"].items() if subset != "none"]
-    values[ROBUSTNESS_COLUMNS[0]] = sum(present) / len(present)
-    values[ROBUSTNESS_COLUMNS[1]] = min(present)
+    present = {subset: dice["mean"] for subset, dice in summary["subset_dice"].items() if subset != "none"}
+    values[ROBUSTNESS_COLUMNS[0]] = sum(present.values()) / len(present)
+    values[ROBUSTNESS_COLUMNS[1]] = min(present.values())
+    values.update({subset_dice_key(subset): dice for subset, dice in present.items()})
     return values
 
 
@@ -452,7 +461,7 @@ def run_and_valuate(
         if LESIONWISE_COLUMNS[0] not in validation:
             validation.update(lesionwise_of_run(run_dir, *args))
         multimodal = run.info.get("modalities") is None
-        if multimodal and settings.shapley and SHAPLEY_COLUMNS[0] not in validation:
+        if multimodal and settings.shapley and not any(key.startswith(subset_dice_key("")) for key in validation):
             validation.update(shapley_of_run(run_dir, *args))
         references = unimodal_dirs(run) if multimodal and settings.unimodal else None
         if references and not any(key in validation for key in GAP_COLUMNS):

@@ -185,6 +185,8 @@ def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
             **{f"shapley/{m}": 0.1 for m in MODALITIES},
             "robustness/mean_subsets": 0.3,
             "robustness/worst_subset": 0.0,
+            "subset_dice/flair": 0.0,
+            "subset_dice/flair+t1ce": 0.6,
         }
 
     def fake_gap(run_dir, unimodal_dirs, dataset_dir, seed, val_fraction, device):
@@ -264,6 +266,7 @@ def test_optimizer_axis_and_unimodal_runs(fake_runs_writing_metrics, tmp_path: P
     assert record["events"].index(("gap", "cggm/seed0")) < record["events"].index(("train", "unimodal-flair-sgd/seed0"))
     summary = (out / "summary.md").read_text()
     assert "sgd = the CGGM authors' SGD" in summary
+    assert (out / "modalities.png").stat().st_size > 0 and (out / "subset_dice.png").is_file()
     assert "| cggm-sgd | 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 ± 0.000 | — |" in summary
     assert "| unimodal-flair-sgd | 0.500 ± 0.000" in summary
     assert "| cggm-sgd | 0.400 ± 0.000 | 0.400 ± 0.000 | 0.400 ± 0.000 | 0.400 ± 0.000 | — |" in summary
