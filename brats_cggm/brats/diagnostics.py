@@ -22,8 +22,8 @@
   zeroed (:func:`brats_cggm.brats.valuation.valuate_cases`, which also gives the Shapley values), their mean and
   the worst subset.
 - **Shapley shares** of each modality in the mean Dice (:mod:`brats_cggm.balancing.valuation`).
-- **Lesion-wise Dice** of each region (:func:`lesionwise_dice`), the BraTS leaderboard's score, which counts every
-  missed or spurious lesion as 0 where the global Dice hardly sees a small one.
+- **Lesion-wise Dice** of each region (:func:`lesionwise_dice`), the official BraTS evaluator's score, which counts
+  every missed or spurious lesion as 0 where the global Dice hardly sees a small one.
 
 A run has two saved networks: the best validation's (``models/model.pt``) and the last epoch's (inside
 ``models/checkpoint.pt``); ``weights`` chooses (:func:`run_weights`).
@@ -426,7 +426,7 @@ def case_lesionwise_dice(
 ) -> list[float]:
     """The BraTS lesion-wise Dice of TC, WT and ET of one case.
 
-    The leaderboard's score (:func:`brats_cggm.brats.evaluation.challenge_row`, column
+    The official BraTS evaluator's penalised score (:func:`brats_cggm.brats.evaluation.challenge_row`, column
     ``lesionwise_penalised_dsc_<region>``): lesions are 26-connected components matched one to one, and every
     unmatched reference or predicted lesion scores 0.
 
@@ -694,7 +694,7 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
     if "lesionwise_dice" in summary:
         text += [
             "## Lesion-wise Dice\n",
-            "The BraTS leaderboard's lesion-wise Dice on the validation cases (an unmatched lesion counts 0).\n",
+            "The official BraTS evaluator's lesion-wise Dice on the validation cases (an unmatched lesion counts 0).\n",
             "| " + " | ".join(REGIONS) + " |",
             "|" + "---:|" * len(REGIONS),
             "| " + " | ".join(_cell(summary["lesionwise_dice"][region]) for region in REGIONS) + " |\n",

@@ -534,7 +534,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
         text.append(f"Partial results: {len(rows)} of {planned} runs finished.\n")
     text += [
         markdown_table(summary, DICE_COLUMNS),
-        "\nLesion-wise Dice (the BraTS leaderboard's: lesions matched one to one, each unmatched one scores 0), "
+        "\nLesion-wise Dice (the official BraTS evaluator's: lesions matched one to one, each unmatched one scores 0), "
         "same validation cases and networks:\n",
         markdown_table(summary, LESIONWISE_COLUMNS),
         "\nAuxiliary heads (per-modality Dice on the validation volumes):\n",
