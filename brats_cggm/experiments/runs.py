@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -59,7 +61,8 @@ def train_run(
         config_files: the bundle config and its overlays, in order.
         output_dir: the run's ``output_dir`` (created).
         overrides: ``--key value`` overrides (values are passed as JSON so lists and dicts work).
-        log_file: where the run's output goes (``output_dir/train.log`` by default).
+        log_file: where the run's output goes (``output_dir/train.log`` by default), appended after a line with
+            the time and the command.
         threads: CPU threads of the run (``OMP_NUM_THREADS``); the environment's setting when None.
 
     Returns:
@@ -78,7 +81,10 @@ def train_run(
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    with open(log_path, "w") as log:
+    # Appended: a resumed run keeps the log of its earlier part (its validations before the interruption).
+    with open(log_path, "a") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+        log.flush()
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False, env=env)
     if completed.returncode != 0:
         raise RuntimeError(f"training failed (exit {completed.returncode}); see {log_path}")

@@ -72,6 +72,11 @@ def test_train_run_command_threads_and_failure(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(runs.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 1))
     with pytest.raises(RuntimeError, match=r"train\.log"):
         runs.train_run(["a.yaml"], tmp_path / "bad", {})
+    # a run started again (resumed) keeps the log of its earlier part
+    with pytest.raises(RuntimeError):
+        runs.train_run(["a.yaml"], tmp_path / "bad", {"resume": True})
+    log = (tmp_path / "bad" / "train.log").read_text().splitlines()
+    assert len(log) == 2 and log[0].startswith("=== ") and log[1].endswith("--resume true")
 
 
 @pytest.mark.parametrize(
