@@ -555,6 +555,7 @@ def diagnose_run(
     shapley: bool = True,
     weights: str = "best",
     reference_cache: dict | None = None,
+    lesionwise: bool = True,
 ) -> dict[str, Any]:
     """Every diagnostic of one multimodal run.
 
@@ -573,11 +574,13 @@ def diagnose_run(
         weights: which of each run's networks (:data:`WEIGHTS`); the unimodal runs' too.
         reference_cache: a dict kept between calls: a unimodal run's probe and Dice, which do not depend on the
             multimodal run, are then measured once (a comparison diagnoses many runs against the same ones).
+        lesionwise: also score the run lesion-wise (a caller that has already done so passes False).
 
     Returns:
-        ``run_dir``, ``seed``, ``weights``, ``modalities``, ``lesionwise_dice`` (:func:`lesionwise_dice`),
-        ``encoder_gap`` (modality → probe and unimodal Dice, ``gap``, ``gap_vs_network``), and with ``shapley``
-        ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean contribution).
+        ``run_dir``, ``seed``, ``weights``, ``modalities``, ``encoder_gap`` (modality → probe and unimodal Dice,
+        ``gap``, ``gap_vs_network``), with ``lesionwise`` ``lesionwise_dice`` (:func:`lesionwise_dice`), and with
+        ``shapley`` ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean
+        contribution).
 
     Raises:
         FileNotFoundError: a run folder is missing.
@@ -595,8 +598,9 @@ def diagnose_run(
         "seed": seed if seed is not None else recorded_split(run_dir)["seed"],
         "weights": weights,
         "modalities": list(run.modalities),
-        "lesionwise_dice": lesionwise_dice(run, device),
     }
+    if lesionwise:
+        report["lesionwise_dice"] = lesionwise_dice(run, device)
     if unimodal:
         unknown = sorted(set(unimodal) - set(run.modalities))
         if unknown:

@@ -402,6 +402,7 @@ def gap_of_run(
         shapley=False,
         weights="last",
         reference_cache=_UNIMODAL_REFERENCES,
+        lesionwise=False,  # measured by lesionwise_of_run
     )
     write_diagnostics_report([report], run_dir / "diagnostics", overwrite=True, plots=False)
     return {gap_key(m): entry["gap"] for m, entry in report["encoder_gap"].items()}

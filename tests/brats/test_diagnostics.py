@@ -240,6 +240,9 @@ def test_a_unimodal_reference_is_measured_once(
         return original(run, *args, **kwargs)
 
     monkeypatch.setattr(diagnostics, "probe_encoder", recording_probe)
-    second = diagnose_run(tiny_run_dir, None, unimodal, probe=TINY_PROBE, shapley=False, reference_cache=cache)
+    second = diagnose_run(
+        tiny_run_dir, None, unimodal, probe=TINY_PROBE, shapley=False, reference_cache=cache, lesionwise=False
+    )
     assert probed == [MODALITIES]  # the multimodal encoder only; data set and split: the runs' records
     assert second["encoder_gap"] == first["encoder_gap"] and len(cache) == 1
+    assert "lesionwise_dice" in first and "lesionwise_dice" not in second
