@@ -30,6 +30,8 @@ class StepSpec:
         compile: ``torch.compile`` the network's blocks and the heads.
         features: network widths replacing the preset's (tests use tiny ones).
         seed: seed of the weights and of the synthetic batch.
+        optimizer: ``"adamw"`` (the bundle's) or ``"sgd"`` (the CGGM authors',
+            ``configs/optimizers/sgd_paper.yaml``), for the network and the heads.
     """
 
     preset: str = "cpu"
@@ -43,6 +45,7 @@ class StepSpec:
     compile: bool = False
     features: tuple[int, ...] | None = None
     seed: int = 0
+    optimizer: str = "adamw"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (also what the worker subprocesses receive)."""

@@ -9,7 +9,7 @@ import torch
 
 from brats_cggm.benchmarking.config import StepSpec
 
-__all__ = ["BENCHMARK_EPOCHS", "balancer_kwargs", "build_trainer", "synthetic_batch"]
+__all__ = ["BENCHMARK_EPOCHS", "balancer_kwargs", "build_optimizers", "build_trainer", "synthetic_batch"]
 
 #: Every trainer the benchmark builds runs this many epochs per ``run()``; balancers are scheduled for it.
 BENCHMARK_EPOCHS = 1
@@ -57,8 +57,36 @@ def balancer_kwargs(name: str, modalities: Sequence[str]) -> dict[str, Any]:
     return {"modalities": tuple(modalities), **balancer_class(name).short_run_kwargs(BENCHMARK_EPOCHS)}
 
 
+def build_optimizers(spec: StepSpec, network: torch.nn.Module, heads: torch.nn.Module) -> tuple[Any, Any]:
+    """The network's and the heads' optimisers at their starting learning rates (no schedule: one epoch is timed).
+
+    Args:
+        spec: the configuration; ``spec.optimizer`` is ``"adamw"`` (the bundle's train.yaml) or ``"sgd"``
+            (``configs/optimizers/sgd_paper.yaml``: momentum 0.9, weight decay 3e-4).
+        network: the segmentation network.
+        heads: the auxiliary heads.
+
+    Returns:
+        ``(optimizer, aux_optimizer)``.
+
+    Raises:
+        ValueError: an unknown ``spec.optimizer``.
+    """
+    if spec.optimizer == "adamw":
+        return (
+            torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5),
+            torch.optim.AdamW(heads.parameters(), lr=3e-3),
+        )
+    if spec.optimizer == "sgd":
+        return (
+            torch.optim.SGD(network.parameters(), lr=1e-2, momentum=0.9, weight_decay=3e-4),
+            torch.optim.SGD(heads.parameters(), lr=6e-3, momentum=0.9, weight_decay=3e-4),
+        )
+    raise ValueError(f"unknown optimizer {spec.optimizer!r}; choose 'adamw' or 'sgd'")
+
+
 def build_trainer(spec: StepSpec, data: Sequence[Any] | Iterable) -> Any:
-    """A :class:`~brats_cggm.engine.trainer.BalancedTrainer` as the bundle builds it (AdamW, clipping 12).
+    """A :class:`~brats_cggm.engine.trainer.BalancedTrainer` as the bundle builds it (clipping 12).
 
     Args:
         spec: the configuration.
@@ -82,17 +110,18 @@ def build_trainer(spec: StepSpec, data: Sequence[Any] | Iterable) -> Any:
     heads = AuxiliaryHeads.for_network(network).to(device)
     balancer = create_balancer(spec.balancer, **balancer_kwargs(spec.balancer, spec.modalities))
     apply_speed_options([network, heads], channels_last=spec.channels_last, compile=spec.compile)
+    optimizer, aux_optimizer = build_optimizers(spec, network, heads)
     amp_kwargs = {"dtype": torch.bfloat16 if spec.amp == "bf16" else torch.float16} if spec.amp else None
     return BalancedTrainer(
         device=device,
         max_epochs=BENCHMARK_EPOCHS,
         train_data_loader=data,
         network=network,
-        optimizer=torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5),
+        optimizer=optimizer,
         task=BratsSegmentationTask(),
         balancer=balancer,
         aux_heads=heads,
-        aux_optimizer=torch.optim.AdamW(heads.parameters(), lr=3e-3),
+        aux_optimizer=aux_optimizer,
         grad_clip=12.0,
         amp=bool(spec.amp) and device.type == "cuda",
         amp_kwargs=amp_kwargs,

@@ -10,6 +10,7 @@ measurements are :func:`brats_cggm.benchmarking.run_benchmarks`; see ``docs/perf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,14 @@ def build_parser(prog: str = PROG) -> CommandParser:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--balancers", default=None, help="comma-separated balancer names (default: all registered)")
     p.add_argument("--no-memory", action="store_true", help="skip the subprocess peak-memory measurements")
+    p.add_argument("--patch", type=int, nargs=3, default=None, help="training patch (default: the preset's)")
+    p.add_argument("--batch", type=int, default=None, help="patches per timed step (default: 2)")
+    p.add_argument(
+        "--optimizer",
+        choices=("adamw", "sgd"),
+        default="adamw",
+        help="the timed step's optimisers: the bundle's AdamW or configs/optimizers/sgd_paper.yaml's SGD",
+    )
     p.add_argument(
         "--bundle-config",
         default=None,
@@ -122,6 +131,16 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
         config.balancers = [b.strip() for b in args.balancers.split(",") if b.strip()]
     if args.no_memory:
         config.memory = False
+    if args.batch is not None and args.batch < 1:
+        raise UsageError(f"--batch {args.batch}: must be at least 1")
+    if args.patch is not None and min(args.patch) < 1:
+        raise UsageError(f"--patch {args.patch}: sizes must be at least 1")
+    config.base = dataclasses.replace(
+        config.base,
+        optimizer=args.optimizer,
+        batch=config.base.batch if args.batch is None else args.batch,
+        patch=config.base.patch if args.patch is None else tuple(args.patch),
+    )
     config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "scale"} & set(sections)))
     return config
 

@@ -1,4 +1,4 @@
-"""The measured training step: balancers are built to act within the benchmark's single epoch."""
+"""The measured training step: balancers are built to act within the benchmark's single epoch; its optimisers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import inspect
 from typing import Any
 
 import pytest
+import torch
 
 from brats_cggm.balancing import available_balancers, balancer_class
-from brats_cggm.benchmarking.steps import BENCHMARK_EPOCHS, balancer_kwargs
+from brats_cggm.benchmarking.config import StepSpec
+from brats_cggm.benchmarking.steps import BENCHMARK_EPOCHS, balancer_kwargs, build_optimizers
 
 #: The constructor arguments the benchmark passed before ``Balancer.short_run_kwargs`` existed.
 PREVIOUS_ACTIVE_KWARGS: dict[str, dict[str, Any]] = {
@@ -45,3 +47,22 @@ def test_short_run_kwargs_construct_every_balancer_as_before(name):
 def test_unknown_balancer_is_named():
     with pytest.raises(ValueError, match="unknown balancer 'warp'"):
         balancer_kwargs("warp", ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("adamw", (torch.optim.AdamW, 3e-3, None)), ("sgd", (torch.optim.SGD, 1e-2, 0.9))],
+)
+def test_optimizers_are_the_bundles_or_the_papers(name, expected):
+    network, heads = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    optimizer, aux_optimizer = build_optimizers(StepSpec(optimizer=name), network, heads)
+    cls, lr, momentum = expected
+    assert type(optimizer) is cls and type(aux_optimizer) is cls
+    assert optimizer.param_groups[0]["lr"] == lr
+    assert optimizer.param_groups[0].get("momentum") == momentum
+    assert aux_optimizer.param_groups[0]["params"] == list(heads.parameters())
+
+
+def test_unknown_optimizer_is_named():
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        build_optimizers(StepSpec(optimizer="lion"), torch.nn.Linear(1, 1), torch.nn.Linear(1, 1))

@@ -30,6 +30,8 @@ def test_cli_refuses_existing_output_and_bad_arguments(tmp_path, capsys):
         main(["--out", str(tmp_path / "c.json"), "--sections", "data", "--bundle-config", str(tmp_path / "x.yaml")])
         == 2
     )
+    assert main(["--out", str(tmp_path / "c.json"), "--batch", "0"]) == 2
+    assert main(["--out", str(tmp_path / "c.json"), "--patch", "16", "0", "16"]) == 2
     assert not (tmp_path / "c.json").exists()
 
 
@@ -42,6 +44,14 @@ def test_cli_tiny_run_writes_json(tmp_path, capsys):
     assert report["config"]["bundle_config"] == str(BUNDLE_CONFIG)
     assert "cggm_time_ratio" in capsys.readouterr().out
     assert [p.name for p in out.parent.iterdir()] == ["b.json"]  # no temporary or partial file left
+
+
+def test_cli_times_the_step_it_is_given(tmp_path):
+    out = tmp_path / "b.json"
+    argv = ["--tiny", "--out", str(out), "--sections", "balancers", "--balancers", "joint", "--no-memory"]
+    assert main([*argv, "--optimizer", "sgd", "--batch", "3", "--patch", "16", "16", "8"]) == 0
+    base = json.loads(out.read_text())["config"]["base"]
+    assert (base["optimizer"], base["batch"], base["patch"]) == ("sgd", 3, [16, 16, 8])
 
 
 def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatch):
