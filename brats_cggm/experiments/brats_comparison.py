@@ -524,7 +524,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
     smoke = " (--smoke: tiny pipeline check, numbers meaningless)" if settings.smoke else ""
     text = [
         f"{len(settings.seeds)} seed(s) {settings.seeds}, {settings.max_epochs} epochs each, data "
-        f"{settings.dataset_dir}{smoke}; mean ± std over seeds; "
+        f"{settings.dataset_dir}{smoke}; mean ± std over seeds (a value without ± is a single run); "
         "validation Dice on whole volumes of the last epoch's network (every diagnostic uses it too); "
         "step time = mean training iteration time relative to joint "
         "(forward, backward, optimizer steps; epoch-end work such as Re-learning's diagnosis is not in it). "

@@ -39,8 +39,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> lis
 
     Returns:
         One entry per method, in the order of first appearance: ``method``, ``seeds``, ``(mean, std)``
-        per metric (over the runs that have it), ``seconds_per_iteration`` and ``time_ratio`` (None without a
-        ``baseline`` run).
+        per metric (over the runs that have it; std 0 for one run), ``counts`` (metric → number of runs
+        that have it), ``seconds_per_iteration`` and ``time_ratio`` (None without a ``baseline`` run).
     """
     by_method: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -50,11 +50,12 @@ def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> lis
         base_time = statistics.mean(r["seconds_per_iteration"] for r in by_method[baseline])
     summary = []
     for method, runs in by_method.items():
-        entry: dict[str, Any] = {"method": method, "seeds": len(runs)}
+        entry: dict[str, Any] = {"method": method, "seeds": len(runs), "counts": {}}
         keys = dict.fromkeys(key for r in runs for key in r["validation"])  # a partial comparison's rows differ
         for key in keys:
             values = [r["validation"][key] for r in runs if key in r["validation"]]
             entry[key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+            entry["counts"][key] = len(values)
         step = statistics.mean(r["seconds_per_iteration"] for r in runs)
         entry["seconds_per_iteration"] = step
         entry["time_ratio"] = step / base_time if base_time else None
@@ -71,7 +72,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
 
     Returns:
         The table, ending with a newline; its last column is the step time relative to joint. A metric an
-        entry lacks shows as ``—``.
+        entry lacks shows as ``—``; one measured on a single run shows its value without ``± std``.
     """
     header = ["method", *[c.removeprefix("val/") for c in columns], "step time vs joint"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -82,7 +83,8 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
                 cells.append("—")
                 continue
             mean, std = entry[column]
-            cells.append(f"{mean:.3f} ± {std:.3f}")
+            single = entry.get("counts", {}).get(column, 2) < 2  # a spread of one run would read as "no spread"
+            cells.append(f"{mean:.3f}" if single else f"{mean:.3f} ± {std:.3f}")
         ratio = entry.get("time_ratio")
         cells.append("—" if ratio is None else f"{ratio:.2f}")
         lines.append("| " + " | ".join(cells) + " |")

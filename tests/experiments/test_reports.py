@@ -22,13 +22,23 @@ def test_summary_mean_std_and_time_ratio():
     assert cggm["val/dice/mean"] == (0.9, 0.0) and cggm["time_ratio"] == pytest.approx(1.5)
     table = reports.markdown_table([joint, cggm], ["val/dice/mean"])
     assert table.splitlines()[0] == "| method | dice/mean | step time vs joint |"
-    assert "| cggm | 0.900 ± 0.000 | 1.50 |" in table
+    assert "| joint | 0.600 ± 0.141 | 1.00 |" in table
+    assert "| cggm | 0.900 | 1.50 |" in table  # one run: no spread to show
 
 
 def test_summary_without_baseline_has_no_ratio():
     (entry,) = reports.summarize([_row("cggm", 0, 0.9, 3.0)])
     assert entry["time_ratio"] is None
-    assert "| cggm | 0.900 ± 0.000 | — |" in reports.markdown_table([entry], ["val/dice/mean"])
+    assert "| cggm | 0.900 | — |" in reports.markdown_table([entry], ["val/dice/mean"])
+
+
+def test_spread_is_shown_per_metric_by_its_own_count():
+    rows = [_row("joint", 0, 0.5, 1.0), _row("joint", 1, 0.7, 1.0)]
+    rows[0]["validation"]["gap/t1"] = 0.3  # measured on one run so far
+    (entry,) = reports.summarize(rows)
+    assert entry["counts"] == {"val/dice/mean": 2, "gap/t1": 1}
+    table = reports.markdown_table([entry], ["val/dice/mean", "gap/t1"])
+    assert "| joint | 0.600 ± 0.141 | 0.300 | 1.00 |" in table
 
 
 def test_csv_one_line_per_run_with_every_metric(tmp_path: Path):
