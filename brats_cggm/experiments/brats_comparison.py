@@ -520,13 +520,20 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
     """
     multimodal = [r for r in rows if r.get("modalities") is None]
     unimodal = [r for r in rows if r.get("modalities") is not None]
-    summary = summarize(multimodal, baseline=BASELINE)
+    summary = [
+        entry
+        for optimizer in settings.optimizers
+        for entry in summarize(
+            [r for r in multimodal if r.get("optimizer", DEFAULT_OPTIMIZER) == optimizer],
+            baseline=_run_name(BASELINE, optimizer),
+        )
+    ]
     smoke = " (--smoke: tiny pipeline check, numbers meaningless)" if settings.smoke else ""
     text = [
         f"{len(settings.seeds)} seed(s) {settings.seeds}, {settings.max_epochs} epochs each, data "
         f"{settings.dataset_dir}{smoke}; mean ± std over seeds (a value without ± is a single run); "
         "validation Dice on whole volumes of the last epoch's network (every diagnostic uses it too); "
-        "step time = mean training iteration time relative to joint "
+        "step time = mean training iteration time relative to joint with the same optimiser "
         "(forward, backward, optimizer steps; epoch-end work such as Re-learning's diagnosis is not in it). "
         "Optimiser: " + "; ".join(OPTIMIZER_DESCRIPTIONS[o] for o in settings.optimizers) + ".\n",
     ]

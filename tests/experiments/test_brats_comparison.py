@@ -1,4 +1,4 @@
-"""The comparison's measurements on a real tiny run (the CLI's tests fake them)."""
+"""The comparison's measurements on a real tiny run (the CLI's tests fake them), and its summary."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 from brats_cggm.experiments.brats_comparison import (
     LESIONWISE_COLUMNS,
     ROBUSTNESS_COLUMNS,
+    ComparisonSettings,
     lesionwise_of_run,
     shapley_of_run,
     subset_dice_key,
+    summary_markdown,
 )
 
 
@@ -32,3 +34,20 @@ def test_shapley_and_subsets_of_a_real_run(tiny_run_dir: Path, phantom_dataset: 
     assert values[ROBUSTNESS_COLUMNS[0]] == pytest.approx(sum(subsets.values()) / 15)
     assert values[ROBUSTNESS_COLUMNS[1]] == min(subsets.values())
     assert (run_dir / "valuation").is_dir()
+
+
+def test_step_time_is_relative_to_joint_with_the_same_optimizer(tmp_path: Path) -> None:
+    def row(balancer: str, optimizer: str, step: float) -> dict:
+        method = balancer if optimizer == "adamw" else f"{balancer}-{optimizer}"
+        validation = {"val/dice/mean": 0.5}
+        return {"method": method, "seed": 0, "balancer": balancer, "optimizer": optimizer, "modalities": None,
+                "seconds_per_iteration": step, "validation": validation}  # fmt: skip
+
+    settings = ComparisonSettings(
+        out_dir=tmp_path, methods=["joint", "cggm"], seeds=[0], optimizers=["adamw", "sgd"], shapley=False
+    )
+    rows = [row("joint", "adamw", 1.0), row("cggm", "adamw", 1.5), row("joint", "sgd", 2.0), row("cggm", "sgd", 2.2)]
+    summary = summary_markdown(rows, settings)
+    lines = {line.split(" | ")[0]: line for line in summary.splitlines() if line.startswith("| ")}
+    assert lines["| cggm"].endswith("| 1.50 |") and lines["| cggm-sgd"].endswith("| 1.10 |")
+    assert lines["| joint-sgd"].endswith("| 1.00 |")
