@@ -58,7 +58,7 @@ def balancer_kwargs(name: str, modalities: Sequence[str]) -> dict[str, Any]:
 
 
 def build_optimizers(spec: StepSpec, network: torch.nn.Module, heads: torch.nn.Module) -> tuple[Any, Any]:
-    """The network's and the heads' optimisers at their starting learning rates (no schedule: one epoch is timed).
+    """The network's and the heads' optimisers as the bundle configures them, without the learning-rate schedule.
 
     Args:
         spec: the configuration; ``spec.optimizer`` is ``"adamw"`` (the bundle's train.yaml) or ``"sgd"``

@@ -83,7 +83,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
                 cells.append("—")
                 continue
             mean, std = entry[column]
-            single = entry.get("counts", {}).get(column, 2) < 2  # a spread of one run would read as "no spread"
+            single = entry["counts"][column] < 2  # "± 0.000" would read as "no spread"
             cells.append(f"{mean:.3f}" if single else f"{mean:.3f} ± {std:.3f}")
         ratio = entry.get("time_ratio")
         cells.append("—" if ratio is None else f"{ratio:.2f}")

@@ -7,10 +7,14 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from brats_cggm.balancing import available_balancers, balancer_class
 from brats_cggm.benchmarking.config import StepSpec
 from brats_cggm.benchmarking.steps import BENCHMARK_EPOCHS, balancer_kwargs, build_optimizers
+from tests.helpers.bundle_runs import REPO
+
+TRAIN_YAML = "bundles/brats_cggm/configs/train.yaml"
 
 #: The constructor arguments the benchmark passed before ``Balancer.short_run_kwargs`` existed.
 PREVIOUS_ACTIVE_KWARGS: dict[str, dict[str, Any]] = {
@@ -50,17 +54,22 @@ def test_unknown_balancer_is_named():
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
-    [("adamw", (torch.optim.AdamW, 3e-3, None)), ("sgd", (torch.optim.SGD, 1e-2, 0.9))],
+    ("name", "config_files"),
+    [("adamw", [TRAIN_YAML]), ("sgd", [TRAIN_YAML, "configs/optimizers/sgd_paper.yaml"])],
 )
-def test_optimizers_are_the_bundles_or_the_papers(name, expected):
+def test_optimizers_are_those_the_bundle_configures(name, config_files):
+    settings = {}
+    for config in config_files:
+        settings.update(yaml.safe_load((REPO / config).read_text()))
     network, heads = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
     optimizer, aux_optimizer = build_optimizers(StepSpec(optimizer=name), network, heads)
-    cls, lr, momentum = expected
-    assert type(optimizer) is cls and type(aux_optimizer) is cls
-    assert optimizer.param_groups[0]["lr"] == lr
-    assert optimizer.param_groups[0].get("momentum") == momentum
-    assert aux_optimizer.param_groups[0]["params"] == list(heads.parameters())
+    target = settings["optimizer"]["_target_"]
+    assert f"torch.optim.{type(optimizer).__name__}" == target == f"torch.optim.{type(aux_optimizer).__name__}"
+    group, aux_group = optimizer.param_groups[0], aux_optimizer.param_groups[0]
+    assert group["lr"] == settings["learning_rate"] and aux_group["lr"] == settings["aux_learning_rate"]
+    assert group["weight_decay"] == settings["weight_decay"]
+    assert group.get("momentum") == settings.get("momentum") == aux_group.get("momentum")
+    assert aux_group["params"] == list(heads.parameters())
 
 
 def test_unknown_optimizer_is_named():
