@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,9 @@ def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path)
         result = tmp_path / f"{direction}-resumed.pt"
         argv = ["x", direction, str(checkpoint), str(result)]
         code = f"import sys; sys.argv = {argv!r}; exec(open({__file__!r}).read())"
-        subprocess.run(
-            [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2]
-        )  # the repository root, for ``tests.helpers``
+        # the repository root, for ``tests.helpers``; conftest's thread count, for the same float reductions
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], env=env)
         resumed = torch.load(result, weights_only=True)
 
         assert resumed["log"] == uninterrupted["log"][STEPS_PER_EPOCH:]

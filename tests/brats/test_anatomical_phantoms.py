@@ -122,7 +122,9 @@ def test_no_download(tmp_path) -> None:
     """nilearn is imported and the template loaded with every socket refused and an empty data folder."""
     env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])
+        ),
         "HOME": str(tmp_path),
         "NILEARN_DATA": str(tmp_path / "nilearn_data"),
         "NILEARN_SHARED_DATA": str(tmp_path / "nilearn_shared"),

@@ -76,7 +76,8 @@ def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_d
     run_inference()
     cases = sorted(p.name for p in two_cases.iterdir())
     assert sorted(p.name for p in bundle_out.iterdir()) == [f"{c}.nii.gz" for c in cases]
-    assert infer_main(["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output-dir", str(cli_out)]) == 0
+    cli = ["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output-dir", str(cli_out), "--device", "cpu"]
+    assert infer_main(cli) == 0
     for case in cases:
         written = nib.load(str(bundle_out / f"{case}.nii.gz"))
         reference = nib.load(str(two_cases / case / f"{case}_flair.nii.gz"))
@@ -223,11 +224,11 @@ def test_train_then_infer_on_the_output_dir(tmp_path: Path):
         output_dir=str(tmp_path / "bundle_out"),
         device="cpu",
     )
-    assert (
-        infer_main(["--input", str(phantoms), "--bundle", str(output_dir), "--output-dir", str(tmp_path / "cli")]) == 0
-    )
+    cli_out = tmp_path / "cli"
+    cli = ["--input", str(phantoms), "--bundle", str(output_dir), "--output-dir", str(cli_out), "--device", "cpu"]
+    assert infer_main(cli) == 0
     for case in sorted(p.name for p in phantoms.iterdir() if p.is_dir()):
-        a, b = tmp_path / "bundle_out" / f"{case}.nii.gz", tmp_path / "cli" / f"{case}.nii.gz"
+        a, b = tmp_path / "bundle_out" / f"{case}.nii.gz", cli_out / f"{case}.nii.gz"
         np.testing.assert_array_equal(_labels(a), _labels(b))
 
 
