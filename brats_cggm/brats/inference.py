@@ -25,6 +25,7 @@ from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Inv
 
 from brats_cggm.brats.inference_io import (
     CaseInput,
+    LoadedNiftiReader,
     SaveSegmentationd,
     check_inverted,
     inference_items,
@@ -241,18 +242,21 @@ class BratsSegmenter:
             sw_device=self.device,
         )
 
-    def check(self, case: CaseInput, allow_missing: bool = False) -> None:
+    def check(self, case: CaseInput, allow_missing: bool = False) -> dict[str, nib.Nifti1Image]:
         """Read every file of ``case`` and check it (see :mod:`brats_cggm.brats.nifti_checks`).
+
+        Returns:
+            The images read, by path: passed to :meth:`__call__`, they spare reading the files again.
 
         Raises:
             InputFileError: naming the file and the problem.
         """
         if isinstance(case.image, str):
             order = case.channel_order or list(range(len(self.settings.modalities)))
-            _, data = load_checked_volume(case.image, ndim=4, min_channels=max(order) + 1, check_values=False)
+            image, data = load_checked_volume(case.image, ndim=4, min_channels=max(order) + 1, check_values=False)
             for name, channel in zip(self.settings.modalities, order, strict=True):
                 check_volume_values(case.image, data[..., channel], f"channel {channel} ({name})")
-            return
+            return {case.image: image}
         if len(case.image) != len(self.settings.modalities):
             raise ValueError(f"{case.case_id}: {len(case.image)} files for modalities {self.settings.modalities}")
         if len(case.missing) == len(case.image):
@@ -263,10 +267,17 @@ class BratsSegmenter:
         if case.missing and not allow_missing:
             names = [self.settings.modalities[i] for i in case.missing]
             raise InputFileError(case.case_id, f"no {'/'.join(names)} file (use --missing-modality zero to run anyway)")
+        return dict(loaded)
 
-    def preprocessing(self, case: CaseInput) -> Compose:
-        """The training preprocessing for ``case`` (with zero channels for missing modalities)."""
-        transform = inference_transforms(channel_order=case.channel_order, **self.settings.preprocessing)
+    def preprocessing(self, case: CaseInput, images: Mapping[str, nib.Nifti1Image] | None = None) -> Compose:
+        """The training preprocessing for ``case`` (with zero channels for missing modalities).
+
+        Args:
+            case: the case.
+            images: its images already read (see :meth:`check`); None reads the files.
+        """
+        reader = None if images is None else LoadedNiftiReader(images)
+        transform = inference_transforms(channel_order=case.channel_order, reader=reader, **self.settings.preprocessing)
         if case.missing:
             # Right after loading: every later step then sees the full channel set.
             steps = list(transform.transforms)
@@ -275,7 +286,11 @@ class BratsSegmenter:
         return transform
 
     def __call__(
-        self, case: CaseInput, label_convention: str = "brats2021", probabilities: bool = False
+        self,
+        case: CaseInput,
+        label_convention: str = "brats2021",
+        probabilities: bool = False,
+        images: Mapping[str, nib.Nifti1Image] | None = None,
     ) -> dict[str, Any]:
         """Segment one (checked) case.
 
@@ -283,6 +298,7 @@ class BratsSegmenter:
             case: the case.
             label_convention: labels of the output.
             probabilities: also return the TC/WT/ET probabilities.
+            images: the case's images as :meth:`check` returned them; None reads the files again.
 
         Returns:
             ``"labels"``: ``(X, Y, Z)`` uint8 in the input's grid; ``"probabilities"`` (if asked):
@@ -290,7 +306,7 @@ class BratsSegmenter:
         """
         times = {}
         start = time.perf_counter()
-        preprocessing = self.preprocessing(case)
+        preprocessing = self.preprocessing(case, images)
         image = case.image if isinstance(case.image, str) else [p for p in case.image if p is not None]
         data = preprocessing({"image": image})
         times["preprocess"] = time.perf_counter() - start

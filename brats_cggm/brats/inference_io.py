@@ -15,8 +15,10 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, NibabelReader
+from monai.data.utils import correct_nifti_header_if_necessary
 from monai.transforms import MapTransform
+from monai.utils import ensure_tuple
 
 from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, discover_msd
 from brats_cggm.brats.nifti_checks import InputFileError, is_nifti_name, strip_nifti_extension
@@ -25,6 +27,7 @@ from brats_cggm.core.files import atomic_path
 __all__ = [
     "MSD_CHANNELS",
     "CaseInput",
+    "LoadedNiftiReader",
     "SaveSegmentationd",
     "check_case_id",
     "check_inverted",
@@ -251,6 +254,33 @@ class CaseInput:
     def missing(self) -> list[int]:
         """Network channels without a file."""
         return [] if isinstance(self.image, str) else [i for i, p in enumerate(self.image) if p is None]
+
+
+class LoadedNiftiReader(NibabelReader):
+    """MONAI's ``NibabelReader`` that returns images already read for their paths, instead of reading them again.
+
+    ``brats-cggm-infer`` reads and checks every file of a case before segmenting it
+    (:meth:`brats_cggm.brats.inference.BratsSegmenter.check`); given to ``LoadImaged``, this reader hands
+    those images to the preprocessing, so each file is decompressed once. A path it does not hold is read
+    from disk.
+
+    Args:
+        images: image by path, e.g. as :func:`brats_cggm.brats.nifti_checks.load_checked_volume` returned it.
+        kwargs: forwarded to ``NibabelReader``.
+    """
+
+    def __init__(self, images: Mapping[str | os.PathLike, nib.Nifti1Image], **kwargs) -> None:
+        super().__init__(**kwargs)
+        # keyed as LoadImage passes paths on to its reader
+        self.images = {str(Path(p).expanduser()): image for p, image in images.items()}
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> Any:
+        names = [str(Path(p).expanduser()) for p in ensure_tuple(data)]
+        if not all(name in self.images for name in names):
+            return super().read(data, **kwargs)
+        self.filenames = names
+        images = [correct_nifti_header_if_necessary(self.images[name]) for name in names]
+        return images if len(images) > 1 else images[0]
 
 
 def _suffixes(patterns: Mapping[str, str] | str | None, modalities: Sequence[str]) -> dict[str, str]:

@@ -154,8 +154,8 @@ def _segment_validation_cases(
     for item in validation:
         image = item["image"]
         case = CaseInput(str(item["case_id"]), image, spec.channel_order if isinstance(image, str) else None)
-        segmenter.check(case)
-        pred = segmenter(case, spec.label_convention)["labels"]
+        images = segmenter.check(case)
+        pred = segmenter(case, spec.label_convention, images=images)["labels"]
         ref_image = nib.load(item["label"])
         ref = np.asarray(ref_image.dataobj).astype(np.int16)
         spacing = tuple(float(z) for z in ref_image.header.get_zooms()[:3])

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.data import ImageReader
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -86,6 +87,7 @@ class LoadCheckedImaged(MapTransform):
         channel_order: for a 4-D (MSD) image, the channels used (the ones checked); None for all.
         image_key: which of ``keys`` is the image (a path, or a list of paths stacked as channels).
         label_key: which of ``keys`` is the label map.
+        reader: the ``ImageReader`` of ``LoadImaged``; MONAI's choice by file name when None.
     """
 
     def __init__(
@@ -95,9 +97,10 @@ class LoadCheckedImaged(MapTransform):
         channel_order: Sequence[int] | None = None,
         image_key: str = "image",
         label_key: str = "label",
+        reader: ImageReader | None = None,
     ) -> None:
         super().__init__(keys)
-        self.loader = LoadImaged(keys=keys, ensure_channel_first=True, image_only=True)
+        self.loader = LoadImaged(keys=keys, reader=reader, ensure_channel_first=True, image_only=True)
         self.label_convention = label_convention
         self.channel_order = None if channel_order is None else [int(c) for c in channel_order]
         self.image_key, self.label_key = image_key, label_key
@@ -209,6 +212,7 @@ def preprocessing(
     axcodes: str = "RAS",
     pixdim: Sequence[float] | None = None,
     crop_foreground: bool = True,
+    reader: ImageReader | None = None,
 ) -> list:
     """The deterministic part of every chain: checked loading, channels, regions, orientation, spacing, crop, normalise.
 
@@ -219,6 +223,8 @@ def preprocessing(
         axcodes: orientation every case is brought to.
         pixdim: target voxel spacing in mm, or None to keep the input's.
         crop_foreground: crop to the head's bounding box (all channels non-zero anywhere).
+        reader: the loading step's ``ImageReader`` (e.g. one holding images already read); MONAI's choice
+            by file name when None.
 
     Returns:
         A list of transforms, to be extended or wrapped in ``Compose``.
@@ -227,7 +233,10 @@ def preprocessing(
     has_label = "label" in keys
     transforms: list = [
         LoadCheckedImaged(
-            keys=keys, label_convention=label_convention if has_label else None, channel_order=channel_order
+            keys=keys,
+            label_convention=label_convention if has_label else None,
+            channel_order=channel_order,
+            reader=reader,
         )
     ]
     if channel_order is not None:

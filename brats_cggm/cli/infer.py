@@ -264,11 +264,11 @@ def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Name
         for t in (target, prob_target) if args.save_probabilities else (target,):
             if t.exists() and not args.overwrite:
                 raise FileExistsError(f"{t}: exists; pass --overwrite to replace it")
-        segmenter.check(case, allow_missing=args.missing_modality == "zero")
+        images = segmenter.check(case, allow_missing=args.missing_modality == "zero")
         if case.missing:
             names = "/".join(segmenter.settings.modalities[i] for i in case.missing)
             print_warning(f"{case.case_id}: no {names} file: that branch gets zeros, expect lower quality")
-        result = segmenter(case, args.labels, probabilities=args.save_probabilities)
+        result = segmenter(case, args.labels, probabilities=args.save_probabilities, images=images)
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         # Probabilities first: the segmentation, the file that says the case is done, appears last.
         if args.save_probabilities:

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import NibabelReader
 
 from brats_cggm.brats.inference import BratsSegmenter, FlipTTA, InsertZeroChannelsd, stitch_on_cpu
 from brats_cggm.brats.inference_io import find_cases, save_like_reference
@@ -54,9 +55,10 @@ def test_brats_folder_round_trip(tmp_path: Path, threshold_segmenter: BratsSegme
     case_dir = write_brats_case(tmp_path, "Case_001", header)
     cases, problems = find_cases(case_dir)
     assert problems == [] and [c.case_id for c in cases] == ["Case_001"]
-    threshold_segmenter.check(cases[0])
-    result = threshold_segmenter(cases[0])
+    images = threshold_segmenter.check(cases[0])
+    result = threshold_segmenter(cases[0], images=images)
     np.testing.assert_array_equal(result["labels"], expected_labels())
+    np.testing.assert_array_equal(threshold_segmenter(cases[0])["labels"], result["labels"])  # files read again
 
     out = save_like_reference(result["labels"], cases[0].reference, tmp_path / "out" / "Case_001.nii.gz")
     assert_same_header(out, case_dir / "Case_001_flair.nii.gz")
@@ -68,12 +70,32 @@ def test_msd_4d_round_trip(tmp_path: Path, threshold_segmenter: BratsSegmenter, 
     path = write_msd_file(tmp_path / "BRATS_485.nii.gz", header)
     cases, _ = find_cases(path)
     assert cases[0].case_id == "BRATS_485" and cases[0].channel_order == [0, 2, 1, 3]
-    threshold_segmenter.check(cases[0])
-    result = threshold_segmenter(cases[0], probabilities=True)
+    images = threshold_segmenter.check(cases[0])
+    result = threshold_segmenter(cases[0], probabilities=True, images=images)
     np.testing.assert_array_equal(result["labels"], expected_labels())
     probabilities = result["probabilities"]
     assert probabilities.shape == (*SHAPE, 3) and probabilities.dtype == np.float32
     np.testing.assert_array_equal(probabilities[..., 1] >= 0.5, expected_labels() > 0)
+
+
+def test_checked_images_are_not_read_again(
+    tmp_path: Path, threshold_segmenter: BratsSegmenter, monkeypatch: pytest.MonkeyPatch
+):
+    cases, _ = find_cases(write_brats_case(tmp_path, "c", "permuted_int16_scaled"))
+    images = threshold_segmenter.check(cases[0])
+    assert sorted(images) == sorted(cases[0].image)
+
+    reads, read = [], NibabelReader.read
+
+    def counting_read(self, data, **kwargs):
+        reads.append(data)
+        return read(self, data, **kwargs)
+
+    monkeypatch.setattr(NibabelReader, "read", counting_read)
+    np.testing.assert_array_equal(threshold_segmenter(cases[0], images=images)["labels"], expected_labels())
+    assert reads == []
+    threshold_segmenter(cases[0])
+    assert len(reads) == 1  # without the images: the files, read again
 
 
 def test_label_conventions(tmp_path: Path, threshold_segmenter: BratsSegmenter):

@@ -46,6 +46,15 @@ def test_good_volume_loads_scaled(tmp_path: Path):
     np.testing.assert_allclose(loaded, data, atol=0.01)  # int16 with slope: scaled back
 
 
+def test_gz_volume_is_held_in_memory(tmp_path: Path):
+    """The voxels of a .gz file are decompressed once: the returned image reads them without the file."""
+    path = tmp_path / "a.nii.gz"
+    nib.save(nib.Nifti1Image(_volume(), np.eye(4), dtype=np.int16), str(path))
+    image, loaded = load_checked_volume(path)
+    path.unlink()
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), loaded)
+
+
 @pytest.mark.parametrize(
     ("make", "problem"),
     [

@@ -86,9 +86,9 @@ def inference_worker(payload: dict[str, Any]) -> dict[str, Any]:
 
     def end_to_end(rep: int) -> dict[str, float]:
         start = time.perf_counter()
-        segmenter.check(case)
+        images = segmenter.check(case)
         checked = time.perf_counter()
-        result = segmenter(case)
+        result = segmenter(case, images=images)
         written = time.perf_counter()
         save_like_reference(result["labels"], case.reference, out_dir / f"bench_{rep}.nii.gz")
         end = time.perf_counter()
