@@ -6,5 +6,6 @@
 - :mod:`~brats_cggm.core.balancer`: the ``Balancer`` protocol and its ``StepContext``;
 - :mod:`~brats_cggm.core.distributed`: rank queries and collectives, no-ops without a process group;
 - :mod:`~brats_cggm.core.files`: atomic writes (one permission policy), ``to_jsonable``, ``write_json``;
-- :mod:`~brats_cggm.core.devices`: ``resolve_device``, the one place a default device is chosen.
+- :mod:`~brats_cggm.core.devices`: ``resolve_device``, the one place a default device is chosen;
+- :mod:`~brats_cggm.core.locks`: lock files that name their holder (run folders, cache entries).
 """
