@@ -136,6 +136,7 @@ class StepResult:
     seconds: float
     killed: bool = False
     problems: list[str] | None = None  # from the step's own check; None: it has none
+    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,18 @@ class Step:
         command: what to run (in the row folder).
         kill_when: polled while it runs; when true, the process gets SIGKILL.
         check: problems seen right after this step (before the next one runs).
+        background_until: run in the background: the next step starts once this holds (or the process has
+            ended); the row waits for it after its last step. The row's verdict is that of its last step
+            that is not in the background.
+        act_when: ``(condition, action)``: polled while it runs; the first time the condition holds,
+            ``action(process)`` (e.g. freeze one of its children).
     """
 
     command: Command
     kill_when: Callable[[Path], bool] | None = None
     check: Callable[[Path, StepResult], list[str]] | None = None
+    background_until: Callable[[Path], bool] | None = None
+    act_when: tuple[Callable[[Path], bool], Callable[[subprocess.Popen], None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -938,45 +946,109 @@ def _env() -> dict[str, str]:
     return env
 
 
+class _Running:
+    """A step's process, its captured output and the state of its poll conditions."""
+
+    def __init__(self, step: Step, cwd: Path) -> None:
+        self.step, self.cwd = step, cwd
+        self.logs = Path(tempfile.mkdtemp(prefix=".step.", dir=cwd.parent))
+        self.out, self.err = (self.logs / "out").open("w+b"), (self.logs / "err").open("w+b")
+        self.start = time.monotonic()
+        self.killed = self.timed_out = self.acted = False
+        self.process = subprocess.Popen(step.command.argv, cwd=cwd, stdout=self.out, stderr=self.err, env=_env())
+
+    def poll(self, timeout: float) -> bool:
+        """Check the conditions once; True while the process runs."""
+        if self.process.poll() is not None:
+            return False
+        if time.monotonic() - self.start > timeout:
+            self.process.kill()
+            self.timed_out = True
+        elif self.step.kill_when is not None and self.step.kill_when(self.cwd):
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.killed = True
+        elif self.step.act_when is not None and not self.acted and self.step.act_when[0](self.cwd):
+            self.step.act_when[1](self.process)
+            self.acted = True
+        if self.killed or self.timed_out:
+            self.process.wait()
+            return False
+        return True
+
+    def finish(self, timeout: float, background: bool = False) -> StepResult:
+        """Wait for the end (or the timeout), then the result; output files removed."""
+        while self.poll(timeout):
+            time.sleep(0.02)
+        _kill_descendants(self.process.pid)
+        self.out.seek(0)
+        self.err.seek(0)
+        stdout, stderr = self.out.read().decode(errors="replace"), self.err.read().decode(errors="replace")
+        self.out.close()
+        self.err.close()
+        shutil.rmtree(self.logs, ignore_errors=True)
+        code = None if self.timed_out else self.process.returncode
+        elapsed = time.monotonic() - self.start
+        result = StepResult(
+            self.step.command.display, code, stdout, stderr, elapsed, self.killed, background=background
+        )
+        if self.step.check is not None:
+            result.problems = self.step.check(self.cwd, result)
+        return result
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL what a step left running (a frozen or orphaned worker), found through ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pending, found = [pid], []
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    for child in found:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_step(step: Step, cwd: Path, timeout: float = STEP_TIMEOUT_S) -> StepResult:
     """Run one step in ``cwd`` (output captured in files beside it), killing it when its condition holds."""
-    logs = Path(tempfile.mkdtemp(prefix=".step.", dir=cwd.parent))
-    start = time.monotonic()
-    killed = timed_out = False
-    with (logs / "out").open("w+b") as out, (logs / "err").open("w+b") as err:
-        process = subprocess.Popen(step.command.argv, cwd=cwd, stdout=out, stderr=err, env=_env())
-        while process.poll() is None:
-            if time.monotonic() - start > timeout:
-                process.kill()
-                timed_out = True
-            elif step.kill_when is not None and step.kill_when(cwd):
-                os.kill(process.pid, signal.SIGKILL)
-                killed = True
-            if killed or timed_out:
-                process.wait()
-                break
+    return _Running(step, cwd).finish(timeout)
+
+
+def run_steps(steps: Sequence[Step], cwd: Path, timeout: float = STEP_TIMEOUT_S) -> list[StepResult]:
+    """Run a row's steps in order; a background step goes on beside the next ones, and is waited for last."""
+    results: list[StepResult | None] = []
+    background: list[tuple[int, _Running]] = []
+    for step in steps:
+        if step.background_until is None:
+            results.append(run_step(step, cwd, timeout))
+            continue
+        running = _Running(step, cwd)
+        while running.poll(timeout) and not step.background_until(cwd):
             time.sleep(0.02)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    shutil.rmtree(logs, ignore_errors=True)
-    result = StepResult(
-        step.command.display,
-        None if timed_out else process.returncode,
-        stdout,
-        stderr,
-        time.monotonic() - start,
-        killed,
-    )
-    if step.check is not None:
-        result.problems = step.check(cwd, result)
-    return result
+        background.append((len(results), running))
+        results.append(None)
+    for index, running in background:
+        results[index] = running.finish(timeout, background=True)
+    return [r for r in results if r is not None]
 
 
 _ERROR_LINE = re.compile(
     r"^(?:[\w.-]+: )?(?:error|warning): |^Fatal Python error"
     r"|^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)\b(?::|$)"
 )
+
+
+def decisive(results: Sequence[StepResult]) -> StepResult:
+    """The step a row is judged by: its last one not run in the background."""
+    return [r for r in results if not r.background][-1]
 
 
 def error_lines(result: StepResult) -> list[str]:
@@ -1037,7 +1109,7 @@ def judge(
 ) -> Verdict:
     """Compare what happened with what ``row`` expects."""
     problems: list[str] = []
-    last = results[-1]
+    last = decisive(results)
     code = last.returncode
     if row.expect_ok:
         exit_ok = code == 0
@@ -1128,9 +1200,7 @@ def run_row(row: Row, fixtures: Fixtures, tmp_root: Path) -> RowResult:
         verdict = Verdict(False, None, True, True, None, None, [f"setup failed: {type(exc).__name__}: {exc}"])
         return RowResult(row, [], [], [], [], verdict, time.monotonic() - start, folder)
     before = snapshot(ws)
-    results = []
-    for step in steps:
-        results.append(run_step(step, ws))
+    results = run_steps(steps, ws)
     after = snapshot(ws)
     verdict = judge(row, ws, before, after, results)
     new = sorted(p for p in after if p not in before)
@@ -1166,6 +1236,12 @@ def _files_left(result: RowResult) -> str:
     if result.removed:
         parts.append(f"removed: {listing(result.removed)}")
     return "; ".join(parts) or "nothing new"
+
+
+def _step_exit(result: StepResult) -> str:
+    return (
+        _exit_text(result.returncode) + (" (killed)" if result.killed else "") + (" (bg)" if result.background else "")
+    )
 
 
 def _short(text: str, ws: Path) -> str:
@@ -1209,14 +1285,16 @@ def render(results: list[RowResult], meta: dict[str, str]) -> str:
     for i, r in enumerate(results, start=1):
         v = r.verdict
         ws = r.folder / "ws"
-        codes = " → ".join(_exit_text(s.returncode) + (" (killed)" if s.killed else "") for s in r.results) or "—"
+        codes = " → ".join(_step_exit(s) for s in r.results) or "—"
         expected = "0" if r.row.expect_ok else "≠0"
         first = (
-            _short(first_error_line(r.results[-1], r.row.message[0] if r.row.message else ""), ws) if r.results else ""
+            _short(first_error_line(decisive(r.results), r.row.message[0] if r.row.message else ""), ws)
+            if r.results
+            else ""
         )
         if not r.results:
             first = v.problems[0]
-        command = " ; ".join(_short(s.display, ws) for s in r.results) or "—"
+        command = " ; ".join(_short(s.display, ws) + (" &" if s.background else "") for s in r.results) or "—"
         lines.append(
             f"| {i} | `{r.row.name}` | {_cell(r.row.what, 80)} | `{_cell(command, 200)}` | {codes} ({expected}) | "
             f"{_cell(first)} | {_cell(_files_left(r), 120)} | {_mark(v.message_ok)} | {_mark(v.nothing_lost)} | "

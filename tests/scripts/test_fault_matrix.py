@@ -75,3 +75,19 @@ def test_verdict_of_a_clean_refusal_and_of_a_signal(fm, tmp_path: Path):
     crash = _python_row(fm, "import os, signal; os.kill(os.getpid(), signal.SIGABRT)", expect_ok=False)
     result = fm.run_row(crash, fixtures, tmp_path)
     assert not result.verdict.exit_ok and "SIGABRT" in result.verdict.problems[0]
+
+
+def test_a_background_step_runs_beside_the_next_and_the_verdict_is_the_foregrounds(fm, tmp_path: Path):
+    slow = "import pathlib as p, time; p.Path('started').write_text('1'); time.sleep(1); p.Path('done').write_text('1')"
+    probe = "import pathlib, sys; sys.exit('error: done too early' if pathlib.Path('done').exists() else 0)"
+
+    def setup(ws: Path, _fixtures) -> list:
+        background = fm.Step(fm.python(slow, "slow"), background_until=lambda cwd: (cwd / "started").exists())
+        return [background, fm.Step(fm.python(probe, "probe"))]
+
+    row = fm.Row("test/background", setup, expect_ok=True, writes=("started", "done"))
+    result = fm.run_row(row, fm.Fixtures(tmp_path / "fixtures"), tmp_path)
+    first, second = result.results
+    assert first.background and first.returncode == 0 and not second.background
+    assert second.returncode == 0  # the probe ran while the slow step was still sleeping
+    assert result.verdict.as_expected and sorted(result.new) == ["done", "started"]
