@@ -332,7 +332,11 @@ def _refresh_inputs(entry_dir: Path, meta: dict[str, Any], fingerprint: list) ->
 def _build_entry(job: tuple, head: Compose | None = None) -> str:
     item, entry_dir, kind, key, verify = job
     entry_dir = Path(entry_dir)
-    with entry_lock(entry_dir).acquire(timeout_s=None):
+    try:
+        lock = entry_lock(entry_dir).acquire(timeout_s=None)
+    except OSError as exc:  # e.g. no inode left for the lock file on a full disk
+        raise CacheEntryError(entry_dir, item.get("case_id"), f"cannot take the entry's lock: {exc}") from exc
+    with lock:
         # another process may have built it while we waited for the lock: use its entry
         if _entry_problem(entry_dir, key, kind, item, verify) is None:
             return str(entry_dir)
