@@ -69,7 +69,14 @@ from brats_cggm.brats.cache.fingerprint import (
     input_paths,
 )
 from brats_cggm.brats.cache.integrity import CacheEntryError, entry_problem, read_meta, verify_entry
-from brats_cggm.brats.cache.store import entry_lock, remove_dead_temporaries, rewrite_meta, write_entry
+from brats_cggm.brats.cache.store import (
+    disk_full_error,
+    entry_lock,
+    is_disk_full,
+    remove_dead_temporaries,
+    rewrite_meta,
+    write_entry,
+)
 from brats_cggm.brats.labels import REGIONS
 from brats_cggm.brats.transforms import train_transforms, val_transforms
 from brats_cggm.core.locks import LockHeldError
@@ -329,12 +336,24 @@ def _refresh_inputs(entry_dir: Path, meta: dict[str, Any], fingerprint: list) ->
         lock.release()
 
 
+def _estimated_entry_bytes(item: Mapping[str, Any]) -> int:
+    """An entry's size before it is built, from the input headers: float16 channels and a uint8 label per
+    voxel (before resampling and cropping; the indices are small next to them)."""
+    import nibabel as nib
+
+    shapes = [nib.load(p).shape for p in input_paths({"image": item["image"]})]
+    channels = sum(shape[3] if len(shape) > 3 else 1 for shape in shapes)
+    return int(np.prod(shapes[0][:3])) * (2 * channels + 1)
+
+
 def _build_entry(job: tuple, head: Compose | None = None) -> str:
     item, entry_dir, kind, key, verify = job
     entry_dir = Path(entry_dir)
     try:
         lock = entry_lock(entry_dir).acquire(timeout_s=None)
-    except OSError as exc:  # e.g. no inode left for the lock file on a full disk
+    except OSError as exc:
+        if is_disk_full(exc):  # not even the lock file's few bytes fit
+            raise disk_full_error(entry_dir, item.get("case_id"), _estimated_entry_bytes(item)) from exc
         raise CacheEntryError(entry_dir, item.get("case_id"), f"cannot take the entry's lock: {exc}") from exc
     with lock:
         # another process may have built it while we waited for the lock: use its entry

@@ -34,7 +34,9 @@ from brats_cggm.core.locks import FileLock, LockHeldError
 __all__ = [
     "TMP_MAX_AGE_S",
     "TMP_PREFIX",
+    "disk_full_error",
     "entry_lock",
+    "is_disk_full",
     "remove_dead_temporaries",
     "rewrite_meta",
     "same_content",
@@ -82,16 +84,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an exception says the device is full (ENOSPC, EDQUOT, or numpy's short write)."""
     if not isinstance(exc, OSError):
         return False
     return exc.errno in (errno.ENOSPC, errno.EDQUOT) or bool(_SHORT_WRITE.search(str(exc)))
 
 
-def _space_error(entry_dir: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> CacheEntryError:
-    need_mb = max(1, round(sum(np.asarray(a).nbytes for a in arrays.values()) / 1e6))
-    cause = f"no space left on device in {entry_dir.parent.parent}: need ~{need_mb} MB per case"
-    return CacheEntryError(entry_dir, meta.get("case_id"), cause, errno.ENOSPC)
+def disk_full_error(entry_dir: str | os.PathLike, case_id: Any, need_bytes: float) -> CacheEntryError:
+    """The error of a full device: "no space left on device in <cache dir>: need ~N MB per case".
+
+    Args:
+        entry_dir: the entry that could not be written.
+        case_id: its case.
+        need_bytes: the estimated size of one entry.
+
+    Returns:
+        A :class:`CacheEntryError` with ``errno`` ENOSPC.
+    """
+    entry_dir = Path(entry_dir)
+    need_mb = need_bytes / 1e6
+    need = f"{need_mb:.1f}" if need_mb < 10 else f"{need_mb:.0f}"
+    cause = f"no space left on device in {entry_dir.parent.parent}: need ~{need} MB per case"
+    return CacheEntryError(entry_dir, case_id, cause, errno.ENOSPC)
 
 
 def _write_complete(tmp: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
@@ -172,8 +187,9 @@ def write_entry(
         _write_complete(tmp, arrays, meta)
         _publish(tmp, entry_dir, accept or same_content(meta), meta.get("case_id"))
     except BaseException as exc:
-        if _is_disk_full(exc):
-            raise _space_error(entry_dir, arrays, meta) from exc
+        if is_disk_full(exc):
+            need = sum(np.asarray(a).nbytes for a in arrays.values())
+            raise disk_full_error(entry_dir, meta.get("case_id"), need) from exc
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

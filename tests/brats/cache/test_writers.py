@@ -131,7 +131,25 @@ def test_full_disk_is_named_with_the_space_a_case_needs(
     message = str(excinfo.value)
     assert f"no space left on device in {cache}: need ~" in message and " MB per case" in message
     assert items[0]["case_id"] in message and excinfo.value.errno == errno.ENOSPC
-    need_mb = int(message.split("need ~")[1].split(" MB")[0])
+    need_mb = float(message.split("need ~")[1].split(" MB")[0])
     assert need_mb >= written[0] / 1e6  # at least the image it managed to write
     (folder,) = cache.iterdir()
     assert list(folder.iterdir()) == []  # no entry, no temporary, no lock
+
+
+def test_full_disk_before_the_entry_lock_is_named_and_leaves_no_lock(
+    phantom_dataset: Path, tmp_path: Path, monkeypatch
+):
+    case = sorted(p for p in phantom_dataset.iterdir() if p.is_dir())[0]
+    shutil.copytree(case, tmp_path / "data" / case.name)
+    items = discover_dataset(tmp_path / "data").items
+
+    def no_space():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(locks, "_holder_record", no_space)  # the lock file's record is its first write
+    cache = tmp_path / "cache"
+    with pytest.raises(CacheEntryError, match=f"no space left on device in {cache}: need ~0.3 MB per case"):
+        fill_cache(items, "val", cache, data_options=OPTIONS, progress=False)
+    (folder,) = cache.iterdir()
+    assert list(folder.iterdir()) == []
