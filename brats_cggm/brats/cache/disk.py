@@ -11,7 +11,8 @@ the result in a compact form, one folder per case::
         label.npy        uint8 (X, Y, Z): the regions as bits (bit i = region i of REGIONS)
         fg_indices.npy   int64: flat indices of tumour voxels (training entries only)
         bg_indices.npy   int64: flat indices of background voxels inside the head (training entries only)
-        meta.json        format version, settings key, input fingerprint, affine, shape, float16 error
+        meta.json        format version, settings key, kind, input fingerprint (stat and SHA-256 per file),
+                         files (size, shape, dtype, CRC-32 per array), affine, shape, float16 error
 
 Training reads entries through :class:`LoadCacheEntryd` (memory-mapped, nothing read yet) and
 :class:`RandCropCachedPatchd` (reads only the voxels of each patch), then the random tail of
@@ -35,8 +36,8 @@ this process has not verified (or whose files' stat changed) when it opens it, r
 Writing (:mod:`~brats_cggm.brats.cache.store`). An entry is built under its lock
 (``<kind folder>/<entry name>.lock``) and written into a temporary folder renamed into place once complete,
 never over another writer's valid entry, so a killed fill leaves at most a ``.tmp.*`` folder, never read and
-removed by a later fill once nobody holds that entry's lock. A full disk is reported as such, with the space
-a case needs.
+removed by a later fill once nobody holds that entry's lock (on a file system without locks: once older than
+24 h). A full disk is reported as such, with the space a case needs.
 
 Precision. ``float16`` keeps 11 significant bits: a normalised intensity ``x`` (z-scores, |x| < 16 in
 practice) is stored with an error of at most ``|x| * 2**-11`` (<= 0.0078 for |x| < 16), measured per case
