@@ -314,13 +314,10 @@ def _entry_problem(entry_dir: Path, key: str, kind: str, item: Mapping[str, Any]
     cause, refreshed = fingerprint_problem(meta.get("inputs"), item, verify)
     if cause:
         return cause
-    # the checksums last: they read the whole entry, which a changed input makes pointless
-    cause = entry_problem(entry_dir, kind, labelled="label" in item)
-    if cause:
-        return cause
-    if refreshed is not None:
+    if refreshed is not None:  # before the verification, whose memo records meta.json's stat
         _refresh_inputs(entry_dir, meta, refreshed)
-    return None
+    # the checksums last: they read the whole entry, which a changed input makes pointless
+    return entry_problem(entry_dir, kind, labelled="label" in item)
 
 
 def _refresh_inputs(entry_dir: Path, meta: dict[str, Any], fingerprint: list) -> None:
@@ -373,7 +370,9 @@ def _note(report: FillReport, entry_dir: Path, item: Mapping[str, Any], cause: s
         report.built.append(case_id)
         return
     report.rebuilt.append((case_id, cause))
-    logger.warning("cache entry %s of case %s: %s; rebuilding", entry_dir, case_id, cause)
+    # an older format is an upgrade, not damage: one line per case would flood the log
+    log = logger.info if cause.startswith("cache format") else logger.warning
+    log("cache entry %s of case %s: %s; rebuilding", entry_dir, case_id, cause)
 
 
 def fill_cache(
