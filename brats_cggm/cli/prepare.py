@@ -1,7 +1,9 @@
 """``brats-cggm-prepare DATASET_DIR``: build the disk cache of a data set before training.
 
 A first training run builds the missing entries itself; building them here, ahead of time (and with
-``--workers`` processes), keeps that wait out of a GPU job.
+``--workers`` processes), keeps that wait out of a GPU job. ``--verify`` checks the whole cache of the data
+set (every input file hashed, every entry's structure and checksums), rebuilds what is stale or damaged,
+checks the result again and prints what it found.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--patterns", default=None, help="file name preset: brats2021 or brats2023 (default: detect)")
     parser.add_argument("--label-convention", default=None, help="label convention (default: from the file names)")
     parser.add_argument("--workers", type=int, default=1, help="processes building entries")
+    parser.add_argument(
+        "--cache-verify",
+        choices=["stat", "content"],
+        default="stat",
+        help="compare entries with their input files by stat, hashing changed files (default), or always by content "
+        "(bundle: cache_verify)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check and repair the whole cache: hash every input file, check every entry's checksums, rebuild "
+        "what is stale or damaged, check again; print counts; exit 1 if an entry is still invalid",
+    )
     return parser
 
 
@@ -49,7 +64,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
     return args
 
 
-def _prepare(args: argparse.Namespace) -> dict:
+def _prepare(args: argparse.Namespace, reports: dict) -> dict:
     from brats_cggm.brats.cache.prepare import prepare_cache
 
     return prepare_cache(
@@ -63,6 +78,8 @@ def _prepare(args: argparse.Namespace) -> dict:
         patterns=args.patterns,
         label_convention=args.label_convention,
         num_workers=args.workers,
+        cache_verify="content" if args.verify else args.cache_verify,
+        reports=reports,
     )
 
 
@@ -72,6 +89,21 @@ def _summarise(result: dict) -> None:
     )
 
 
+def _summarise_verification(result: dict, reports: dict) -> list[tuple[str, str]]:
+    """Print what ``--verify`` found per kind; return the entries still invalid after the repair."""
+    from brats_cggm.brats.cache.prepare import recheck_entries
+
+    for kind in ("train", "val"):
+        report = reports[kind]
+        print(
+            f"{kind}: {len(result[kind])} entries: {report.valid} valid, {len(report.rebuilt)} rebuilt, "
+            f"{len(report.built)} built (absent)"
+        )
+        for case_id, reason in report.rebuilt:
+            print(f"  rebuilt {case_id}: {reason}")
+    return recheck_entries(result["train"] + result["val"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``brats-cggm-prepare``: parse, build the cache, summarise.
 
@@ -79,15 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments (without the program name); ``sys.argv[1:]`` when None.
 
     Returns:
-        0 on success, 1 for a bad data set or file (named on stderr), 2 for bad arguments.
+        0 on success, 1 for a bad data set or file, a cache entry that cannot be written, or (``--verify``) an
+        entry still invalid after repair (named on stderr), 2 for bad arguments.
     """
     args = _parse(argv)
     if isinstance(args, int):
         return args
+    reports: dict = {}
     try:
-        result = _prepare(args)
+        result = _prepare(args, reports)
+        invalid = _summarise_verification(result, reports) if args.verify else []
     except (OSError, ValueError) as exc:
         print(f"{_PROGRAM}: error: {exc}", file=sys.stderr)
+        return 1
+    if invalid:
+        for entry, cause in invalid:
+            print(f"{_PROGRAM}: error: cache entry {entry}: {cause} (still invalid after repair)", file=sys.stderr)
         return 1
     _summarise(result)
     return 0

@@ -126,10 +126,15 @@ class FileLock:
             logger.warning(
                 "%s: taking over the stale lock of %s (it no longer runs)", self.path, describe_holder(stale)
             )
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(_holder_record()).encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(_holder_record()).encode())
+            os.fsync(fd)
+        except OSError:  # a full disk: give the lock up (and its file) rather than hold it on a leaked fd
+            self._fd = fd
+            self.release()
+            raise
         self._fd = fd
         return None
 

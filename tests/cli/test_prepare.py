@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brats_cggm.brats.cache.disk import preprocessing_key, read_entry_meta
@@ -46,3 +47,36 @@ def test_missing_folder_is_named_and_exits_1(tmp_path: Path, capsys):
 @pytest.mark.parametrize("argv", [["--workers", "0", "x"], [], ["x", "--patch-size", "16"]])
 def test_bad_arguments_exit_2(argv):
     assert main(argv) == 2
+
+
+def test_verify_counts_and_repairs_a_damaged_cache(phantom_dataset: Path, tmp_path: Path, capsys):
+    cache = tmp_path / "cache"
+    argv = [str(phantom_dataset), "--cache-dir", str(cache), "--patch-size", "16", "16", "16"]
+    assert main(argv) == 0
+    train = sorted(p for p in next(cache.glob("train-*")).iterdir())
+    np.save(train[0] / "image.npy", np.zeros_like(np.load(train[0] / "image.npy")))  # zeroed, same shape
+    (train[1] / "label.npy").unlink()
+    capsys.readouterr()
+    assert main([*argv, "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 3 entries: 1 valid, 2 rebuilt, 0 built (absent)" in out
+    assert "image.npy checksum mismatch" in out and "label.npy missing" in out
+    assert "val: 1 entries: 1 valid, 0 rebuilt, 0 built (absent)" in out
+    assert main([*argv, "--verify"]) == 0
+    assert "train: 3 entries: 3 valid, 0 rebuilt" in capsys.readouterr().out
+
+
+def test_verify_exits_1_naming_an_entry_that_stays_invalid(phantom_dataset: Path, tmp_path: Path, capsys, monkeypatch):
+    from brats_cggm.brats.cache import disk
+
+    cache = tmp_path / "cache"
+    argv = [str(phantom_dataset), "--cache-dir", str(cache), "--patch-size", "16", "16", "16"]
+    assert main(argv) == 0
+    (val,) = next(cache.glob("val-*")).iterdir()
+    (val / "image.npy").unlink()
+    # a builder that leaves the damage in place (a disk that drops writes, say)
+    monkeypatch.setattr(disk, "_build_entry", lambda job, head=None: job[1])
+    capsys.readouterr()
+    assert main([*argv, "--verify"]) == 1
+    err = capsys.readouterr().err
+    assert f"brats-cggm-prepare: error: cache entry {val} of case " in err and "image.npy missing" in err

@@ -3,6 +3,8 @@
 from brats_cggm.brats.cache.datasets import CACHE_MODES, cached_train_transforms, training_dataset, validation_dataset
 from brats_cggm.brats.cache.disk import (
     CACHE_FORMAT_VERSION,
+    CacheEntryError,
+    FillReport,
     LoadCacheEntryd,
     RandCropCachedPatchd,
     default_cache_dir,
@@ -15,6 +17,8 @@ from brats_cggm.brats.cache.prepare import prepare_cache
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CACHE_MODES",
+    "CacheEntryError",
+    "FillReport",
     "LoadCacheEntryd",
     "RandCropCachedPatchd",
     "cached_train_transforms",

@@ -61,6 +61,7 @@ def training_dataset(
     cache_rate: float = 1.0,
     cache_workers: int = 1,
     device_augmentation: bool = False,
+    cache_verify: str = "stat",
 ) -> Dataset:
     """The training dataset for a cache mode.
 
@@ -74,6 +75,8 @@ def training_dataset(
         cache_rate: fraction of cases held by the in-memory cache.
         cache_workers: processes building missing disk entries.
         device_augmentation: leave the flips and the intensity jitter to the trainer's ``prepare_batch``.
+        cache_verify: how disk entries' input files are compared (``stat`` or ``content``,
+            :mod:`~brats_cggm.brats.cache.fingerprint`).
 
     Returns:
         A MONAI dataset yielding lists of ``num_samples`` patch dicts.
@@ -85,7 +88,7 @@ def training_dataset(
     _check_mode(cache)
     options = dict(data_options or {})
     if cache == "disk":
-        entries = fill_cache(data, "train", cache_dir, patch_size, options, num_workers=cache_workers)
+        entries = fill_cache(data, "train", cache_dir, patch_size, options, cache_workers, verify=cache_verify)
         return Dataset(entries, cached_train_transforms(patch_size, num_samples, device_augmentation, **options))
     transform = train_transforms(patch_size=patch_size, num_samples=num_samples, **options)
     if device_augmentation:
@@ -105,6 +108,7 @@ def validation_dataset(
     cache_dir: str | os.PathLike | None = None,
     cache_rate: float = 1.0,
     cache_workers: int = 1,
+    cache_verify: str = "stat",
 ) -> Dataset:
     """The validation dataset for a cache mode (whole preprocessed volumes; with ``disk``, read per item).
 
@@ -115,6 +119,7 @@ def validation_dataset(
         cache_dir: the disk cache's root.
         cache_rate: fraction of cases held by the in-memory cache.
         cache_workers: processes building missing disk entries.
+        cache_verify: how disk entries' input files are compared (``stat`` or ``content``).
 
     Returns:
         A MONAI dataset of ``{"image", "label", ...}`` dicts.
@@ -126,7 +131,9 @@ def validation_dataset(
     _check_mode(cache)
     options = dict(data_options or {})
     if cache == "disk":
-        entries = fill_cache(data, "val", cache_dir, data_options=options, num_workers=cache_workers)
+        entries = fill_cache(
+            data, "val", cache_dir, data_options=options, num_workers=cache_workers, verify=cache_verify
+        )
         return Dataset(entries, Compose([LoadCacheEntryd(whole=True)]))
     transform = val_transforms(**options)
     if cache == "none":

@@ -11,7 +11,8 @@ the result in a compact form, one folder per case::
         label.npy        uint8 (X, Y, Z): the regions as bits (bit i = region i of REGIONS)
         fg_indices.npy   int64: flat indices of tumour voxels (training entries only)
         bg_indices.npy   int64: flat indices of background voxels inside the head (training entries only)
-        meta.json        format version, settings key, input fingerprint, affine, shape, float16 error
+        meta.json        format version, settings key, kind, input fingerprint (stat and SHA-256 per file),
+                         files (size, shape, dtype, CRC-32 per array), affine, shape, float16 error
 
 Training reads entries through :class:`LoadCacheEntryd` (memory-mapped, nothing read yet) and
 :class:`RandCropCachedPatchd` (reads only the voxels of each patch), then the random tail of
@@ -19,10 +20,24 @@ Training reads entries through :class:`LoadCacheEntryd` (memory-mapped, nothing 
 number of cases.
 
 Validity. The folder of a kind holds entries made with one set of preprocessing settings (its name is a hash
-of them, :func:`preprocessing_key`); an entry is used only if its ``meta.json`` has this format version, this
-key and the input files' current sizes and modification times (:func:`input_fingerprint`); any other entry is
-rebuilt. Entries are written into a temporary folder that is renamed into place once complete, so a killed
-fill leaves at most a ``.tmp.*`` folder, which is never read and is removed by the next fill.
+of them, :func:`preprocessing_key`). :func:`fill_cache` uses an entry only if (1) its ``meta.json`` has this
+format version and key; (2) its input files are those it was built from
+(:mod:`~brats_cggm.brats.cache.fingerprint`: per file size, mtime, ctime, inode and a SHA-256 of the bytes;
+``cache_verify: stat`` hashes a file only when its stat changed, ``content`` always); (3) it is whole
+(:mod:`~brats_cggm.brats.cache.integrity`): every array of its kind present (training: image, label,
+fg_indices, bg_indices; validation: image, and label for a labelled case), ``.npy`` headers readable, sizes
+equal to what the headers' shapes need, shapes agreeing with ``meta.json``, and each file's CRC-32 (recorded
+at write) matching. Any other entry is rebuilt, with a one-line warning naming the entry, the case and the
+reason. The checksums are read once per process: :func:`fill_cache` verifies its entries in the main process
+before the DataLoader's workers fork (they inherit the memo), and :class:`LoadCacheEntryd` verifies an entry
+this process has not verified (or whose files' stat changed) when it opens it, raising
+:class:`~brats_cggm.brats.cache.integrity.CacheEntryError` (entry, case, cause) for anything wrong.
+
+Writing (:mod:`~brats_cggm.brats.cache.store`). An entry is built under its lock
+(``<kind folder>/<entry name>.lock``) and written into a temporary folder renamed into place once complete,
+never over another writer's valid entry, so a killed fill leaves at most a ``.tmp.*`` folder, never read and
+removed by a later fill once nobody holds that entry's lock (on a file system without locks: once older than
+24 h). A full disk is reported as such, with the space a case needs.
 
 Precision. ``float16`` keeps 11 significant bits: a normalised intensity ``x`` (z-scores, |x| < 16 in
 practice) is stored with an error of at most ``|x| * 2**-11`` (<= 0.0078 for |x| < 16), measured per case
@@ -32,11 +47,11 @@ and recorded as ``meta["image_max_abs_error"]``: far below the training's intens
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
-import secrets
-import shutil
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,12 +62,32 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, MapTransform, RandCropByPosNegLabeld, Randomizable
 from monai.transforms.utils import generate_pos_neg_label_crop_centers
 
+from brats_cggm.brats.cache.fingerprint import (
+    VERIFY_MODES,
+    check_inputs_exist,
+    fingerprint_problem,
+    input_fingerprint,
+    input_paths,
+)
+from brats_cggm.brats.cache.integrity import CacheEntryError, entry_problem, read_meta, verify_entry
+from brats_cggm.brats.cache.store import (
+    disk_full_error,
+    entry_lock,
+    is_disk_full,
+    remove_dead_temporaries,
+    rewrite_meta,
+    write_entry,
+)
 from brats_cggm.brats.labels import REGIONS
 from brats_cggm.brats.transforms import train_transforms, val_transforms
+from brats_cggm.core.locks import LockHeldError
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CACHE_KINDS",
+    "VERIFY_MODES",
+    "CacheEntryError",
+    "FillReport",
     "LoadCacheEntryd",
     "RandCropCachedPatchd",
     "cache_chains",
@@ -68,14 +103,15 @@ __all__ = [
     "write_entry",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: Bumped whenever the layout or the meaning of an entry changes: older entries are then rebuilt.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 #: The chains an entry can come from: ``train`` (padded, with crop-centre indices) or ``val`` (whole volume).
 CACHE_KINDS = ("train", "val")
 
-_META = "meta.json"
-_TMP_PREFIX = ".tmp."
+_ABSENT = "entry missing"
 
 
 def default_cache_dir() -> Path:
@@ -169,42 +205,10 @@ def preprocessing_key(kind: str, patch_size: Sequence[int], data_options: Mappin
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _input_paths(item: Mapping[str, Any]) -> list[str]:
-    paths: list[str] = []
-    for key in ("image", "label"):
-        value = item.get(key)
-        if value is None:
-            continue
-        paths += [value] if isinstance(value, (str, os.PathLike)) else list(value)
-    return [os.path.abspath(str(p)) for p in paths]
-
-
-def input_fingerprint(item: Mapping[str, Any]) -> list[list]:
-    """The case's input files with their sizes and modification times: an entry is valid while these match.
-
-    Args:
-        item: a data list item (``image``: a path or a list of paths; optional ``label``).
-
-    Returns:
-        ``[[absolute path, size in bytes, mtime in ns], ...]``.
-
-    Raises:
-        FileNotFoundError: an input file is missing (named).
-    """
-    fingerprint = []
-    for path in _input_paths(item):
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: input file of case {item.get('case_id')!r} does not exist") from None
-        fingerprint.append([path, int(stat.st_size), int(stat.st_mtime_ns)])
-    return fingerprint
-
-
 def entry_name(item: Mapping[str, Any]) -> str:
     """The entry folder's name: the case id and a hash of the input paths (two data sets never collide)."""
-    digest = hashlib.sha256("\n".join(_input_paths(item)).encode()).hexdigest()[:12]
-    case_id = str(item.get("case_id") or Path(_input_paths(item)[0]).name)
+    digest = hashlib.sha256("\n".join(input_paths(item)).encode()).hexdigest()[:12]
+    case_id = str(item.get("case_id") or Path(input_paths(item)[0]).name)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id).lstrip(".")
     return f"{safe}-{digest}"
 
@@ -265,101 +269,9 @@ def preprocess_case(item: Mapping[str, Any], head: Callable) -> tuple[dict[str, 
     return arrays, meta
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_entry(entry_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-    """Write one entry atomically: a temporary sibling folder, fsynced, renamed to ``entry_dir``.
-
-    An existing (stale) entry is moved aside first and removed after the rename. A write killed at any point
-    leaves ``entry_dir`` either absent, or the old entry, or the new complete one, plus perhaps a
-    ``.tmp.<pid>.*`` folder that :func:`fill_cache` removes.
-
-    Args:
-        entry_dir: the entry's folder.
-        arrays: ``.npy`` files to write, by name.
-        meta: written as ``meta.json`` (last).
-
-    Returns:
-        ``entry_dir``.
-    """
-    entry_dir = Path(entry_dir)
-    entry_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry_dir.parent / f"{_TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{entry_dir.name}"
-    tmp.mkdir()
-    try:
-        for name, array in arrays.items():
-            with open(tmp / f"{name}.npy", "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-        with open(tmp / _META, "w", encoding="utf-8") as f:
-            json.dump(dict(meta), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        old = None
-        if entry_dir.exists():
-            old = entry_dir.parent / f"{_TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.old.{entry_dir.name}"
-            os.replace(entry_dir, old)
-        os.replace(tmp, entry_dir)
-        _fsync_dir(entry_dir.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return entry_dir
-
-
 def read_entry_meta(entry_dir: str | os.PathLike) -> dict[str, Any] | None:
     """An entry's ``meta.json``, or None if the entry is absent or unreadable."""
-    try:
-        with open(Path(entry_dir) / _META, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _entry_is_valid(entry_dir: Path, key: str, fingerprint: list[list]) -> bool:
-    meta = read_entry_meta(entry_dir)
-    return (
-        meta is not None
-        and meta.get("format") == CACHE_FORMAT_VERSION
-        and meta.get("key") == key
-        and meta.get("inputs") == fingerprint
-        and (entry_dir / "image.npy").is_file()
-    )
-
-
-def _remove_dead_temporaries(folder: Path) -> None:
-    # Left by a killed fill; a live process's temporaries (a concurrent fill) are kept.
-    if not folder.is_dir():
-        return
-    for tmp in folder.glob(f"{_TMP_PREFIX}*"):
-        try:
-            pid = int(tmp.name[len(_TMP_PREFIX) :].split(".")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                continue
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        shutil.rmtree(tmp, ignore_errors=True)
+    return read_meta(entry_dir)
 
 
 def _head(kind: str, patch_size: Sequence[int], data_options: Mapping[str, Any]) -> Compose:
@@ -375,12 +287,92 @@ def _init_pool(kind: str, patch_size: Sequence[int], data_options: Mapping[str, 
     _POOL_HEAD[:] = [_head(kind, patch_size, data_options)]
 
 
+@dataclasses.dataclass
+class FillReport:
+    """What :func:`fill_cache` found and did on this rank's shard.
+
+    Attributes:
+        valid: entries found valid (used as they are).
+        built: case ids of entries built because absent.
+        rebuilt: ``(case id, reason)`` of entries rebuilt because stale, damaged or incomplete.
+    """
+
+    valid: int = 0
+    built: list[str] = dataclasses.field(default_factory=list)
+    rebuilt: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def _entry_problem(entry_dir: Path, key: str, kind: str, item: Mapping[str, Any], verify: str) -> str | None:
+    """Why an entry cannot serve ``item`` (None: it can); refreshes the stored stat of unchanged inputs."""
+    meta = read_meta(entry_dir)
+    if meta is None:
+        return "meta.json missing or unreadable" if entry_dir.exists() else _ABSENT
+    if meta.get("format") != CACHE_FORMAT_VERSION:
+        return f"cache format {meta.get('format')} (this version reads {CACHE_FORMAT_VERSION})"
+    if meta.get("key") != key or meta.get("kind") != kind:
+        return "built with other preprocessing settings"
+    cause, refreshed = fingerprint_problem(meta.get("inputs"), item, verify)
+    if cause:
+        return cause
+    if refreshed is not None:  # before the verification, whose memo records meta.json's stat
+        _refresh_inputs(entry_dir, meta, refreshed)
+    # the checksums last: they read the whole entry, which a changed input makes pointless
+    return entry_problem(entry_dir, kind, labelled="label" in item)
+
+
+def _refresh_inputs(entry_dir: Path, meta: dict[str, Any], fingerprint: list) -> None:
+    # Only the stat changed (a copy, a touch): store it so the next check is a stat again. Skipped while
+    # another process holds the entry (it is rebuilding or refreshing it).
+    lock = entry_lock(entry_dir)
+    try:
+        lock.acquire(timeout_s=0)
+    except LockHeldError:
+        return
+    try:
+        rewrite_meta(entry_dir, {**meta, "inputs": fingerprint})
+    finally:
+        lock.release()
+
+
+def _estimated_entry_bytes(item: Mapping[str, Any]) -> int:
+    """An entry's size before it is built, from the input headers: float16 channels and a uint8 label per
+    voxel (before resampling and cropping; the indices are small next to them)."""
+    import nibabel as nib
+
+    shapes = [nib.load(p).shape for p in input_paths({"image": item["image"]})]
+    channels = sum(shape[3] if len(shape) > 3 else 1 for shape in shapes)
+    return int(np.prod(shapes[0][:3])) * (2 * channels + 1)
+
+
 def _build_entry(job: tuple, head: Compose | None = None) -> str:
-    item, entry_dir, kind, key, fingerprint = job
-    arrays, meta = preprocess_case(item, head if head is not None else _POOL_HEAD[0])
-    meta = {"format": CACHE_FORMAT_VERSION, "key": key, "kind": kind, "inputs": fingerprint, **meta}
-    write_entry(entry_dir, arrays, meta)
-    return entry_dir
+    item, entry_dir, kind, key, verify = job
+    entry_dir = Path(entry_dir)
+    try:
+        lock = entry_lock(entry_dir).acquire(timeout_s=None)
+    except OSError as exc:
+        if is_disk_full(exc):  # not even the lock file's few bytes fit
+            raise disk_full_error(entry_dir, item.get("case_id"), _estimated_entry_bytes(item)) from exc
+        raise CacheEntryError(entry_dir, item.get("case_id"), f"cannot take the entry's lock: {exc}") from exc
+    with lock:
+        # another process may have built it while we waited for the lock: use its entry
+        if _entry_problem(entry_dir, key, kind, item, verify) is None:
+            return str(entry_dir)
+        fingerprint = input_fingerprint(item)  # before reading: a file changed meanwhile invalidates the entry
+        arrays, meta = preprocess_case(item, head if head is not None else _POOL_HEAD[0])
+        meta = {"format": CACHE_FORMAT_VERSION, "key": key, "kind": kind, "inputs": fingerprint, **meta}
+        write_entry(entry_dir, arrays, meta)
+    return str(entry_dir)
+
+
+def _note(report: FillReport, entry_dir: Path, item: Mapping[str, Any], cause: str) -> None:
+    case_id = str(item.get("case_id"))
+    if cause == _ABSENT:
+        report.built.append(case_id)
+        return
+    report.rebuilt.append((case_id, cause))
+    # an older format is an upgrade, not damage: one line per case would flood the log
+    log = logger.info if cause.startswith("cache format") else logger.warning
+    log("cache entry %s of case %s: %s; rebuilding", entry_dir, case_id, cause)
 
 
 def fill_cache(
@@ -392,11 +384,15 @@ def fill_cache(
     num_workers: int = 1,
     progress: bool = True,
     distributed: bool = True,
+    verify: str = "stat",
+    report: FillReport | None = None,
 ) -> list[dict[str, Any]]:
-    """Make sure every case has a valid entry (building the missing or stale ones) and list the entries.
+    """Make sure every case has a valid entry (building the missing, stale or damaged ones) and list the entries.
 
-    Under ``torch.distributed`` each rank builds the missing entries of its shard (``items[rank::world]``),
-    then all wait at a barrier; every rank returns the whole list (entry paths only: nothing is loaded).
+    Under ``torch.distributed`` each rank checks and builds the entries of its shard (``items[rank::world]``),
+    then all wait at a barrier; every rank returns the whole list (entry paths only: nothing is loaded). The
+    entries checked here are memoised as verified, so this process's DataLoader workers do not check them
+    again.
 
     Args:
         items: the data list (``case_id``, ``image``, optional ``label``).
@@ -407,6 +403,8 @@ def fill_cache(
         num_workers: processes building entries (1: in this process).
         progress: show a progress bar with an ETA (tqdm) while building.
         distributed: shard the building over the ranks of an initialised process group.
+        verify: ``cache_verify``, one of :data:`VERIFY_MODES` (how input files are compared).
+        report: filled with what was found valid, built and rebuilt (why).
 
     Returns:
         One item per case, in ``items``' order: ``{"entry": folder, "case_id": ...}``.
@@ -414,9 +412,14 @@ def fill_cache(
     Raises:
         FileNotFoundError: an input file is missing.
         InputFileError: an input file is bad (from the checked loading).
+        CacheEntryError: an entry cannot be written (no space left, ...) or is bad right after building.
+        ValueError: an unknown ``verify``.
     """
     from brats_cggm.core.distributed import barrier, get_rank, get_world_size, is_distributed
 
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"cache_verify: {verify!r}: expected one of {VERIFY_MODES}")
+    report = report if report is not None else FillReport()
     data_options = dict(data_options or {})
     key = preprocessing_key(kind, patch_size, data_options)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / f"{kind}-{key}"
@@ -424,18 +427,27 @@ def fill_cache(
     sharded = distributed and is_distributed()
     rank, world = (get_rank(), get_world_size()) if sharded else (0, 1)
     if rank == 0:
-        _remove_dead_temporaries(folder)
+        remove_dead_temporaries(folder)
     if sharded:
         barrier()
+    for item in items:
+        check_inputs_exist(item)  # every missing file named before any building
     entries, jobs = [], []
     for index, item in enumerate(items):
-        fingerprint = input_fingerprint(item)
         entry_dir = folder / entry_name(item)
         entries.append({"entry": str(entry_dir), "case_id": item.get("case_id")})
-        if index % world == rank and not _entry_is_valid(entry_dir, key, fingerprint):
-            jobs.append((dict(item), str(entry_dir), kind, key, fingerprint))
+        if index % world != rank:
+            continue
+        cause = _entry_problem(entry_dir, key, kind, item, verify)
+        if cause is None:
+            report.valid += 1
+            continue
+        _note(report, entry_dir, item, cause)
+        jobs.append((dict(item), str(entry_dir), kind, key, verify))
     chain_args = (kind, list(patch_size), data_options)
     _run_jobs(jobs, chain_args, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
+    for item, entry_dir, *_ in jobs:  # in this process, so that the loader's workers inherit the memo
+        verify_entry(entry_dir, item.get("case_id"), kind, labelled="label" in item)
     if sharded:
         barrier()
     return entries
@@ -471,9 +483,15 @@ def _run_jobs(jobs: list[tuple], chain_args: tuple, num_workers: int, progress: 
 class LoadCacheEntryd(MapTransform):
     """Open a cache entry: memory-mapped image and packed label (nothing read yet), or whole tensors.
 
+    The entry is verified (structure and checksums, :func:`~brats_cggm.brats.cache.integrity.verify_entry`)
+    unless this process verified it before with its files unchanged.
+
     Args:
         key: the item key holding the entry folder.
         whole: read the whole volumes as float32 tensors (validation) instead of memory maps (training).
+
+    Raises:
+        CacheEntryError: the entry is missing, damaged or incomplete (names the entry, the case and the cause).
     """
 
     def __init__(self, key: str = "entry", whole: bool = False) -> None:
@@ -483,12 +501,16 @@ class LoadCacheEntryd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         entry = Path(d.pop(self.key))
-        meta = read_entry_meta(entry)
-        if meta is None:
-            raise FileNotFoundError(f"{entry}: cache entry missing or incomplete (rebuild it with brats-cggm-prepare)")
+        case_id = d.get("case_id")
+        meta = verify_entry(entry, case_id)
+        try:
+            return self._open(entry, meta, d)
+        except (OSError, ValueError, KeyError) as exc:  # changed since verified: still named, never raw
+            raise CacheEntryError(entry, case_id, f"{type(exc).__name__}: {exc}") from exc
+
+    def _open(self, entry: Path, meta: Mapping[str, Any], d: dict[Hashable, Any]) -> dict[Hashable, Any]:
         image = np.load(entry / "image.npy", mmap_mode="r")
-        label_path = entry / "label.npy"
-        label = np.load(label_path, mmap_mode="r") if label_path.is_file() else None
+        label = np.load(entry / "label.npy", mmap_mode="r") if "label.npy" in meta["files"] else None
         if self.whole:
             affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
             d["image"] = MetaTensor(torch.from_numpy(np.asarray(image, dtype=np.float32)), affine=affine)
@@ -500,9 +522,8 @@ class LoadCacheEntryd(MapTransform):
             d["label"] = label
             d["n_regions"] = meta["n_regions"]
         for name in ("fg_indices", "bg_indices"):
-            path = entry / f"{name}.npy"
-            if path.is_file():
-                d[name] = np.load(path)
+            if f"{name}.npy" in meta["files"]:
+                d[name] = np.load(entry / f"{name}.npy")
         return d
 
 

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from brats_cggm.brats.cache.disk import default_cache_dir, fill_cache
+from brats_cggm.brats.cache.disk import FillReport, default_cache_dir, fill_cache
+from brats_cggm.brats.cache.integrity import entry_problem
 from brats_cggm.brats.data import discover_dataset, split_datalist
 
-__all__ = ["prepare_cache"]
+__all__ = ["prepare_cache", "recheck_entries"]
 
 
 def prepare_cache(
@@ -25,6 +26,8 @@ def prepare_cache(
     label_convention: str | None = None,
     num_workers: int = 1,
     progress: bool = True,
+    cache_verify: str = "stat",
+    reports: dict[str, FillReport] | None = None,
 ) -> dict[str, Any]:
     """Fill the disk cache of a data set: training entries for the training split, validation entries for the rest.
 
@@ -43,6 +46,8 @@ def prepare_cache(
         label_convention: the labels' convention (None: from the names).
         num_workers: processes building entries.
         progress: show a progress bar with an ETA.
+        cache_verify: how entries are compared with their input files (``stat`` or ``content``).
+        reports: filled with a :class:`~brats_cggm.brats.cache.disk.FillReport` per kind (``train``, ``val``).
 
     Returns:
         ``{"cache_dir", "train": [entries], "val": [entries]}``.
@@ -59,8 +64,28 @@ def prepare_cache(
         "pixdim": None if pixdim is None else [float(p) for p in pixdim],
     }
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return {
-        "cache_dir": str(root),
-        "train": fill_cache(train, "train", root, patch_size, data_options, num_workers, progress),
-        "val": fill_cache(val, "val", root, patch_size, data_options, num_workers, progress),
-    }
+    reports = reports if reports is not None else {}
+    result: dict[str, Any] = {"cache_dir": str(root)}
+    for kind, items in (("train", train), ("val", val)):
+        report = reports.setdefault(kind, FillReport())
+        result[kind] = fill_cache(
+            items, kind, root, patch_size, data_options, num_workers, progress, verify=cache_verify, report=report
+        )
+    return result
+
+
+def recheck_entries(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Check entries again from disk (structure and checksums, ignoring this process's memo).
+
+    Args:
+        entries: items of :func:`~brats_cggm.brats.cache.disk.fill_cache` (``entry``, ``case_id``).
+
+    Returns:
+        ``(entry folder, cause)`` of each entry still invalid; empty when all are valid.
+    """
+    problems = []
+    for entry in entries:
+        cause = entry_problem(entry["entry"], force=True)
+        if cause is not None:
+            problems.append((str(entry["entry"]), cause))
+    return problems

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -94,12 +95,11 @@ def test_second_fill_reuses_and_changed_input_or_setting_rebuilds(dataset: Path,
     built.clear()
     entries = fill_cache(items, "train", cache, PATCH, OPTIONS, progress=False)
     assert built == []
-    # a changed input file (new size and mtime): that case alone is rebuilt, in place
+    # a changed input file (new content): that case alone is rebuilt, in place
     flair = Path(items[1]["image"][0])
     before = read_entry_meta(entries[1]["entry"])["inputs"]
-    data = flair.read_bytes()
-    flair.write_bytes(data + b"\0" * 0)
-    os.utime(flair, ns=(flair.stat().st_atime_ns, flair.stat().st_mtime_ns + 10**9))
+    image = nib.load(str(flair))
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj) * 1.5, image.affine), str(flair))
     entries2 = fill_cache(items, "train", cache, PATCH, OPTIONS, progress=False)
     assert built == [items[1]["case_id"]]
     assert entries2[1]["entry"] == entries[1]["entry"]
