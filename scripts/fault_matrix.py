@@ -108,6 +108,12 @@ def train(data: str = "data", out: str = "run", **overrides: str) -> Command:
     return Command(tuple(argv), "train " + " ".join(f"--{k} {v}" for k, v in shown.items()))
 
 
+def prepare(*args: str) -> Command:
+    """``brats-cggm-prepare ARGS``."""
+    argv = [*_console("brats-cggm-prepare", "brats_cggm.cli.prepare"), *args]
+    return Command(tuple(argv), "brats-cggm-prepare " + " ".join(args))
+
+
 def bundle_infer(bundle: str = "bundle", data: str = "cases", out: str = "out") -> Command:
     """``inference.yaml`` with the run config of ``bundle`` (a training ``output_dir`` look-alike)."""
     files = repr([str(CONFIGS / "inference.yaml"), f"{bundle}/configs/inference.json"])
@@ -609,6 +615,213 @@ def _write_sentinel(relative: str) -> Callable[[Path, Fixtures], None]:
     return write
 
 
+# ---------------------------------------------------------------------------------------------- the disk cache
+
+#: ``brats-cggm-prepare`` with the settings of :func:`train` (so training finds the entries it builds).
+PREPARE = ("data", "--cache-dir", "cache", "--patch-size", *(str(p) for p in PATCH))
+ET_BIT = 4  # the enhancing tumour's bit in a packed label (regions TC, WT, ET)
+
+
+def cache_entries(ws: Path, kind: str = "*", case: str = "*") -> list[Path]:
+    """The entry folders under ``ws/cache`` (temporaries and lock files left out)."""
+    return sorted(p for p in (ws / "cache").glob(f"{kind}-*/{case}-*") if p.is_dir() and not p.name.startswith("."))
+
+
+def _in_cache(kind: str, name: str, change: str) -> Command:
+    """A step changing ``name`` of the first ``kind`` entry under ``cache/`` (``change``: Python on ``p``)."""
+    code = (
+        "import glob, os, numpy as np; "
+        f"p = sorted(glob.glob('cache/{kind}-*/*/{name}'))[0]; {change}; print('changed', p)"
+    )
+    return python(code, f"damage cache/{kind}-*/<first case>/{name}")
+
+
+ZERO = "np.save(p, np.zeros_like(np.load(p)))"
+TRUNCATE = "os.truncate(p, os.path.getsize(p) - 7)"
+DELETE = "os.remove(p)"
+
+
+def expect_output(*texts: str, step: int = -1) -> Callable[[Path, list[StepResult]], list[str]]:
+    """The output (stdout and stderr) of step ``step`` says each of ``texts``."""
+
+    def check(ws: Path, results: list[StepResult]) -> list[str]:
+        output = results[step].stdout + results[step].stderr
+        return [f"step {step} did not say {t!r}" for t in texts if t not in output]
+
+    return check
+
+
+def expect_valid_cache(ws: Path, results: list[StepResult]) -> list[str]:
+    """Every entry under ``cache/`` passes the full check (checksums included); every step exited 0."""
+    from brats_cggm.brats.cache.integrity import entry_problem
+
+    problems = expect_all_steps_ok(ws, results)
+    entries = cache_entries(ws)
+    if not entries:
+        problems.append("no cache entry")
+    for entry in entries:
+        if cause := entry_problem(entry, force=True):
+            problems.append(f"{entry.relative_to(ws)}: {cause}")
+    leftovers = [p.name for p in (ws / "cache").glob("*/.tmp*")]
+    return problems + ([f"temporaries left: {leftovers}"] if leftovers else [])
+
+
+def expect_all_steps_ok(ws: Path, results: list[StepResult]) -> list[str]:
+    return [f"{r.display}: exit {_exit_text(r.returncode)}" for r in results if r.returncode != 0]
+
+
+def expect_images_nonzero(ws: Path, _: list[StepResult]) -> list[str]:
+    return [f"{e.relative_to(ws)}: all-zero image" for e in cache_entries(ws) if not np.load(e / "image.npy").any()]
+
+
+def _uncompressed_seg(ws: Path, case: str = CASE) -> Path:
+    """Make ``case``'s segmentation an uncompressed ``.nii``: a change of voxels keeps the file's size."""
+    seg = case_file(ws / "data" / case, "seg")
+    image = nib.load(str(seg))
+    target = seg.with_name(seg.name.removesuffix(".gz"))
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header), str(target))
+    seg.unlink()
+    return target
+
+
+#: Remove the enhancing tumour (4 -> 1) in place, same size, then put the old mtime back.
+_ERASE_ET = (
+    "import os, sys, nibabel as nib, numpy as np; p = sys.argv[1]; st = os.stat(p); "
+    "img = nib.load(p); a = np.asarray(img.dataobj).copy(); n = int((a == 4).sum()); a[a == 4] = 1; "
+    "nib.save(nib.Nifti1Image(a, img.affine, img.header), p); "
+    "os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns)); "
+    "assert n > 0 and os.path.getsize(p) == st.st_size; "
+    "print(f'{p}: {n} enhancing voxels made necrotic, same size and mtime')"
+)
+
+
+def _erase_et(path: str) -> Command:
+    return Command((sys.executable, "-c", _ERASE_ET, path), f"rewrite {path} without label 4 (same size, old mtime)")
+
+
+def expect_no_et_in_cache(ws: Path, _: list[StepResult]) -> list[str]:
+    """The case's entry holds no enhancing tumour, as its (changed) segmentation; it held some before."""
+    entries = cache_entries(ws, case=CASE)
+    if not entries:
+        return [f"no entry of {CASE}"]
+    bad = [e.relative_to(ws) for e in entries if (np.load(e / "label.npy") & ET_BIT).any()]
+    return [f"{e}: still holds the old enhancing tumour (stale entry used)" for e in bad]
+
+
+def _stale_same_size(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    seg = _uncompressed_seg(ws)
+    return [Step(prepare(*PREPARE)), Step(_erase_et(str(seg.relative_to(ws)))), Step(prepare(*PREPARE))]
+
+
+#: ``cp -a`` of a data set whose files all carry one timestamp, onto the folder the cache was built from.
+_RESTORE_ARCHIVE = (
+    "import os, shutil; shutil.rmtree('data'); shutil.copytree('archive', 'data', copy_function=shutil.copy2); "
+    "print('data replaced by a copy of archive/ (timestamps kept)')"
+)
+
+
+def _fixed_timestamps(root: Path, ns: int = 1_600_000_000 * 10**9) -> None:
+    for path in root.rglob("*"):
+        os.utime(path, ns=(ns, ns))
+
+
+def _cp_a_archive(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    seg = _uncompressed_seg(ws)
+    shutil.copytree(ws / "data", ws / "archive")
+    arch_seg = ws / "archive" / seg.relative_to(ws / "data")
+    image = nib.load(str(arch_seg))
+    array = np.asarray(image.dataobj).copy()
+    array[array == 4] = 1
+    nib.save(nib.Nifti1Image(array, image.affine, image.header), str(arch_seg))
+    _fixed_timestamps(ws / "data")
+    _fixed_timestamps(ws / "archive")
+    restore = Command((sys.executable, "-c", _RESTORE_ARCHIVE), "cp -a archive data (one fixed timestamp)")
+    return [Step(prepare(*PREPARE)), Step(restore), Step(prepare(*PREPARE))]
+
+
+def _cache_then(damage: Command, last: Command) -> Callable[[Path, Fixtures], list[Step]]:
+    """Build the cache (``brats-cggm-prepare``), damage it, then run ``last`` (a training or a prepare)."""
+
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        copy_dataset(fx, ws)
+        return [Step(prepare(*PREPARE)), Step(damage), Step(last)]
+
+    return setup
+
+
+def _verify_after_damages(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    damages = [_in_cache("train", "image.npy", TRUNCATE), _in_cache("val", "image.npy", ZERO)]
+    return [Step(prepare(*PREPARE)), *map(Step, damages), Step(prepare(*PREPARE, "--verify"))]
+
+
+def _cache_lock_present(ws: Path) -> bool:
+    return any((ws / "cache").glob("*/*.lock"))
+
+
+def _concurrent_prepares(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    first = Step(prepare(*PREPARE), background_until=_cache_lock_present)
+    return [first, Step(prepare(*PREPARE))]
+
+
+#: Hold one entry's build lock for 30 s, as a writer in another container would (its PID means nothing here).
+_HOLD_ENTRY_LOCK = (
+    "import glob, time; from brats_cggm.core.locks import FileLock; "
+    "entry = sorted(glob.glob('cache/train-*/*-*'))[0]; lock = FileLock(entry + '.lock').acquire(); "
+    "open('holding', 'w').write(entry); time.sleep(30)"
+)
+_LIVE_TMP_NAME = ".tmp.4194301.0a0b.{entry}"  # a PID that no process here has: "dead" by the old PID rule
+
+
+def _live_writer_elsewhere(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+
+    def plant(ws: Path) -> bool:
+        holding = ws / "holding"
+        if not holding.is_file():
+            return False
+        entry = Path(holding.read_text())
+        tmp = ws / entry.parent / _LIVE_TMP_NAME.format(entry=entry.name)
+        tmp.mkdir(exist_ok=True)
+        (tmp / "image.npy").write_bytes(b"being written by a live process elsewhere")
+        return True
+
+    hold = Command((sys.executable, "-c", _HOLD_ENTRY_LOCK), "hold one entry's lock (another container's writer)")
+
+    def survived(ws: Path, result: StepResult) -> list[str]:
+        found = list((ws / "cache").glob("train-*/.tmp.4194301.*"))
+        return [] if found else ["the live writer's temporary folder was removed"]
+
+    return [Step(prepare(*PREPARE)), Step(hold, background_until=plant), Step(prepare(*PREPARE), check=survived)]
+
+
+#: A 600 KiB file system for the cache, in a mount namespace of its own (gone when the command ends).
+_FULL_DISK = (
+    "mkdir -p full && mount -t tmpfs -o size=600k tmpfs full && {prepare}; code=$?; "
+    "find full -mindepth 1 | sort > full_disk_leftovers.txt; exit $code"
+)
+
+
+def _full_disk(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    command = " ".join(prepare("data", "--cache-dir", "full/cache", "--patch-size", *map(str, PATCH)).argv)
+    argv = ("unshare", "-m", "sh", "-c", _FULL_DISK.format(prepare=command))
+    display = "brats-cggm-prepare data --cache-dir full/cache (a 600 KiB tmpfs)"
+    return [Step(Command(argv, display))]
+
+
+def expect_no_partial_entry(ws: Path, _: list[StepResult]) -> list[str]:
+    """On the full file system: no temporary, no lock and no entry missing its ``meta.json`` was left."""
+    listing = (ws / "full_disk_leftovers.txt").read_text().split() if (ws / "full_disk_leftovers.txt").exists() else []
+    left = [p for p in listing if ".tmp" in p or p.endswith(".lock")]
+    entries = {p for p in listing if p.count("/") == 3}
+    incomplete = [e for e in entries if f"{e}/meta.json" not in listing]
+    return [f"left on the full disk: {p}" for p in left + incomplete]
+
+
 OUT = f"out/{CASE}.nii.gz"
 T1, T1CE, T2 = (f"{CASE}_{m}.nii.gz" for m in ("t1", "t1ce", "t2"))
 PRED = f"pred/{CASE}.nii.gz"
@@ -908,6 +1121,114 @@ ROWS: tuple[Row, ...] = (
         writes=("run/",),
         check=all_of(expect_epoch(6), expect_good_checkpoints("run/models/checkpoint.pt")),
         what="SIGKILL after the first checkpoint, then --resume true",
+    ),
+    # ----------------------------------------------------------------------------- the disk cache
+    Row(
+        "cache/stale-same-size-mtime",
+        _stale_same_size,
+        True,
+        may_change=("data/",),
+        writes=("cache/",),
+        check=all_of(expect_all_steps_ok, expect_output("changed; rebuilding"), expect_no_et_in_cache),
+        what="a segmentation rewritten at the same size, its mtime restored",
+    ),
+    Row(
+        "cache/cp-a-fixed-timestamp",
+        _cp_a_archive,
+        True,
+        may_change=("data/",),
+        writes=("cache/", "data/"),
+        check=all_of(expect_all_steps_ok, expect_output("changed; rebuilding"), expect_no_et_in_cache),
+        what="the data set replaced by cp -a of an archive with one timestamp (one case differs)",
+    ),
+    Row(
+        "cache/zeroed-image",
+        _cache_then(_in_cache("train", "image.npy", ZERO), train(cache_dir="cache")),
+        True,
+        may_change=("cache/",),
+        writes=("cache/", "run/"),
+        check=all_of(expect_output("image.npy checksum mismatch; rebuilding"), expect_images_nonzero),
+        what="an entry's image.npy overwritten with zeros (same shape), then training",
+    ),
+    Row(
+        "cache/truncated-image",
+        _cache_then(_in_cache("train", "image.npy", TRUNCATE), train(cache_dir="cache")),
+        True,
+        may_change=("cache/",),
+        writes=("cache/", "run/"),
+        check=all_of(expect_output("(truncated or overwritten); rebuilding"), expect_valid_cache),
+        what="a truncated image.npy, then training",
+    ),
+    Row(
+        "cache/missing-label",
+        _cache_then(_in_cache("train", "label.npy", DELETE), prepare(*PREPARE)),
+        True,
+        may_change=("cache/",),
+        writes=("cache/",),
+        check=all_of(expect_output("label.npy missing; rebuilding"), expect_valid_cache),
+        what="a training entry without label.npy, then brats-cggm-prepare",
+    ),
+    Row(
+        "cache/missing-fg-indices",
+        _cache_then(_in_cache("train", "fg_indices.npy", DELETE), train(cache_dir="cache")),
+        True,
+        may_change=("cache/",),
+        writes=("cache/", "run/"),
+        check=all_of(expect_output("fg_indices.npy missing; rebuilding"), expect_valid_cache),
+        what="a training entry without fg_indices.npy, then training",
+    ),
+    Row(
+        "cache/truncated-fg-indices",
+        _cache_then(_in_cache("train", "fg_indices.npy", TRUNCATE), train(cache_dir="cache")),
+        True,
+        may_change=("cache/",),
+        writes=("cache/", "run/"),
+        check=all_of(expect_output("fg_indices.npy", "; rebuilding"), expect_valid_cache),
+        what="a truncated fg_indices.npy, then training",
+    ),
+    Row(
+        "cache/val-without-label",
+        _cache_then(_in_cache("val", "label.npy", DELETE), train(cache_dir="cache")),
+        True,
+        may_change=("cache/",),
+        writes=("cache/", "run/"),
+        check=all_of(expect_output("label.npy missing; rebuilding"), expect_valid_cache),
+        what="a validation entry without its label, then training",
+    ),
+    Row(
+        "cache/prepare-verify",
+        _verify_after_damages,
+        True,
+        may_change=("cache/",),
+        writes=("cache/",),
+        check=all_of(expect_output("checksum mismatch", "(truncated or overwritten)", "1 rebuilt"), expect_valid_cache),
+        what="brats-cggm-prepare --verify after a truncated and a zeroed entry",
+    ),
+    Row(
+        "cache/concurrent-prepares",
+        _concurrent_prepares,
+        True,
+        writes=("cache/",),
+        check=expect_valid_cache,
+        what="two brats-cggm-prepare filling one empty cache at once",
+    ),
+    Row(
+        "cache/live-writer-elsewhere",
+        _live_writer_elsewhere,
+        True,
+        writes=("cache/", "holding"),
+        check=expect_valid_cache,
+        what="a writer in another PID namespace holds an entry (its temporary folder's PID is dead here)",
+    ),
+    Row(
+        "cache/full-disk",
+        _full_disk,
+        False,
+        ("no space left on device in full/cache", "MB per case"),
+        one_line=True,
+        writes=("full", "full_disk_leftovers.txt"),
+        check=expect_no_partial_entry,
+        what="the cache's file system is full (a 600 KiB tmpfs)",
     ),
     # ----------------------------------------------------------------------------- inference bundle, adapters
     Row(
