@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from brats_cggm.cli.infer import main
+from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
 
 CASE = "BraTS2021_00000"
 
@@ -347,3 +348,14 @@ def test_postprocess_bad_rules_name_the_config(case_dir: Path, tiny_run_dir: Pat
     assert _run(["--input", str(case_dir)], _bundle(run), tmp_path / "out", "--postprocess") == 1
     err = capsys.readouterr().err
     assert str(run / "configs" / "inference.json") in err and "unknown regions ['ed']" in err
+
+
+def test_a_crafted_checkpoint_is_refused_without_unsafe_advice(
+    case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    crafted = code_running_checkpoint(tmp_path / "crafted.pt", tmp_path / "code_ran", network={})
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], [*_bundle(tiny_run_dir), "--checkpoint", str(crafted)], out) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {crafted}: refused, it holds more than tensors and plain types")
+    assert unsafe_advice(err) == [] and not (tmp_path / "code_ran").exists() and not out.exists()
