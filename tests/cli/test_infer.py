@@ -78,6 +78,7 @@ def test_help(capsys: pytest.CaptureFixture):
         (["--input", "i", "--output-dir", "o", "--bundle", "b", "--roi", "16", "0", "16"], "must be at least 1"),
         (["--input", "i", "--output-dir", "o", "--bundle", "b", "--roi", "16", "16", "x"], "expected an integer"),
         (["--input", "i", "--output-dir", "o", "--bundle", "b", "--affine-tolerance=-1"], "must be at least 0"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--skip-existing", "--overwrite"], "give one of them"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture):
@@ -201,6 +202,40 @@ def test_batch_runs_past_failures(phantom_dataset: Path, tiny_run_dir: Path, tmp
     assert "BraTS2021_00001:" in failed and "BraTS2021_00000" not in failed
     assert failed.count("BraTS2021_00001: ") == 1 and "truncated or corrupt gzip data" in failed
     assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00002.nii.gz"]
+
+
+def test_skip_existing_continues_an_interrupted_run(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    batch, out = tmp_path / "batch", tmp_path / "out"
+    cases = ("BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002")
+    for case in cases:
+        shutil.copytree(phantom_dataset / case, batch / case)
+    model = [*_bundle(tiny_run_dir), "--save-probabilities"]
+    assert _run(["--input", str(batch)], model, out) == 0
+    capsys.readouterr()
+    # a plain rerun refuses the finished cases and says how to go on
+    assert _run(["--input", str(batch)], model, out) == 1
+    assert "exists; pass --overwrite to replace it, or --skip-existing to keep it" in capsys.readouterr().err
+    done = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob(f"{cases[0]}*")}
+    # interrupted: case 1 between its two files (the label map is written last), case 2 not begun
+    (out / f"{cases[1]}.nii.gz").unlink()
+    for p in out.glob(f"{cases[2]}*"):
+        p.unlink()
+
+    assert _run(["--input", str(batch)], model, out, "--skip-existing") == 0
+    log = capsys.readouterr()
+    assert "summary: 2 segmented, 1 skipped (outputs exist), 0 failed" in log.out
+    assert f"[1/3] {cases[0]}: skipped, its outputs exist -> {out / cases[0]}.nii.gz" in log.out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob(f"{cases[0]}*")} == done  # untouched
+    expected = sorted(f"{c}{s}.nii.gz" for c in cases for s in ("", "_probabilities"))
+    assert sorted(p.name for p in out.iterdir()) == expected
+
+    # a label map without the probabilities asked for is not a finished case: reported, not half-redone
+    (out / f"{cases[0]}_probabilities.nii.gz").unlink()
+    assert _run(["--input", str(batch)], model, out, "--skip-existing") == 1
+    log = capsys.readouterr()
+    assert "summary: 0 segmented, 2 skipped (outputs exist), 1 failed" in log.out
+    assert f"error: {cases[0]}: {out / cases[0]}.nii.gz: exists without its probabilities" in log.err
+    assert not (out / f"{cases[0]}_probabilities.nii.gz").exists()
 
 
 def test_msd_file_and_channel_checks(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
