@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS
+from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids
 from brats_cggm.brats.inference import STITCH_CHOICES, BratsSegmenter
 from brats_cggm.brats.inference_io import (
     MSD_CHANNELS,
@@ -245,12 +245,33 @@ def load_segmenter(args: argparse.Namespace, device: torch.device) -> BratsSegme
 
 
 def collect_cases(args: argparse.Namespace, settings: InferenceSettings) -> tuple[list[CaseInput], list[str]]:
-    """The cases to segment, and one failure line per case found unusable while looking for them."""
+    """The cases to segment, and one failure line per case found unusable while looking for them.
+
+    Discovery's warnings (cases read from outside an MSD folder) are printed one a line.
+
+    Raises:
+        InputFileError: the input cannot be read as cases.
+        DuplicateCaseError: two cases have the same id, or ``--name-template`` gives two cases one output file
+            (both named), before anything is segmented.
+    """
     if any(getattr(args, m) for m in DEFAULT_MODALITIES):
         return [_explicit_case(args, settings.modalities)], []
     patterns = {**PATTERN_PRESETS[args.patterns], **dict(args.pattern)}
     msd_channels = [c.strip() for c in args.msd_channels.split(",")]
-    cases, problems = find_cases(args.input, settings.modalities, patterns, msd_channels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        cases, problems = find_cases(args.input, settings.modalities, patterns, msd_channels)
+    for warning in caught:
+        print_warning(str(warning.message))
+    outputs = []
+    for case in cases:
+        try:
+            files = [case.image] if isinstance(case.image, str) else [p for p in case.image if p is not None]
+            outputs.append((case_outputs(case.case_id, args)[0].name, files[0] if files else case.case_id))
+        except ValueError:  # a bad case id: that case fails alone, when it is segmented
+            continue
+    # a template without {case_id} would give every case one file: the second would replace the first
+    check_unique_case_ids(outputs, f"--name-template {args.name_template!r}", what="output file")
     return cases, [_failure_line(name, message) for name, message in problems]
 
 

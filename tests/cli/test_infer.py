@@ -13,6 +13,7 @@ import pytest
 
 from brats_cggm.cli.infer import main
 from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
+from tests.helpers.msd_layouts import msd_with_duplicate_ids, msd_with_outside_entry
 
 CASE = "BraTS2021_00000"
 
@@ -394,3 +395,34 @@ def test_a_crafted_checkpoint_is_refused_without_unsafe_advice(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {crafted}: refused, it holds more than tensors and plain types")
     assert unsafe_advice(err) == [] and not (tmp_path / "code_ran").exists() and not out.exists()
+
+
+def test_duplicate_case_ids_are_refused_before_any_work(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    # two dataset.json entries imagesTr/a/BRATS_001.nii.gz and imagesTr/b/BRATS_001.nii.gz: one output file
+    root, first, second = msd_with_duplicate_ids(msd_dataset, tmp_path / "msd")
+    out = tmp_path / "out"
+    assert _run(["--input", str(root)], _bundle(tiny_run_dir), out) == 1
+    err = capsys.readouterr().err
+    assert f"duplicate case id 'BRATS_001': {first} and {second}" in err and not out.exists()
+    # a folder of 4-D files holding x.nii and x.nii.gz
+    folder = tmp_path / "files"
+    folder.mkdir()
+    shutil.copy(root / "imagesTr" / "BRATS_003.nii.gz", folder / "BRATS_003.nii.gz")
+    nib.save(nib.load(str(folder / "BRATS_003.nii.gz")), str(folder / "BRATS_003.nii"))
+    assert _run(["--input", str(folder)], _bundle(tiny_run_dir), out) == 1
+    err = capsys.readouterr().err
+    assert f"duplicate case id 'BRATS_003': {folder / 'BRATS_003.nii'} and {folder / 'BRATS_003.nii.gz'}" in err
+    # a name template without {case_id} gives every case one file
+    images = msd_dataset / "imagesTr"
+    assert _run(["--input", str(images)], _bundle(tiny_run_dir), out, "--name-template", "seg.nii.gz") == 1
+    expected = f"duplicate output file 'seg.nii.gz': {images / 'BRATS_001.nii.gz'} and {images / 'BRATS_002.nii.gz'}"
+    assert f"--name-template 'seg.nii.gz': {expected}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_msd_entry_outside_its_folder_is_warned_about(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    root, outside = msd_with_outside_entry(msd_dataset, tmp_path)
+    # a template giving the cases one file stops the run after discovery, before anything is segmented
+    assert _run(["--input", str(root)], _bundle(tiny_run_dir), tmp_path / "out", "--name-template", "x.nii.gz") == 1
+    err = capsys.readouterr().err
+    assert f"warning: 1 case(s) read from outside the data set folder {root}: {outside}" in err
