@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from brats_cggm.brats.data import discover_dataset  # noqa: E402
 from brats_cggm.core.files import atomic_write_text, write_json  # noqa: E402
+from brats_cggm.core.safe_load import load_tensors  # noqa: E402
 from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes  # noqa: E402
 from brats_cggm.selection.losses import modality_gap  # noqa: E402
 from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders, save_encoder_weights  # noqa: E402
@@ -92,7 +93,7 @@ def pretrained(work: Path, pool: Path, seed: int, args: argparse.Namespace) -> t
             },
         )
     record = json.loads(meta.read_text())
-    return record["case_ids"], torch.load(embeddings, weights_only=True), encoders
+    return record["case_ids"], load_tensors(embeddings), encoders
 
 
 def train(run_dir: Path, cases: list[str], pool: Path, heldout: Path, seed: int, encoders: Path | None, args) -> dict:

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from brats_cggm.core.safe_load import load_tensors
 from brats_cggm.engine.handlers import MetricsJSONWriter, is_scalar, to_float
 
 __all__ = ["MetricsWithTestJSONWriter"]
@@ -69,7 +69,7 @@ class MetricsWithTestJSONWriter(MetricsJSONWriter):
             if self.best_weights and all(path.is_file() for path, _ in self.best_weights):
                 saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for _, m in self.best_weights]
                 for path, module in self.best_weights:
-                    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                    module.load_state_dict(load_tensors(path))
                 used = "best"
             else:
                 missing = [str(p) for p, _ in self.best_weights if not p.is_file()] or ["(none configured)"]

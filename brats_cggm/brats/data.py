@@ -7,6 +7,12 @@ Two layouts are read:
   (``_flair``, ``_t1ce``, ``_t1``, ``_t2``, ``_seg``), :data:`BRATS2023_PATTERNS` gives BraTS 2023's.
 - ``"msd"``: the Medical Segmentation Decathlon Task01_BrainTumour folder, described by its
   ``dataset.json``, with every case's modalities stacked in one 4-D file.
+
+Case ids name a case everywhere (splits, caches, predictions), so two inputs giving the same id are refused
+before any work (:func:`check_unique_case_ids`, also used by inference and evaluation). A case read from outside
+the data set folder (a case folder that is a symbolic link to elsewhere, an MSD entry ``../other/...``) is read,
+since data sets are legitimately assembled from links (``scripts/select_and_train.py`` does), but with one
+warning per discovery naming those paths (:data:`OUTSIDE_WARNING`), so that it is never silent.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +36,12 @@ __all__ = [
     "BRATS2023_PATTERNS",
     "DEFAULT_MODALITIES",
     "MSD_MODALITY_NAMES",
+    "OUTSIDE_WARNING",
     "PATTERN_PRESETS",
     "SPLIT_FILE",
     "DatasetSpec",
+    "DuplicateCaseError",
+    "check_unique_case_ids",
     "detect_patterns",
     "discover_brats_folders",
     "discover_dataset",
@@ -67,6 +77,9 @@ MSD_MODALITY_NAMES: dict[str, tuple[str, ...]] = {
     "t2": ("t2w", "t2"),
 }
 
+#: How the warning about cases read from outside the data set folder begins (one per discovery).
+OUTSIDE_WARNING = "read from outside the data set folder"
+
 logger = logging.getLogger(__name__)
 
 _NIFTI_EXTENSIONS = (".nii.gz", ".nii")
@@ -95,6 +108,61 @@ class DatasetSpec:
     channel_order: list[int] | None = None
     modalities: tuple[str, ...] = DEFAULT_MODALITIES
     root: Path = field(default_factory=Path)
+
+
+class DuplicateCaseError(ValueError):
+    """Two inputs give the same case id; the message names both."""
+
+
+def check_unique_case_ids(
+    cases: Iterable[tuple[str, str | os.PathLike]], where: str | os.PathLike, what: str = "case id"
+) -> None:
+    """Refuse two inputs that give the same case id: the one place this is checked.
+
+    A case id names the case's split entry, cache entry and output files, so a second case of the same id
+    would silently replace the first one's (or be refused as the first one's output).
+
+    Args:
+        cases: ``(case_id, source)`` pairs, ``source`` the file or folder the id comes from.
+        where: what the cases were read from (a folder, a ``dataset.json``), for the message.
+        what: what must be unique, for the message (e.g. ``"output file"``).
+
+    Raises:
+        DuplicateCaseError: naming the id and both sources (the first clash; how many more there are).
+    """
+    first: dict[str, str] = {}
+    clashes: list[tuple[str, str, str]] = []
+    for case_id, source in cases:
+        if case_id in first:
+            clashes.append((case_id, first[case_id], str(source)))
+        else:
+            first[case_id] = str(source)
+    if clashes:
+        case_id, one, other = clashes[0]
+        more = f" ({len(clashes) - 1} more clash(es))" if len(clashes) > 1 else ""
+        raise DuplicateCaseError(
+            f"{where}: duplicate {what} {case_id!r}: {one} and {other}{more}; each case needs its own id, since "
+            "outputs, splits and caches are named by it"
+        )
+
+
+def _warn_outside(root: Path, sources: Iterable[tuple[str, str | os.PathLike]]) -> None:
+    """One warning naming the cases whose files are not inside ``root`` once links and ``..`` are resolved."""
+    inside = root.resolve()
+    outside: dict[str, str] = {}
+    for case_id, path in sources:
+        resolved = Path(path).resolve()
+        if case_id not in outside and not resolved.is_relative_to(inside):
+            outside[case_id] = f"{path} -> {resolved}" if Path(path).absolute() != resolved else str(path)
+    if outside:
+        shown = "; ".join(list(outside.values())[:5]) + (f"; and {len(outside) - 5} more" if len(outside) > 5 else "")
+        warnings.warn(f"{len(outside)} case(s) {OUTSIDE_WARNING} {root}: {shown}", UserWarning, stacklevel=3)
+
+
+def _item_files(item: Mapping) -> list[str]:
+    image = item["image"]
+    files = [image] if isinstance(image, str) else [p for p in image if p is not None]
+    return files + ([item["label"]] if item.get("label") else [])
 
 
 def _check_dir(dataset_dir: str | os.PathLike) -> Path:
@@ -189,6 +257,9 @@ def discover_brats_folders(
     Raises:
         FileNotFoundError: if ``dataset_dir`` does not exist, or a case lacks a modality (or label) file.
         ValueError: if no case folder is found, or the patterns or label convention are unknown.
+
+    Warns:
+        UserWarning: once, naming the case folders (or files) that are links to outside ``dataset_dir``.
     """
     root = _check_dir(dataset_dir)
     get_label_convention(label_convention)
@@ -227,6 +298,11 @@ def discover_brats_folders(
                 f"case folder {case_dir} has no segmentation: expected {case_id}{suffixes['seg']}.nii.gz"
             )
         items.append(item)
+    # folder names are unique in one folder: checked all the same, so that every layout goes through one check
+    check_unique_case_ids(((d.name, d) for d in case_dirs), root)
+    _warn_outside(
+        root, [*((d.name, d) for d in case_dirs), *((i["case_id"], f) for i in items for f in _item_files(i))]
+    )
     return DatasetSpec(
         items=items,
         layout="brats",
@@ -252,6 +328,29 @@ def _msd_channel_order(modality_map: Mapping[str, str], modalities: Sequence[str
     return order
 
 
+def _msd_case_id(image: Path) -> str:
+    case_id = image.name
+    for ext in _NIFTI_EXTENSIONS:
+        case_id = case_id.removesuffix(ext)
+    return case_id
+
+
+def _msd_test_cases(entries: object, root: Path, json_path: Path) -> list[tuple[str, str]]:
+    """``(case_id, path)`` of the ``test`` list (paths, or dicts with an ``image``), for the duplicate check."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ValueError(f"{json_path}: 'test' must be a list of image paths, got {type(entries).__name__}")
+    cases = []
+    for entry in entries:
+        image = entry.get("image") if isinstance(entry, dict) else entry
+        if not isinstance(image, str):
+            raise ValueError(f"{json_path}: test entry {entry!r} is neither an image path nor has an 'image'")
+        path = Path(os.path.normpath(root / image))
+        cases.append((_msd_case_id(path), str(path)))
+    return cases
+
+
 def discover_msd(
     dataset_dir: str | os.PathLike, modalities: Sequence[str] = DEFAULT_MODALITIES, require_label: bool = True
 ) -> DatasetSpec:
@@ -269,6 +368,11 @@ def discover_msd(
     Raises:
         FileNotFoundError: if the folder, ``dataset.json`` or a file it lists does not exist.
         ValueError: if ``dataset.json`` is malformed, lists no cases or lacks a modality.
+        DuplicateCaseError: if two entries of its ``training`` and ``test`` lists give the same case id (the file
+            name without ``.nii.gz``), naming both.
+
+    Warns:
+        UserWarning: once, naming the entries that lie outside the folder (``../other/...``, links).
     """
     root = _check_dir(dataset_dir)
     json_path = root / "dataset.json"
@@ -292,10 +396,7 @@ def discover_msd(
         image = Path(os.path.normpath(root / entry["image"]))
         if not image.is_file():
             raise FileNotFoundError(f"{image} (listed in {json_path}) does not exist")
-        case_id = image.name
-        for ext in _NIFTI_EXTENSIONS:
-            case_id = case_id.removesuffix(ext)
-        item: dict = {"case_id": case_id, "image": str(image)}
+        item: dict = {"case_id": _msd_case_id(image), "image": str(image)}
         if entry.get("label"):
             label = Path(os.path.normpath(root / entry["label"]))
             if not label.is_file():
@@ -304,6 +405,10 @@ def discover_msd(
         elif require_label:
             raise ValueError(f"{json_path}: training entry for {image} has no 'label'")
         items.append(item)
+    # the test cases are not read here, but share the id space: their predictions are named by it too
+    test_cases = _msd_test_cases(meta.get("test"), root, json_path)
+    check_unique_case_ids([*((i["case_id"], i["image"]) for i in items), *test_cases], json_path)
+    _warn_outside(root, [(i["case_id"], f) for i in items for f in _item_files(i)])
     items.sort(key=lambda item: item["case_id"])
     return DatasetSpec(
         items=items,

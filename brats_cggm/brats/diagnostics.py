@@ -26,7 +26,10 @@
   every missed or spurious lesion as 0 where the global Dice hardly sees a small one.
 
 A run has two saved networks: the best validation's (``models/model.pt``) and the last epoch's (inside
-``models/checkpoint.pt``); ``weights`` chooses (:func:`run_weights`).
+``models/checkpoint.pt``); ``weights`` chooses (:func:`run_weights`), and a run that saved no best network is
+refused under ``"best"`` rather than diagnosed with another. Every report names the file it used
+(``weights_file``). ``brats-cggm-compare`` asks for ``"last"``, whose Dice its comparison reports, so it never
+needs ``models/model.pt``.
 
 With several runs (seeds), every number is reported as mean ± standard deviation over the runs
 (:func:`summarize_diagnoses`). :func:`write_diagnostics_report` writes ``diagnostics.json``, ``diagnostics.md`` and
@@ -267,6 +270,7 @@ class LoadedRun:
         options: the preprocessing options of its ``data_options`` (and the data set's label convention).
         roi_size: its training patch (the sliding window and the probe's patch).
         inferer: its sliding-window inferer.
+        weights_file: the file the network's weights came from (:func:`run_weights`).
     """
 
     network: nn.Module
@@ -276,27 +280,41 @@ class LoadedRun:
     options: dict
     roi_size: tuple[int, ...]
     inferer: Any
+    weights_file: Path | None = None
 
 
 def run_weights(run_dir: str | Path, weights: str = "best") -> Path:
     """The file of one of a run's saved networks.
 
+    ``"best"`` never falls back to another network: a report must be of the network it says it is. A run saves
+    no best network when no validation improved on the first (or none ran); its last epoch's is then asked for
+    explicitly. ``brats-cggm-compare`` always asks for ``"last"`` (its comparison reports the last validation's
+    Dice), so runs without ``models/model.pt`` compare as before.
+
     Args:
         run_dir: the run's ``output_dir``.
-        weights: ``"best"``: the best validation's network (``models/model.pt``; the last epoch's when the run
-            saved none); ``"last"``: the last epoch's (``models/checkpoint.pt``). A comparison whose Dice comes
-            from the last validation diagnoses the last epoch's network too.
+        weights: ``"best"``: the best validation's network (``models/model.pt``); ``"last"``: the last epoch's
+            (``models/checkpoint.pt``, which may not exist: loading it then names it).
 
     Returns:
-        The weights file (it may not exist).
+        The weights file.
 
     Raises:
         ValueError: ``weights`` is not one of :data:`WEIGHTS`.
+        FileNotFoundError: ``"best"`` and the run has no ``models/model.pt`` (the message names it and suggests
+            ``--weights last``).
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     best, last = Path(run_dir) / "models" / "model.pt", Path(run_dir) / "models" / "checkpoint.pt"
-    return best if weights == "best" and best.is_file() else last
+    if weights == "last":
+        return last
+    if not best.is_file():
+        raise FileNotFoundError(
+            f"{best} does not exist: the run saved no best-validation network; use --weights last for its last "
+            f"epoch's ({last})"
+        )
+    return best
 
 
 def load_run(
@@ -340,7 +358,8 @@ def load_run(
         if record is None:
             raise ValueError(f"{run_dir} records no data set (configs/split.json): give the one it trained on")
         dataset_dir = record["dataset_dir"]
-    network, settings = load_model(run_dir, run_weights(run_dir, weights), device=device)
+    weights_file = run_weights(run_dir, weights)
+    network, settings = load_model(run_dir, weights_file, device=device)
     if not all(hasattr(network, a) for a in ("encoders", "features", "out_channels")):
         raise ValueError(f"{run_dir}: the network is not a multi-encoder network (no per-modality encoders)")
     modalities = tuple(settings.modalities)
@@ -355,7 +374,9 @@ def load_run(
         overlap=settings.overlap,
         mode="gaussian",
     )
-    return LoadedRun(network, modalities, train_cases, val_cases, options, tuple(settings.roi_size), inferer)
+    return LoadedRun(
+        network, modalities, train_cases, val_cases, options, tuple(settings.roi_size), inferer, weights_file
+    )
 
 
 def _training_patches(run: LoadedRun, settings: ProbeSettings) -> list[dict]:
@@ -536,6 +557,7 @@ def _unimodal_reference(
         single.network.eval(), single.val_cases, val_transforms(**single.options), single.inferer, device
     )
     reference = {
+        "unimodal_weights_file": str(single.weights_file),
         "unimodal_probe": probe_encoder(single, modality, probe, device),
         "unimodal_network_dice": dict(zip(REGIONS, network_dice.tolist())),
     }
@@ -577,13 +599,13 @@ def diagnose_run(
         lesionwise: also score the run lesion-wise (a caller that has already done so passes False).
 
     Returns:
-        ``run_dir``, ``seed``, ``weights``, ``modalities``, ``encoder_gap`` (modality → probe and unimodal Dice,
-        ``gap``, ``gap_vs_network``), with ``lesionwise`` ``lesionwise_dice`` (:func:`lesionwise_dice`), and with
-        ``shapley`` ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean
-        contribution).
+        ``run_dir``, ``seed``, ``weights``, ``weights_file`` (the file used), ``modalities``, ``encoder_gap``
+        (modality → probe and unimodal Dice, the unimodal run's ``unimodal_weights_file``, ``gap``,
+        ``gap_vs_network``), with ``lesionwise`` ``lesionwise_dice`` (:func:`lesionwise_dice`), and with ``shapley``
+        ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean contribution).
 
     Raises:
-        FileNotFoundError: a run folder is missing.
+        FileNotFoundError: a run folder is missing, or ``weights`` is ``"best"`` and a run saved no best network.
         ValueError: a unimodal run is not trained on exactly its modality, or a modality is not the run's.
     """
     from brats_cggm.brats.data import recorded_split
@@ -597,6 +619,7 @@ def diagnose_run(
         "run_dir": str(run_dir),
         "seed": seed if seed is not None else recorded_split(run_dir)["seed"],
         "weights": weights,
+        "weights_file": str(run.weights_file),
         "modalities": list(run.modalities),
     }
     if lesionwise:
@@ -690,11 +713,23 @@ def _cell(stats: Mapping[str, float], signed: bool = False) -> str:
     return f"{stats['mean']:{'+' if signed else ''}.3f} ± {stats['std']:.3f}"
 
 
+def _networks(reports: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per network diagnosed: the run, which of its networks and the file it came from."""
+    lines = []
+    for report in reports:
+        lines.append(f"- `{report['run_dir']}`: {report['weights']} (`{report.get('weights_file', '?')}`)")
+        for modality, gap in report.get("encoder_gap", {}).items():
+            file = gap.get("unimodal_weights_file", "?")
+            lines.append(f"  - unimodal {modality}: `{gap['unimodal_run']}` (`{file}`)")
+    return lines
+
+
 def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[str, Any]], plots: bool = True) -> str:
     """``diagnostics.md``: the encoder gap, the Shapley shares and the subset Dice tables, with the plots if
     ``plots``."""
     runs = len(summary["runs"])
     text = [f"# Imbalance diagnostics\n\n{runs} run(s); mean ± std over runs (sample std; 0 for one run).\n"]
+    text += ["Networks diagnosed:\n", *_networks(reports), ""]
     if "lesionwise_dice" in summary:
         text += [
             "## Lesion-wise Dice\n",

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from brats_cggm.brats.challenge_regions import CHALLENGE_REGIONS, RESECTION_CAVITY_LABEL
-from brats_cggm.brats.data import PATTERN_PRESETS
+from brats_cggm.brats.data import PATTERN_PRESETS, check_unique_case_ids
 from brats_cggm.brats.labels import REGIONS, check_labels, labels_to_regions
 from brats_cggm.brats.lesion_metrics import case_challenge_metrics, official_row, penalised_lesionwise_scores
 from brats_cggm.brats.nifti_checks import (
@@ -609,13 +609,20 @@ def _nifti_in(folder: Path) -> list[Path]:
 
 
 def find_predictions(pred_dir: str | os.PathLike) -> dict[str, str]:
-    """Prediction files of a folder, by case id (the file name without ``.nii.gz``)."""
+    """Prediction files of a folder, by case id (the file name without ``.nii.gz``).
+
+    Raises:
+        FileNotFoundError: if the folder does not exist.
+        DuplicateCaseError: if two files give one case id (``x.nii`` and ``x.nii.gz``), naming both.
+    """
     root = Path(pred_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: prediction folder does not exist")
-    return {
-        strip_nifti_extension(p.name): str(p) for p in _nifti_in(root) if not p.name.endswith("_probabilities.nii.gz")
-    }
+    found = [
+        (strip_nifti_extension(p.name), str(p)) for p in _nifti_in(root) if not p.name.endswith("_probabilities.nii.gz")
+    ]
+    check_unique_case_ids(found, root)
+    return dict(found)
 
 
 def find_references(ref_dir: str | os.PathLike) -> dict[str, str]:
@@ -626,18 +633,22 @@ def find_references(ref_dir: str | os.PathLike) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: if the folder does not exist or holds no reference.
+        DuplicateCaseError: if two references give one case id (``x.nii.gz`` and ``x_seg.nii.gz``, or a file and
+            a case folder ``x/``), naming both.
     """
     root = Path(ref_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: reference folder does not exist")
     if (root / "labelsTr").is_dir():
         root = root / "labelsTr"
-    refs = {_case_key(p.name): str(p) for p in _nifti_in(root)}
+    found = [(_case_key(p.name), str(p)) for p in _nifti_in(root)]
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         segs = [p for p in _nifti_in(sub) if strip_nifti_extension(p.name).endswith(_SEG_SUFFIXES)]
         exact = [p for p in segs if _case_key(p.name) == sub.name]
         if exact or len(segs) == 1:
-            refs[sub.name] = str((exact or segs)[0])
+            found.append((sub.name, str((exact or segs)[0])))
+    check_unique_case_ids(found, root)
+    refs = dict(found)
     if not refs:
         raise FileNotFoundError(f"{root}: no reference label files (<case>.nii.gz, or <case>/<case>_seg.nii.gz)")
     return refs

@@ -20,7 +20,7 @@ from monai.data.utils import correct_nifti_header_if_necessary
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple
 
-from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, discover_msd
+from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
 from brats_cggm.brats.nifti_checks import InputFileError, is_nifti_name, strip_nifti_extension
 from brats_cggm.core.files import atomic_path
 
@@ -346,6 +346,8 @@ def find_cases(
 
     Raises:
         InputFileError: if ``input_path`` does not exist, is not NIfTI, or holds no case.
+        DuplicateCaseError: if two of its cases have the same id (``x.nii`` next to ``x.nii.gz``, or two entries of
+            a ``dataset.json``), naming both: the second would replace the first's output.
     """
     path = Path(input_path)
     if not path.exists():
@@ -359,7 +361,7 @@ def find_cases(
         ], []
     if (path / "dataset.json").is_file():
         try:
-            spec = discover_msd(path, modalities, require_label=False)
+            spec = discover_msd(path, modalities, require_label=False)  # checks the ids of its dataset.json
         except (ValueError, FileNotFoundError) as exc:
             raise InputFileError(path, str(exc)) from exc
         return [CaseInput(i["case_id"], i["image"], list(spec.channel_order or [])) for i in spec.items], []
@@ -367,10 +369,12 @@ def find_cases(
     if files:
         if any(f.name.endswith(tuple(s + e for s in suffixes.values() for e in (".nii.gz", ".nii"))) for f in files):
             return [_case_from_folder(path, modalities, suffixes)], []
-        return [
+        cases = [
             CaseInput(strip_nifti_extension(f.name), str(f), _msd_order(modalities, msd_channels, str(f)))
             for f in files
-        ], []
+        ]
+        check_unique_case_ids(((c.case_id, c.image) for c in cases), path)
+        return cases, []
     cases, problems = [], []
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not _nifti_files(sub):
@@ -381,6 +385,8 @@ def find_cases(
             problems.append((sub.name, str(exc)))
     if not cases and not problems:
         raise InputFileError(path, "holds no NIfTI files nor case folders with NIfTI files")
+    # folder names are unique in one folder: checked all the same, every input through the one check
+    check_unique_case_ids(((c.case_id, path / c.case_id) for c in cases), path)
     return cases, problems
 
 

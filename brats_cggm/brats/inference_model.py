@@ -24,6 +24,7 @@ import torch
 
 from brats_cggm.brats.data import DEFAULT_MODALITIES
 from brats_cggm.brats.postprocessing_rules import RULES_KEY, PostprocessingRules
+from brats_cggm.core.safe_load import load_tensors
 
 __all__ = [
     "CONFIG_CANDIDATES",
@@ -373,10 +374,7 @@ def plain_settings(config: Mapping[str, Any], source: str) -> InferenceSettings:
 def _load_state_dict(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file does not exist")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read weights: {' '.join(str(exc).split())}") from exc
+    state = load_tensors(path)  # a WeightsLoadError (a ValueError) names the file and what was refused
     # A training checkpoint holds the network's state next to the optimizer's, the heads', the trainer's.
     if isinstance(state, dict) and isinstance(state.get("network"), dict):
         state = state["network"]

@@ -27,6 +27,7 @@ Generation is deterministic: the same ``(shape, seed)`` gives bit-identical arra
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -275,10 +276,26 @@ def _write_case(case_dir: Path, shape: tuple[int, int, int], seed: int, overwrit
     write_brats_case(case_dir, generate_phantom_case(shape, seed), brats_affine(shape), overwrite)
 
 
+def _make_temporary_dir(case_dir: Path) -> Path:
+    """A new hidden folder next to ``case_dir``, with the mode ``mkdir`` gives (``0o777`` less the umask).
+
+    ``tempfile.mkdtemp`` would make it ``0o700``, and the folder becomes the case folder by a rename.
+    """
+    while True:
+        tmp_dir = case_dir.parent / f".{case_dir.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            tmp_dir.mkdir()
+            return tmp_dir
+        except FileExistsError:
+            continue
+
+
 def write_brats_case(
     case_dir: str | os.PathLike, case: dict[str, np.ndarray], affine: np.ndarray, overwrite: bool = False
 ) -> Path:
     """Write one case's arrays as ``case_dir/<case_dir name>_<key>.nii.gz``, the folder appearing atomically.
+
+    The folder and its files follow the umask, as ``mkdir`` and ``open`` would make them.
 
     Args:
         case_dir: the case folder (its parent must exist); its name is the case identifier.
@@ -293,9 +310,8 @@ def write_brats_case(
         FileExistsError: if ``case_dir`` exists and ``overwrite`` is False (nothing is written then).
     """
     case_dir = Path(case_dir)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{case_dir.name}.", suffix=".tmp", dir=case_dir.parent))
+    tmp_dir = _make_temporary_dir(case_dir)
     try:
-        os.chmod(tmp_dir, 0o755)
         for name, array in case.items():
             _save_nifti(array, affine, tmp_dir / f"{case_dir.name}_{name}.nii.gz")
         if case_dir.exists() or case_dir.is_symlink():

@@ -57,7 +57,8 @@ def build_parser() -> CommandParser:
         "--weights",
         choices=("best", "last"),
         default="best",
-        help="each run's best validation network (models/model.pt) or its last epoch's (models/checkpoint.pt)",
+        help="each run's best validation network (models/model.pt; a run without one is refused) or its last "
+        "epoch's (models/checkpoint.pt); the report names the file used",
     )
     parser.add_argument(
         "--probe-steps",
@@ -135,6 +136,20 @@ def check_output(args: argparse.Namespace) -> None:
             raise FileExistsError(f"{args.output_dir / name} exists; pass --overwrite to replace the report")
 
 
+def check_weights(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> None:
+    """Refuse, before any work, a run (multimodal or unimodal) without the network ``--weights`` asks for.
+
+    Raises:
+        FileNotFoundError: ``--weights best`` and a run has no ``models/model.pt`` (named, with the advice to use
+            ``--weights last``).
+    """
+    from brats_cggm.brats.diagnostics import run_weights
+
+    for run_dir in [*args.run_dirs, *(folder for runs in unimodal for folder in runs.values())]:
+        if Path(run_dir).is_dir():  # a missing folder is reported by name when the run is loaded
+            run_weights(run_dir, args.weights)
+
+
 def diagnose(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> list[dict[str, Any]]:
     """Diagnose every run; returns their reports."""
     from brats_cggm.brats.diagnostics import ProbeSettings, diagnose_run
@@ -176,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         check_output(args)
+        check_weights(args, unimodal)
         reports = diagnose(args, unimodal)
         written = write_diagnostics_report(reports, args.output_dir, args.overwrite, plots=not args.no_plots)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:

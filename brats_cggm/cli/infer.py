@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS
+from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids
 from brats_cggm.brats.inference import STITCH_CHOICES, BratsSegmenter
 from brats_cggm.brats.inference_io import (
     MSD_CHANNELS,
@@ -123,6 +123,11 @@ def build_parser() -> CommandParser:
         "brats-cggm-fit-postprocessing): small components removed, small enhancing tumour relabelled",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    out.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip the cases whose outputs all exist (continue an interrupted run); not with --overwrite",
+    )
     run = p.add_argument_group("run")
     run.add_argument(
         "--roi",
@@ -175,13 +180,15 @@ def _failure_line(case_id: str, message: str) -> str:
 
 @dataclass
 class CaseResult:
-    """What became of one case: its output file and step times, or the one-line reason it failed."""
+    """What became of one case: its output file and step times, the one-line reason it failed, or that it was
+    skipped (``--skip-existing``, its outputs all there)."""
 
     case_id: str
     target: Path | None = None
     times: dict[str, float] | None = None
     seconds: float = 0.0
     failure: str | None = None
+    skipped: bool = False
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
@@ -197,6 +204,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("give a model: --bundle DIR [--checkpoint FILE], or --torchscript FILE")
     if args.torchscript is not None and args.checkpoint is not None:
         parser.error("--checkpoint goes with --bundle, not with --torchscript")
+    if args.skip_existing and args.overwrite:
+        parser.error("--skip-existing keeps existing outputs, --overwrite replaces them: give one of them")
     try:
         output_path(args.output_dir, "case", args.name_template)
         return resolve_device(args.device)
@@ -236,13 +245,72 @@ def load_segmenter(args: argparse.Namespace, device: torch.device) -> BratsSegme
 
 
 def collect_cases(args: argparse.Namespace, settings: InferenceSettings) -> tuple[list[CaseInput], list[str]]:
-    """The cases to segment, and one failure line per case found unusable while looking for them."""
+    """The cases to segment, and one failure line per case found unusable while looking for them.
+
+    Discovery's warnings (cases read from outside an MSD folder) are printed one a line.
+
+    Raises:
+        InputFileError: the input cannot be read as cases.
+        DuplicateCaseError: two cases have the same id, or ``--name-template`` gives two cases one output file
+            (both named), before anything is segmented.
+    """
     if any(getattr(args, m) for m in DEFAULT_MODALITIES):
         return [_explicit_case(args, settings.modalities)], []
     patterns = {**PATTERN_PRESETS[args.patterns], **dict(args.pattern)}
     msd_channels = [c.strip() for c in args.msd_channels.split(",")]
-    cases, problems = find_cases(args.input, settings.modalities, patterns, msd_channels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        cases, problems = find_cases(args.input, settings.modalities, patterns, msd_channels)
+    for warning in caught:
+        print_warning(str(warning.message))
+    outputs = []
+    for case in cases:
+        try:
+            files = [case.image] if isinstance(case.image, str) else [p for p in case.image if p is not None]
+            outputs.append((case_outputs(case.case_id, args)[0].name, files[0] if files else case.case_id))
+        except ValueError:  # a bad case id: that case fails alone, when it is segmented
+            continue
+    # a template without {case_id} would give every case one file: the second would replace the first
+    check_unique_case_ids(outputs, f"--name-template {args.name_template!r}", what="output file")
     return cases, [_failure_line(name, message) for name, message in problems]
+
+
+def case_outputs(case_id: str, args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """A case's label map and, with ``--save-probabilities``, its probabilities file (else None).
+
+    Raises:
+        ValueError: a case id or ``--name-template`` that cannot name a file in the output folder.
+    """
+    target = output_path(args.output_dir, case_id, args.name_template)
+    if not args.save_probabilities:
+        return target, None
+    return target, target.with_name(strip_nifti_extension(target.name) + "_probabilities.nii.gz")
+
+
+def _check_existing(target: Path, prob_target: Path | None, args: argparse.Namespace) -> bool:
+    """Whether the case's outputs may be written: False to skip the case (``--skip-existing``, all there).
+
+    The label map is written last, so it says the case is done: probabilities without it are the remains of an
+    interrupted case and, under ``--skip-existing``, are replaced.
+
+    Raises:
+        FileExistsError: an output exists that may not be replaced (the message says which flag would).
+    """
+    if args.overwrite:
+        return True
+    if not args.skip_existing:
+        for t in (target, prob_target):
+            if t is not None and t.exists():
+                raise FileExistsError(f"{t}: exists; pass --overwrite to replace it, or --skip-existing to keep it")
+        return True
+    if not target.exists():
+        return True
+    if prob_target is None or prob_target.exists():
+        return False
+    raise FileExistsError(
+        f"{target}: exists without its probabilities {prob_target.name} (written by a run without "
+        "--save-probabilities?); pass --overwrite to segment the case again"
+    )
 
 
 def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Namespace) -> CaseResult:
@@ -252,18 +320,17 @@ def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Name
         segmenter: the network and its run options.
         case: the case's files.
         args: the output options (``output_dir``, ``name_template``, ``labels``, ``save_probabilities``,
-            ``overwrite``, ``missing_modality``).
+            ``overwrite``, ``skip_existing``, ``missing_modality``).
 
     Returns:
-        The output file and times, or the failure line ``"<case_id>: <problem>"``.
+        The output file and times; the output file and ``skipped`` (``--skip-existing``, every output there,
+        nothing read); or the failure line ``"<case_id>: <problem>"``.
     """
     start = time.perf_counter()
     try:
-        target = output_path(args.output_dir, case.case_id, args.name_template)
-        prob_target = target.with_name(strip_nifti_extension(target.name) + "_probabilities.nii.gz")
-        for t in (target, prob_target) if args.save_probabilities else (target,):
-            if t.exists() and not args.overwrite:
-                raise FileExistsError(f"{t}: exists; pass --overwrite to replace it")
+        target, prob_target = case_outputs(case.case_id, args)
+        if not _check_existing(target, prob_target, args):
+            return CaseResult(case.case_id, target, skipped=True)
         images = segmenter.check(case, allow_missing=args.missing_modality == "zero")
         if case.missing:
             names = "/".join(segmenter.settings.modalities[i] for i in case.missing)
@@ -271,8 +338,11 @@ def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Name
         result = segmenter(case, args.labels, probabilities=args.save_probabilities, images=images)
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         # Probabilities first: the segmentation, the file that says the case is done, appears last.
-        if args.save_probabilities:
-            save_like_reference(result["probabilities"], case.reference, prob_target, args.overwrite)
+        if prob_target is not None:
+            # under --skip-existing, probabilities without their label map are an interrupted case's: replaced
+            save_like_reference(
+                result["probabilities"], case.reference, prob_target, args.overwrite or args.skip_existing
+            )
         save_like_reference(result["labels"], case.reference, target, args.overwrite)
     except Exception as exc:  # one case's failure must not stop the batch
         plain = (InputFileError, FileExistsError, ValueError)
@@ -294,9 +364,12 @@ def report_model(segmenter: BratsSegmenter, args: argparse.Namespace, n_cases: i
 
 
 def report_case(index: int, n_cases: int, result: CaseResult) -> None:
-    """The line of a segmented case (its times and output file), or its failure line on stderr."""
+    """The line of a segmented case (its times and output file) or a skipped one, or its failure line on stderr."""
     if result.failure is not None:
         print_error(result.failure)
+        return
+    if result.skipped:
+        print(f"[{index}/{n_cases}] {result.case_id}: skipped, its outputs exist -> {result.target}", flush=True)
         return
     t = result.times
     print(
@@ -307,10 +380,19 @@ def report_case(index: int, n_cases: int, result: CaseResult) -> None:
     )
 
 
-def report_summary(done: int, failures: Sequence[str], elapsed: float) -> int:
-    """The summary line and the list of failures; the exit status."""
+def report_summary(done: int, failures: Sequence[str], elapsed: float, skipped: int | None = None) -> int:
+    """The summary line and the list of failures; the exit status.
+
+    Args:
+        done: cases segmented.
+        failures: one line per failed case.
+        elapsed: seconds.
+        skipped: cases skipped for their existing outputs; None (no ``--skip-existing``) leaves them out.
+    """
     print(
-        f"summary: {done} segmented, {len(failures)} failed, {elapsed:.1f} s"
+        f"summary: {done} segmented, "
+        + ("" if skipped is None else f"{skipped} skipped (outputs exist), ")
+        + f"{len(failures)} failed, {elapsed:.1f} s"
         + (f" ({elapsed / done:.2f} s per segmented case)" if done else ""),
         flush=True,
     )
@@ -329,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments (without the program name); ``sys.argv[1:]`` when None.
 
     Returns:
-        0 when every case was segmented, 1 when a case or the model failed, 2 for bad arguments.
+        0 when every case was segmented (or, with ``--skip-existing``, skipped), 1 when a case or the model failed,
+        2 for bad arguments.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -351,15 +434,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in failures:
         print_error(line)
     total_start = time.perf_counter()
-    done = 0
+    done = skipped = 0
     for index, case in enumerate(cases, start=1):
         result = segment_case(segmenter, case, args)
         report_case(index, len(cases), result)
-        if result.failure is None:
-            done += 1
-        else:
+        if result.failure is not None:
             failures.append(result.failure)
-    return report_summary(done, failures, time.perf_counter() - total_start)
+        elif result.skipped:
+            skipped += 1
+        else:
+            done += 1
+    elapsed = time.perf_counter() - total_start
+    return report_summary(done, failures, elapsed, skipped if args.skip_existing else None)
 
 
 if __name__ == "__main__":

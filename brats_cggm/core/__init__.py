@@ -7,5 +7,7 @@
 - :mod:`~brats_cggm.core.distributed`: rank queries and collectives, no-ops without a process group;
 - :mod:`~brats_cggm.core.files`: atomic writes (one permission policy), ``to_jsonable``, ``write_json``;
 - :mod:`~brats_cggm.core.devices`: ``resolve_device``, the one place a default device is chosen;
-- :mod:`~brats_cggm.core.locks`: lock files that name their holder (run folders, cache entries).
+- :mod:`~brats_cggm.core.locks`: lock files that name their holder (run folders, cache entries);
+- :mod:`~brats_cggm.core.safe_load`: ``load_tensors`` (``torch.load(weights_only=True)``) and the one message a
+  refused or unreadable weights file gets.
 """

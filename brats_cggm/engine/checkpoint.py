@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from ignite.engine import Engine, Events
 
 from brats_cggm.core.distributed import get_world_size, is_main_process
 from brats_cggm.core.files import atomic_write, remove_stale_temporaries
+from brats_cggm.core.safe_load import WeightsLoadError, load_tensors
 
 __all__ = [
     "BestModelSaver",
@@ -110,13 +109,9 @@ def load_checkpoint(
             continue
         try:
             # tensors and plain types only: a checkpoint is data, never code (numpy arrays: older RNG states)
-            with torch.serialization.safe_globals(_numpy_array_globals()):
-                obj = torch.load(candidate, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            problems.append(f"{candidate}: refused, it holds more than tensors and plain types ({_refusal(exc)})")
-            continue
-        except Exception as exc:  # truncated zip, I/O error
-            problems.append(f"{candidate}: {type(exc).__name__}: {_first_line(exc)}")
+            obj = load_tensors(candidate, map_location=map_location, allowed_globals=_numpy_array_globals())
+        except WeightsLoadError as exc:  # refused (more than data), truncated zip, I/O error
+            problems.append(str(exc))
             continue
         missing = [k for k in required_keys if not (isinstance(obj, dict) and k in obj)]
         if missing:
@@ -137,17 +132,6 @@ def _numpy_array_globals() -> list[Any]:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
     return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def _refusal(exc: BaseException) -> str:
-    """What the weights-only unpickler refused, without its advice to load the file unsafely."""
-    match = re.search(r"WeightsUnpickler error: (.*?)(?:\. Please|\n|$)", str(exc))
-    return match.group(1).strip() if match else _first_line(exc)
 
 
 def _random_transforms(dataset: Any) -> list[Any]:

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brats_cggm.brats.model import MultiEncoderUNet, build_network
+from brats_cggm.core.safe_load import WeightsLoadError, load_tensors
 from brats_cggm.selection.losses import cross_modal_info_nce, prototype_loss
 
 __all__ = [
@@ -322,9 +323,9 @@ def load_encoder_weights(network: nn.Module, path: str | os.PathLike | None) -> 
         raise FileNotFoundError(f"init_encoders: {path} does not exist.")
     target = getattr(network, "module", network)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unreadable or non-tensor file
-        raise ValueError(f"init_encoders: {path} is not a file of encoder weights ({exc}).") from exc
+        payload = load_tensors(path)
+    except WeightsLoadError as exc:  # an unreadable file, or one holding more than tensors
+        raise WeightsLoadError(f"init_encoders: {exc}; not a file of encoder weights.") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("encoders"), dict):
         raise ValueError(f"init_encoders: {path} has no 'encoders' entry; write it with brats-cggm-select.")
     saved = list(payload.get("modalities", []))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -11,7 +12,10 @@ import pytest
 from brats_cggm.brats.data import (
     BRATS2023_PATTERNS,
     DEFAULT_MODALITIES,
+    OUTSIDE_WARNING,
     DatasetSpec,
+    DuplicateCaseError,
+    check_unique_case_ids,
     detect_patterns,
     discover_brats_folders,
     discover_dataset,
@@ -23,6 +27,7 @@ from brats_cggm.brats.data import (
 )
 from brats_cggm.brats.labels import check_labels
 from brats_cggm.brats.phantoms import generate_phantom_case
+from tests.helpers.msd_layouts import msd_with_duplicate_ids, msd_with_outside_entry, rewrite_training
 
 
 @pytest.fixture
@@ -324,3 +329,61 @@ def test_bundle_phantoms_anatomy_reaches_resolve_dataset_dir(tmp_path: Path) -> 
     parser["phantoms"] = {"n": 1, "seed": 0, "anatomy": "mni152", "spacing": 8}
     root = parser.get_parsed_content("dataset_root")
     assert nib.load(root / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").shape == (30, 30, 20)
+
+
+def test_duplicate_msd_case_ids_are_refused_naming_both_files(msd_dataset: Path, tmp_path: Path) -> None:
+    root, first, second = msd_with_duplicate_ids(msd_dataset, tmp_path / "msd")
+    with pytest.raises(DuplicateCaseError) as info:
+        discover_dataset(root, validate="none")
+    assert str(info.value).startswith(f"{root / 'dataset.json'}: duplicate case id 'BRATS_001': {first} and {second}")
+
+
+def test_msd_test_list_shares_the_case_ids(msd_copy: Path) -> None:
+    meta = json.loads((msd_copy / "dataset.json").read_text())
+    rewrite_training(msd_copy, meta["training"], test=["./imagesTs/BRATS_900.nii.gz", "./imagesTs/BRATS_900.nii"])
+    with pytest.raises(DuplicateCaseError, match=r"duplicate case id 'BRATS_900': .*imagesTs/BRATS_900\.nii\.gz and "):
+        discover_msd(msd_copy)
+    rewrite_training(msd_copy, meta["training"], test=["./imagesTs/BRATS_002.nii.gz"])  # a training case's id
+    with pytest.raises(DuplicateCaseError, match=r"'BRATS_002': .*imagesTr/BRATS_002\.nii\.gz and .*imagesTs/"):
+        discover_msd(msd_copy)
+    rewrite_training(msd_copy, meta["training"], test=[{"image": "./imagesTs/BRATS_900.nii.gz"}])
+    assert len(discover_msd(msd_copy).items) == 3  # distinct ids: the test list is not read further
+    rewrite_training(msd_copy, meta["training"], test=[7])
+    with pytest.raises(ValueError, match="test entry 7 is neither an image path"):
+        discover_msd(msd_copy)
+
+
+def test_check_unique_case_ids_names_both_sources() -> None:
+    check_unique_case_ids([("a", "x/a.nii.gz"), ("b", "x/b.nii.gz")], "x")
+    with pytest.raises(DuplicateCaseError, match=r"^x: duplicate output file 'a': 1 and 2 \(1 more clash\(es\)\)"):
+        check_unique_case_ids([("a", "1"), ("a", "2"), ("b", "3"), ("b", "4")], "x", what="output file")
+
+
+def test_a_case_folder_linked_from_outside_is_read_with_one_warning(phantom_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copytree(phantom_dataset / "BraTS2021_00000", root / "BraTS2021_00000")
+    for case in ("BraTS2021_00001", "BraTS2021_00002"):
+        (root / case).symlink_to(phantom_dataset / case, target_is_directory=True)
+    with pytest.warns(UserWarning, match=OUTSIDE_WARNING) as caught:
+        spec = discover_dataset(root, validate="none")
+    assert len(spec.items) == 3 and len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"2 case(s) {OUTSIDE_WARNING} {root}: ")
+    assert f"{root / 'BraTS2021_00001'} -> {phantom_dataset / 'BraTS2021_00001'}" in message
+    assert "BraTS2021_00000" not in message
+
+
+def test_an_msd_entry_outside_the_folder_is_read_with_one_warning(msd_dataset: Path, tmp_path: Path) -> None:
+    root, outside = msd_with_outside_entry(msd_dataset, tmp_path)
+    with pytest.warns(UserWarning, match=OUTSIDE_WARNING) as caught:
+        spec = discover_dataset(root, validate="none")
+    assert [item["case_id"] for item in spec.items] == ["BRATS_001", "BRATS_002", "BRATS_003"]
+    assert len(caught) == 1 and str(caught[0].message) == f"1 case(s) {OUTSIDE_WARNING} {root}: {outside}"
+
+
+def test_a_data_set_inside_its_folder_gives_no_warning(phantom_dataset: Path, msd_dataset: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        discover_dataset(phantom_dataset, validate="none")
+        discover_dataset(msd_dataset, validate="none")

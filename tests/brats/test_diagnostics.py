@@ -160,6 +160,8 @@ def test_diagnose_a_tiny_run(tiny_run_dir: Path, unimodal_run_dir: Path, phantom
     assert set(report["shapley"]) == set(MODALITIES)
     assert set(report["lesionwise_dice"]) == {"TC", "WT", "ET", "mean"}
     assert all(0.0 <= v <= 1.0 for v in report["lesionwise_dice"].values()) and report["weights"] == "best"
+    assert report["weights_file"] == str(tiny_run_dir / "models" / "model.pt")
+    assert gap["unimodal_weights_file"] == str(unimodal_run_dir / "models" / "model.pt")
 
     written = write_diagnostics_report([report], tmp_path / "out")
     assert sorted(p.name for p in written) == sorted(
@@ -169,6 +171,8 @@ def test_diagnose_a_tiny_run(tiny_run_dir: Path, unimodal_run_dir: Path, phantom
     assert document["summary"]["encoder_gap"]["flair"]["gap"]["mean"] == pytest.approx(gap["gap"])
     text = (tmp_path / "out" / "diagnostics.md").read_text()
     assert "| flair |" in text and "Mean Dice over the 15 non-empty subsets" in text
+    assert f"- `{tiny_run_dir}`: best (`{tiny_run_dir / 'models' / 'model.pt'}`)" in text
+    assert f"  - unimodal flair: `{unimodal_run_dir}` (`{unimodal_run_dir / 'models' / 'model.pt'}`)" in text
     with pytest.raises(FileExistsError, match=r"diagnostics\.json exists"):
         write_diagnostics_report([report], tmp_path / "out")
 
@@ -216,14 +220,19 @@ def test_lesionwise_dice_counts_every_lesion() -> None:
     assert case_lesionwise_dice(spurious, reference, (1, 1, 1), "brats2021") == pytest.approx([2 / 3] * 3)
 
 
-def test_run_weights(tiny_run_dir: Path) -> None:
+def test_run_weights(tiny_run_dir: Path, tmp_path: Path) -> None:
     assert run_weights(tiny_run_dir, "last") == tiny_run_dir / "models" / "checkpoint.pt"
-    best = run_weights(tiny_run_dir, "best")
-    assert best == tiny_run_dir / "models" / (
-        "model.pt" if (tiny_run_dir / "models" / "model.pt").is_file() else "checkpoint.pt"
-    )
+    assert run_weights(tiny_run_dir, "best") == tiny_run_dir / "models" / "model.pt"
     with pytest.raises(ValueError, match="weights must be one of"):
         run_weights(tiny_run_dir, "final")
+    # a run that saved no best network: "best" is refused, never silently the last epoch's
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as info:
+        run_weights(tmp_path, "best")
+    assert str(info.value).startswith(f"{tmp_path / 'models' / 'model.pt'} does not exist")
+    assert "use --weights last" in str(info.value)
+    assert run_weights(tmp_path, "last") == tmp_path / "models" / "checkpoint.pt"
 
 
 def test_a_unimodal_reference_is_measured_once(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import nibabel as nib
@@ -9,8 +11,10 @@ import pytest
 from brats_cggm.brats.phantoms import (
     MODALITIES,
     PHANTOM_MODALITY_INFO,
+    brats_affine,
     ensure_phantom_dataset,
     generate_phantom_case,
+    write_brats_case,
     write_phantom_dataset,
 )
 
@@ -134,3 +138,18 @@ def test_ensure_phantom_dataset(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     ensure_phantom_dataset(tmp_path / "empty", n=1, shape=(24, 24, 24))
     assert (tmp_path / "empty" / "BraTS2021_00000").is_dir()
+
+
+def test_case_folders_follow_the_umask(tmp_path: Path) -> None:
+    """A case folder is written under a temporary name and renamed: it must still get mkdir's mode."""
+    previous = os.umask(0o027)
+    try:
+        case_dirs = write_phantom_dataset(tmp_path / "data", n=1, shape=SHAPE, seed=0)
+        # the anatomical phantoms go through the same writer
+        replaced = write_brats_case(case_dirs[0], generate_phantom_case(SHAPE, seed=1), brats_affine(SHAPE), True)
+    finally:
+        os.umask(previous)
+    for case_dir in (case_dirs[0], replaced):
+        assert stat.S_IMODE(case_dir.stat().st_mode) == 0o750
+        assert {stat.S_IMODE(f.stat().st_mode) for f in case_dir.iterdir()} == {0o640}
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["BraTS2021_00000"]  # no temporary left

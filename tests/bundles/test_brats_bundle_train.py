@@ -13,6 +13,7 @@ from monai.bundle import ConfigWorkflow
 from monai.engines.utils import default_prepare_batch
 
 from brats_cggm.engine.output_dir import RunExistsError
+from tests.helpers.crafted_files import unsafe_advice
 from tests.helpers.event_files import scalar_tags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -214,6 +215,7 @@ def test_a_crafted_resume_file_is_refused_and_never_run(tmp_path: Path):
     assert not marker.exists()
     message = "".join(str(e) for e in _chain(excinfo.value))
     assert f"{crafted}: refused" in message
+    assert unsafe_advice(message) == []  # torch's advice would have the user run the refused code
 
 
 class _NaNVoxelFrom:

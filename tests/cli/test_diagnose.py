@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,28 @@ def test_report_of_a_tiny_run(tiny_run_dir: Path, tmp_path: Path, capsys) -> Non
     document = json.loads((out / "diagnostics.json").read_text())
     assert len(document["summary"]["subset_dice"]) == 15 and "encoder_gap" not in document["summary"]
     assert document["runs"][0]["weights"] == "last" and "## Lesion-wise Dice" in printed
+    last = tiny_run_dir / "models" / "checkpoint.pt"
+    assert document["runs"][0]["weights_file"] == str(last) and f"{tiny_run_dir}`: last (`{last}`)" in printed
     assert (out / "shapley.png").stat().st_size > 0 and (out / "subset_dice.png").is_file()
     # an existing report is refused before any work, and kept
     before = (out / "diagnostics.json").read_text()
     assert main(argv) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "diagnostics.json").read_text() == before
+
+
+def test_best_weights_without_model_pt_are_refused_before_any_work(tiny_run_dir: Path, tmp_path: Path, capsys):
+    run_dir = Path(shutil.copytree(tiny_run_dir, tmp_path / "run"))
+    (run_dir / "models" / "model.pt").unlink()
+    out = tmp_path / "diag"
+    assert main([str(run_dir), "--output-dir", str(out), "--device", "cpu", "--weights", "best"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {run_dir / 'models' / 'model.pt'} does not exist" in err and "use --weights last" in err
+    assert not out.exists()
+    # a unimodal run is checked too, before any multimodal run is diagnosed
+    argv = [str(tiny_run_dir), "--unimodal", f"flair={run_dir}", "--output-dir", str(out), "--device", "cpu"]
+    assert main(argv) == 1
+    assert "model.pt does not exist" in capsys.readouterr().err and not out.exists()
 
 
 def test_unimodal_pairing() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +225,18 @@ def test_bad_affine_tolerance_is_a_usage_error(folders: tuple[Path, Path], toler
     with pytest.raises(SystemExit) as exc:
         main([str(pred), str(ref), f"--affine-tolerance={tolerance}"])
     assert exc.value.code == 2 and "--affine-tolerance" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("side", ["pred", "ref"])
+def test_duplicate_case_ids_are_refused_naming_both_files(folders: tuple[Path, Path], tmp_path: Path, side, capsys):
+    pred, ref = folders
+    if side == "pred":  # x.nii next to x.nii.gz: one case id
+        first, second = pred / "A.nii", pred / "A.nii.gz"
+        shutil.copy(second, first)
+    else:  # a label file next to the case folder of the same id
+        first, second = ref / "A.nii.gz", ref / "A" / "A_seg.nii.gz"
+        shutil.copy(second, first)
+    out = tmp_path / "results"
+    assert main([str(pred), str(ref), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"duplicate case id 'A': {first} and {second}" in err and not out.exists()

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from brats_cggm.cli.infer import main
+from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
+from tests.helpers.msd_layouts import msd_with_duplicate_ids, msd_with_outside_entry
 
 CASE = "BraTS2021_00000"
 
@@ -77,6 +79,7 @@ def test_help(capsys: pytest.CaptureFixture):
         (["--input", "i", "--output-dir", "o", "--bundle", "b", "--roi", "16", "0", "16"], "must be at least 1"),
         (["--input", "i", "--output-dir", "o", "--bundle", "b", "--roi", "16", "16", "x"], "expected an integer"),
         (["--input", "i", "--output-dir", "o", "--bundle", "b", "--affine-tolerance=-1"], "must be at least 0"),
+        (["--input", "i", "--output-dir", "o", "--bundle", "b", "--skip-existing", "--overwrite"], "give one of them"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture):
@@ -200,6 +203,40 @@ def test_batch_runs_past_failures(phantom_dataset: Path, tiny_run_dir: Path, tmp
     assert "BraTS2021_00001:" in failed and "BraTS2021_00000" not in failed
     assert failed.count("BraTS2021_00001: ") == 1 and "truncated or corrupt gzip data" in failed
     assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00002.nii.gz"]
+
+
+def test_skip_existing_continues_an_interrupted_run(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    batch, out = tmp_path / "batch", tmp_path / "out"
+    cases = ("BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002")
+    for case in cases:
+        shutil.copytree(phantom_dataset / case, batch / case)
+    model = [*_bundle(tiny_run_dir), "--save-probabilities"]
+    assert _run(["--input", str(batch)], model, out) == 0
+    capsys.readouterr()
+    # a plain rerun refuses the finished cases and says how to go on
+    assert _run(["--input", str(batch)], model, out) == 1
+    assert "exists; pass --overwrite to replace it, or --skip-existing to keep it" in capsys.readouterr().err
+    done = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob(f"{cases[0]}*")}
+    # interrupted: case 1 between its two files (the label map is written last), case 2 not begun
+    (out / f"{cases[1]}.nii.gz").unlink()
+    for p in out.glob(f"{cases[2]}*"):
+        p.unlink()
+
+    assert _run(["--input", str(batch)], model, out, "--skip-existing") == 0
+    log = capsys.readouterr()
+    assert "summary: 2 segmented, 1 skipped (outputs exist), 0 failed" in log.out
+    assert f"[1/3] {cases[0]}: skipped, its outputs exist -> {out / cases[0]}.nii.gz" in log.out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob(f"{cases[0]}*")} == done  # untouched
+    expected = sorted(f"{c}{s}.nii.gz" for c in cases for s in ("", "_probabilities"))
+    assert sorted(p.name for p in out.iterdir()) == expected
+
+    # a label map without the probabilities asked for is not a finished case: reported, not half-redone
+    (out / f"{cases[0]}_probabilities.nii.gz").unlink()
+    assert _run(["--input", str(batch)], model, out, "--skip-existing") == 1
+    log = capsys.readouterr()
+    assert "summary: 0 segmented, 2 skipped (outputs exist), 1 failed" in log.out
+    assert f"error: {cases[0]}: {out / cases[0]}.nii.gz: exists without its probabilities" in log.err
+    assert not (out / f"{cases[0]}_probabilities.nii.gz").exists()
 
 
 def test_msd_file_and_channel_checks(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
@@ -347,3 +384,45 @@ def test_postprocess_bad_rules_name_the_config(case_dir: Path, tiny_run_dir: Pat
     assert _run(["--input", str(case_dir)], _bundle(run), tmp_path / "out", "--postprocess") == 1
     err = capsys.readouterr().err
     assert str(run / "configs" / "inference.json") in err and "unknown regions ['ed']" in err
+
+
+def test_a_crafted_checkpoint_is_refused_without_unsafe_advice(
+    case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    crafted = code_running_checkpoint(tmp_path / "crafted.pt", tmp_path / "code_ran", network={})
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], [*_bundle(tiny_run_dir), "--checkpoint", str(crafted)], out) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {crafted}: refused, it holds more than tensors and plain types")
+    assert unsafe_advice(err) == [] and not (tmp_path / "code_ran").exists() and not out.exists()
+
+
+def test_duplicate_case_ids_are_refused_before_any_work(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    # two dataset.json entries imagesTr/a/BRATS_001.nii.gz and imagesTr/b/BRATS_001.nii.gz: one output file
+    root, first, second = msd_with_duplicate_ids(msd_dataset, tmp_path / "msd")
+    out = tmp_path / "out"
+    assert _run(["--input", str(root)], _bundle(tiny_run_dir), out) == 1
+    err = capsys.readouterr().err
+    assert f"duplicate case id 'BRATS_001': {first} and {second}" in err and not out.exists()
+    # a folder of 4-D files holding x.nii and x.nii.gz
+    folder = tmp_path / "files"
+    folder.mkdir()
+    shutil.copy(root / "imagesTr" / "BRATS_003.nii.gz", folder / "BRATS_003.nii.gz")
+    nib.save(nib.load(str(folder / "BRATS_003.nii.gz")), str(folder / "BRATS_003.nii"))
+    assert _run(["--input", str(folder)], _bundle(tiny_run_dir), out) == 1
+    err = capsys.readouterr().err
+    assert f"duplicate case id 'BRATS_003': {folder / 'BRATS_003.nii'} and {folder / 'BRATS_003.nii.gz'}" in err
+    # a name template without {case_id} gives every case one file
+    images = msd_dataset / "imagesTr"
+    assert _run(["--input", str(images)], _bundle(tiny_run_dir), out, "--name-template", "seg.nii.gz") == 1
+    expected = f"duplicate output file 'seg.nii.gz': {images / 'BRATS_001.nii.gz'} and {images / 'BRATS_002.nii.gz'}"
+    assert f"--name-template 'seg.nii.gz': {expected}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_msd_entry_outside_its_folder_is_warned_about(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    root, outside = msd_with_outside_entry(msd_dataset, tmp_path)
+    # a template giving the cases one file stops the run after discovery, before anything is segmented
+    assert _run(["--input", str(root)], _bundle(tiny_run_dir), tmp_path / "out", "--name-template", "x.nii.gz") == 1
+    err = capsys.readouterr().err
+    assert f"warning: 1 case(s) read from outside the data set folder {root}: {outside}" in err

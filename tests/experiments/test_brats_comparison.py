@@ -28,6 +28,11 @@ def test_lesionwise_dice_of_a_real_run(tiny_run_dir: Path, phantom_dataset: Path
 
 def test_shapley_and_subsets_of_a_real_run(tiny_run_dir: Path, phantom_dataset: Path, tmp_path: Path) -> None:
     run_dir = Path(shutil.copytree(tiny_run_dir, tmp_path / "run"))  # the valuation writes into the run
+    # a comparison measures the last epoch's network: a run that saved no best network compares as any other
+    (run_dir / "models" / "model.pt").unlink()
+    assert set(lesionwise_of_run(run_dir, str(phantom_dataset), seed=0, val_fraction=0.2, device="cpu")) == set(
+        LESIONWISE_COLUMNS
+    )
     values = shapley_of_run(run_dir, str(phantom_dataset), seed=0, val_fraction=0.2, device="cpu")
     subsets = {k: v for k, v in values.items() if k.startswith(subset_dice_key(""))}
     assert len(subsets) == 15 and subset_dice_key("flair+t1ce+t1+t2") in subsets

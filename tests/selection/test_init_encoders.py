@@ -9,7 +9,9 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from brats_cggm.brats.model import build_network
-from brats_cggm.selection.pretraining import save_encoder_weights
+from brats_cggm.core.safe_load import WeightsLoadError
+from brats_cggm.selection.pretraining import load_encoder_weights, save_encoder_weights
+from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -63,3 +65,16 @@ def test_an_encoder_file_that_does_not_fit_is_refused(tmp_path: Path):
     with pytest.raises(Exception) as info:
         workflow.initialize()
     assert "init_encoders" in _messages(info.value) and "enc.pt" in _messages(info.value)
+
+
+def test_a_crafted_encoder_file_is_refused_without_unsafe_advice(tmp_path: Path):
+    crafted = code_running_checkpoint(tmp_path / "enc.pt", tmp_path / "code_ran")
+    with pytest.raises(WeightsLoadError) as info:
+        load_encoder_weights(build_network("cpu", MODALITIES, features=(4, 8, 16)), crafted)
+    assert str(info.value).startswith(f"init_encoders: {crafted}: refused, it holds more than tensors")
+    workflow = _workflow(tmp_path, tmp_path / "phantoms", init_encoders=str(crafted))
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    message = _messages(info.value)
+    assert f"{crafted}: refused" in message and unsafe_advice(message) == []
+    assert not (tmp_path / "code_ran").exists()
