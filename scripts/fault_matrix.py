@@ -114,6 +114,21 @@ def prepare(*args: str) -> Command:
     return Command(tuple(argv), "brats-cggm-prepare " + " ".join(args))
 
 
+def diagnose(*args: str) -> Command:
+    """``brats-cggm-diagnose ARGS --device cpu --no-plots``."""
+    argv = [*_console("brats-cggm-diagnose", "brats_cggm.cli.diagnose"), *args, "--device", "cpu", "--no-plots"]
+    return Command(tuple(argv), "brats-cggm-diagnose " + " ".join(args))
+
+
+def phantoms(*args: str, umask: int | None = None) -> Command:
+    """``brats-cggm-phantoms ARGS`` (under ``umask`` when given)."""
+    argv = [*_console("brats-cggm-phantoms", "brats_cggm.cli.phantoms"), *args]
+    if umask is None:
+        return Command(tuple(argv), "brats-cggm-phantoms " + " ".join(args))
+    script = f"umask {umask:03o} && exec " + " ".join(argv)
+    return Command(("sh", "-c", script), f"umask {umask:03o}; brats-cggm-phantoms " + " ".join(args))
+
+
 def bundle_infer(bundle: str = "bundle", data: str = "cases", out: str = "out") -> Command:
     """``inference.yaml`` with the run config of ``bundle`` (a training ``output_dir`` look-alike)."""
     files = repr([str(CONFIGS / "inference.yaml"), f"{bundle}/configs/inference.json"])
@@ -667,7 +682,7 @@ def expect_valid_cache(ws: Path, results: list[StepResult]) -> list[str]:
 
 
 def expect_all_steps_ok(ws: Path, results: list[StepResult]) -> list[str]:
-    return [f"{r.display}: exit {_exit_text(r.returncode)}" for r in results if r.returncode != 0]
+    return [f"{r.display}: exit {_exit_text(r.returncode)}" for r in results if r.returncode != 0 and not r.killed]
 
 
 def expect_images_nonzero(ws: Path, _: list[StepResult]) -> list[str]:
@@ -767,17 +782,18 @@ def _concurrent_prepares(ws: Path, fx: Fixtures) -> list[Step]:
     return [first, Step(prepare(*PREPARE))]
 
 
-#: Hold one entry's build lock for 30 s, as a writer in another container would (its PID means nothing here).
+#: Hold one entry's build lock, as a writer in another container would (its PID means nothing here).
 _HOLD_ENTRY_LOCK = (
     "import glob, time; from brats_cggm.core.locks import FileLock; "
     "entry = sorted(glob.glob('cache/train-*/*-*'))[0]; lock = FileLock(entry + '.lock').acquire(); "
-    "open('holding', 'w').write(entry); time.sleep(30)"
+    "open('holding', 'w').write(entry); time.sleep(600)"
 )
 _LIVE_TMP_NAME = ".tmp.4194301.0a0b.{entry}"  # a PID that no process here has: "dead" by the old PID rule
 
 
 def _live_writer_elsewhere(ws: Path, fx: Fixtures) -> list[Step]:
     copy_dataset(fx, ws)
+    prepared = threading.Event()
 
     def plant(ws: Path) -> bool:
         holding = ws / "holding"
@@ -789,18 +805,21 @@ def _live_writer_elsewhere(ws: Path, fx: Fixtures) -> list[Step]:
         (tmp / "image.npy").write_bytes(b"being written by a live process elsewhere")
         return True
 
-    hold = Command((sys.executable, "-c", _HOLD_ENTRY_LOCK), "hold one entry's lock (another container's writer)")
-
     def survived(ws: Path, result: StepResult) -> list[str]:
         found = list((ws / "cache").glob("train-*/.tmp.4194301.*"))
+        for tmp in found:  # the writer "finishes" elsewhere
+            shutil.rmtree(tmp, ignore_errors=True)
+        prepared.set()
         return [] if found else ["the live writer's temporary folder was removed"]
 
-    return [Step(prepare(*PREPARE)), Step(hold, background_until=plant), Step(prepare(*PREPARE), check=survived)]
+    hold = Command((sys.executable, "-c", _HOLD_ENTRY_LOCK), "hold one entry's lock (another container's writer)")
+    holder = Step(hold, kill_when=lambda _: prepared.is_set(), background_until=plant)
+    return [Step(prepare(*PREPARE)), holder, Step(prepare(*PREPARE), check=survived)]
 
 
-#: A 600 KiB file system for the cache, in a mount namespace of its own (gone when the command ends).
+#: A 200 KiB file system for the cache, in a mount namespace of its own (gone when the command ends).
 _FULL_DISK = (
-    "mkdir -p full && mount -t tmpfs -o size=600k tmpfs full && {prepare}; code=$?; "
+    "mkdir -p full && mount -t tmpfs -o size=200k tmpfs full && {prepare}; code=$?; "
     "find full -mindepth 1 | sort > full_disk_leftovers.txt; exit $code"
 )
 
@@ -809,7 +828,7 @@ def _full_disk(ws: Path, fx: Fixtures) -> list[Step]:
     copy_dataset(fx, ws)
     command = " ".join(prepare("data", "--cache-dir", "full/cache", "--patch-size", *map(str, PATCH)).argv)
     argv = ("unshare", "-m", "sh", "-c", _FULL_DISK.format(prepare=command))
-    display = "brats-cggm-prepare data --cache-dir full/cache (a 600 KiB tmpfs)"
+    display = "brats-cggm-prepare data --cache-dir full/cache (a 200 KiB tmpfs)"
     return [Step(Command(argv, display))]
 
 
@@ -820,6 +839,122 @@ def expect_no_partial_entry(ws: Path, _: list[StepResult]) -> list[str]:
     entries = {p for p in listing if p.count("/") == 3}
     incomplete = [e for e in entries if f"{e}/meta.json" not in listing]
     return [f"left on the full disk: {p}" for p in left + incomplete]
+
+
+# ---------------------------------------------------------------------------------------------- data sets, outputs
+
+
+def msd_from_phantoms(fixtures: Fixtures, root: Path, images: dict[str, str]) -> Path:
+    """An MSD Task01 folder at ``root``: each phantom case as a 4-D image (FLAIR, T1w, t1gd, T2w) with MSD labels,
+    stored at ``images[case]`` (relative to ``root``, ``../`` allowed); ``dataset.json`` lists them in that order."""
+    brats_to_msd = np.array([0, 2, 1, 0, 3], dtype=np.uint8)
+    training = []
+    for case, relative in images.items():
+        case_dir = fixtures.phantoms() / case
+        loaded = [nib.load(str(case_file(case_dir, m))) for m in ("flair", "t1", "t1ce", "t2")]
+        image = np.stack([np.asarray(x.dataobj) for x in loaded], axis=-1)
+        label = brats_to_msd[np.asarray(nib.load(str(case_file(case_dir, "seg"))).dataobj)]
+        entry = {}
+        for kind, array in (("image", image), ("label", label)):
+            path = root / relative.replace("imagesTr", "labelsTr" if kind == "label" else "imagesTr")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(array, loaded[0].affine), str(path))
+            entry[kind] = "./" + relative.replace("imagesTr", "labelsTr" if kind == "label" else "imagesTr")
+        training.append(entry)
+    meta = {
+        "name": "BRATS",
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": len(training),
+        "training": training,
+        "test": [],
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root
+
+
+CASES = tuple(f"BraTS2021_{i:05d}" for i in range(N_CASES))
+
+
+def _msd_infer(images: dict[str, str]) -> Callable[[Path, Fixtures], list[Step]]:
+    def setup(ws: Path, fx: Fixtures) -> list[Step]:
+        shutil.copytree(fx.bundle(), ws / "bundle")
+        msd_from_phantoms(fx, ws / "msd", images)
+        return [Step(infer("--input", "msd", "--bundle", "bundle", "--output-dir", "out"))]
+
+    return setup
+
+
+def _outputs(ws: Path) -> list[Path]:
+    return sorted((ws / "out").glob("*.nii.gz"))
+
+
+def _interrupted_infer(ws: Path, fx: Fixtures) -> list[Step]:
+    shutil.copytree(fx.bundle(), ws / "bundle")
+    copy_dataset(fx, ws, "in")
+    args = ("--input", "in", "--bundle", "bundle", "--output-dir", "out")
+    first = Step(infer(*args), kill_when=lambda ws: len(_outputs(ws)) >= 1)
+    return [first, Step(infer(*args, "--skip-existing"))]
+
+
+def expect_every_case_segmented(ws: Path, results: list[StepResult]) -> list[str]:
+    found = {p.name.removesuffix(".nii.gz") for p in _outputs(ws)}
+    problems = [f"no output for {c}" for c in CASES if c not in found]
+    if not results[0].killed:
+        problems.append("the first run ended before it could be interrupted")
+    return problems
+
+
+def _diagnose_without_best(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    run = Path(shutil.copytree(fx.trained_run(), ws / "run"))
+    (run / "models" / "model.pt").unlink()
+    return [Step(diagnose("run", "--dataset-dir", "data", "--output-dir", "diag"))]
+
+
+def expect_modes(folder: int, file: int, root: str = "ph") -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, _: list[StepResult]) -> list[str]:
+        problems = []
+        for path in sorted((ws / root).rglob("*")):
+            mode, expected = path.stat().st_mode & 0o777, folder if path.is_dir() else file
+            if mode != expected:
+                problems.append(f"{path.relative_to(ws)}: mode {mode:o}, expected {expected:o}")
+        return problems or ([] if any((ws / root).rglob("*")) else [f"nothing written in {root}"])
+
+    return check
+
+
+def _crafted_checkpoint(ws: Path, fx: Fixtures) -> list[Step]:
+    shutil.copytree(fx.bundle(), ws / "bundle")
+    copy_case(fx, ws, "in")
+    write_malicious_checkpoint(ws / "evil.pt", ws / MARKER)
+    args = ("--input", f"in/{CASE}", "--bundle", "bundle", "--checkpoint", "evil.pt", "--output-dir", "out")
+    return [Step(infer(*args))]
+
+
+def _crafted_init_encoders(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    write_malicious_checkpoint(ws / "evil.pt", ws / MARKER)
+    return [Step(train(init_encoders="evil.pt"))]
+
+
+def expect_no_unsafe_advice(ws: Path, results: list[StepResult]) -> list[str]:
+    """The refusal never advises loading the file with ``weights_only`` off (that would run its code)."""
+    text = results[-1].stdout + results[-1].stderr
+    return (
+        ["the message mentions weights_only (torch's advice to load the file unsafely)"]
+        if "weights_only" in text
+        else []
+    )
+
+
+def _linked_case(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws, "elsewhere")
+    (ws / "data").mkdir()
+    for case in CASES[:2]:
+        shutil.move(ws / "elsewhere" / case, ws / "data" / case)
+    os.symlink(ws / "elsewhere" / CASES[2], ws / "data" / CASES[2])
+    return [Step(train(cache_dir="cache"))]
 
 
 OUT = f"out/{CASE}.nii.gz"
@@ -1095,6 +1230,7 @@ ROWS: tuple[Row, ...] = (
         ("evil_checkpoint.pt",),
         writes=TRAIN_DEBRIS,
         marker=True,
+        check=expect_no_unsafe_advice,
         what="--resume FILE holding a pickle that runs code",
     ),
     Row(
@@ -1121,6 +1257,86 @@ ROWS: tuple[Row, ...] = (
         writes=("run/",),
         check=all_of(expect_epoch(6), expect_good_checkpoints("run/models/checkpoint.pt")),
         what="SIGKILL after the first checkpoint, then --resume true",
+    ),
+    # ----------------------------------------------------------------------------- data sets and outputs
+    Row(
+        "infer/msd-duplicate-ids",
+        _msd_infer({CASES[0]: "imagesTr/a/BRATS_001.nii.gz", CASES[1]: "imagesTr/b/BRATS_001.nii.gz"}),
+        False,
+        ("imagesTr/a/BRATS_001.nii.gz", "imagesTr/b/BRATS_001.nii.gz", "duplicate case id"),
+        one_line=True,
+        what="an MSD dataset.json with two cases named BRATS_001 (in imagesTr/a and imagesTr/b)",
+    ),
+    Row(
+        "infer/msd-outside-entry",
+        _msd_infer({CASES[0]: "imagesTr/BRATS_001.nii.gz", CASES[1]: "../outside/imagesTr/BRATS_002.nii.gz"}),
+        True,
+        ("outside the data set folder", "outside/imagesTr/BRATS_002.nii.gz"),
+        writes=("out/",),
+        check=expect_files("out/BRATS_001.nii.gz", "out/BRATS_002.nii.gz"),
+        what="an MSD entry ../outside/...: read, with a warning naming it",
+    ),
+    Row(
+        "train/linked-case",
+        _linked_case,
+        True,
+        writes=("run/", "cache/"),
+        check=all_of(
+            expect_output("read from outside the data set folder", f"{CASES[2]}"), expect_files("run/models/model.pt")
+        ),
+        what="a case folder symlinked from outside the data set: trained, with a warning naming it",
+    ),
+    Row(
+        "infer/interrupted-skip-existing",
+        _interrupted_infer,
+        True,
+        writes=("out/",),
+        check=all_of(expect_output("skipped (outputs exist)"), expect_every_case_segmented),
+        what="brats-cggm-infer killed after its first case, rerun with --skip-existing",
+    ),
+    Row(
+        "infer/skip-existing-and-overwrite",
+        _infer_args("--skip-existing", "--overwrite", "--output-dir", "out"),
+        False,
+        ("--skip-existing", "--overwrite"),
+        one_line=True,
+        what="--skip-existing with --overwrite",
+    ),
+    Row(
+        "infer/crafted-checkpoint",
+        _crafted_checkpoint,
+        False,
+        ("evil.pt", "refused"),
+        one_line=True,
+        marker=True,
+        check=expect_no_unsafe_advice,
+        what="--checkpoint holding a pickle that runs code",
+    ),
+    Row(
+        "train/crafted-init-encoders",
+        _crafted_init_encoders,
+        False,
+        ("evil.pt", "refused"),
+        writes=TRAIN_DEBRIS,
+        marker=True,
+        check=expect_no_unsafe_advice,
+        what="--init_encoders holding a pickle that runs code",
+    ),
+    Row(
+        "diagnose/no-best-weights",
+        _diagnose_without_best,
+        False,
+        ("run/models/model.pt", "--weights last"),
+        one_line=True,
+        what="--weights best (the default) on a run without models/model.pt",
+    ),
+    Row(
+        "phantoms/umask",
+        lambda ws, fx: [Step(phantoms("ph", "--n", "1", "--shape", "24", "24", "24", umask=0o027))],
+        True,
+        writes=("ph/",),
+        check=expect_modes(0o750, 0o640),
+        what="phantoms written under umask 027: folders 750, files 640",
     ),
     # ----------------------------------------------------------------------------- the disk cache
     Row(
@@ -1228,7 +1444,7 @@ ROWS: tuple[Row, ...] = (
         one_line=True,
         writes=("full", "full_disk_leftovers.txt"),
         check=expect_no_partial_entry,
-        what="the cache's file system is full (a 600 KiB tmpfs)",
+        what="the cache's file system is full (a 200 KiB tmpfs)",
     ),
     # ----------------------------------------------------------------------------- inference bundle, adapters
     Row(
@@ -1575,9 +1791,11 @@ def render(results: list[RowResult], meta: dict[str, str]) -> str:
     lines = [
         "# Reliability: the fault matrix",
         "",
-        "Every bad input we know of, run through the real command lines (`brats-cggm-infer`, `brats-cggm-evaluate`), "
-        "the bundles (`python -m monai.bundle run` with `train.yaml` or `inference.yaml`) and the MulT pickle "
-        "loader, each in a fresh temporary folder on tiny phantom data, with the outcome each row must have. "
+        "Every bad input and fault we know of, run through the real command lines (`brats-cggm-infer`, "
+        "`brats-cggm-evaluate`, `brats-cggm-prepare`, `brats-cggm-diagnose`, `brats-cggm-phantoms`), the bundles "
+        "(`python -m monai.bundle run` with `train.yaml` or `inference.yaml`, under `torchrun` for the multi-process "
+        "rows) and the MulT pickle loader, each in a fresh temporary folder on tiny phantom data, with the outcome "
+        "each row must have. Steps marked `&` run in the background beside the next ones (two processes at once). "
         "Generated by",
         "",
         "    python scripts/fault_matrix.py --out docs/reliability.md",

@@ -13,7 +13,7 @@ from monai.bundle import ConfigWorkflow
 from monai.engines.utils import default_prepare_batch
 
 from brats_cggm.engine.output_dir import RunExistsError
-from tests.helpers.crafted_files import unsafe_advice
+from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
 from tests.helpers.event_files import scalar_tags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,19 +190,9 @@ def test_resume_from_a_damaged_checkpoint_keeps_the_good_one_and_clears_stale_te
     assert not [p for p in out.rglob("*.tmp")]
 
 
-class _OpensAFile:
-    """Unpickling this runs ``open(path, "w")``: code, not data."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
 def test_a_crafted_resume_file_is_refused_and_never_run(tmp_path: Path):
     crafted, marker = tmp_path / "crafted.pt", tmp_path / "code_ran"
-    torch.save({"trainer": _OpensAFile(marker), "network": {}}, crafted)
+    code_running_checkpoint(crafted, marker, network={})
     workflow = _workflow(
         [CONFIGS / "train.yaml"],
         phantom_dir=str(tmp_path / "phantoms"),

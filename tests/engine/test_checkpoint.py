@@ -25,6 +25,7 @@ from brats_cggm.engine.checkpoint import (
     previous_checkpoint_path,
     restore_rng_state,
 )
+from tests.helpers.crafted_files import code_running_checkpoint
 from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 
@@ -125,17 +126,9 @@ def test_rng_states_are_tensors_and_plain_types_and_round_trip_through_a_weights
     assert _draw(dataset) == expected
 
 
-class _OpensAFile:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
 def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path: Path):
     crafted, marker = tmp_path / "crafted.pt", tmp_path / "code_ran"
-    torch.save({"trainer": _OpensAFile(marker)}, crafted)
+    code_running_checkpoint(crafted, marker)
     with pytest.raises(CheckpointLoadError, match=rf"{crafted}: refused, it holds more than tensors"):
         load_checkpoint(crafted, required_keys=("trainer",))
     assert not marker.exists()
