@@ -129,6 +129,16 @@ def phantoms(*args: str, umask: int | None = None) -> Command:
     return Command(("sh", "-c", script), f"umask {umask:03o}; brats-cggm-phantoms " + " ".join(args))
 
 
+def torchrun_train(nproc: int = 2, data: str = "data", out: str = "run", **overrides: str) -> Command:
+    """``train.yaml`` + ``multi_gpu_train.yaml`` under ``torchrun --standalone`` with ``nproc`` CPU processes."""
+    shown = {"dataset_dir": data, "output_dir": out, **overrides}
+    files = repr([str(CONFIGS / "train.yaml"), str(CONFIGS / "multi_gpu_train.yaml")])
+    bundle = _bundle_run(files, {**TINY_TRAIN, **shown})[1:]  # "-m monai.bundle run ..." without the interpreter
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    shown_text = " ".join(f"--{k} {v}" for k, v in shown.items())
+    return Command(tuple(launcher + bundle), f"torchrun --nproc_per_node={nproc} train+multi_gpu {shown_text}")
+
+
 def bundle_infer(bundle: str = "bundle", data: str = "cases", out: str = "out") -> Command:
     """``inference.yaml`` with the run config of ``bundle`` (a training ``output_dir`` look-alike)."""
     files = repr([str(CONFIGS / "inference.yaml"), f"{bundle}/configs/inference.json"])
@@ -957,6 +967,95 @@ def _linked_case(ws: Path, fx: Fixtures) -> list[Step]:
     return [Step(train(cache_dir="cache"))]
 
 
+# ---------------------------------------------------------------------------------------------- runs side by side
+
+
+def _failed_first_draw_retry(ws: Path, fx: Fixtures) -> list[Step]:
+    data = copy_dataset(fx, ws)
+    victim = case_file(data / CASE, "flair")
+    shutil.copy(victim, ws / "flair.backup")
+    truncate(victim)
+    restore = Command(("cp", "flair.backup", str(victim.relative_to(ws))), f"cp flair.backup data/{CASE}/...")
+    # cache none: the damage shows at the first draw, after the run has opened its folder
+    return [Step(train(cache="none")), Step(restore), Step(train(cache="none"))]
+
+
+def expect_dead_run_set_aside(ws: Path, results: list[StepResult]) -> list[str]:
+    problems = [] if results[0].returncode not in (0, None) else ["the first run did not fail"]
+    if len(list((ws / "run").glob("events.out.tfevents.*"))) != 1:
+        problems.append("not exactly one event file in run/ (the dead run's steps mixed in)")
+    if not list((ws / "run" / "aborted").glob("*/events.out.tfevents.*")):
+        problems.append("the dead run's event file is not in run/aborted/")
+    return problems
+
+
+LOCK = "run/.run.lock"
+
+
+def _lock_held(ws: Path) -> bool:
+    lock = ws / LOCK
+    return lock.is_file() and lock.stat().st_size > 0
+
+
+def _second_run_into_a_running_folder(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    first = Step(train(max_epochs="20", resume="true", cache_dir="cache"), background_until=_lock_held)
+    return [first, Step(train(max_epochs="20", resume="true", cache_dir="cache"))]
+
+
+def expect_first_run_finished(ws: Path, results: list[StepResult]) -> list[str]:
+    first = results[0]
+    problems = [] if first.returncode == 0 else [f"the first run: exit {_exit_text(first.returncode)}"]
+    problems += expect_epoch(20)(ws, results) + expect_one_events_file(ws, results)
+    return problems + ([f"{LOCK} left behind"] if (ws / LOCK).exists() else [])
+
+
+def _rank_pids(launcher: subprocess.Popen, rank: int) -> list[int]:
+    """The PIDs of ``torchrun``'s worker ``rank`` (read from each process's environment)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+            status = (environ.parent / "status").read_text()
+        except OSError:
+            continue
+        ppid = int(re.search(r"^PPid:\s*(\d+)", status, re.M).group(1))
+        if f"RANK={rank}".encode() in variables and _descends(ppid, launcher.pid):
+            found.append(int(environ.parent.name))  # the worker and its DataLoader workers
+    return found
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        pid = int(re.search(r"^PPid:\s*(\d+)", status, re.M).group(1))
+    return False
+
+
+def _freeze_rank_1(launcher: subprocess.Popen) -> None:
+    for pid in _rank_pids(launcher, 1):
+        os.kill(pid, signal.SIGSTOP)
+
+
+def _frozen_rank(ws: Path, fx: Fixtures) -> list[Step]:
+    copy_dataset(fx, ws)
+    command = torchrun_train(max_epochs="50", distributed_timeout="30", cache_dir="cache", val_fraction="0.4")
+    return [Step(command, act_when=(_checkpoint_written, _freeze_rank_1))]
+
+
+def expect_quick_failure(limit_s: float) -> Callable[[Path, list[StepResult]], list[str]]:
+    def check(ws: Path, results: list[StepResult]) -> list[str]:
+        seconds = results[-1].seconds
+        return [] if seconds < limit_s else [f"took {seconds:.0f} s (limit {limit_s:.0f} s)"]
+
+    return check
+
+
 OUT = f"out/{CASE}.nii.gz"
 T1, T1CE, T2 = (f"{CASE}_{m}.nii.gz" for m in ("t1", "t1ce", "t2"))
 PRED = f"pred/{CASE}.nii.gz"
@@ -1337,6 +1436,34 @@ ROWS: tuple[Row, ...] = (
         writes=("ph/",),
         check=expect_modes(0o750, 0o640),
         what="phantoms written under umask 027: folders 750, files 640",
+    ),
+    # ----------------------------------------------------------------------------- runs side by side
+    Row(
+        "train/failed-first-draw-retry",
+        _failed_first_draw_retry,
+        True,
+        may_change=("data/",),
+        writes=("run/",),
+        check=all_of(expect_dead_run_set_aside, expect_files("run/models/model.pt")),
+        what="a run that failed at its first draw (truncated input), retried by the identical command once fixed",
+    ),
+    Row(
+        "train/second-run-same-folder",
+        _second_run_into_a_running_folder,
+        False,
+        ("run", "in use by pid"),
+        writes=("run/", "cache/"),
+        check=expect_first_run_finished,
+        what="the same command (--resume true) started while the first run still trains in run/",
+    ),
+    Row(
+        "distributed/frozen-rank",
+        _frozen_rank,
+        False,
+        ("rank 1",),
+        writes=("run/", "cache/"),
+        check=expect_quick_failure(300),
+        what="2 ranks under torchrun, rank 1 frozen (SIGSTOP) after the first checkpoint; distributed_timeout 30 s",
     ),
     # ----------------------------------------------------------------------------- the disk cache
     Row(
