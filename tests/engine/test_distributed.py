@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from monai.bundle import ConfigParser
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 WORKER = Path(__file__).parents[1] / "helpers" / "ddp_worker.py"
+TIMEOUT_WORKER = Path(__file__).parents[1] / "helpers" / "ddp_timeout_worker.py"
 WORLD_SIZE = 2
 
 
@@ -101,6 +103,41 @@ def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initi
     assert parser["finalize"][: len(single["finalize"])] == single["finalize"]
     assert "destroy_distributed" in parser["finalize"][-1]
     assert "ddp_wrap" in parser["train#trainer#network"] and "ddp_wrap" in parser["train#trainer#aux_heads"]
+
+
+# rank 1 frozen: rank 0 names it; rank 0 frozen: rank 1 does (slow: the same, seen from the other side)
+@pytest.mark.parametrize("frozen_rank", [1, pytest.param(0, marks=pytest.mark.slow)])
+def test_a_frozen_rank_stops_the_others_within_the_timeout_naming_it(frozen_rank: int):
+    from tests.helpers.ddp_timeout_worker import FROZEN_S
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    done = subprocess.run(
+        _torchrun(str(TIMEOUT_WORKER), "2", str(frozen_rank)),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=FROZEN_S,
+    )
+    elapsed = time.monotonic() - start
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "RankTimeoutError" in output, output[-3000:]
+    healthy = 1 - frozen_rank
+    assert f"rank {healthy}: rank {frozen_rank} did not reach the barrier at the end of epoch 1" in output
+    assert "within 2 s (distributed_timeout)" in output
+    assert elapsed < FROZEN_S / 2  # nobody waited for the frozen rank
+
+
+def test_multi_gpu_overlays_pass_distributed_timeout_and_meet_before_validation():
+    for bundle in ("brats_cggm", "multimodal_cggm"):
+        configs = REPO / "bundles" / bundle / "configs"
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.yaml"), str(configs / "multi_gpu_train.yaml")])
+        assert 60 <= parser["distributed_timeout"] < 1800
+        assert "timeout_s=@distributed_timeout" in parser["initialize"][0]
+        assert parser["train#trainer#train_handlers"].startswith("$[RankSyncHandler()] + ")
 
 
 @pytest.mark.slow
