@@ -89,6 +89,11 @@ def test_every_rank_gets_rank_0s_answer_about_a_previous_run(ranks: list[dict]):
         assert rank["output_dir"]["left"] == []
 
 
+def test_every_rank_stops_when_another_run_holds_the_output_dir(ranks: list[dict]):
+    for rank in ranks:
+        assert f"is in use by pid {ranks[0]['pid']} on host" in rank["output_dir"]["in_use"]
+
+
 @pytest.mark.parametrize("bundle", ["brats_cggm", "multimodal_cggm"])
 def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initialize(bundle: str):
     configs = REPO / "bundles" / bundle / "configs"
