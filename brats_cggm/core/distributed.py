@@ -30,10 +30,13 @@ __all__ = [
     "RankTimeoutError",
     "all_reduce_mean",
     "barrier",
+    "data_barrier_timeout_s",
     "get_rank",
     "get_world_size",
     "is_distributed",
     "is_main_process",
+    "is_timeout_error",
+    "monitor_timeout_s",
     "set_barrier_monitor",
     "unwrap",
 ]
@@ -90,6 +93,21 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+def monitor_timeout_s() -> float | None:
+    """The seconds :func:`barrier` waits by default (the run's ``distributed_timeout``); None without a monitor."""
+    return _monitor["timeout_s"]
+
+
+def data_barrier_timeout_s() -> float:
+    """Seconds a data-preparation barrier waits: :data:`DATA_BARRIER_TIMEOUT_S`, or the run's timeout if longer."""
+    return max(DATA_BARRIER_TIMEOUT_S, _monitor["timeout_s"] or 0.0)
+
+
+def is_timeout_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that timed out (gloo's ``Timed out waiting ...``, nccl's watchdog)."""
+    return isinstance(exc, RuntimeError) and not isinstance(exc, RankTimeoutError) and "timed out" in str(exc).lower()
+
+
 def _missing_ranks(message: str) -> list[int]:
     """The ranks gloo's ``monitored_barrier`` error names: rank 0 lists the late ones, the others rank 0."""
     late = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", message)
@@ -106,8 +124,7 @@ def barrier(where: str = "", timeout_s: float | None = None) -> None:
 
     Args:
         where: what the ranks are about to do, for the error message (``"before validation"``).
-        timeout_s: seconds to wait; None: the monitor's (the run's ``distributed_timeout``). A longer
-            monitor timeout wins: this only lengthens the wait.
+        timeout_s: seconds to wait; None: the monitor's (the run's ``distributed_timeout``).
 
     Raises:
         RankTimeoutError: a rank did not arrive in time (the message names it, and which rank noticed).
@@ -118,7 +135,7 @@ def barrier(where: str = "", timeout_s: float | None = None) -> None:
     if group is None:
         dist.barrier()
         return
-    wait_s = max(default_s or 0.0, timeout_s or 0.0)
+    wait_s = timeout_s if timeout_s is not None else default_s
     try:
         dist.monitored_barrier(group=group, timeout=timedelta(seconds=wait_s), wait_all_ranks=True)
     except RuntimeError as exc:

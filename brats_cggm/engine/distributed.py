@@ -36,19 +36,23 @@ from torch import nn
 
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.distributed import (
-    DATA_BARRIER_TIMEOUT_S,
     FeaturesForward,
+    RankTimeoutError,
     barrier,
+    data_barrier_timeout_s,
     get_rank,
     get_world_size,
     is_distributed,
     is_main_process,
+    is_timeout_error,
+    monitor_timeout_s,
     set_barrier_monitor,
 )
 from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "DIAGNOSIS_TIMEOUT_S",
     "FeaturesDistributedDataParallel",
     "RankSyncHandler",
     "ddp_wrap",
@@ -62,6 +66,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the ranks that noticed a collective's timeout wait for the others before naming the missing ones: the
+#: healthy ranks time out in the same collective, within moments of each other.
+DIAGNOSIS_TIMEOUT_S = 30.0
 
 #: Seconds a rank waits for the others in a collective or at a barrier (the bundles' ``distributed_timeout``):
 #: well above the legitimate gaps between ranks in training (uneven validation shards, rank 0 writing a
@@ -118,7 +126,10 @@ class RankSyncHandler:
     """The ranks meet at each epoch's end before validation and checkpointing; a missing rank is named.
 
     Attach it before the validation and checkpoint handlers (ignite runs an event's handlers in the order
-    they were attached). Without a process group it does nothing.
+    they were attached). Without a process group it does nothing. When a collective inside the run times
+    out (gloo raises; a training step's all-reduce, validation's all-gather), the ranks that noticed meet
+    for :data:`DIAGNOSIS_TIMEOUT_S` (at most the run's timeout) and the error names the rank that did not
+    come; any other exception goes on unchanged.
 
     Args:
         timeout_s: seconds to wait; None: the run's ``distributed_timeout``.
@@ -132,9 +143,26 @@ class RankSyncHandler:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
 
     def __call__(self, engine: Any) -> None:
         barrier(f"at the end of epoch {engine.state.epoch} (before validation and checkpointing)", self.timeout_s)
+
+    def exception_raised(self, engine: Any, exc: BaseException) -> None:
+        """Re-raise ``exc``; a collective's timeout as a :class:`RankTimeoutError` naming the missing rank.
+
+        Raises:
+            RankTimeoutError: a collective timed out and a rank did not come to the diagnosis.
+            BaseException: ``exc`` itself otherwise (ignite re-raises only when no handler is attached).
+        """
+        if is_distributed() and get_world_size() > 1 and is_timeout_error(exc):
+            where = f"after a collective timed out in epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+            wait_s = min(DIAGNOSIS_TIMEOUT_S, self.timeout_s or monitor_timeout_s() or DIAGNOSIS_TIMEOUT_S)
+            try:
+                barrier(where, wait_s)
+            except RankTimeoutError as named:
+                raise named from exc
+        raise exc
 
 
 class FeaturesDistributedDataParallel(nn.parallel.DistributedDataParallel):
@@ -177,9 +205,9 @@ def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     where = f"after rank 0's {getattr(fn, '__name__', 'work')}"
     if is_main_process():
         result = fn(*args, **kwargs)
-        barrier(where, DATA_BARRIER_TIMEOUT_S)
+        barrier(where, data_barrier_timeout_s())
         return result
-    barrier(where, DATA_BARRIER_TIMEOUT_S)
+    barrier(where, data_barrier_timeout_s())
     return fn(*args, **kwargs)
 
 

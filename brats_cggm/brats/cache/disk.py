@@ -415,7 +415,7 @@ def fill_cache(
         FileNotFoundError: an input file is missing.
         InputFileError: an input file is bad (from the checked loading).
     """
-    from brats_cggm.core.distributed import DATA_BARRIER_TIMEOUT_S, barrier, get_rank, get_world_size, is_distributed
+    from brats_cggm.core.distributed import barrier, data_barrier_timeout_s, get_rank, get_world_size, is_distributed
 
     data_options = dict(data_options or {})
     key = preprocessing_key(kind, patch_size, data_options)
@@ -426,7 +426,7 @@ def fill_cache(
     if rank == 0:
         _remove_dead_temporaries(folder)
     if sharded:
-        barrier("before building the disk cache", DATA_BARRIER_TIMEOUT_S)
+        barrier("before building the disk cache", data_barrier_timeout_s())
     entries, jobs = [], []
     for index, item in enumerate(items):
         fingerprint = input_fingerprint(item)
@@ -437,7 +437,7 @@ def fill_cache(
     chain_args = (kind, list(patch_size), data_options)
     _run_jobs(jobs, chain_args, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
     if sharded:  # the shards take as long as their missing entries: a longer wait than a training step's
-        barrier("after building the disk cache", DATA_BARRIER_TIMEOUT_S)
+        barrier("after building the disk cache", data_barrier_timeout_s())
     return entries
 
 
