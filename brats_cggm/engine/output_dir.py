@@ -139,7 +139,7 @@ def _decide(output_dir: Path, overwrite: bool, resuming: bool, patterns: Sequenc
             f"output_dir {output_dir} holds a previous run ({text}): continue it with --resume true, "
             "train into a new --output_dir, or replace it with --overwrite true"
         )
-    if not results:
+    if not overwrite:
         _set_aside(output_dir, found)
         return []
     for path in found:
@@ -193,12 +193,13 @@ def prepare_output_dir(
 
 def _prepare(output_dir: Path, resume: Any, overwrite: bool, patterns: Sequence[str]) -> Path:
     path, required = resolve_resume_path(resume, output_dir / _CHECKPOINT)
-    if required or (path is not None and path.exists()):
+    if required:  # an explicit checkpoint: the folder is continued whatever it holds
         return output_dir
     outcome: list[Any] = [None]  # the number of files removed, or rank 0's error
-    if is_main_process():
+    if is_main_process():  # rank 0 alone looks at the folder: other nodes may see it late (NFS caches)
         try:
-            removed = _decide(output_dir, overwrite, path is not None, patterns)
+            continued = path is not None and path.exists()
+            removed = [] if continued else _decide(output_dir, overwrite, path is not None, patterns)
             outcome = [len(removed)]
             if removed:
                 logger.info("overwrite: removed %d file(s) of the previous run in %s", len(removed), output_dir)

@@ -84,6 +84,10 @@ def test_a_run_that_died_before_its_first_checkpoint_does_not_block_its_retry(tm
     os.utime(out / "events.out.tfevents.2.host.1.0", (moved[0].stat().st_mtime + 5,) * 2)
     prepare_output_dir(out)
     assert len(list((out / ABORTED_DIR).iterdir())) == 2
+    # --overwrite asks for the previous run's files to go: a dead run's too (a resumed run keeps them aside)
+    out = _dead_run(tmp_path / "overwritten")
+    prepare_output_dir(out, resume=resume, overwrite=True)
+    assert find_run_files(out) == [] and (out / ABORTED_DIR).exists() is resume
 
 
 def test_weights_or_metrics_alone_make_a_previous_run(tmp_path: Path):
