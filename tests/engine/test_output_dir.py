@@ -103,10 +103,11 @@ def test_weights_or_metrics_alone_make_a_previous_run(tmp_path: Path):
     assert (out / "events.out.tfevents.1.host.1.0").exists() and not (out / ABORTED_DIR).exists()
 
 
+# another run, as far as the lock goes: OutputDirLock's file through core.locks alone (no torch: starts fast)
 _HOLDER = """
 import sys
-from brats_cggm.engine.output_dir import OutputDirLock
-OutputDirLock(sys.argv[1]).acquire()
+from brats_cggm.core.locks import FileLock
+FileLock(sys.argv[1]).acquire()
 print("held", flush=True)
 sys.stdin.read()
 """
@@ -117,7 +118,7 @@ def test_a_second_run_into_the_folder_of_a_live_one_is_refused_naming_it(
 ):
     out = _previous_run(tmp_path / "out")
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLDER, str(out / LOCK_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "held"
