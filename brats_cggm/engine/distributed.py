@@ -5,7 +5,11 @@ MONAI itself uses, launched with ``torchrun`` (see ``docs/distributed.md`` and t
 ``configs/multi_gpu_train.yaml``, which calls the helpers here):
 
 - :func:`init_distributed` / :func:`destroy_distributed`: the process group (``nccl`` on CUDA, ``gloo``
-  on CPU), created in the bundle's ``initialize`` and destroyed in its ``finalize``;
+  on CPU), created in the bundle's ``initialize`` and destroyed in its ``finalize``, with the run's
+  ``distributed_timeout``, and a gloo group on which :func:`~brats_cggm.core.distributed.barrier` is a
+  monitored barrier naming a rank that does not arrive;
+- :class:`RankSyncHandler`: the ranks meet at the end of each epoch, before validation and checkpointing,
+  so a frozen rank is named there within ``distributed_timeout``;
 - :func:`ddp_wrap`: DDP around the network (trained through ``forward_features``) or the auxiliary
   heads; :func:`brats_cggm.core.distributed.unwrap` returns the bare module, so checkpoints are the same
   with and without DDP;
@@ -33,16 +37,24 @@ from torch import nn
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.distributed import (
     FeaturesForward,
+    RankTimeoutError,
     barrier,
+    data_barrier_timeout_s,
     get_rank,
     get_world_size,
     is_distributed,
     is_main_process,
+    is_timeout_error,
+    monitor_timeout_s,
+    set_barrier_monitor,
 )
 from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "DIAGNOSIS_TIMEOUT_S",
     "FeaturesDistributedDataParallel",
+    "RankSyncHandler",
     "ddp_wrap",
     "destroy_distributed",
     "init_distributed",
@@ -55,8 +67,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the ranks that noticed a collective's timeout wait for the others before naming the missing ones: the
+#: healthy ranks time out in the same collective, within moments of each other.
+DIAGNOSIS_TIMEOUT_S = 30.0
 
-def init_distributed(device: str | torch.device | None = None, timeout_s: float = 1800) -> torch.device:
+#: Seconds a rank waits for the others in a collective or at a barrier (the bundles' ``distributed_timeout``):
+#: well above the legitimate gaps between ranks in training (uneven validation shards, rank 0 writing a
+#: checkpoint, torch.compile's first step), well below torch's 30 minutes of silence. docs/distributed.md.
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def init_distributed(device: str | torch.device | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:
     """Create the default process group from ``torchrun``'s environment; return this rank's device.
 
     Rendezvous (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) comes from the
@@ -66,7 +87,9 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (N is replaced by ``LOCAL_RANK``) or None.
-        timeout_s: collective timeout in seconds.
+        timeout_s: seconds a rank waits for the others: the collectives' timeout, and that of the monitored
+            :func:`~brats_cggm.core.distributed.barrier` (a gloo group of all ranks, on CUDA too), which
+            names a rank that does not arrive.
 
     Returns:
         The device this rank trains on.
@@ -79,14 +102,67 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
     if not is_distributed():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-        logger.info("process group: %s, rank %d of %d, device %s", backend, get_rank(), get_world_size(), resolved)
+        # monitored_barrier exists on gloo only; its own group keeps it apart from the training collectives
+        set_barrier_monitor(dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s)), timeout_s)
+        logger.info(
+            "process group: %s, rank %d of %d, device %s, timeout %g s",
+            backend,
+            get_rank(),
+            get_world_size(),
+            resolved,
+            timeout_s,
+        )
     return resolved
 
 
 def destroy_distributed() -> None:
     """Destroy the default process group if there is one (the bundle's ``finalize``)."""
+    set_barrier_monitor(None, None)
     if is_distributed():
         dist.destroy_process_group()
+
+
+class RankSyncHandler:
+    """The ranks meet at each epoch's end before validation and checkpointing; a missing rank is named.
+
+    Attach it before the validation and checkpoint handlers (ignite runs an event's handlers in the order
+    they were attached). Without a process group it does nothing. When a collective inside the run times
+    out (gloo raises; a training step's all-reduce, validation's all-gather), the ranks that noticed meet
+    for :data:`DIAGNOSIS_TIMEOUT_S` (at most the run's timeout) and the error names the rank that did not
+    come; any other exception goes on unchanged.
+
+    Args:
+        timeout_s: seconds to wait; None: the run's ``distributed_timeout``.
+    """
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        self.timeout_s = timeout_s
+
+    def attach(self, engine: Any) -> None:
+        """Meet at every ``EPOCH_COMPLETED`` of ``engine``."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+
+    def __call__(self, engine: Any) -> None:
+        barrier(f"at the end of epoch {engine.state.epoch} (before validation and checkpointing)", self.timeout_s)
+
+    def exception_raised(self, engine: Any, exc: BaseException) -> None:
+        """Re-raise ``exc``; a collective's timeout as a :class:`RankTimeoutError` naming the missing rank.
+
+        Raises:
+            RankTimeoutError: a collective timed out and a rank did not come to the diagnosis.
+            BaseException: ``exc`` itself otherwise (ignite re-raises only when no handler is attached).
+        """
+        if is_distributed() and get_world_size() > 1 and is_timeout_error(exc):
+            where = f"after a collective timed out in epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+            wait_s = min(DIAGNOSIS_TIMEOUT_S, self.timeout_s or monitor_timeout_s() or DIAGNOSIS_TIMEOUT_S)
+            try:
+                barrier(where, wait_s)
+            except RankTimeoutError as named:
+                raise named from exc
+        raise exc
 
 
 class FeaturesDistributedDataParallel(nn.parallel.DistributedDataParallel):
@@ -126,11 +202,12 @@ def ddp_wrap(module: nn.Module, device: str | torch.device | None = None, **kwar
 
 def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` on rank 0 first, then on the other ranks (e.g. to generate phantoms once)."""
+    where = f"after rank 0's {getattr(fn, '__name__', 'work')}"
     if is_main_process():
         result = fn(*args, **kwargs)
-        barrier()
+        barrier(where, data_barrier_timeout_s())
         return result
-    barrier()
+    barrier(where, data_barrier_timeout_s())
     return fn(*args, **kwargs)
 
 

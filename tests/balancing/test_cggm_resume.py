@@ -55,9 +55,10 @@ def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path)
         assert first_half["log"] == uninterrupted["log"][:STEPS_PER_EPOCH]
 
         result = tmp_path / f"{direction}-resumed.pt"
-        argv = ["x", direction, str(checkpoint), str(result)]
+        argv = ["x", direction, str(checkpoint), str(result), str(torch.get_num_threads())]
         code = f"import sys; sys.argv = {argv!r}; exec(open({__file__!r}).read())"
         # the repository root, for ``tests.helpers``; conftest's thread count, for the same float reductions
+        # (from the start: OMP_NUM_THREADS; then set exactly as conftest sets it, see below)
         env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
         subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], env=env)
         resumed = torch.load(result, weights_only=True)
@@ -68,5 +69,8 @@ def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path)
             torch.testing.assert_close(resumed["params"][name], value, rtol=0, atol=0)
 
 
-if __name__ == "__main__" and len(sys.argv) == 4:  # the fresh process of the test above
+if __name__ == "__main__" and len(sys.argv) == 5:  # the fresh process of the test above
+    # torch.set_num_threads, as conftest calls it in the parent: besides OpenMP it pins MKL's thread count
+    # (mkl_set_dynamic(false)), which OMP_NUM_THREADS alone leaves to MKL; the two processes must reduce alike
+    torch.set_num_threads(int(sys.argv[4]))
     torch.save(_run(sys.argv[1], epochs=2, resume_from=sys.argv[2]), sys.argv[3])

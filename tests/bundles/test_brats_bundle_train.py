@@ -12,7 +12,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.engines.utils import default_prepare_batch
 
-from brats_cggm.engine.output_dir import RunExistsError
+from brats_cggm.engine.output_dir import ABORTED_DIR, LOCK_FILE, RunExistsError
 from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
 from tests.helpers.event_files import scalar_tags
 
@@ -98,10 +98,10 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _train(output_dir: Path, phantom_dir: Path, **overrides) -> ConfigWorkflow:
-    workflow = _workflow(
-        [CONFIGS / "train.yaml"], phantom_dir=str(phantom_dir), output_dir=str(output_dir), **overrides
-    )
+def _train(output_dir: Path | str, phantom_dir: Path | None = None, **overrides) -> ConfigWorkflow:
+    if phantom_dir is not None:
+        overrides["phantom_dir"] = str(phantom_dir)
+    workflow = _workflow([CONFIGS / "train.yaml"], output_dir=str(output_dir), **overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -156,6 +156,31 @@ def test_training_into_a_previous_run_is_refused_before_anything_is_written(fini
     assert str(out) in message
     assert all(way in message for way in ("--resume true", "--output_dir", "--overwrite true"))
     assert _files(out) == before
+
+
+def test_a_finished_run_leaves_no_lock_file(finished_run: Path):
+    assert not (finished_run / "out" / LOCK_FILE).exists()
+
+
+def test_a_run_that_fails_at_its_first_draw_is_retried_by_the_identical_command(phantom_dataset: Path, tmp_path: Path):
+    data = Path(shutil.copytree(phantom_dataset, tmp_path / "data"))
+    victim = sorted(data.rglob("*_flair.nii.gz"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200])  # a truncated input: the first draw fails, after the event file is opened
+    command = {"dataset_dir": str(data), "output_dir": str(tmp_path / "out"), "cache": "none", "max_epochs": 1}
+    with pytest.raises(Exception, match="ConfigExpression"):
+        _train(**command)
+    out = tmp_path / "out"
+    dead = {p.name for p in out.glob("events.out.tfevents.*")}
+    assert len(dead) == 1 and not list(out.glob("models/*.pt"))
+
+    victim.write_bytes(good)
+    _train(**command)  # the identical command, in the same process as a job retry could be
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 1
+    events = {p.name for p in out.glob("events.out.tfevents.*")}
+    assert len(events) == 1 and not events & dead  # the new run's steps alone
+    assert {p.name for p in (out / ABORTED_DIR).glob("*/events.out.tfevents.*")} == dead
+    assert not (out / LOCK_FILE).exists()
 
 
 def test_overwrite_replaces_the_previous_run_and_nothing_else(finished_run: Path, tmp_path: Path):

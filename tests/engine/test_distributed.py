@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from monai.bundle import ConfigParser
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 WORKER = Path(__file__).parents[1] / "helpers" / "ddp_worker.py"
+TIMEOUT_WORKER = Path(__file__).parents[1] / "helpers" / "ddp_timeout_worker.py"
 WORLD_SIZE = 2
 
 
@@ -87,6 +90,11 @@ def test_every_rank_gets_rank_0s_answer_about_a_previous_run(ranks: list[dict]):
         assert rank["output_dir"]["left"] == []
 
 
+def test_every_rank_stops_when_another_run_holds_the_output_dir(ranks: list[dict]):
+    for rank in ranks:
+        assert f"is in use by pid {ranks[0]['pid']} on host" in rank["output_dir"]["in_use"]
+
+
 @pytest.mark.parametrize("bundle", ["brats_cggm", "multimodal_cggm"])
 def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initialize(bundle: str):
     configs = REPO / "bundles" / bundle / "configs"
@@ -101,6 +109,51 @@ def test_multi_gpu_overlay_creates_the_process_group_first_and_keeps_train_initi
     assert parser["finalize"][: len(single["finalize"])] == single["finalize"]
     assert "destroy_distributed" in parser["finalize"][-1]
     assert "ddp_wrap" in parser["train#trainer#network"] and "ddp_wrap" in parser["train#trainer#aux_heads"]
+
+
+# rank 1 frozen: rank 0 names it; rank 0 frozen: rank 1 does (slow: the same, seen from the other side); at the
+# epoch's end (the ranks' meeting) or inside a collective (its timeout, then the diagnosis)
+@pytest.mark.parametrize(
+    "frozen_rank,where",
+    [
+        (1, "epoch_end"),
+        pytest.param(0, "epoch_end", marks=pytest.mark.slow),
+        pytest.param(1, "collective", marks=pytest.mark.slow),
+    ],
+)
+def test_a_frozen_rank_stops_the_others_within_the_timeout_naming_it(frozen_rank: int, where: str):
+    from tests.helpers.ddp_timeout_worker import FROZEN_S
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        _torchrun(str(TIMEOUT_WORKER), "2", str(frozen_rank), where),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=FROZEN_S,
+    )
+    ended = time.time()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "RankTimeoutError" in output, output[-3000:]
+    healthy = 1 - frozen_rank
+    stepped = float(re.search(rf"rank {healthy} steps at ([\d.]+)", output).group(1))
+    # from the healthy rank's step to the end, not counting the processes' start (slow on a busy machine)
+    assert ended - stepped < FROZEN_S / 4, output[-3000:]
+    barrier = "at the end of epoch 1" if where == "epoch_end" else "after a collective timed out in epoch 1"
+    assert f"rank {healthy}: rank {frozen_rank} did not reach the barrier {barrier}" in output
+    assert "within 2 s (distributed_timeout)" in output
+
+
+def test_multi_gpu_overlays_pass_distributed_timeout_and_meet_before_validation():
+    for bundle in ("brats_cggm", "multimodal_cggm"):
+        configs = REPO / "bundles" / bundle / "configs"
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.yaml"), str(configs / "multi_gpu_train.yaml")])
+        assert 60 <= parser["distributed_timeout"] < 1800
+        assert "timeout_s=@distributed_timeout" in parser["initialize"][0]
+        assert parser["train#trainer#train_handlers"].startswith("$[RankSyncHandler()] + ")
 
 
 @pytest.mark.slow

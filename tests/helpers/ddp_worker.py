@@ -3,12 +3,14 @@
 In one process group (``tiny_run.build``: 3 epochs of 2 iterations per rank, each rank on its own
 shard): (1) an uninterrupted run, (2) the same run killed in iteration 3, (3) fresh objects resumed
 from (2)'s checkpoint under other global seeds and continued to the end; then the validation
-sampler's shards and the Dice they reduce to, and each rank's answer about a previous run's ``output_dir``.
+sampler's shards and the Dice they reduce to, and each rank's answer about a previous run's ``output_dir``
+and about one another run holds.
 """
 
 # ruff: noqa: E402 (transformers is blocked before the imports)
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,8 +23,15 @@ from monai.metrics import DiceMetric
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2])]  # the repository root, for ``tests.helpers``
 from brats_cggm.core.distributed import all_reduce_mean, barrier, get_rank, get_world_size
+from brats_cggm.core.locks import FileLock
 from brats_cggm.engine.distributed import destroy_distributed, init_distributed, validation_sampler
-from brats_cggm.engine.output_dir import RunExistsError, prepare_output_dir
+from brats_cggm.engine.output_dir import (
+    LOCK_FILE,
+    OutputDirInUseError,
+    OutputDirLock,
+    RunExistsError,
+    prepare_output_dir,
+)
 from brats_cggm.engine.resume import resume_from_checkpoint
 from tests.helpers.tiny_run import build, kill_at
 
@@ -55,7 +64,24 @@ def output_dir_decisions(out: Path) -> dict:
     except RunExistsError as exc:
         refused = str(exc)
     prepare_output_dir(previous, overwrite=True)
-    return {"refused": refused, "left": sorted(p.name for p in previous.rglob("*") if p.is_file())}
+    left = sorted(p.name for p in previous.rglob("*") if p.is_file())
+
+    # another run holds the folder (here rank 0 itself, through a second open file: flock tells them apart)
+    locked = out / "locked"
+    holder = None
+    if get_rank() == 0:
+        locked.mkdir()
+        holder = FileLock(locked / LOCK_FILE).acquire()
+    barrier()
+    try:
+        prepare_output_dir(locked, resume=True, lock=OutputDirLock(locked))
+        in_use = ""
+    except OutputDirInUseError as exc:
+        in_use = str(exc)
+    barrier()
+    if holder is not None:
+        holder.release()
+    return {"refused": refused, "left": left, "in_use": in_use}
 
 
 def main(out: Path) -> None:
@@ -63,6 +89,7 @@ def main(out: Path) -> None:
     assert get_world_size() > 1, "run me under torchrun"
     rank = get_rank()
     result = {"world_size": get_world_size(), "mean_of_rank": float(all_reduce_mean(torch.tensor(float(rank))))}
+    result["pid"] = os.getpid()
 
     run = build(out / "uninterrupted")
     run.trainer.run()

@@ -415,7 +415,7 @@ def fill_cache(
         CacheEntryError: an entry cannot be written (no space left, ...) or is bad right after building.
         ValueError: an unknown ``verify``.
     """
-    from brats_cggm.core.distributed import barrier, get_rank, get_world_size, is_distributed
+    from brats_cggm.core.distributed import barrier, data_barrier_timeout_s, get_rank, get_world_size, is_distributed
 
     if verify not in VERIFY_MODES:
         raise ValueError(f"cache_verify: {verify!r}: expected one of {VERIFY_MODES}")
@@ -429,7 +429,7 @@ def fill_cache(
     if rank == 0:
         remove_dead_temporaries(folder)
     if sharded:
-        barrier()
+        barrier("before building the disk cache", data_barrier_timeout_s())
     for item in items:
         check_inputs_exist(item)  # every missing file named before any building
     entries, jobs = [], []
@@ -448,8 +448,8 @@ def fill_cache(
     _run_jobs(jobs, chain_args, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
     for item, entry_dir, *_ in jobs:  # in this process, so that the loader's workers inherit the memo
         verify_entry(entry_dir, item.get("case_id"), kind, labelled="label" in item)
-    if sharded:
-        barrier()
+    if sharded:  # the shards take as long as their missing entries: a longer wait than a training step's
+        barrier("after building the disk cache", data_barrier_timeout_s())
     return entries
 
 
