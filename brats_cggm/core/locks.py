@@ -58,7 +58,9 @@ def describe_holder(holder: dict[str, Any]) -> str:
 
 
 def _holder_record() -> dict[str, Any]:
-    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    # orig_argv keeps "-m monai.bundle", which sys.argv turns into a path to __main__.py
+    argv = getattr(sys, "orig_argv", sys.argv)
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
