@@ -10,7 +10,7 @@ from monai.config import KeysCollection
 from monai.handlers import ValidationHandler
 from monai.transforms import MapTransform
 
-__all__ = ["EpochValidationHandler", "UnpackPredictionsd"]
+__all__ = ["EpochValidationHandler", "ReleaseIterationData", "UnpackPredictionsd"]
 
 
 class EpochValidationHandler(ValidationHandler):
@@ -59,3 +59,31 @@ class UnpackPredictionsd(MapTransform):
             if isinstance(d[key], Mapping):
                 d.update(d.pop(key))
         return d
+
+
+class ReleaseIterationData:
+    """Drops an engine's ``state.batch`` and ``state.output`` once each iteration's handlers have read them.
+
+    An ignite engine keeps the last batch and output until the next iteration replaces them, so while a
+    validation case is loaded and predicted the previous case's whole volumes (image, labels and the
+    postprocessed predictions, about 100 bytes per voxel) are still alive, and after the last case they stay
+    alive through the following training epoch. Attach it after the metrics and the other handlers that read
+    the output (a bundle's ``val_handlers`` are attached after its metrics; list it last).
+    """
+
+    def attach(self, engine: Engine) -> None:
+        """Register the release on ``engine``'s iteration ends, after the handlers registered before it.
+
+        Args:
+            engine: the evaluator (or any engine whose batches are large).
+        """
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """Drop the references; the tensors are freed unless something else still holds them.
+
+        Args:
+            engine: the engine whose iteration just completed.
+        """
+        engine.state.batch = None
+        engine.state.output = None
