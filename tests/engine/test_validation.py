@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import platform
+import sys
 import weakref
 
 import pytest
@@ -99,3 +101,16 @@ def test_without_release_the_last_output_stays_alive():
     engine = Engine(lambda e, b: {"pred": torch.zeros(2)})
     engine.run([1], max_epochs=1)
     assert engine.state.output is not None
+
+
+def test_release_trims_the_heap_once_per_iteration():
+    calls: list[int] = []
+    release = ReleaseIterationData()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert release.trim is not None  # glibc's malloc_trim was found
+    release.trim = calls.append
+    engine = Engine(lambda e, b: {"pred": torch.zeros(2)})
+    release.attach(engine)
+    engine.run([1, 2, 3], max_epochs=1)
+    assert calls == [0, 0, 0]
+    assert ReleaseIterationData(trim=False).trim is None
