@@ -233,6 +233,16 @@ def memory_lines(points: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]
     return out
 
 
+def _largest_val_voxels(cache_dir: Path) -> int:
+    import json
+    import math
+
+    sizes = [0]
+    for meta in cache_dir.glob("val-*/*/meta.json"):
+        sizes.append(math.prod(json.loads(meta.read_text())["image_shape"][1:]))
+    return max(sizes)
+
+
 def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Callable[[str], None]) -> dict:
     from monai.bundle import ConfigParser
 
@@ -253,7 +263,12 @@ def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Ca
             work_dir / f"runs/out_{n}",
             overrides=config.scale_overrides,
         )
-        points.append({"cases": n, "train_cases": len(train), "val_cases": len(val), **result})
+        # validation holds one whole case at a time: its peak follows the largest validation volume, which
+        # grows with the data set as a maximum does (docs/performance.md, scale section)
+        largest = _largest_val_voxels(work_dir / f"runs/cache_{n}")
+        points.append(
+            {"cases": n, "train_cases": len(train), "val_cases": len(val), "largest_val_voxels": largest, **result}
+        )
     return {"points": points, "overrides": dict(config.scale_overrides), **memory_lines(points)}
 
 

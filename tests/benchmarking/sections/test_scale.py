@@ -107,6 +107,8 @@ def test_scale_section_reports_memory_lines_loader_and_build(tmp_path):
     for p in points:
         assert 0 < p["peak_anon_bytes"] <= p["peak_total_bytes"] and p["peak_file_bytes"] > 0
         assert p["max_processes"] >= 1 and p["samples"] >= 1 and p["wall_s"] > 0
+        # the one validation case's cropped volume, at most the phantom's
+        assert 0 < p["largest_val_voxels"] <= 40 * 40 * 32
     for kind in ("anon", "file", "total"):
         peaks = [p[f"peak_{kind}_bytes"] for p in points]
         # two points: the line goes through both
