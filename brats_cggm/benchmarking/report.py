@@ -134,11 +134,15 @@ def format_report(report: dict[str, Any]) -> str:
     if "scale" in report:
         r = report["scale"]
         lines += ["", f"scale ({len(r['cases'])} counts of {'x'.join(map(str, r['case_shape']))} cases):"]
-        for cache, line in (r.get("epochs") or {}).items():
-            lines.append(
-                f"  cache {cache}: {_fmt(line['mb_per_case'])} MB per case, "
-                f"{_fmt(line['extrapolated_peak_gb'])} GB extrapolated to 1251 cases"
-            )
+        runs = r.get("runs")
+        if runs:
+            peaks = "/".join(f"{p['peak_anon_bytes'] / 1e6:.0f}" for p in runs["points"])
+            lines.append(f"  bundle runs on {'/'.join(map(str, r['cases']))} cases: anonymous peaks {peaks} MB")
+            for kind in ("anon", "file", "total"):
+                lines.append(
+                    f"  {kind}: {_fmt(runs[kind]['mb_per_case'])} MB per added case, "
+                    f"{_fmt(runs[kind]['extrapolated_peak_gb'])} GB extrapolated to 1251 cases"
+                )
         lines += [f"  loader {p['patch']}: ratio {_fmt(p['load_ratio'])}" for p in r["loader"]]
         lines.append(
             f"  build s/case: {_fmt(r['build']['one_worker_s_per_case'])} (1 process), "

@@ -1,12 +1,17 @@
-"""EpochValidationHandler (every interval and after the last epoch) and UnpackPredictionsd."""
+"""EpochValidationHandler (every interval and after the last epoch), UnpackPredictionsd, ReleaseIterationData."""
 
 from __future__ import annotations
 
+import gc
+import platform
+import sys
+import weakref
+
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
-from brats_cggm.engine.validation import EpochValidationHandler, UnpackPredictionsd
+from brats_cggm.engine.validation import EpochValidationHandler, ReleaseIterationData, UnpackPredictionsd
 
 
 class RecordingValidator:
@@ -61,3 +66,51 @@ def test_unpack_predictions():
     plain = {"pred": fused}
     assert UnpackPredictionsd()(plain) == plain  # a tensor prediction passes through
     assert UnpackPredictionsd(keys="out")({"out": {"a": 1}, "pred": {"b": 2}}) == {"a": 1, "pred": {"b": 2}}
+
+
+def test_release_frees_each_output_before_the_next_iteration_and_after_the_last():
+    class Output(dict):  # a dict that a weak reference can follow
+        pass
+
+    alive: list = []
+    seen: list[int] = []
+
+    def step(engine, batch):
+        return Output(pred=torch.full((4,), float(batch)))
+
+    engine = Engine(step)
+    # a metric-like reader, registered first as a bundle's metrics are: it must still see each output
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(int(e.state.output["pred"][0])))
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: alive.append(weakref.ref(e.state.output)))
+    ReleaseIterationData().attach(engine)
+    # at each iteration's start, no earlier output may still be alive
+    engine.add_event_handler(Events.ITERATION_STARTED, lambda e: [assert_dead(r) for r in alive])
+    engine.run([1, 2, 3], max_epochs=1)
+    assert seen == [1, 2, 3]
+    assert engine.state.output is None and engine.state.batch is None
+    gc.collect()
+    assert all(r() is None for r in alive)
+
+
+def assert_dead(ref: weakref.ref) -> None:
+    assert ref() is None, "an earlier iteration's output is still alive"
+
+
+def test_without_release_the_last_output_stays_alive():
+    # the behaviour the handler exists for: ignite keeps the last output after the run
+    engine = Engine(lambda e, b: {"pred": torch.zeros(2)})
+    engine.run([1], max_epochs=1)
+    assert engine.state.output is not None
+
+
+def test_release_trims_the_heap_once_per_iteration():
+    calls: list[int] = []
+    release = ReleaseIterationData()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert release.trim is not None  # glibc's malloc_trim was found
+    release.trim = calls.append
+    engine = Engine(lambda e, b: {"pred": torch.zeros(2)})
+    release.attach(engine)
+    engine.run([1, 2, 3], max_epochs=1)
+    assert calls == [0, 0, 0]
+    assert ReleaseIterationData(trim=False).trim is None

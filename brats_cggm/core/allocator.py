@@ -1,0 +1,44 @@
+"""The C heap's mmap threshold: a fixed one keeps a run's peak memory from creeping up case after case.
+
+glibc serves a ``malloc`` of at least the *mmap threshold* with its own ``mmap`` (returned to the kernel on
+``free``) and smaller ones from its heaps (kept by the process once freed). By default the threshold is
+dynamic: each time a block served by ``mmap`` is freed, the threshold rises to that block's size (up to
+32 MiB). After the first whole-volume validation case, the sliding window's blocks of a few MiB therefore
+come from the heaps, where freed blocks fragment and are kept: measured on full-size cases, the validation
+peak rose by 83-115 MB from the first case to the second and third (docs/performance.md, scale section).
+A fixed threshold turns the dynamic one off (``mallopt(M_MMAP_THRESHOLD)``), so every block of at least the
+threshold is mapped and unmapped on its own; the measured peaks then stayed within 2 MB from case to case.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+__all__ = ["M_MMAP_THRESHOLD", "set_mmap_threshold"]
+
+#: glibc's ``mallopt`` parameter number of the mmap threshold (``<malloc.h>``).
+M_MMAP_THRESHOLD = -3
+
+
+def set_mmap_threshold(nbytes: int | None) -> bool:
+    """Fix glibc's mmap threshold for the rest of the process (no effect without glibc or with None).
+
+    Args:
+        nbytes: the threshold in bytes (glibc accepts 0 to 32 MiB on 64-bit systems); None leaves glibc's
+            dynamic threshold.
+
+    Returns:
+        Whether the threshold was set (False: None, no glibc, or a value glibc refused).
+    """
+    if nbytes is None:
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    except OSError:
+        return False
+    if mallopt is None:
+        return False
+    # mallopt returns 1 on success, 0 for a value out of range
+    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
