@@ -990,6 +990,7 @@ def expect_dead_run_set_aside(ws: Path, results: list[StepResult]) -> list[str]:
 
 
 LOCK = "run/.run.lock"
+SECOND_RUN_EPOCHS = 150
 
 
 def _lock_held(ws: Path) -> bool:
@@ -999,14 +1000,15 @@ def _lock_held(ws: Path) -> bool:
 
 def _second_run_into_a_running_folder(ws: Path, fx: Fixtures) -> list[Step]:
     copy_dataset(fx, ws)
-    first = Step(train(max_epochs="20", resume="true", cache_dir="cache"), background_until=_lock_held)
-    return [first, Step(train(max_epochs="20", resume="true", cache_dir="cache"))]
+    # long enough to outlast the second command's start-up
+    command = train(max_epochs=str(SECOND_RUN_EPOCHS), resume="true", cache_dir="cache")
+    return [Step(command, background_until=_lock_held), Step(command)]
 
 
 def expect_first_run_finished(ws: Path, results: list[StepResult]) -> list[str]:
     first = results[0]
     problems = [] if first.returncode == 0 else [f"the first run: exit {_exit_text(first.returncode)}"]
-    problems += expect_epoch(20)(ws, results) + expect_one_events_file(ws, results)
+    problems += expect_epoch(SECOND_RUN_EPOCHS)(ws, results) + expect_one_events_file(ws, results)
     return problems + ([f"{LOCK} left behind"] if (ws / LOCK).exists() else [])
 
 
@@ -1704,9 +1706,10 @@ def run_steps(steps: Sequence[Step], cwd: Path, timeout: float = STEP_TIMEOUT_S)
     return [r for r in results if r is not None]
 
 
+# torchrun prefixes each line of a worker's output with "[rankN]:"
 _ERROR_LINE = re.compile(
-    r"^(?:[\w.-]+: )?(?:error|warning): |^Fatal Python error"
-    r"|^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)\b(?::|$)"
+    r"^(?:\[rank\d+\]:\s*)?(?:(?:[\w.-]+: )?(?:error|warning): |Fatal Python error"
+    r"|(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)\b(?::|$))"
 )
 
 
