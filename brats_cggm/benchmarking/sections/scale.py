@@ -3,7 +3,8 @@
 Three measurements on full-size phantoms (``scale_shape``, BraTS's 240 x 240 x 155 by default):
 
 - ``runs``: the bundle's training as a user runs it (``python -m monai.bundle run --config_file train.yaml``,
-  default configuration, ``max_epochs: 1``, CPU) on data sets of ``scale_cases`` cases: the disk cache built in
+  default configuration, ``max_epochs: 1``, CPU) on data sets of ``scale_cases`` cases (copies of one phantom
+  case, :func:`replicate_case`, so that every validation case has one extent): the disk cache built in
   the run (a fresh cache folder per run), one epoch, the validation after it. The whole process tree (the run,
   its DataLoader workers, its cache-building processes) is sampled while it runs
   (:class:`~brats_cggm.benchmarking.process_tree.TreePeakSampler`); each run reports its peak anonymous,
@@ -33,6 +34,7 @@ __all__ = [
     "BRATS2021_CASES",
     "bundle_run_memory",
     "linear_fit",
+    "replicate_case",
     "scale_benchmark",
     "scale_epoch_worker",
     "subset_dataset",
@@ -114,6 +116,31 @@ def scale_epoch_worker(payload: dict[str, Any]) -> dict[str, Any]:
         "iterations": trainer.state.iteration,
         "cases": len(items),
     }
+
+
+def replicate_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, n: int) -> Path:
+    """A BraTS 2021-layout data set of ``n`` copies of one case folder, each under its own case id.
+
+    Validation holds one whole case at a time, so a run's peak follows its largest validation case: with
+    cases of different extents, a line through peaks over data-set sizes measures which case happens to be
+    validated. Copies of one case keep that peak fixed, so the line measures the memory each added case costs.
+
+    Args:
+        case_dir: a case folder ``<id>/<id>_<modality>.nii.gz``.
+        out_dir: the new data set folder (created; it must not exist).
+        n: how many copies; case ids ``BraTS2021_00000`` ... in the copies' file names too.
+
+    Returns:
+        ``out_dir``.
+    """
+    case_dir, out = Path(case_dir), Path(out_dir)
+    out.mkdir(parents=True)
+    for i in range(n):
+        case_id = f"BraTS2021_{i:05d}"
+        (out / case_id).mkdir()
+        for source in sorted(case_dir.iterdir()):
+            shutil.copyfile(source, out / case_id / source.name.replace(case_dir.name, case_id, 1))
+    return out
 
 
 def subset_dataset(source_dir: str | os.PathLike, out_dir: str | os.PathLike, n: int) -> Path:
@@ -340,9 +367,10 @@ def scale_benchmark(config: BenchmarkConfig, work_dir: Path, log: Callable[[str]
         raise ValueError("BenchmarkConfig.bundle_config: no bundle train.yaml given for the scale section")
     n_max = max(config.scale_cases)
     data_dir = work_dir / "scale_data"
-    log(f"  writing {n_max} phantom cases of shape {'x'.join(map(str, config.scale_shape))}")
+    log(f"  writing {n_max} copies of one phantom case of shape {'x'.join(map(str, config.scale_shape))}")
     start = time.perf_counter()
-    write_phantom_dataset(data_dir, n=n_max, shape=tuple(config.scale_shape), seed=300)
+    write_phantom_dataset(work_dir / "scale_source", n=1, shape=tuple(config.scale_shape), seed=300)
+    replicate_case(next((work_dir / "scale_source").iterdir()), data_dir, n_max)
     phantoms_s = time.perf_counter() - start
     # subprocesses, like every memory measurement: off with --no-memory
     runs = _run_memory(config, data_dir, work_dir, log) if config.memory else None

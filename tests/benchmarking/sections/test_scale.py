@@ -10,7 +10,15 @@ import pytest
 
 from brats_cggm.benchmarking.process_tree import TreePeakSampler, tree_memory, tree_pids
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
-from brats_cggm.benchmarking.sections.scale import BRATS2021_CASES, linear_fit, memory_lines, subset_dataset
+from brats_cggm.benchmarking.sections.scale import (
+    BRATS2021_CASES,
+    linear_fit,
+    memory_lines,
+    replicate_case,
+    subset_dataset,
+)
+from brats_cggm.brats.data import discover_dataset
+from brats_cggm.brats.phantoms import write_phantom_dataset
 from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -41,6 +49,16 @@ def test_memory_lines_by_hand():
     assert lines["anon"]["mb_per_case"] == pytest.approx(2.0) and lines["anon"]["intercept_mb"] == pytest.approx(100)
     assert lines["file"]["mb_per_case"] == pytest.approx(0.0, abs=1e-9)
     assert lines["total"]["extrapolated_peak_gb"] == pytest.approx((150 + 2 * BRATS2021_CASES) / 1e3)
+
+
+def test_replicate_case_copies_one_case_under_new_ids(tmp_path):
+    write_phantom_dataset(tmp_path / "one", n=1, shape=(24, 24, 24), seed=0)
+    source = tmp_path / "one" / "BraTS2021_00000"
+    out = replicate_case(source, tmp_path / "three", 3)
+    spec = discover_dataset(out)
+    assert [item["case_id"] for item in spec.items] == ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"]
+    copy = out / "BraTS2021_00002" / "BraTS2021_00002_t1ce.nii.gz"
+    assert copy.read_bytes() == (source / "BraTS2021_00000_t1ce.nii.gz").read_bytes() and not copy.is_symlink()
 
 
 def test_subset_dataset_links_the_first_cases(tmp_path):
