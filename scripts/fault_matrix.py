@@ -776,6 +776,13 @@ def _cache_then(damage: Command, last: Command) -> Callable[[Path, Fixtures], li
     return setup
 
 
+def _damaged_cache(name: str, damage: Command, then: Command, checks: tuple, what: str) -> Row:
+    """A row: build the cache, damage one entry, then ``then`` (a training or a prepare) must repair it."""
+    writes = ("cache/", "run/") if then.display.startswith("train") else ("cache/",)
+    setup = _cache_then(damage, then)
+    return Row(f"cache/{name}", setup, True, may_change=("cache/",), writes=writes, check=all_of(*checks), what=what)
+
+
 def _verify_after_damages(ws: Path, fx: Fixtures) -> list[Step]:
     copy_dataset(fx, ws)
     damages = [_in_cache("train", "image.npy", TRUNCATE), _in_cache("val", "image.npy", ZERO)]
@@ -1486,59 +1493,47 @@ ROWS: tuple[Row, ...] = (
         check=all_of(expect_all_steps_ok, expect_output("changed; rebuilding"), expect_no_et_in_cache),
         what="the data set replaced by cp -a of an archive with one timestamp (one case differs)",
     ),
-    Row(
-        "cache/zeroed-image",
-        _cache_then(_in_cache("train", "image.npy", ZERO), train(cache_dir="cache")),
-        True,
-        may_change=("cache/",),
-        writes=("cache/", "run/"),
-        check=all_of(expect_output("image.npy checksum mismatch; rebuilding"), expect_images_nonzero),
-        what="an entry's image.npy overwritten with zeros (same shape), then training",
+    _damaged_cache(
+        "zeroed-image",
+        _in_cache("train", "image.npy", ZERO),
+        train(cache_dir="cache"),
+        (expect_output("image.npy checksum mismatch; rebuilding"), expect_images_nonzero),
+        "an entry's image.npy overwritten with zeros (same shape), then training",
     ),
-    Row(
-        "cache/truncated-image",
-        _cache_then(_in_cache("train", "image.npy", TRUNCATE), train(cache_dir="cache")),
-        True,
-        may_change=("cache/",),
-        writes=("cache/", "run/"),
-        check=all_of(expect_output("(truncated or overwritten); rebuilding"), expect_valid_cache),
-        what="a truncated image.npy, then training",
+    _damaged_cache(
+        "truncated-image",
+        _in_cache("train", "image.npy", TRUNCATE),
+        train(cache_dir="cache"),
+        (expect_output("(truncated or overwritten); rebuilding"), expect_valid_cache),
+        "a truncated image.npy, then training",
     ),
-    Row(
-        "cache/missing-label",
-        _cache_then(_in_cache("train", "label.npy", DELETE), prepare(*PREPARE)),
-        True,
-        may_change=("cache/",),
-        writes=("cache/",),
-        check=all_of(expect_output("label.npy missing; rebuilding"), expect_valid_cache),
-        what="a training entry without label.npy, then brats-cggm-prepare",
+    _damaged_cache(
+        "missing-label",
+        _in_cache("train", "label.npy", DELETE),
+        prepare(*PREPARE),
+        (expect_output("label.npy missing; rebuilding"), expect_valid_cache),
+        "a training entry without label.npy, then brats-cggm-prepare",
     ),
-    Row(
-        "cache/missing-fg-indices",
-        _cache_then(_in_cache("train", "fg_indices.npy", DELETE), train(cache_dir="cache")),
-        True,
-        may_change=("cache/",),
-        writes=("cache/", "run/"),
-        check=all_of(expect_output("fg_indices.npy missing; rebuilding"), expect_valid_cache),
-        what="a training entry without fg_indices.npy, then training",
+    _damaged_cache(
+        "missing-fg-indices",
+        _in_cache("train", "fg_indices.npy", DELETE),
+        train(cache_dir="cache"),
+        (expect_output("fg_indices.npy missing; rebuilding"), expect_valid_cache),
+        "a training entry without fg_indices.npy, then training",
     ),
-    Row(
-        "cache/truncated-fg-indices",
-        _cache_then(_in_cache("train", "fg_indices.npy", TRUNCATE), train(cache_dir="cache")),
-        True,
-        may_change=("cache/",),
-        writes=("cache/", "run/"),
-        check=all_of(expect_output("fg_indices.npy", "; rebuilding"), expect_valid_cache),
-        what="a truncated fg_indices.npy, then training",
+    _damaged_cache(
+        "truncated-fg-indices",
+        _in_cache("train", "fg_indices.npy", TRUNCATE),
+        train(cache_dir="cache"),
+        (expect_output("fg_indices.npy", "; rebuilding"), expect_valid_cache),
+        "a truncated fg_indices.npy, then training",
     ),
-    Row(
-        "cache/val-without-label",
-        _cache_then(_in_cache("val", "label.npy", DELETE), train(cache_dir="cache")),
-        True,
-        may_change=("cache/",),
-        writes=("cache/", "run/"),
-        check=all_of(expect_output("label.npy missing; rebuilding"), expect_valid_cache),
-        what="a validation entry without its label, then training",
+    _damaged_cache(
+        "val-without-label",
+        _in_cache("val", "label.npy", DELETE),
+        train(cache_dir="cache"),
+        (expect_output("label.npy missing; rebuilding"), expect_valid_cache),
+        "a validation entry without its label, then training",
     ),
     Row(
         "cache/prepare-verify",
