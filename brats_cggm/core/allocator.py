@@ -1,4 +1,5 @@
-"""The C heap's mmap threshold: a fixed one keeps a run's peak memory from creeping up case after case.
+"""The C heap: a fixed mmap threshold keeps a run's peak memory from creeping up case after case; a trim hands
+freed heap pages back.
 
 glibc serves a ``malloc`` of at least the *mmap threshold* with its own ``mmap`` (returned to the kernel on
 ``free``) and smaller ones from its heaps (kept by the process once freed). By default the threshold is
@@ -15,10 +16,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-__all__ = ["M_MMAP_THRESHOLD", "set_mmap_threshold"]
+__all__ = ["M_MMAP_THRESHOLD", "set_mmap_threshold", "trim_heap"]
 
 #: glibc's ``mallopt`` parameter number of the mmap threshold (``<malloc.h>``).
 M_MMAP_THRESHOLD = -3
+
+
+def _glibc(function: str):
+    """A function of glibc, or None without glibc (musl, macOS, Windows) or without that function."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), function, None) if name else None
+    except OSError:
+        return None
 
 
 def set_mmap_threshold(nbytes: int | None) -> bool:
@@ -33,12 +43,18 @@ def set_mmap_threshold(nbytes: int | None) -> bool:
     """
     if nbytes is None:
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
-    except OSError:
-        return False
-    if mallopt is None:
-        return False
+    mallopt = _glibc("mallopt")
     # mallopt returns 1 on success, 0 for a value out of range
-    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+
+
+def trim_heap() -> bool:
+    """Return the freed pages of glibc's heaps to the kernel (``malloc_trim(0)``).
+
+    Returns:
+        Whether there was a glibc to ask.
+    """
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
+    return malloc_trim is not None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.handlers import ValidationHandler
 from monai.transforms import MapTransform
+
+from brats_cggm.core.allocator import trim_heap
 
 __all__ = ["EpochValidationHandler", "ReleaseIterationData", "UnpackPredictionsd"]
 
@@ -61,18 +63,6 @@ class UnpackPredictionsd(MapTransform):
         return d
 
 
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS, Windows)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
-        return None
-
-
 class ReleaseIterationData:
     """Frees each iteration's batch and output once the iteration's handlers have read them.
 
@@ -95,7 +85,7 @@ class ReleaseIterationData:
     """
 
     def __init__(self, trim: bool = True) -> None:
-        self.trim = _glibc_malloc_trim() if trim else None
+        self.trim = trim
 
     def attach(self, engine: Engine) -> None:
         """Register the release on ``engine``'s iteration ends, after the handlers registered before it.
@@ -113,5 +103,5 @@ class ReleaseIterationData:
         """
         engine.state.batch = None
         engine.state.output = None
-        if self.trim is not None:
-            self.trim(0)
+        if self.trim:
+            trim_heap()

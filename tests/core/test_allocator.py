@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from brats_cggm.core.allocator import set_mmap_threshold
+from brats_cggm.core.allocator import set_mmap_threshold, trim_heap
 
 glibc_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
@@ -60,3 +60,8 @@ def test_a_fixed_threshold_returns_freed_blocks_the_dynamic_one_keeps():
 
 def test_none_changes_nothing():
     assert set_mmap_threshold(None) is False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_trim_heap_finds_glibcs_malloc_trim():
+    assert trim_heap() is True
