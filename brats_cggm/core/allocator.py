@@ -9,6 +9,8 @@ come from the heaps, where freed blocks fragment and are kept: measured on full-
 peak rose by 83-115 MB from the first case to the second and third (docs/performance.md, scale section).
 A fixed threshold turns the dynamic one off (``mallopt(M_MMAP_THRESHOLD)``), so every block of at least the
 threshold is mapped and unmapped on its own; the measured peaks then stayed within 2 MB from case to case.
+It costs training time (each such block is zero-filled by the kernel: CPU training epochs took twice as long),
+so the bundle leaves glibc's default unless ``malloc_mmap_threshold`` is set.
 """
 
 from __future__ import annotations
