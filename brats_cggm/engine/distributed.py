@@ -53,6 +53,7 @@ from brats_cggm.core.outputs import MultimodalOutput
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DIAGNOSIS_TIMEOUT_S",
+    "STARTUP_TIMEOUT_S",
     "FeaturesDistributedDataParallel",
     "RankSyncHandler",
     "ddp_wrap",
@@ -76,6 +77,11 @@ DIAGNOSIS_TIMEOUT_S = 30.0
 #: checkpoint, torch.compile's first step), well below torch's 30 minutes of silence. docs/distributed.md.
 DEFAULT_TIMEOUT_S = 600.0
 
+#: Seconds the ranks wait for one another to create the process group: processes start at their own pace
+#: (imports, a cold page cache, a busy node), so start-up gets torch's own 30 minutes, never less than the run's
+#: timeout; the run's timeout applies from the moment every rank has joined.
+STARTUP_TIMEOUT_S = 1800.0
+
 
 def init_distributed(device: str | torch.device | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:
     """Create the default process group from ``torchrun``'s environment; return this rank's device.
@@ -87,9 +93,10 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (N is replaced by ``LOCAL_RANK``) or None.
-        timeout_s: seconds a rank waits for the others: the collectives' timeout, and that of the monitored
-            :func:`~brats_cggm.core.distributed.barrier` (a gloo group of all ranks, on CUDA too), which
-            names a rank that does not arrive.
+        timeout_s: seconds a rank waits for the others once every rank has joined: the collectives'
+            timeout, and that of the monitored :func:`~brats_cggm.core.distributed.barrier` (a gloo group of
+            all ranks, on CUDA too), which names a rank that does not arrive. Joining itself may take
+            :data:`STARTUP_TIMEOUT_S`.
 
     Returns:
         The device this rank trains on.
@@ -101,7 +108,9 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
         torch.cuda.set_device(resolved)
     if not is_distributed():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=max(timeout_s, STARTUP_TIMEOUT_S)))
+        dist.barrier()  # every rank has joined: from here on, one that stops answering is a fault
+        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=timeout_s))  # no public setter
         # monitored_barrier exists on gloo only; its own group keeps it apart from the training collectives
         set_barrier_monitor(dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s)), timeout_s)
         logger.info(

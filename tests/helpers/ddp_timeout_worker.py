@@ -4,14 +4,22 @@ The process group's timeout is ``sys.argv[1]`` seconds; every rank trains one ep
 ignite engine with :class:`~brats_cggm.engine.distributed.RankSyncHandler`, as the multi-GPU bundle does.
 The frozen rank sleeps far past the timeout; the others must stop, naming it: at the end of the epoch, or,
 with ``sys.argv[3] == "collective"``, in the step's all-reduce (as DDP's gradient all-reduce would).
+Rank 1 starts :data:`STARTUP_SKEW_S` late, longer than the timeout, as a process on a busy machine can:
+start-up is not a fault.
 """
 
 # ruff: noqa: E402 (transformers is blocked before the imports)
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
+
+#: How late rank 1 starts (seconds), above the timeout these tests give the process group.
+STARTUP_SKEW_S = 3.0
+if os.environ.get("RANK") == "1":
+    time.sleep(STARTUP_SKEW_S)
 
 # MONAI imports transformers eagerly when it is installed (seconds per process); nothing here needs it
 sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
