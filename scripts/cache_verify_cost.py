@@ -30,8 +30,8 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def _time_case(item: dict, entry: str, repeats: int) -> dict[str, float]:
-    from brats_cggm.brats.cache.fingerprint import file_sha256, fingerprint_problem, input_paths
-    from brats_cggm.brats.cache.integrity import forget_verified, read_meta, verify_entry
+    from brats_cggm.brats.data.cache.fingerprint import file_sha256, fingerprint_problem, input_paths
+    from brats_cggm.brats.data.cache.integrity import forget_verified, read_meta, verify_entry
 
     paths = input_paths(item)
     meta = read_meta(entry)
@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from brats_cggm.brats.cache.disk import fill_cache
-    from brats_cggm.brats.data import discover_dataset
-    from brats_cggm.brats.phantoms import write_phantom_dataset
+    from brats_cggm.brats.data.cache.disk import fill_cache
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 
     work = Path(args.work)
     data = work / "data"

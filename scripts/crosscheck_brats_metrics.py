@@ -29,8 +29,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats_cggm.brats.lesion_metrics import case_challenge_metrics
-from brats_cggm.brats.surface_metrics import OFFICIAL_HD95_MAX_MM
+from brats_cggm.brats.metrics.lesion import case_challenge_metrics
+from brats_cggm.brats.metrics.surface import OFFICIAL_HD95_MAX_MM
 
 _COMPARED = (
     "tp",
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             for path, data in zip(paths, (pred, ref)):
                 nib.save(nib.Nifti1Image(data, affine), path)
             pairs.append((paths[0], paths[1]))
-            # the official global metrics ignore the spacing (see brats_cggm.brats.surface_metrics)
+            # the official global metrics ignore the spacing (see brats_cggm.brats.metrics.surface)
             spacing = tuple(args.spacing)[:: -1 if args.reverse_spacing else 1]
             start = time.perf_counter()
             ours[paths[1]] = case_challenge_metrics(pred, ref, spacing, "brats2023", global_in_voxels=True)

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the checkout's package, also when run without PYTHONPATH
     sys.path.insert(0, str(REPO))
 
-from brats_cggm.brats.phantoms import write_phantom_dataset  # noqa: E402
+from brats_cggm.brats.phantoms.geometric import write_phantom_dataset  # noqa: E402
 from brats_cggm.core.files import atomic_write_text  # noqa: E402
 
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -256,7 +256,7 @@ class Fixtures:
         def build(root: Path) -> None:
             import torch
 
-            from brats_cggm.brats.inference import save_run_config
+            from brats_cggm.brats.inference.segmenter import save_run_config
             from brats_cggm.brats.model import build_network
 
             torch.manual_seed(0)
@@ -678,7 +678,7 @@ def expect_output(*texts: str, step: int = -1) -> Callable[[Path, list[StepResul
 
 def expect_valid_cache(ws: Path, results: list[StepResult]) -> list[str]:
     """Every entry under ``cache/`` passes the full check (checksums included); every step exited 0."""
-    from brats_cggm.brats.cache.integrity import entry_problem
+    from brats_cggm.brats.data.cache.integrity import entry_problem
 
     problems = expect_all_steps_ok(ws, results)
     entries = cache_entries(ws)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_cggm.brats.anatomical_phantoms import generate_anatomical_case
-from brats_cggm.brats.phantoms import MODALITIES
+from brats_cggm.brats.phantoms.anatomical import generate_anatomical_case
+from brats_cggm.brats.phantoms.geometric import MODALITIES
 
 __all__ = ["main", "plot_cases"]
 

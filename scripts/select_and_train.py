@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from brats_cggm.brats.data import discover_dataset  # noqa: E402
+from brats_cggm.brats.data.discovery import discover_dataset  # noqa: E402
 from brats_cggm.core.files import atomic_write_text, write_json  # noqa: E402
 from brats_cggm.core.safe_load import load_tensors  # noqa: E402
 from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes  # noqa: E402
@@ -57,7 +57,7 @@ def parse_arguments() -> argparse.Namespace:
 
 def write_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     """The pool (seeds 0..) and the held-out cases (seeds 1000..), written once."""
-    from brats_cggm.brats.anatomical_phantoms import write_anatomical_phantom_dataset
+    from brats_cggm.brats.phantoms.anatomical import write_anatomical_phantom_dataset
 
     pool, heldout = work / "pool", work / "heldout"
     if not pool.is_dir():

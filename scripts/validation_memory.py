@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.inferers import SlidingWindowInferer
     from monai.transforms import Compose
 
-    from brats_cggm.brats.cache.disk import LoadCacheEntryd
+    from brats_cggm.brats.data.cache.disk import LoadCacheEntryd
     from brats_cggm.engine.validation import ReleaseIterationData
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.brats.phantoms import brats_affine, generate_phantom_case, write_phantom_dataset
+from brats_cggm.brats.phantoms.geometric import brats_affine, generate_phantom_case, write_phantom_dataset
 from tests.helpers.bundle_runs import train_tiny_run
 
 # Intra-op threads beyond two only add contention on the small shared test machine.

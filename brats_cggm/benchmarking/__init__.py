@@ -14,7 +14,7 @@ What is timed:
 * **Peak memory** — each configuration runs in a fresh subprocess (``python -m brats_cggm.benchmarking
   --worker ...``): the peak resident set size above the one after setup on CPU, the CUDA peak on GPU.
 * **Inference** — one 240×240×155 four-modality phantom case written as NIfTI, segmented end to end with
-  :class:`~brats_cggm.brats.inference.BratsSegmenter` as ``brats-cggm-infer`` does, against the sliding window
+  :class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter` as ``brats-cggm-infer`` does, against the sliding window
   alone on the same preprocessed tensor.
 * **Data pipeline** — the step with the bundle's own loader (``train#dataloader`` of its ``train.yaml``)
   against the same step on one preloaded batch from that loader.

@@ -3,7 +3,7 @@
     brats-cggm-evaluate predictions/ BraTS2021_Training_Data/ --output-dir results/
 
 Global Dice, HD95 and NSD and the lesion-wise metrics of every challenge region, with the official evaluator's
-definitions and CSV column names (see :mod:`brats_cggm.brats.evaluation`); ``--hd95 directed`` gives MONAI's
+definitions and CSV column names (see :mod:`brats_cggm.brats.metrics.evaluation`); ``--hd95 directed`` gives MONAI's
 HD95 instead of the official pooled one. This module reads the command line, refuses to overwrite results,
 and prints the summary.
 """
@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from brats_cggm.brats.evaluation import (
+from brats_cggm.brats.data.labels import LABEL_CONVENTIONS
+from brats_cggm.brats.data.nifti_checks import AFFINE_TOLERANCE, InputFileError
+from brats_cggm.brats.inference.case_io import check_output_dir
+from brats_cggm.brats.metrics.evaluation import (
     AUTO,
     ChallengeOptions,
     EvaluationResult,
     evaluate_folders,
     write_results,
 )
-from brats_cggm.brats.inference_io import check_output_dir
-from brats_cggm.brats.labels import LABEL_CONVENTIONS
-from brats_cggm.brats.nifti_checks import AFFINE_TOLERANCE, InputFileError
 from brats_cggm.cli.common import CommandParser, non_negative_float, print_error
 
 __all__ = ["build_parser", "main"]

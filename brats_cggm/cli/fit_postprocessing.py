@@ -2,9 +2,9 @@
 
     brats-cggm-fit-postprocessing runs/brats_cggm --dataset-dir data/brats_phantoms --metric lesionwise_dice
 
-Segments the run's validation cases, tries the rules of :mod:`brats_cggm.brats.postprocessing` at the sizes of
-:data:`~brats_cggm.brats.postprocessing_fit.SIZE_GRID_MM3` and keeps those that improve the metric (see
-:mod:`brats_cggm.brats.postprocessing_fit`); writes the thresholds into ``RUN_DIR/configs/inference.json``
+Segments the run's validation cases, tries the rules of :mod:`brats_cggm.brats.inference.postprocessing` at the sizes of
+:data:`~brats_cggm.brats.inference.postprocessing_fit.SIZE_GRID_MM3` and keeps those that improve the metric (see
+:mod:`brats_cggm.brats.inference.postprocessing_fit`); writes the thresholds into ``RUN_DIR/configs/inference.json``
 (``postprocessing_rules``, applied by ``brats-cggm-infer --postprocess``) and the before/after table to
 ``RUN_DIR/configs/postprocessing.md``. The data set, seed and validation share are those the run recorded
 (``configs/split.json``); runs of versions that did not record them need ``--dataset-dir``, ``--seed`` and
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from brats_cggm.brats.nifti_checks import InputFileError
-from brats_cggm.brats.postprocessing_fit import (
+from brats_cggm.brats.data.nifti_checks import InputFileError
+from brats_cggm.brats.inference.postprocessing_fit import (
     FIT_METRICS,
     check_fit_targets,
     fit_markdown,

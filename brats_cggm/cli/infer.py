@@ -2,8 +2,8 @@
 
     brats-cggm-infer --input CASES_DIR --bundle runs/brats_cggm --output-dir predictions/
 
-The python API (:class:`~brats_cggm.brats.inference.BratsSegmenter`, the cases and output files of
-:mod:`brats_cggm.brats.inference_io`) does the work; this module reads the command line, checks it, and
+The python API (:class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter`, the cases and output files of
+:mod:`brats_cggm.brats.inference.case_io`) does the work; this module reads the command line, checks it, and
 reports one line per case. A case that fails is reported and skipped; the others are still segmented.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from brats_cggm.brats.data import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids
-from brats_cggm.brats.inference import STITCH_CHOICES, BratsSegmenter
-from brats_cggm.brats.inference_io import (
+from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids
+from brats_cggm.brats.data.labels import LABEL_CONVENTIONS
+from brats_cggm.brats.data.nifti_checks import AFFINE_TOLERANCE, InputFileError, strip_nifti_extension
+from brats_cggm.brats.inference.case_io import (
     MSD_CHANNELS,
     CaseInput,
     check_case_id,
@@ -31,10 +32,9 @@ from brats_cggm.brats.inference_io import (
     output_path,
     save_like_reference,
 )
-from brats_cggm.brats.inference_model import InferenceSettings, load_model
-from brats_cggm.brats.labels import LABEL_CONVENTIONS
-from brats_cggm.brats.nifti_checks import AFFINE_TOLERANCE, InputFileError, strip_nifti_extension
-from brats_cggm.brats.postprocessing_rules import RULES_KEY
+from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model
+from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY
+from brats_cggm.brats.inference.segmenter import STITCH_CHOICES, BratsSegmenter
 from brats_cggm.cli.common import (
     CommandParser,
     non_negative_float,

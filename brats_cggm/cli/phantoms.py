@@ -3,8 +3,8 @@
     brats-cggm-phantoms data/brats_phantoms --n 8 --shape 48 48 48
     brats-cggm-phantoms data/anatomical --anatomy mni152 --n 20 --spacing 2
 
-``--anatomy geometric`` (the default) writes the geometric phantoms of :mod:`brats_cggm.brats.phantoms`
-(``--shape``); ``--anatomy mni152`` the phantoms on real anatomy of :mod:`brats_cggm.brats.anatomical_phantoms`
+``--anatomy geometric`` (the default) writes the geometric phantoms of :mod:`brats_cggm.brats.phantoms.geometric`
+(``--shape``); ``--anatomy mni152`` the phantoms on real anatomy of :mod:`brats_cggm.brats.phantoms.anatomical`
 (``--spacing``: the BraTS 240 x 240 x 155 mm field of view sampled at that voxel size). The data set folder stays
 a positional argument (the one thing the command writes).
 """
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from brats_cggm.brats.phantoms import MIN_SIDE, write_phantom_dataset
+from brats_cggm.brats.phantoms.geometric import MIN_SIDE, write_phantom_dataset
 from brats_cggm.cli.common import CommandParser
 
 __all__ = ["ANATOMIES", "build_parser", "main"]
@@ -90,7 +90,7 @@ def _write(args: argparse.Namespace) -> tuple[list[Path], str]:
             args.out_dir, n=args.n, shape=tuple(args.shape), seed=args.seed, overwrite=args.overwrite
         )
         return case_dirs, f"of shape {tuple(args.shape)}"
-    from brats_cggm.brats.anatomical_phantoms import brats_grid_shape, write_anatomical_phantom_dataset
+    from brats_cggm.brats.phantoms.anatomical import brats_grid_shape, write_anatomical_phantom_dataset
 
     case_dirs = write_anatomical_phantom_dataset(
         args.out_dir, n=args.n, seed=args.seed, spacing=args.spacing, overwrite=args.overwrite

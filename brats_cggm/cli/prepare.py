@@ -65,7 +65,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
 
 
 def _prepare(args: argparse.Namespace, reports: dict) -> dict:
-    from brats_cggm.brats.cache.prepare import prepare_cache
+    from brats_cggm.brats.data.cache.prepare import prepare_cache
 
     return prepare_cache(
         args.dataset_dir,
@@ -91,7 +91,7 @@ def _summarise(result: dict) -> None:
 
 def _summarise_verification(result: dict, reports: dict) -> list[tuple[str, str]]:
     """Print what ``--verify`` found per kind; return the entries still invalid after the repair."""
-    from brats_cggm.brats.cache.prepare import recheck_entries
+    from brats_cggm.brats.data.cache.prepare import recheck_entries
 
     for kind in ("train", "val"):
         report = reports[kind]

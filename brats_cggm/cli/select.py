@@ -104,7 +104,7 @@ def discover_pool(args: argparse.Namespace) -> tuple[Any, list[dict], list[str]]
     Raises:
         ValueError: unknown ids in ``--exclude`` (named), or a budget larger than what is left.
     """
-    from brats_cggm.brats.data import discover_dataset
+    from brats_cggm.brats.data.discovery import discover_dataset
     from brats_cggm.selection.strategies import check_budget
 
     spec = discover_dataset(args.pool, args.modalities, require_label=False)

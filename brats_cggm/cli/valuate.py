@@ -5,7 +5,7 @@
 
 ``--bundle`` is a training ``output_dir`` (its ``configs/inference.json`` and ``models/model.pt``) or a
 bundle folder; ``--checkpoint`` picks other weights (e.g. ``models/checkpoint.pt``). The valuation itself is
-:func:`brats_cggm.brats.valuation.valuate_bundle`.
+:func:`brats_cggm.brats.analysis.valuation.valuate_bundle`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from brats_cggm.brats.valuation import markdown_table, valuate_bundle
+from brats_cggm.brats.analysis.valuation import markdown_table, valuate_bundle
 from brats_cggm.cli.common import CommandParser, overlap_fraction, positive_int, print_error
 from brats_cggm.core.devices import resolve_device
 

@@ -3,7 +3,7 @@
 The bundle (``bundles/brats_cggm``, phantoms by default) is trained once per method overlay
 (``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.run_comparison`;
 each run's last-epoch network (the one its reported Dice comes from) is then scored lesion-wise and valuated with
-:func:`brats_cggm.brats.valuation.valuate_bundle` on that run's validation cases (Shapley contribution of each
+:func:`brats_cggm.brats.analysis.valuation.valuate_bundle` on that run's validation cases (Shapley contribution of each
 modality to the mean Dice), and :func:`summary_markdown` tabulates the rows.
 
 Budget: ``max_epochs`` for every method, validation at the end (``val_interval = max_epochs`` unless overridden).
@@ -13,7 +13,7 @@ The methods' epoch schedules are scaled to the budget by
 Axes: the balancing methods, the seeds, the optimisers (``adamw``: the bundle's AdamW; ``sgd``: the CGGM
 authors' SGD and schedule, ``configs/optimizers/sgd_paper.yaml``) and, with ``unimodal``, one joint run per
 modality on that modality alone (per seed and optimiser), from which each multimodal run's encoder gap is
-measured (:func:`brats_cggm.brats.diagnostics.diagnose_run`). Each run's complete row (metrics, Shapley values,
+measured (:func:`brats_cggm.brats.analysis.diagnostics.diagnose_run`). Each run's complete row (metrics, Shapley values,
 missing-modality robustness, lesion-wise Dice, encoder gaps) is saved in its folder as ``comparison_row.json``
 as soon as each is measured (a run's gaps once its unimodal runs are done), so a comparison run again with
 ``resume`` reuses finished runs and diagnostics and trains and measures only what is missing.
@@ -29,8 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from brats_cggm.brats.data import DEFAULT_MODALITIES
-from brats_cggm.brats.labels import REGIONS
+from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
+from brats_cggm.brats.data.labels import REGIONS
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import write_json
 from brats_cggm.experiments.reports import markdown_table, summarize
@@ -239,7 +239,7 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
     Raises:
         ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
     """
-    from brats_cggm.brats.data import resolve_dataset_dir
+    from brats_cggm.brats.data.discovery import resolve_dataset_dir
 
     overrides, defaults = settings.overrides(), _bundle_defaults()
     phantom_dir = Path(overrides.get("phantom_dir", defaults["phantom_dir"]))
@@ -255,7 +255,7 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
 
 def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> list[str]:
     """The cases a run with ``seed`` validated on (the bundle's split)."""
-    from brats_cggm.brats.data import discover_dataset, split_datalist
+    from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
 
     spec = discover_dataset(dataset_dir, DEFAULT_MODALITIES, validate="none")
     return [str(item["case_id"]) for item in split_datalist(spec.items, val_fraction=val_fraction, seed=seed)[1]]
@@ -281,8 +281,8 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         :func:`shapley_key` → mean contribution, one per modality, the :data:`ROBUSTNESS_COLUMNS` and
         :func:`subset_dice_key` → mean Dice, one per non-empty subset.
     """
-    from brats_cggm.brats.diagnostics import run_weights
-    from brats_cggm.brats.valuation import valuate_bundle
+    from brats_cggm.brats.analysis.diagnostics import run_weights
+    from brats_cggm.brats.analysis.valuation import valuate_bundle
 
     summary = valuate_bundle(
         run_dir,
@@ -348,8 +348,9 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
 
 
 def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: float, device: str) -> dict[str, float]:
-    """The BraTS lesion-wise Dice (:func:`brats_cggm.brats.diagnostics.lesionwise_dice`) of the run's last-epoch
-    network on its validation cases.
+    """The BraTS lesion-wise Dice of the run's last-epoch network on its validation cases.
+
+    See :func:`brats_cggm.brats.analysis.diagnostics.lesionwise_dice`.
 
     Args:
         run_dir: the run's ``output_dir``.
@@ -361,7 +362,7 @@ def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: 
     Returns:
         :func:`lesionwise_key` → mean over the cases, per region and for their mean.
     """
-    from brats_cggm.brats.diagnostics import lesionwise_dice, load_run
+    from brats_cggm.brats.analysis.diagnostics import lesionwise_dice, load_run
 
     run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights="last")
     return {lesionwise_key(region.lower()): value for region, value in lesionwise_dice(run, device).items()}
@@ -375,7 +376,7 @@ _UNIMODAL_REFERENCES: dict = {}
 def gap_of_run(
     run_dir: Path, unimodal_dirs: dict[str, Path], dataset_dir: str, seed: int, val_fraction: float, device: str
 ) -> dict[str, float]:
-    """Each modality's encoder gap of a multimodal run (:func:`brats_cggm.brats.diagnostics.diagnose_run`).
+    """Each modality's encoder gap of a multimodal run (:func:`brats_cggm.brats.analysis.diagnostics.diagnose_run`).
 
     The run's diagnostics (JSON and markdown) go to ``run_dir/diagnostics``.
 
@@ -390,7 +391,7 @@ def gap_of_run(
     Returns:
         :func:`gap_key` → gap, one per modality of ``unimodal_dirs``.
     """
-    from brats_cggm.brats.diagnostics import diagnose_run, write_diagnostics_report
+    from brats_cggm.brats.analysis.diagnostics import diagnose_run, write_diagnostics_report
 
     report = diagnose_run(
         run_dir,
@@ -560,7 +561,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
     if settings.unimodal:
         text += [
             "\nEncoder gap per modality: probe Dice of the unimodal run's encoder − probe Dice of this run's "
-            "encoder (the same probe fitted on each frozen encoder; brats_cggm.brats.diagnostics):\n",
+            "encoder (the same probe fitted on each frozen encoder; brats_cggm.brats.analysis.diagnostics):\n",
             markdown_table(summary, GAP_COLUMNS),
             "\nUnimodal runs (the joint method on one modality):\n",
             markdown_table(summarize(unimodal, baseline=BASELINE), DICE_COLUMNS),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from brats_cggm.brats.data import DatasetSpec
+from brats_cggm.brats.data.discovery import DatasetSpec
 from brats_cggm.brats.model import MultiEncoderUNet
 from brats_cggm.selection.pretraining import ProjectionHeads, embed_views
 
@@ -23,7 +23,7 @@ def load_pool_volumes(spec: DatasetSpec, pixdim: Sequence[float] | None = None) 
     """Read every case of a data set as the training chain does (orientation, spacing, crop, z-score).
 
     Args:
-        spec: the pool, from :func:`brats_cggm.brats.data.discover_dataset` (labels not needed).
+        spec: the pool, from :func:`brats_cggm.brats.data.discovery.discover_dataset` (labels not needed).
         pixdim: target spacing in mm, or None to keep each case's.
 
     Returns:
@@ -31,7 +31,7 @@ def load_pool_volumes(spec: DatasetSpec, pixdim: Sequence[float] | None = None) 
     """
     from monai.transforms import Compose
 
-    from brats_cggm.brats.transforms import preprocessing
+    from brats_cggm.brats.data.transforms import preprocessing
 
     chain = Compose(
         preprocessing(

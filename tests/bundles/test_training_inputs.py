@@ -131,7 +131,7 @@ def test_truncated_file_exits_1_through_the_bundle_command(tmp_path: Path):
     The abort came from MONAI's cache thread still running the next cases' transforms when the error
     ended the process: several good cases follow the bad one here.
     """
-    from brats_cggm.brats.phantoms import write_phantom_dataset
+    from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 
     dataset = tmp_path / "brats"
     write_phantom_dataset(dataset, n=6, shape=(32, 32, 32), seed=0)

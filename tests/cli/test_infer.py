@@ -262,7 +262,7 @@ def _refuse_to_segment(*args, **kwargs):
 def test_unwritable_output_fails_before_segmenting(
     where: str, case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ):
-    from brats_cggm.brats.inference import BratsSegmenter
+    from brats_cggm.brats.inference.segmenter import BratsSegmenter
 
     monkeypatch.setattr(BratsSegmenter, "__call__", _refuse_to_segment)
     blocker = tmp_path / "out"
@@ -279,7 +279,7 @@ def test_output_without_write_permission(case_dir: Path, tiny_run_dir: Path, tmp
     """A folder the user may not write to (os.access says so; root passes permission bits, so it is simulated)."""
     import os
 
-    from brats_cggm.brats.inference import BratsSegmenter
+    from brats_cggm.brats.inference.segmenter import BratsSegmenter
 
     out = tmp_path / "locked"
     out.mkdir()
@@ -350,7 +350,7 @@ def _run_with_rules(run_dir: Path, tmp_path: Path, rules: dict | None) -> Path:
 
 
 def test_postprocess_applies_the_run_config_rules(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
-    from brats_cggm.brats.postprocessing import postprocess_labels
+    from brats_cggm.brats.inference.postprocessing import postprocess_labels
 
     def labels(path: Path) -> np.ndarray:
         return np.asanyarray(nib.load(str(path)).dataobj)

@@ -40,7 +40,7 @@ def test_cli_bad_arguments(tmp_path: Path, args: list[str], capsys: pytest.Captu
 def test_cli_mni152(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import nibabel as nib
 
-    from brats_cggm.brats.anatomical_phantoms import brats_grid_affine
+    from brats_cggm.brats.phantoms.anatomical import brats_grid_affine
 
     out = tmp_path / "anatomical"
     assert main([str(out), "--anatomy", "mni152", "--n", "1", "--spacing", "8", "--seed", "3"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brats_cggm.brats.cache.disk import preprocessing_key, read_entry_meta
+from brats_cggm.brats.data.cache.disk import preprocessing_key, read_entry_meta
 from brats_cggm.cli.prepare import main
 
 
@@ -67,7 +67,7 @@ def test_verify_counts_and_repairs_a_damaged_cache(phantom_dataset: Path, tmp_pa
 
 
 def test_verify_exits_1_naming_an_entry_that_stays_invalid(phantom_dataset: Path, tmp_path: Path, capsys, monkeypatch):
-    from brats_cggm.brats.cache import disk
+    from brats_cggm.brats.data.cache import disk
 
     cache = tmp_path / "cache"
     argv = [str(phantom_dataset), "--cache-dir", str(cache), "--patch-size", "16", "16", "16"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from brats_cggm.brats.model import build_network
-from brats_cggm.brats.phantoms import write_phantom_dataset
+from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 from brats_cggm.cli.select import main
 from brats_cggm.selection.pretraining import load_encoder_weights
 

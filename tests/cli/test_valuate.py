@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from brats_cggm.brats.valuation import REPORT_FILES
+from brats_cggm.brats.analysis.valuation import REPORT_FILES
 from brats_cggm.cli.valuate import main
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")

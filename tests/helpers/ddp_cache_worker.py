@@ -1,4 +1,4 @@
-"""Run by ``tests/brats/cache/test_disk.py`` under torchrun (CPU, gloo): fill a disk cache from every rank.
+"""Run by ``tests/brats/data/cache/test_disk.py`` under torchrun (CPU, gloo): fill a disk cache from every rank.
 
 ``sys.argv``: the data set folder, the cache folder, the output folder; writes ``rank<r>.json``: the cases this
 rank built in a first and a second fill, and the entries it got back.
@@ -15,8 +15,8 @@ from pathlib import Path
 sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2])]
-from brats_cggm.brats.cache import disk
-from brats_cggm.brats.data import discover_dataset
+from brats_cggm.brats.data.cache import disk
+from brats_cggm.brats.data.discovery import discover_dataset
 from brats_cggm.engine.distributed import destroy_distributed, get_rank, init_distributed
 
 

@@ -37,7 +37,7 @@ def bundle_loader(config: BenchmarkConfig, dataset_dir: Path, overrides: dict[st
     """
     from monai.bundle import ConfigParser
 
-    from brats_cggm.brats.data import discover_dataset
+    from brats_cggm.brats.data.discovery import discover_dataset
 
     if config.bundle_config is None:
         raise ValueError("BenchmarkConfig.bundle_config: no bundle train.yaml given for the data-pipeline section")
@@ -79,7 +79,7 @@ def data_pipeline_benchmark(
     Returns:
         ``loader_step_s``, ``preloaded_step_s``, ``load_ratio``, ``cache_build_s`` and the settings.
     """
-    from brats_cggm.brats.phantoms import write_phantom_dataset
+    from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 
     base = dataclasses.replace(config.base, balancer="cggm")
     steps = 2

@@ -1,7 +1,7 @@
 """Whole-volume inference: end to end as ``brats-cggm-infer`` runs it, against the sliding window alone.
 
 One four-modality phantom case is written as NIfTI and segmented with
-:class:`~brats_cggm.brats.inference.BratsSegmenter` (check and read the files, preprocess, sliding window,
+:class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter` (check and read the files, preprocess, sliding window,
 invert, write the labels); the reference is the sliding window alone on the same preprocessed tensor.
 """
 
@@ -34,7 +34,7 @@ def write_case(folder: Path, shape: Sequence[int], seed: int = 0) -> list[str]:
     Returns:
         The four modality files, in network order.
     """
-    from brats_cggm.brats.phantoms import phantom_case_id, write_phantom_dataset
+    from brats_cggm.brats.phantoms.geometric import phantom_case_id, write_phantom_dataset
 
     write_phantom_dataset(folder, n=1, shape=tuple(shape), seed=seed)
     case = phantom_case_id(0)
@@ -53,7 +53,7 @@ def inference_worker(payload: dict[str, Any]) -> dict[str, Any]:
         ``seconds_per_case`` and ``network_only_s`` (medians), their runs, ``stages_s``, ``infer_ratio``,
         ``preprocessed_shape``, ``amp``, ``peak_rss_bytes`` and on CUDA ``cuda_peak_bytes``.
     """
-    from brats_cggm.brats.inference import BratsSegmenter, CaseInput, InferenceSettings, save_like_reference
+    from brats_cggm.brats.inference.segmenter import BratsSegmenter, CaseInput, InferenceSettings, save_like_reference
     from brats_cggm.brats.model import build_network
 
     spec = StepSpec.from_json(payload["spec"])

@@ -87,7 +87,7 @@ def scale_epoch_worker(payload: dict[str, Any]) -> dict[str, Any]:
         cache fills here), ``epoch_s``, ``iterations``.
     """
     from brats_cggm.benchmarking.memory import peak_rss
-    from brats_cggm.brats.data import discover_dataset
+    from brats_cggm.brats.data.discovery import discover_dataset
 
     spec = discover_dataset(payload["dataset_dir"])
     items = spec.items[: int(payload["n_cases"])]
@@ -273,7 +273,7 @@ def _largest_val_voxels(cache_dir: Path) -> int:
 def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Callable[[str], None]) -> dict:
     from monai.bundle import ConfigParser
 
-    from brats_cggm.brats.data import discover_dataset, split_datalist
+    from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
 
     bundle = ConfigParser.load_config_file(str(config.bundle_config))
     points = []
@@ -329,8 +329,8 @@ def _loader_speed(config: BenchmarkConfig, data_dir: Path, cache_dir: Path, log:
 
 
 def _build_time(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Callable[[str], None]) -> dict:
-    from brats_cggm.brats.cache.disk import fill_cache
-    from brats_cggm.brats.data import discover_dataset
+    from brats_cggm.brats.data.cache.disk import fill_cache
+    from brats_cggm.brats.data.discovery import discover_dataset
 
     spec = discover_dataset(data_dir)
     items = spec.items[: config.scale_build_cases]
@@ -361,7 +361,7 @@ def scale_benchmark(config: BenchmarkConfig, work_dir: Path, log: Callable[[str]
     Raises:
         ValueError: ``config.bundle_config`` is not set.
     """
-    from brats_cggm.brats.phantoms import write_phantom_dataset
+    from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 
     if config.bundle_config is None:
         raise ValueError("BenchmarkConfig.bundle_config: no bundle train.yaml given for the scale section")

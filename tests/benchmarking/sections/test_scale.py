@@ -17,8 +17,8 @@ from brats_cggm.benchmarking.sections.scale import (
     replicate_case,
     subset_dataset,
 )
-from brats_cggm.brats.data import discover_dataset
-from brats_cggm.brats.phantoms import write_phantom_dataset
+from brats_cggm.brats.data.discovery import discover_dataset
+from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -1,0 +1,6 @@
+"""Studying a trained run: imbalance diagnostics and Shapley modality valuation."""
+
+__all__ = [
+    "diagnostics",
+    "valuation",
+]

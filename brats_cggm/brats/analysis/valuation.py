@@ -1,0 +1,303 @@
+"""Modality valuation of a trained BraTS network: Shapley contribution of each MRI modality.
+
+``brats-cggm-valuate --bundle DIR --checkpoint FILE --dataset-dir DIR --output-dir DIR`` (:mod:`brats_cggm.cli.valuate`)
+
+The value of a subset S of the modalities is the Dice (TC, WT, ET) of the prediction made with the
+other modalities' **inputs zeroed** (after intensity normalisation, i.e. at the mean intensity). With
+four modalities that is 16 subsets per case; the Shapley values come from
+:func:`brats_cggm.balancing.valuation.shapley_from_values`. Because each encoder sees one modality,
+a zeroed input gives that encoder's features of a zero volume: the real and zero features are computed
+once per sliding window and only fusion and decoder run per subset (exactly the same prediction as
+zeroing the input and running the whole network, at a fraction of the cost).
+
+The network and its sliding-window settings are loaded as ``brats-cggm-infer`` loads them
+(:func:`brats_cggm.brats.inference.segmenter.load_model`): ``--bundle`` is a bundle folder or a training
+``output_dir`` (its ``configs/inference.json``), ``--checkpoint`` a plain state dict (``models/model.pt``,
+the default) or a training checkpoint (``models/checkpoint.pt``, key ``network``). Cases come from
+:func:`brats_cggm.brats.data.discovery.discover_dataset` (labels required), preprocessed by
+:func:`brats_cggm.brats.data.transforms.val_transforms` with the training preprocessing options, predicted with
+a ``SlidingWindowInferer``.
+
+Outputs in ``--output-dir``: ``shapley_per_case.csv`` (case, modality, TC, WT, ET, mean),
+``subset_dice_per_case.csv`` (case, subset, Dice), ``shapley.json`` (means, standard deviations,
+subset Dice averaged over cases) and ``shapley.md`` (a markdown table).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_from_values, subset_key
+
+__all__ = [
+    "REPORT_FILES",
+    "SubsetPredictor",
+    "markdown_table",
+    "summarize",
+    "valuate_bundle",
+    "valuate_cases",
+    "write_reports",
+]
+
+logger = logging.getLogger(__name__)
+
+REGION_NAMES = ("TC", "WT", "ET")
+COLUMNS = (*REGION_NAMES, "mean")
+#: What ``write_reports`` writes into the output folder.
+REPORT_FILES = ("shapley_per_case.csv", "subset_dice_per_case.csv", "shapley.json", "shapley.md")
+
+
+class SubsetPredictor(nn.Module):
+    """Predicts with every subset of the modalities present (the others' inputs zeroed) in one pass.
+
+    With a network that encodes each modality separately (``encode``, ``fuse_and_decode``,
+    ``output_layer``, as :class:`~brats_cggm.brats.model.MultiEncoderUNet`), the features of the real and
+    of the zeroed inputs are computed once and only fusion and decoder run per subset; any other network
+    is run on the masked input once per subset. Both give the prediction of the zeroed input.
+
+    Args:
+        network: the trained network; ``forward(x)`` returns region logits.
+        subsets: tuples of modality (input channel) indices.
+        modalities: names of the input channels; the output keys are ``subset_key`` of the names.
+    """
+
+    def __init__(self, network: nn.Module, subsets: Sequence[Sequence[int]], modalities: Sequence[str]) -> None:
+        super().__init__()
+        self.network = network
+        self.subsets = [tuple(s) for s in subsets]
+        self.keys = [subset_key([modalities[i] for i in s]) for s in self.subsets]
+        self.shared_encoders = all(hasattr(network, a) for a in ("encode", "fuse_and_decode", "output_layer"))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        net = self.network
+        if not self.shared_encoders:
+            return {key: net(mask_modalities(x, subset)) for key, subset in zip(self.keys, self.subsets)}
+        real = net.encode(x)
+        zero = net.encode(torch.zeros_like(x))
+        out = {}
+        for key, subset in zip(self.keys, self.subsets):
+            mixed = [real[i] if i in subset else zero[i] for i in range(len(real))]
+            out[key] = net.output_layer(net.fuse_and_decode(mixed))
+        return out
+
+
+def _dice(logits: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
+    from brats_cggm.brats.task import modality_dice
+
+    dice = modality_dice(logits.float(), regions.float()).cpu().numpy().astype(np.float64)
+    return np.append(dice, dice.mean())
+
+
+@torch.no_grad()
+def valuate_cases(
+    network: nn.Module,
+    cases: Sequence[dict],
+    transform: Any,
+    inferer: Any,
+    device: str | torch.device = "cpu",
+    modalities: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Subset Dice and Shapley values for every case.
+
+    Args:
+        network: the trained network (one input channel per modality).
+        cases: datalist items (``case_id``, ``image``, ``label``).
+        transform: the validation preprocessing (returns ``image`` (M, *S) and region ``label`` (3, *S)).
+        inferer: a sliding-window inferer (dict outputs supported).
+        device: where to predict.
+        modalities: the input channels' names; default ``network.modalities``.
+
+    Returns:
+        One dict per case: ``case_id``, ``values`` (subset key → Dice array TC, WT, ET, mean) and ``shapley``
+        (modality → array TC, WT, ET, mean).
+    """
+    modalities = tuple(modalities if modalities is not None else network.modalities)
+    index_subsets = all_subsets(range(len(modalities)))
+    predictor = SubsetPredictor(network, index_subsets, modalities).to(device).eval()
+    results = []
+    for item in cases:
+        data = transform(dict(item))
+        image = data["image"].as_tensor() if hasattr(data["image"], "as_tensor") else data["image"]
+        label = data["label"].as_tensor() if hasattr(data["label"], "as_tensor") else data["label"]
+        preds = inferer(image.unsqueeze(0).to(device), predictor)
+        label = label.unsqueeze(0).to(device)
+        table = {}
+        values = {}
+        for key, subset in zip(predictor.keys, index_subsets):
+            dice = _dice(preds[key], label)
+            values[key] = dice
+            table[frozenset(modalities[i] for i in subset)] = dice
+        shapley = shapley_from_values(table, modalities)
+        results.append({"case_id": str(item.get("case_id", len(results))), "values": values, "shapley": shapley})
+        logger.info(f"{results[-1]['case_id']}: " + ", ".join(f"{m} {shapley[m][-1]:+.3f}" for m in modalities))
+    return results
+
+
+def summarize(results: Sequence[dict], modalities: Sequence[str]) -> dict[str, Any]:
+    """Means and standard deviations over cases of the Shapley values and the subset Dice."""
+    if not results:
+        raise ValueError("no case was valuated")
+    summary: dict[str, Any] = {"modalities": list(modalities), "regions": list(COLUMNS), "num_cases": len(results)}
+    for key, stat in (("shapley", np.mean), ("shapley_std", np.std)):
+        summary[key] = {
+            m: dict(zip(COLUMNS, stat([r["shapley"][m] for r in results], axis=0).round(6).tolist()))
+            for m in modalities
+        }
+    subsets = list(results[0]["values"])
+    summary["subset_dice"] = {
+        s: dict(zip(COLUMNS, np.mean([r["values"][s] for r in results], axis=0).round(6).tolist())) for s in subsets
+    }
+    return summary
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """Mean ± std Shapley contribution per modality and region, plus the all/none Dice rows."""
+    lines = [
+        "| modality | " + " | ".join(f"φ {c}" for c in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
+    for m in summary["modalities"]:
+        mean, std = summary["shapley"][m], summary["shapley_std"][m]
+        lines.append(f"| {m} | " + " | ".join(f"{mean[c]:+.3f} ± {std[c]:.3f}" for c in COLUMNS) + " |")
+    full = subset_key(summary["modalities"])
+    for label, key in (("Dice, all modalities", full), ("Dice, none", "none")):
+        row = summary["subset_dice"][key]
+        lines.append(f"| {label} | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def check_output(output: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an output folder that already holds reports, unless ``overwrite``.
+
+    Raises:
+        FileExistsError: naming the first report that exists.
+        NotADirectoryError: if ``output`` is a file.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"--output-dir {output} is a file, not a folder")
+    for name in REPORT_FILES:
+        if (output / name).exists() and not overwrite:
+            raise FileExistsError(f"{output / name} exists; pass --overwrite to replace the reports")
+    return output
+
+
+def write_reports(
+    results: Sequence[dict],
+    modalities: Sequence[str],
+    output: str | Path,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the CSV, JSON and markdown reports into ``output`` (each atomically); returns the summary.
+
+    Args:
+        results: :func:`valuate_cases`'s output.
+        modalities: the modality names.
+        output: the folder (created if needed).
+        overwrite: replace existing reports.
+        extra: more entries for ``shapley.json`` (e.g. the checkpoint).
+
+    Raises:
+        FileExistsError: if a report exists and not ``overwrite``.
+    """
+    from brats_cggm.core.files import atomic_write_text
+
+    output = check_output(output, overwrite)
+    summary = {**summarize(results, modalities), **(extra or {})}
+    per_case = [[r["case_id"], m, *[f"{v:.6f}" for v in r["shapley"][m]]] for r in results for m in modalities]
+    subsets = [[r["case_id"], s, *[f"{x:.6f}" for x in v]] for r in results for s, v in r["values"].items()]
+    texts = {
+        "shapley_per_case.csv": _csv_text(["case_id", "modality", *COLUMNS], per_case),
+        "subset_dice_per_case.csv": _csv_text(["case_id", "subset", *COLUMNS], subsets),
+        "shapley.json": json.dumps(summary, indent=2) + "\n",
+        "shapley.md": f"Shapley contribution of each modality to Dice (mean ± std over {summary['num_cases']} cases; "
+        "value of a subset = Dice with the other modalities' inputs zeroed).\n\n" + markdown_table(summary),
+    }
+    for name in REPORT_FILES:
+        atomic_write_text(output / name, texts[name])
+    return summary
+
+
+def valuate_bundle(
+    bundle: str | Path,
+    dataset_dir: str | Path,
+    output: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    max_cases: int | None = None,
+    case_ids: Sequence[str] | None = None,
+    roi_size: Sequence[int] | None = None,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Load the bundle's network, valuate the labelled cases of ``dataset_dir``, write the reports.
+
+    Args:
+        bundle: a bundle folder or a training ``output_dir``.
+        dataset_dir: a BraTS-layout or MSD Task01 folder with labels.
+        output: the report folder.
+        checkpoint: the weights (default ``bundle/models/model.pt``).
+        device: where to predict.
+        max_cases: valuate only the first N cases (sorted by case id).
+        case_ids: valuate only these cases (e.g. a run's validation split).
+        roi_size: sliding window (default: the training patch from the bundle).
+        overlap: sliding-window overlap (default: the bundle's).
+        sw_batch_size: windows per forward pass (default: the bundle's).
+        overwrite: replace existing reports.
+
+    Returns:
+        The summary written to ``shapley.json``.
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.transforms import val_transforms
+    from brats_cggm.brats.inference.segmenter import load_model
+
+    check_output(output, overwrite)  # fail before the expensive part
+    network, settings = load_model(bundle, checkpoint, device=device)
+    modalities = tuple(settings.modalities)
+    spec = discover_dataset(dataset_dir, modalities)
+    cases = list(spec.items)
+    if case_ids is not None:
+        wanted = {str(c) for c in case_ids}
+        cases = [item for item in cases if str(item["case_id"]) in wanted]
+        missing = wanted - {str(item["case_id"]) for item in cases}
+        if missing:
+            raise ValueError(f"{dataset_dir}: no case {sorted(missing)}")
+    cases = cases[:max_cases] if max_cases else cases
+    roi = roi_size or settings.roi_size
+    if roi is None:
+        raise ValueError(f"{settings.source}: no patch_size to use as sliding window; pass --roi")
+    transform = val_transforms(
+        label_convention=spec.label_convention, channel_order=spec.channel_order, **settings.preprocessing
+    )
+    inferer = SlidingWindowInferer(
+        roi_size=list(roi),
+        sw_batch_size=int(sw_batch_size or settings.sw_batch_size),
+        overlap=float(settings.overlap if overlap is None else overlap),
+        mode="gaussian",
+    )
+    results = valuate_cases(network, cases, transform, inferer, device, modalities)
+    extra = {"bundle": str(bundle), "checkpoint": str(checkpoint or Path(bundle) / "models" / "model.pt")}
+    return write_reports(results, modalities, output, overwrite, extra)

@@ -1,0 +1,409 @@
+"""Inference inputs and outputs: finding the cases of an input path, writing segmentations with the input's header.
+
+Files are only located here; they are read and checked by :mod:`brats_cggm.brats.data.nifti_checks`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor, NibabelReader
+from monai.data.utils import correct_nifti_header_if_necessary
+from monai.transforms import MapTransform
+from monai.utils import ensure_tuple
+
+from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
+from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, strip_nifti_extension
+from brats_cggm.core.files import atomic_path
+
+__all__ = [
+    "MSD_CHANNELS",
+    "CaseInput",
+    "LoadedNiftiReader",
+    "SaveSegmentationd",
+    "check_case_id",
+    "check_inverted",
+    "check_output_dir",
+    "find_cases",
+    "inference_items",
+    "output_path",
+    "save_like_reference",
+]
+
+#: Channel order of MSD Task01 4-D files (FLAIR, T1w, T1gd, T2w) in this package's modality names.
+MSD_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+
+
+def check_case_id(case_id: str) -> str:
+    """Refuse a case identifier that cannot name a file inside the output folder.
+
+    Args:
+        case_id: the identifier (from ``--case-id``, a file or a folder name).
+
+    Returns:
+        ``case_id``.
+
+    Raises:
+        ValueError: if it is empty, holds a path separator or a control character, or starts with a dot
+            (``..`` would leave the folder; hidden names are how temporary outputs are written).
+    """
+    if not case_id:
+        raise ValueError("bad case id '': empty")
+    separators = {"/", "\\", os.sep, *(os.altsep or "")}
+    if any(c in separators for c in case_id) or any(ord(c) < 32 for c in case_id):
+        raise ValueError(f"bad case id {case_id!r}: path separators and control characters are not allowed")
+    if case_id.startswith("."):
+        raise ValueError(f"bad case id {case_id!r}: must not start with '.'")
+    return case_id
+
+
+def check_output_dir(output_dir: str | os.PathLike, flag: str = "--output-dir") -> Path:
+    """Check, before any work, that ``output_dir`` is or can become a writable folder; creates nothing.
+
+    Args:
+        output_dir: the folder (it need not exist yet).
+        flag: how the user gave it, for the message.
+
+    Returns:
+        The path.
+
+    Raises:
+        NotADirectoryError: if it, or a folder it would be created in, is a file.
+        PermissionError: if it (or, when it does not exist, its nearest existing parent) is not writable.
+    """
+    path = Path(output_dir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise NotADirectoryError(f"{flag} {path}: {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (it would be created in {existing})"
+        raise PermissionError(f"{flag} {path}: not writable{where}")
+    return path
+
+
+def output_path(output_dir: str | os.PathLike, case_id: str, name_template: str = "{case_id}.nii.gz") -> Path:
+    """Where a case's segmentation goes.
+
+    Args:
+        output_dir: the output folder.
+        case_id: the case identifier.
+        name_template: file name with ``{case_id}``; must end in ``.nii.gz`` or ``.nii``.
+
+    Returns:
+        The path.
+
+    Raises:
+        ValueError: for a bad case identifier (see :func:`check_case_id`), or a template that is not a NIfTI
+            file name in ``output_dir``.
+    """
+    check_case_id(case_id)
+    try:
+        name = name_template.format(case_id=case_id)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"bad --name-template {name_template!r}: only {{case_id}} can be used ({exc})") from exc
+    if not is_nifti_name(name) or "/" in name or os.sep in name or name.startswith("."):
+        raise ValueError(f"bad --name-template {name_template!r}: gives {name!r}, expected a .nii.gz or .nii file name")
+    return Path(output_dir) / name
+
+
+def save_like_reference(
+    array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False
+) -> Path:
+    """Write ``array`` with the header of ``reference`` (qform, sform and their codes, units), atomically.
+
+    The file is written to a hidden temporary name in the target folder and renamed; without
+    ``overwrite`` the rename is a hard link, which fails rather than replace a file that appeared meanwhile.
+
+    Args:
+        array: ``(X, Y, Z)`` or ``(X, Y, Z, C)`` data whose first three axes match the reference.
+        reference: the input NIfTI file whose space the data is in.
+        path: the output file (``.nii.gz`` or ``.nii``).
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+        ValueError: if the shape does not match the reference.
+    """
+    path = Path(path)
+    ref = nib.load(str(reference))
+    if tuple(array.shape[:3]) != tuple(ref.shape[:3]):
+        raise ValueError(f"{path}: output shape {array.shape[:3]} differs from {ref.shape[:3]} of {reference}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
+    header = ref.header.copy()
+    klass = type(ref) if isinstance(ref, (nib.Nifti1Image, nib.Nifti2Image)) else nib.Nifti1Image
+    # affine=None keeps the header's qform and sform (and codes) as they are instead of rewriting both.
+    image = klass(array, None, header=header)
+    image.set_data_dtype(array.dtype)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["cal_min"] = 0
+    image.header["cal_max"] = 0
+    image.header["descrip"] = b"brats_cggm"
+    image.header["intent_code"] = 0
+    ext = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    try:
+        with atomic_path(path, suffix=ext, overwrite=overwrite) as tmp:
+            nib.save(image, str(tmp))
+    except FileExistsError:
+        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it") from None
+    return path
+
+
+def check_inverted(labels: torch.Tensor, reference: str) -> np.ndarray:
+    """``labels`` ``(C, X, Y, Z)`` as an array, after checking that they are in ``reference``'s grid.
+
+    Args:
+        labels: an inverted prediction (a ``MetaTensor`` carries its affine).
+        reference: the input file.
+
+    Returns:
+        The array.
+
+    Raises:
+        RuntimeError: if shape or affine differ (a bug in the inversion, never the user's input).
+    """
+    ref = nib.load(reference)
+    array = np.asarray(labels.detach().cpu())
+    # A mismatch here would be a bug in the inversion, never the user's: fail loudly rather than misplace labels.
+    if isinstance(labels, MetaTensor) and not np.allclose(np.asarray(labels.affine), ref.affine, atol=1e-3):
+        raise RuntimeError(f"{reference}: inverted prediction is not in the input's space:\n{labels.affine}")
+    if tuple(array.shape[1:4]) != tuple(ref.shape[:3]):
+        raise RuntimeError(f"{reference}: inverted prediction has shape {array.shape[1:]}, input {ref.shape[:3]}")
+    return array
+
+
+class SaveSegmentationd(MapTransform):
+    """Write ``keys`` (``(1, X, Y, Z)`` labels in an input's grid) to ``output_dir`` with the input's header.
+
+    For the bundle's inference workflow; the file is named from the item's ``case_id``.
+
+    Args:
+        keys: the label maps to write (usually ``"pred"``).
+        output_dir: the output folder.
+        name_template: file name with ``{case_id}``.
+        overwrite: replace existing files.
+        reference_key: item key of the input file whose header is copied.
+        case_id_key: item key of the case identifier.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        name_template: str = "{case_id}.nii.gz",
+        overwrite: bool = False,
+        reference_key: str = "reference",
+        case_id_key: str = "case_id",
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.name_template = name_template
+        self.overwrite = overwrite
+        self.reference_key = reference_key
+        self.case_id_key = case_id_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            reference = str(d[self.reference_key])
+            array = check_inverted(d[key], reference)[0].astype(np.uint8)
+            path = output_path(self.output_dir, str(d[self.case_id_key]), self.name_template)
+            save_like_reference(array, reference, path, overwrite=self.overwrite)
+        return d
+
+
+# ------------------------------------------------------------------------------------------- the cases
+
+
+@dataclass
+class CaseInput:
+    """One case to segment.
+
+    Attributes:
+        case_id: identifier, used to name the output.
+        image: the modality files in network order (None where missing), or the path of a 4-D MSD file.
+        channel_order: for a 4-D file, its channel of each network modality.
+    """
+
+    case_id: str
+    image: list[str | None] | str
+    channel_order: list[int] | None = None
+
+    @property
+    def reference(self) -> str:
+        """The file whose header the outputs get (the first modality present)."""
+        if isinstance(self.image, str):
+            return self.image
+        return next(p for p in self.image if p is not None)
+
+    @property
+    def missing(self) -> list[int]:
+        """Network channels without a file."""
+        return [] if isinstance(self.image, str) else [i for i, p in enumerate(self.image) if p is None]
+
+
+class LoadedNiftiReader(NibabelReader):
+    """MONAI's ``NibabelReader`` that returns images already read for their paths, instead of reading them again.
+
+    ``brats-cggm-infer`` reads and checks every file of a case before segmenting it
+    (:meth:`brats_cggm.brats.inference.segmenter.BratsSegmenter.check`); given to ``LoadImaged``, this reader hands
+    those images to the preprocessing, so each file is decompressed once. A path it does not hold is read
+    from disk.
+
+    Args:
+        images: image by path, e.g. as :func:`brats_cggm.brats.data.nifti_checks.load_checked_volume` returned it.
+        kwargs: forwarded to ``NibabelReader``.
+    """
+
+    def __init__(self, images: Mapping[str | os.PathLike, nib.Nifti1Image], **kwargs) -> None:
+        super().__init__(**kwargs)
+        # keyed as LoadImage passes paths on to its reader
+        self.images = {str(Path(p).expanduser()): image for p, image in images.items()}
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> Any:
+        names = [str(Path(p).expanduser()) for p in ensure_tuple(data)]
+        if not all(name in self.images for name in names):
+            return super().read(data, **kwargs)
+        self.filenames = names
+        images = [correct_nifti_header_if_necessary(self.images[name]) for name in names]
+        return images if len(images) > 1 else images[0]
+
+
+def _suffixes(patterns: Mapping[str, str] | str | None, modalities: Sequence[str]) -> dict[str, str]:
+    if isinstance(patterns, str):
+        if patterns not in PATTERN_PRESETS:
+            raise ValueError(f"unknown file name patterns {patterns!r}; expected one of {sorted(PATTERN_PRESETS)}")
+        patterns = PATTERN_PRESETS[patterns]
+    suffixes = {m: f"_{m}" for m in modalities}
+    suffixes.update({m: s for m, s in (patterns or {}).items() if m in suffixes})
+    return suffixes
+
+
+def _find_modality(case_dir: Path, case_id: str, suffix: str) -> str | None:
+    for ext in (".nii.gz", ".nii"):
+        exact = case_dir / f"{case_id}{suffix}{ext}"
+        if exact.is_file():
+            return str(exact)
+    # Folder and file names may differ (renamed folders): accept a single file with the suffix.
+    found = sorted(p for ext in (".nii.gz", ".nii") for p in case_dir.glob(f"*{suffix}{ext}") if p.is_file())
+    found = [p for p in found if not p.name.startswith(".")]
+    if len(found) > 1:
+        raise InputFileError(case_dir, f"several files end in {suffix}: {', '.join(p.name for p in found)}")
+    return str(found[0]) if found else None
+
+
+def _case_from_folder(case_dir: Path, modalities: Sequence[str], suffixes: Mapping[str, str]) -> CaseInput:
+    return CaseInput(case_dir.name, [_find_modality(case_dir, case_dir.name, suffixes[m]) for m in modalities])
+
+
+def _msd_order(modalities: Sequence[str], msd_channels: Sequence[str], source: str) -> list[int]:
+    missing = [m for m in modalities if m not in msd_channels]
+    if missing:
+        raise InputFileError(source, f"4-D file has no channel for {missing} (channels: {list(msd_channels)})")
+    return [list(msd_channels).index(m) for m in modalities]
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti_name(p.name) and not p.name.startswith("."))
+
+
+def find_cases(
+    input_path: str | os.PathLike,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    patterns: Mapping[str, str] | str | None = None,
+    msd_channels: Sequence[str] = MSD_CHANNELS,
+) -> tuple[list[CaseInput], list[tuple[str, str]]]:
+    """Find the cases of an inference input.
+
+    ``input_path`` may be: a 4-D MSD file; an MSD folder (with ``dataset.json``); one case folder (NIfTI
+    files named ``<case><suffix>.nii.gz``); a folder of case folders; or a folder of 4-D files (when none
+    of its files has a modality suffix). Files are not read here.
+
+    Args:
+        input_path: the input.
+        modalities: network modality order.
+        patterns: file name suffixes by modality (or a preset name of
+            :data:`~brats_cggm.brats.data.discovery.PATTERN_PRESETS`); None for BraTS 2021 names.
+        msd_channels: the modality of each channel of 4-D files.
+
+    Returns:
+        ``(cases, problems)``: the cases found, and ``(name, message)`` for entries that could not be
+        made into a case (in batch mode the others still run).
+
+    Raises:
+        InputFileError: if ``input_path`` does not exist, is not NIfTI, or holds no case.
+        DuplicateCaseError: if two of its cases have the same id (``x.nii`` next to ``x.nii.gz``, or two entries of
+            a ``dataset.json``), naming both: the second would replace the first's output.
+    """
+    path = Path(input_path)
+    if not path.exists():
+        raise InputFileError(path, "does not exist")
+    suffixes = _suffixes(patterns, modalities)
+    if path.is_file():
+        if not is_nifti_name(path.name):
+            raise InputFileError(path, "is not a NIfTI file (expected a name ending in .nii or .nii.gz)")
+        return [
+            CaseInput(strip_nifti_extension(path.name), str(path), _msd_order(modalities, msd_channels, str(path)))
+        ], []
+    if (path / "dataset.json").is_file():
+        try:
+            spec = discover_msd(path, modalities, require_label=False)  # checks the ids of its dataset.json
+        except (ValueError, FileNotFoundError) as exc:
+            raise InputFileError(path, str(exc)) from exc
+        return [CaseInput(i["case_id"], i["image"], list(spec.channel_order or [])) for i in spec.items], []
+    files = _nifti_files(path)
+    if files:
+        if any(f.name.endswith(tuple(s + e for s in suffixes.values() for e in (".nii.gz", ".nii"))) for f in files):
+            return [_case_from_folder(path, modalities, suffixes)], []
+        cases = [
+            CaseInput(strip_nifti_extension(f.name), str(f), _msd_order(modalities, msd_channels, str(f)))
+            for f in files
+        ]
+        check_unique_case_ids(((c.case_id, c.image) for c in cases), path)
+        return cases, []
+    cases, problems = [], []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not _nifti_files(sub):
+            continue
+        try:
+            cases.append(_case_from_folder(sub, modalities, suffixes))
+        except InputFileError as exc:
+            problems.append((sub.name, str(exc)))
+    if not cases and not problems:
+        raise InputFileError(path, "holds no NIfTI files nor case folders with NIfTI files")
+    # folder names are unique in one folder: checked all the same, every input through the one check
+    check_unique_case_ids(((c.case_id, path / c.case_id) for c in cases), path)
+    return cases, problems
+
+
+def inference_items(items: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Data list items for the bundle workflow: ``case_id``, ``image`` and the header ``reference`` only.
+
+    Labels are dropped (inference must not load them).
+
+    Args:
+        items: ``DatasetSpec.items`` (see :func:`brats_cggm.brats.data.discovery.discover_dataset`).
+
+    Returns:
+        New items.
+    """
+    out = []
+    for item in items:
+        image = item["image"]
+        reference = image if isinstance(image, str) else image[0]
+        out.append({"case_id": item["case_id"], "image": image, "reference": reference})
+    return out

@@ -1,0 +1,340 @@
+"""Whole-volume inference on NIfTI scans: the python API (the command line is :mod:`brats_cggm.cli.infer`).
+
+The network and its settings come from :mod:`brats_cggm.brats.inference.model_loading`, the cases and the output
+files from :mod:`brats_cggm.brats.inference.case_io`. The preprocessing chain is
+:func:`brats_cggm.brats.data.transforms.inference_transforms`, the one training validates with, with the
+options of the training config; predictions go back to the input's voxel grid with
+``monai.transforms.Invertd``. Segmentations are written with the input's own header (shape, qform, sform,
+units), as ``uint8`` labels of a BraTS label convention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, MapTransform
+
+from brats_cggm.brats.data.labels import REGIONS, ConvertToLabelsd
+from brats_cggm.brats.data.nifti_checks import (
+    AFFINE_TOLERANCE,
+    InputFileError,
+    check_same_grid,
+    check_volume_values,
+    load_checked_volume,
+)
+from brats_cggm.brats.data.transforms import inference_transforms
+from brats_cggm.brats.inference.case_io import (
+    CaseInput,
+    LoadedNiftiReader,
+    SaveSegmentationd,
+    check_inverted,
+    inference_items,
+    save_like_reference,
+)
+from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model, save_run_config
+from brats_cggm.brats.inference.postprocessing_rules import PostprocessingRules
+
+# save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs; CaseInput,
+# InferenceSettings, load_model, save_like_reference: for the benchmark and the valuation.
+__all__ = [
+    "BratsSegmenter",
+    "CaseInput",
+    "FlipTTA",
+    "InferenceSettings",
+    "InsertZeroChannelsd",
+    "SaveSegmentationd",
+    "inference_items",
+    "load_model",
+    "postprocessing_transforms",
+    "save_like_reference",
+    "save_run_config",
+    "stitch_on_cpu",
+]
+
+STITCH_CHOICES = ("auto", "device", "cpu")
+
+# ------------------------------------------------------------------------------------------ transforms
+
+
+class InsertZeroChannelsd(MapTransform):
+    """Insert all-zero channels into ``keys`` so that missing modalities reach their branch as zeros.
+
+    Args:
+        keys: keys of the channel-first images.
+        positions: indices, in the output, of the zero channels (ascending).
+        allow_missing_keys: do not raise if a key is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, positions: Sequence[int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.positions = sorted(int(p) for p in positions)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            channels = list(torch.unbind(d[key], dim=0))
+            for p in self.positions:
+                channels.insert(p, torch.zeros_like(channels[0]))
+            d[key] = torch.stack(channels, dim=0)
+        return d
+
+
+def postprocessing_transforms(
+    preprocessing: Compose, label_convention: str = "brats2021", probabilities_key: str | None = None
+) -> Compose:
+    """Logits to labels in the input's voxel grid: sigmoid, inversion of ``preprocessing``, threshold, labels.
+
+    Probabilities, not labels, are inverted, so that resampling (when the preprocessing resamples) is
+    linear and the threshold is applied in the original grid.
+
+    Args:
+        preprocessing: the transform that produced ``"image"`` (its operations are undone on ``"pred"``).
+        label_convention: the labels written (see :data:`~brats_cggm.brats.data.labels.LABEL_CONVENTIONS`).
+        probabilities_key: also keep the inverted TC/WT/ET probabilities under this key.
+
+    Returns:
+        The transform, acting on ``"pred"`` (logits, channel-first) next to ``"image"``.
+    """
+    transforms: list = [
+        Activationsd(keys="pred", sigmoid=True),
+        Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+    ]
+    if probabilities_key:
+        transforms.append(CopyItemsd(keys="pred", names=probabilities_key))
+    transforms += [
+        AsDiscreted(keys="pred", threshold=0.5),
+        ConvertToLabelsd(keys="pred", convention=label_convention),
+    ]
+    return Compose(transforms)
+
+
+class FlipTTA(torch.nn.Module):
+    """Test-time augmentation: average the sigmoid outputs over all flips of the spatial axes.
+
+    Returns logits of the averaged probabilities, so that it can replace the network anywhere.
+
+    Args:
+        network: maps ``(B, C, *spatial)`` to region logits.
+        spatial_dims: number of spatial dimensions.
+    """
+
+    def __init__(self, network: torch.nn.Module, spatial_dims: int = 3) -> None:
+        super().__init__()
+        self.network = network
+        axes = range(2, 2 + spatial_dims)
+        self.flips = [list(c) for r in range(spatial_dims + 1) for c in itertools.combinations(axes, r)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Averaged prediction of ``x`` (logits)."""
+        total = None
+        for dims in self.flips:
+            logits = self.network(torch.flip(x, dims) if dims else x)
+            prob = torch.sigmoid(logits.float())
+            prob = torch.flip(prob, dims) if dims else prob
+            total = prob if total is None else total + prob
+        # float32: in float16, 1 - eps rounds to 1 and the logit to inf.
+        return torch.logit((total / len(self.flips)).clamp(1e-6, 1 - 1e-6))
+
+
+# ------------------------------------------------------------------------------------------ segmenting
+
+
+def stitch_on_cpu(stitch: str, device: torch.device, voxels: int, channels: int, free_bytes: int | None = None) -> bool:
+    """Whether the sliding window should stitch the whole-volume output in CPU memory.
+
+    Args:
+        stitch: ``"device"`` (where the windows run), ``"cpu"``, or ``"auto"``: CPU when the compute device
+            is a GPU and the stitching buffers (input, output, weights, float32) would take more than half of
+            its free memory.
+        device: where the windows run.
+        voxels: voxels of the (preprocessed) volume.
+        channels: input plus output channels.
+        free_bytes: free device memory; queried from CUDA when None.
+
+    Returns:
+        True to stitch on the CPU while the windows run on ``device``.
+
+    Raises:
+        ValueError: for an unknown ``stitch``.
+    """
+    if stitch not in STITCH_CHOICES:
+        raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
+    if device.type == "cpu" or stitch == "device":
+        return False
+    if stitch == "cpu":
+        return True
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    # the output, the importance-weighted count map and the input, all float32
+    return 4 * voxels * (channels + 1) > free_bytes // 2
+
+
+class BratsSegmenter:
+    """Segment cases with a network: checks, training preprocessing, sliding window, inversion, labels.
+
+    Args:
+        network: maps ``(B, M, *spatial)`` to region logits (``MultiEncoderUNet`` or TorchScript).
+        settings: the training settings (see :func:`load_model`).
+        device: where to run.
+        roi_size: sliding-window size; ``settings.roi_size`` when None.
+        overlap: sliding-window overlap; ``settings.overlap`` when None.
+        sw_batch_size: windows per forward pass; ``settings.sw_batch_size`` when None.
+        tta: average over the flips of every spatial axis (8 passes).
+        amp: mixed precision; None turns it on for CUDA.
+        progress: show a progress bar of the sliding window.
+        affine_tolerance: largest affine difference between a case's modalities.
+        stitch: where the whole-volume output is assembled (see :func:`stitch_on_cpu`): ``"cpu"`` keeps
+            only the windows on the GPU, for volumes whose output does not fit beside the network.
+        postprocess: post-processing rules applied to the labels in the input's grid (sizes in mm³ use the
+            input's voxel spacing); None: none (``settings.postprocessing_rules`` is not applied unless passed).
+
+    Raises:
+        ValueError: if no sliding-window size is known, or ``stitch`` is unknown.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        settings: InferenceSettings,
+        device: str | torch.device = "cpu",
+        roi_size: Sequence[int] | None = None,
+        overlap: float | None = None,
+        sw_batch_size: int | None = None,
+        tta: bool = False,
+        amp: bool | None = None,
+        progress: bool = False,
+        affine_tolerance: float = AFFINE_TOLERANCE,
+        stitch: str = "auto",
+        postprocess: PostprocessingRules | None = None,
+    ) -> None:
+        self.postprocess = postprocess
+        if stitch not in STITCH_CHOICES:
+            raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
+        self.stitch = stitch
+        self.device = torch.device(device)
+        self.settings = settings
+        self.network = network.to(self.device).eval()
+        self.predictor = FlipTTA(self.network) if tta else self.network
+        roi = roi_size if roi_size is not None else settings.roi_size
+        if roi is None:
+            raise ValueError("no sliding-window size: the config has no patch_size, pass --roi X Y Z")
+        divisor = getattr(network, "divisor", 1)
+        if any(int(s) % divisor for s in roi):
+            raise ValueError(f"sliding-window size {tuple(roi)} must be a multiple of {divisor} for this network")
+        self.roi_size = tuple(int(s) for s in roi)
+        self.amp = self.device.type == "cuda" if amp is None else bool(amp and self.device.type == "cuda")
+        self.affine_tolerance = affine_tolerance
+        self.inferer = SlidingWindowInferer(
+            roi_size=self.roi_size,
+            sw_batch_size=sw_batch_size or settings.sw_batch_size,
+            overlap=settings.overlap if overlap is None else overlap,
+            mode="gaussian",
+            progress=progress,
+            sw_device=self.device,
+        )
+
+    def check(self, case: CaseInput, allow_missing: bool = False) -> dict[str, nib.Nifti1Image]:
+        """Read every file of ``case`` and check it (see :mod:`brats_cggm.brats.data.nifti_checks`).
+
+        Returns:
+            The images read, by path: passed to :meth:`__call__`, they spare reading the files again.
+
+        Raises:
+            InputFileError: naming the file and the problem.
+        """
+        if isinstance(case.image, str):
+            order = case.channel_order or list(range(len(self.settings.modalities)))
+            image, data = load_checked_volume(case.image, ndim=4, min_channels=max(order) + 1, check_values=False)
+            for name, channel in zip(self.settings.modalities, order, strict=True):
+                check_volume_values(case.image, data[..., channel], f"channel {channel} ({name})")
+            return {case.image: image}
+        if len(case.image) != len(self.settings.modalities):
+            raise ValueError(f"{case.case_id}: {len(case.image)} files for modalities {self.settings.modalities}")
+        if len(case.missing) == len(case.image):
+            raise InputFileError(case.case_id, "no modality file at all")
+        # The files given first: a missing modality is reported only for an otherwise usable case.
+        loaded = [(p, load_checked_volume(p, ndim=3)[0]) for p in case.image if p is not None]
+        check_same_grid(loaded, tolerance=self.affine_tolerance)
+        if case.missing and not allow_missing:
+            names = [self.settings.modalities[i] for i in case.missing]
+            raise InputFileError(case.case_id, f"no {'/'.join(names)} file (use --missing-modality zero to run anyway)")
+        return dict(loaded)
+
+    def preprocessing(self, case: CaseInput, images: Mapping[str, nib.Nifti1Image] | None = None) -> Compose:
+        """The training preprocessing for ``case`` (with zero channels for missing modalities).
+
+        Args:
+            case: the case.
+            images: its images already read (see :meth:`check`); None reads the files.
+        """
+        reader = None if images is None else LoadedNiftiReader(images)
+        transform = inference_transforms(channel_order=case.channel_order, reader=reader, **self.settings.preprocessing)
+        if case.missing:
+            # Right after loading: every later step then sees the full channel set.
+            steps = list(transform.transforms)
+            steps.insert(1, InsertZeroChannelsd(keys="image", positions=case.missing))
+            transform = Compose(steps)
+        return transform
+
+    def __call__(
+        self,
+        case: CaseInput,
+        label_convention: str = "brats2021",
+        probabilities: bool = False,
+        images: Mapping[str, nib.Nifti1Image] | None = None,
+    ) -> dict[str, Any]:
+        """Segment one (checked) case.
+
+        Args:
+            case: the case.
+            label_convention: labels of the output.
+            probabilities: also return the TC/WT/ET probabilities.
+            images: the case's images as :meth:`check` returned them; None reads the files again.
+
+        Returns:
+            ``"labels"``: ``(X, Y, Z)`` uint8 in the input's grid; ``"probabilities"`` (if asked):
+            ``(X, Y, Z, 3)`` float32; ``"times"``: seconds spent preprocessing, predicting, postprocessing.
+        """
+        times = {}
+        start = time.perf_counter()
+        preprocessing = self.preprocessing(case, images)
+        image = case.image if isinstance(case.image, str) else [p for p in case.image if p is not None]
+        data = preprocessing({"image": image})
+        times["preprocess"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        batch = data["image"].unsqueeze(0)
+        channels = batch.shape[1] + len(REGIONS)
+        if stitch_on_cpu(self.stitch, self.device, batch[0, 0].numel(), channels):
+            # the windows go to the device one batch at a time; the volume and its output stay in CPU memory
+            stitch_device = {"device": torch.device("cpu")}
+        else:
+            batch, stitch_device = batch.to(self.device), {}
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
+            logits = self.inferer(batch, self.predictor, **stitch_device)
+        data["pred"] = logits[0].float().cpu()
+        times["predict"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        key = "probabilities" if probabilities else None
+        data = postprocessing_transforms(preprocessing, label_convention, key)(data)
+        labels = check_inverted(data["pred"], case.reference)[0].astype(np.uint8)
+        if self.postprocess is not None:
+            spacing = tuple(float(z) for z in nib.load(case.reference).header.get_zooms()[:3])
+            labels = self.postprocess.apply(labels, label_convention, spacing)
+        out: dict[str, Any] = {"labels": labels}
+        if probabilities:
+            out["probabilities"] = np.moveaxis(np.asarray(data["probabilities"], dtype=np.float32), 0, -1)
+        times["postprocess"] = time.perf_counter() - start
+        out["times"] = times
+        return out

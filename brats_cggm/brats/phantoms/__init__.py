@@ -1,0 +1,6 @@
+"""Synthetic BraTS-layout cases: geometric phantoms and anatomical phantoms on the MNI152 template."""
+
+__all__ = [
+    "anatomical",
+    "geometric",
+]

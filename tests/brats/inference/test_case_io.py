@@ -1,0 +1,74 @@
+"""brats.inference_io: finding the cases of an input folder, naming and writing the label maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats_cggm.brats.data.discovery import BRATS2023_PATTERNS
+from brats_cggm.brats.data.nifti_checks import InputFileError
+from brats_cggm.brats.inference.case_io import find_cases, output_path, save_like_reference
+from tests.helpers.inference_cases import MODALITIES, SHAPE, write_brats_case, write_msd_file
+
+
+def test_find_cases_layouts(tmp_path: Path):
+    write_brats_case(tmp_path / "batch", "A", "ras")
+    write_brats_case(tmp_path / "batch", "B", "oblique")
+    cases, problems = find_cases(tmp_path / "batch")
+    assert [c.case_id for c in cases] == ["A", "B"] and problems == []
+    assert cases[0].image == [str(tmp_path / "batch" / "A" / f"A_{m}.nii.gz") for m in MODALITIES]
+
+    # BraTS 2023 names with a preset, and with per-modality suffixes
+    write_brats_case(tmp_path / "b23", "BraTS-GLI-00001-000", "ras", patterns=BRATS2023_PATTERNS)
+    cases, _ = find_cases(tmp_path / "b23", patterns="brats2023")
+    assert cases[0].case_id == "BraTS-GLI-00001-000" and cases[0].missing == []
+    assert cases[0].image[1].endswith("-t1c.nii.gz")
+
+    # a folder of MSD 4-D files
+    write_msd_file(tmp_path / "msd" / "BRATS_001.nii.gz", "ras")
+    write_msd_file(tmp_path / "msd" / "BRATS_002.nii", "ras")
+    cases, _ = find_cases(tmp_path / "msd")
+    assert [c.case_id for c in cases] == ["BRATS_001", "BRATS_002"]
+    assert all(c.channel_order == [0, 2, 1, 3] for c in cases)
+
+    with pytest.raises(InputFileError, match="does not exist"):
+        find_cases(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFileError, match="holds no NIfTI"):
+        find_cases(tmp_path / "empty")
+
+
+def test_find_cases_msd_folder(msd_dataset: Path):
+    cases, _ = find_cases(msd_dataset)
+    assert [c.case_id for c in cases] == ["BRATS_001", "BRATS_002", "BRATS_003"]
+    assert cases[0].channel_order == [0, 2, 1, 3]
+
+
+def test_output_path_templates(tmp_path: Path):
+    assert output_path(tmp_path, "X") == tmp_path / "X.nii.gz"
+    assert output_path(tmp_path, "X", "seg_{case_id}.nii") == tmp_path / "seg_X.nii"
+    for bad in ("{case_id}.png", "{other}.nii.gz", "sub/{case_id}.nii.gz", ".{case_id}.nii.gz"):
+        with pytest.raises(ValueError, match="name-template"):
+            output_path(tmp_path, "X", bad)
+    # case ids (from --case-id, file or folder names) never name a file outside the folder, nor a hidden one
+    for bad in ("../X", "..", ".X", "a/b", "", "a\nb"):
+        with pytest.raises(ValueError, match="bad case id"):
+            output_path(tmp_path, bad)
+
+
+def test_save_refuses_to_overwrite_and_leaves_no_temporary(tmp_path: Path):
+    case_dir = write_brats_case(tmp_path, "c", "ras")
+    reference = case_dir / "c_flair.nii.gz"
+    target = tmp_path / "out" / "c.nii.gz"
+    save_like_reference(np.zeros(SHAPE, np.uint8), reference, target)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_like_reference(np.ones(SHAPE, np.uint8), reference, target)
+    assert not np.asanyarray(nib.load(str(target)).dataobj).any()
+    save_like_reference(np.ones(SHAPE, np.uint8), reference, target, overwrite=True)
+    assert np.asanyarray(nib.load(str(target)).dataobj).all()
+    with pytest.raises(ValueError, match="differs"):
+        save_like_reference(np.ones((3, 3, 3), np.uint8), reference, tmp_path / "out" / "d.nii.gz")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["c.nii.gz"]
