@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution, UnetResBlock, UnetUpBlock
 from monai.networks.layers.factories import Conv
 
+from brats_cggm.core.distributed import unwrap
 from brats_cggm.core.files import atomic_path
 from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
 from brats_cggm.core.safe_load import WeightsLoadError, load_tensors
@@ -541,7 +542,8 @@ def apply_speed_options(modules: Iterable[torch.nn.Module], channels_last: bool 
     """
     for module in modules:
         if channels_last:
-            module.to(memory_format=torch.channels_last_3d)
+            # nn.Module.to takes memory_format, which torch's overloads of it leave out
+            module.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         if compile:
             blocks = [*getattr(module, "encoders", []), *getattr(module, "fusion", [])]
             if hasattr(module, "decoder"):
@@ -586,13 +588,14 @@ def load_encoder_weights(network: nn.Module, path: str | os.PathLike | None) -> 
     """Load encoders saved by :func:`save_encoder_weights` into ``network.encoders`` (the bundle's ``init_encoders``).
 
     Args:
-        network: a :class:`~brats_cggm.brats.model.MultiEncoderUNet` (or a wrapper with ``.module``).
+        network: a :class:`MultiEncoderUNet`, or one wrapped (DDP, ``torch.compile``: see ``unwrap``).
         path: the file; None does nothing.
 
     Returns:
         ``network``.
 
     Raises:
+        TypeError: ``network`` is not a (wrapped) :class:`MultiEncoderUNet`.
         FileNotFoundError: the file does not exist.
         ValueError: the file is not an encoder file, or its modalities or tensor shapes do not fit the network
             (naming the file and what differs).
@@ -602,7 +605,9 @@ def load_encoder_weights(network: nn.Module, path: str | os.PathLike | None) -> 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"init_encoders: {path} does not exist.")
-    target = getattr(network, "module", network)
+    target = unwrap(network)
+    if not isinstance(target, MultiEncoderUNet):
+        raise TypeError(f"init_encoders: {type(target).__name__} is not a MultiEncoderUNet.")
     try:
         payload = load_tensors(path)
     except WeightsLoadError as exc:  # an unreadable file, or one holding more than tensors

@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> Any:
         selection = select_random(len(items), args.budget, args.seed)
     else:
         options = {"lambda_align": args.lambda_align} if args.strategy == "mmcsal" else {}
+        if embeddings is None:  # never: every strategy but random computes them above
+            raise ValueError(f"{args.strategy} needs the case embeddings")
         selection = select(args.strategy, embeddings, args.budget, args.seed, **options)
     write_outputs(args, items, selection, record)
     return [items[i]["case_id"] for i in selection.indices]
