@@ -270,13 +270,15 @@ class RelearningBalancer(Balancer):
     def epoch_completed(self, epoch: int) -> None:
         if not self.due(epoch):
             return
-        if self.engine is None or self.initial is None:
+        if self.engine is None:
             raise RuntimeError("relearning: attach(engine) was not called, so there is no data to diagnose")
         heldout = self.heldout_loader if self.heldout_loader is not None else find_validation_loader(self.engine)
         if heldout is None:
             raise RuntimeError(
                 "relearning needs held-out data: pass heldout_loader or attach a ValidationHandler to the trainer"
             )
+        if self.initial is None:
+            raise RuntimeError("relearning: attach(engine) was not called, so there are no initial weights")
         network = unwrap(self.engine.network)
         generator = torch.Generator().manual_seed(self.seed + epoch)
         purity_train, train_size = self.diagnose(network, self.engine.data_loader, generator, crop_size=None)
