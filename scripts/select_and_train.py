@@ -29,11 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from brats_cggm.brats.data.discovery import discover_dataset  # noqa: E402
+from brats_cggm.brats.model import save_encoder_weights  # noqa: E402
 from brats_cggm.core.files import atomic_write_text, write_json  # noqa: E402
 from brats_cggm.core.safe_load import load_tensors  # noqa: E402
 from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes  # noqa: E402
 from brats_cggm.selection.losses import modality_gap  # noqa: E402
-from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders, save_encoder_weights  # noqa: E402
+from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders  # noqa: E402
 from brats_cggm.selection.strategies import select  # noqa: E402
 
 CONFIG = REPO / "bundles" / "brats_cggm" / "configs" / "train.yaml"

@@ -41,12 +41,12 @@ def pad_collate(samples: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
     Raises:
         AdapterDataError: when every sample was skipped, or a modality's feature sizes disagree.
     """
-    samples = [s for s in samples if s is not None]
-    if not samples:
+    kept = [s for s in samples if s is not None]
+    if not kept:
         raise AdapterDataError("every sample of a batch was skipped (unreadable files; see the warnings above)")
     batch: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
+    for key in kept[0]:
+        values = [s[key] for s in kept]
         if isinstance(values[0], torch.Tensor) and values[0].ndim == 2 and key != LABEL_KEY:
             dims = {tuple(v.shape[1:]) for v in values}
             if len(dims) > 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,14 @@ from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.core.files import to_jsonable
 
 __all__ = ["ON_INVALID", "H5Features", "ListDataset", "MultimodalSplits", "check_on_invalid", "drop_or_raise"]
+
+
+def _size(dataset: Dataset) -> int:
+    """The number of samples of a data set (every data set of a split has a length)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length.")
+    return len(dataset)
+
 
 #: What a loader may do with an invalid sample: stop with an error, or drop it with a warning.
 ON_INVALID = ("error", "drop")
@@ -147,5 +155,5 @@ class MultimodalSplits:
             ``{"sizes": {split: samples}, **info}`` with values that JSON can hold (others as text).
         """
         info = {k: (v() if callable(v) else v) for k, v in self.info.items()}
-        sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        sizes = {"train": _size(self.train), "val": _size(self.val), "test": _size(self.test)}
         return {"sizes": sizes, **{k: to_jsonable(v) for k, v in info.items()}}

@@ -78,7 +78,10 @@ class FrozenBackbone(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
-        self.hidden_size = int(model.config.hidden_size)
+        config = getattr(model, "config", None)
+        if config is None:
+            raise TypeError(f"{type(model).__name__} has no config (not a transformers model).")
+        self.hidden_size = int(config.hidden_size)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(False)
@@ -309,7 +312,7 @@ class SequenceAuxiliaryHeads(nn.ModuleList):
 class SequencePredictor(nn.Module):
     """Evaluation predictor: ``{"pred": fused logits, "pred_<modality>": head logits}`` from one pass."""
 
-    def __init__(self, network: nn.Module, heads: SequenceAuxiliaryHeads) -> None:
+    def __init__(self, network: MultimodalTransformer, heads: SequenceAuxiliaryHeads) -> None:
         super().__init__()
         if len(heads) != len(network.modalities):
             raise ValueError(f"{len(heads)} auxiliary heads for {len(network.modalities)} modalities.")

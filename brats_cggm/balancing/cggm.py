@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from brats_cggm.balancing.registry import register_balancer
 from brats_cggm.core.balancer import Balancer, StepContext
+from brats_cggm.core.modules import child_module, output_weight, tensor_attribute
 
 __all__ = ["CGGMBalancer", "cggm_coefficients"]
 
@@ -140,12 +141,14 @@ class CGGMBalancer(Balancer):
         return self._param_direction_loss(ctx, coefficients)
 
     def _grad_direction_loss(self, ctx: StepContext, coefficients: torch.Tensor) -> torch.Tensor:
-        last_layer = ctx.network.output_layer
+        last_layer = child_module(ctx.network, "output_layer")
         # Re-applying the last layer to its detached input makes g_F differentiable with respect to
         # that layer alone: L_gm then steers the fusion head without a double backward through the network.
         logits = last_layer(ctx.output.head_input.detach())
-        fused_grad = torch.autograd.grad(ctx.task.loss(logits, ctx.targets), last_layer.weight, create_graph=True)[0]
-        aux_weights = [head.output_layer.weight for head in ctx.heads]
+        fused_grad = torch.autograd.grad(
+            ctx.task.loss(logits, ctx.targets), tensor_attribute(last_layer, "weight"), create_graph=True
+        )[0]
+        aux_weights = [output_weight(head) for head in ctx.heads]
         aux_grads = torch.autograd.grad(ctx.aux_losses, aux_weights, retain_graph=True)
         fused_flat = fused_grad.flatten().float()
         cosines = torch.stack([F.cosine_similarity(fused_flat, g.detach().flatten().float(), dim=0) for g in aux_grads])
@@ -155,7 +158,7 @@ class CGGMBalancer(Balancer):
         return self.lam * loss
 
     def _param_direction_loss(self, ctx: StepContext, coefficients: torch.Tensor) -> torch.Tensor | None:
-        weight = ctx.network.output_layer.weight
+        weight = output_weight(ctx.network)
         stale = None
         if self.stale_value is not None and self.stale_grad is not None:
             stale_grad = self.stale_grad.to(weight.device, weight.dtype)
@@ -165,10 +168,7 @@ class CGGMBalancer(Balancer):
             )
         leaf = weight.detach().clone().requires_grad_(True)
         cosines = torch.stack(
-            [
-                F.cosine_similarity(leaf.flatten(), head.output_layer.weight.detach().flatten(), dim=0)
-                for head in ctx.heads
-            ]
+            [F.cosine_similarity(leaf.flatten(), output_weight(head).detach().flatten(), dim=0) for head in ctx.heads]
         )
         loss = _gm_loss((coefficients / self.rho).to(cosines.device), cosines)
         (grad,) = torch.autograd.grad(loss, leaf)
@@ -186,7 +186,7 @@ class CGGMBalancer(Balancer):
         if not self.is_active(ctx.epoch):
             return
         for i, coefficient in enumerate(self.coefficients.tolist()):
-            grads = [p.grad for p in self.encoder_parameters(ctx.network, i)]
+            grads = self.encoder_grads(ctx.network, i)
             if grads:
                 torch._foreach_mul_(grads, coefficient)
 

@@ -30,6 +30,7 @@ import torch
 from brats_cggm.balancing.registry import register_balancer
 from brats_cggm.core.balancer import Balancer, StepContext
 from brats_cggm.core.distributed import all_reduce_mean
+from brats_cggm.core.modules import module_list
 
 __all__ = ["InfoRegBalancer", "inforeg_alpha", "performance_gaps", "prime_window"]
 
@@ -96,7 +97,7 @@ class InfoRegBalancer(Balancer):
     @staticmethod
     @torch.no_grad()
     def _snapshot(network: torch.nn.Module) -> list[list[torch.Tensor]]:
-        return [[p.detach().clone() for p in encoder.parameters()] for encoder in network.encoders]
+        return [[p.detach().clone() for p in encoder.parameters()] for encoder in module_list(network, "encoders")]
 
     @torch.no_grad()
     def after_backward(self, ctx: StepContext) -> None:
@@ -106,7 +107,7 @@ class InfoRegBalancer(Balancer):
         num = len(self.modalities)
         squared = torch.zeros(num, dtype=torch.float64)
         for i in range(num):
-            grads = [p.grad for p in self.encoder_parameters(ctx.network, i)]
+            grads = self.encoder_grads(ctx.network, i)
             if grads:
                 squared[i] = float(torch.stack(torch._foreach_norm(grads)).double().pow(2).sum())
         self.trace_sum += squared
@@ -125,7 +126,7 @@ class InfoRegBalancer(Balancer):
             if not regulate[i]:
                 continue
             self.regulated_steps[i] += 1
-            params = list(ctx.network.encoders[i].parameters())
+            params = list(module_list(ctx.network, "encoders")[i].parameters())
             for p, ref in zip(params, self.reference[i], strict=True):
                 if p.grad is None:
                     continue

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from brats_cggm.balancing.registry import register_balancer
 from brats_cggm.core.balancer import Balancer, StepContext
 from brats_cggm.core.distributed import all_reduce_mean
+from brats_cggm.core.modules import module_list
 
 __all__ = ["MMParetoBalancer", "mmpareto_combine", "pareto_weights"]
 
@@ -82,12 +83,12 @@ class MMParetoBalancer(Balancer):
         return float(scaler.get_scale()) if scaler is not None else 1.0
 
     def backward(self, ctx: StepContext, loss: torch.Tensor) -> None:
-        encoders = ctx.network.encoders
+        encoders = module_list(ctx.network, "encoders")
         params = [[p for p in enc.parameters() if p.requires_grad] for enc in encoders]
         flat = [p for group in params for p in group]
         fused = ctx.task_loss * self._loss_scale()
-        g_mm = torch.autograd.grad(fused, flat, retain_graph=True, allow_unused=True)
-        g_mm = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, g_mm)]
+        grads = torch.autograd.grad(fused, flat, retain_graph=True, allow_unused=True)
+        g_mm = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads)]
         # DDP averages the full gradients over ranks in backward; g_mm must be averaged the same way.
         vector = all_reduce_mean(torch.cat([g.flatten() for g in g_mm]))
         g_mm = list(torch.split(vector, [p.numel() for p in flat]))

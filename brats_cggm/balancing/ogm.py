@@ -146,8 +146,7 @@ class OGMGEBalancer(Balancer):
         if not self.is_active(ctx.epoch):
             return
         for i, k in enumerate(self.coefficients.tolist()):
-            for p in self.encoder_parameters(ctx.network, i):
-                grad = p.grad
+            for grad in self.encoder_grads(ctx.network, i):
                 if self.ge and grad.numel() > 1:
                     std = grad.float().std().item() + 1e-8
                     noise = torch.empty_like(grad).normal_(0.0, std, generator=self._generator(grad.device))

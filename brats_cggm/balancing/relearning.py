@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from brats_cggm.balancing.registry import register_balancer
 from brats_cggm.core.balancer import Balancer
 from brats_cggm.core.distributed import all_reduce_mean, unwrap
+from brats_cggm.core.modules import forward_features, module_list
 
 __all__ = [
     "RelearningBalancer",
@@ -253,7 +254,9 @@ class RelearningBalancer(Balancer):
         self.engine = engine
         if self.initial is None:
             network = unwrap(engine.network)
-            self.initial = [[p.detach().cpu().clone() for p in enc.parameters()] for enc in network.encoders]
+            self.initial = [
+                [p.detach().cpu().clone() for p in enc.parameters()] for enc in module_list(network, "encoders")
+            ]
 
     def due(self, epoch: int) -> bool:
         """Whether a diagnosis (and re-initialisation) runs after ``epoch``; never after the last epoch,
@@ -274,13 +277,15 @@ class RelearningBalancer(Balancer):
             raise RuntimeError(
                 "relearning needs held-out data: pass heldout_loader or attach a ValidationHandler to the trainer"
             )
+        if self.initial is None:
+            raise RuntimeError("relearning: attach(engine) was not called, so there are no initial weights")
         network = unwrap(self.engine.network)
         generator = torch.Generator().manual_seed(self.seed + epoch)
         purity_train, train_size = self.diagnose(network, self.engine.data_loader, generator, crop_size=None)
         purity_val, _ = self.diagnose(network, heldout, generator, crop_size=self.crop_size or train_size)
         gaps = (purity_train - purity_val).abs()
         alphas = reinit_alpha(gaps, self.lam)
-        for i, encoder in enumerate(network.encoders):
+        for i, encoder in enumerate(module_list(network, "encoders")):
             soft_reinit_(encoder.parameters(), self.initial[i], float(alphas[i]))
         self.reinit_count += 1
         self.last = {"purity_train": purity_train, "purity_val": purity_val, "alpha": alphas}
@@ -330,7 +335,7 @@ class RelearningBalancer(Balancer):
                     if crop_size is not None and tuple(inputs.shape[2:]) != tuple(crop_size):
                         inputs, targets = _random_crop(inputs, targets, crop_size, generator)
                     spatial = tuple(int(d) for d in inputs.shape[2:])
-                features = network.forward_features(inputs).features
+                features = forward_features(network, inputs).features
                 for i, f in enumerate(features):
                     f = f if isinstance(f, torch.Tensor) else f[self.level]
                     x, y = voxel_samples(f, targets, self.voxels_per_class, generator)

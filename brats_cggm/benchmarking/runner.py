@@ -43,7 +43,7 @@ def run_benchmarks(
     sections: Sequence[str] = SECTIONS,
     work_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
-    on_section: Callable[[dict[str, Any]], None] | None = None,
+    on_section: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark sections and collect their results.
 

@@ -80,7 +80,7 @@ class CommandParser(argparse.ArgumentParser):
             action=_DeprecatedAlias,
             target=target,
             nargs=target.nargs,
-            type=target.type,
+            type=target.type,  # type: ignore[arg-type]  # None (no conversion) is add_argument's own default
             choices=target.choices,
             metavar=target.metavar,
         )
@@ -93,11 +93,11 @@ class CommandParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        namespace, extras = super().parse_known_args(args, namespace)
-        missing = [a.option_strings[0] for a in self._required_with_alias if getattr(namespace, a.dest) is None]
+        parsed, extras = super().parse_known_args(args, namespace)
+        missing = [a.option_strings[0] for a in self._required_with_alias if getattr(parsed, a.dest) is None]
         if missing:
             self.error(f"the following arguments are required: {', '.join(missing)}")
-        return namespace, extras
+        return parsed, extras
 
 
 def finite_float(text: str) -> float:

@@ -157,7 +157,7 @@ def _refuse_existing(settings: ComparisonSettings, overwrite: bool) -> bool:
 
 def _plot_saver(out_dir: Path) -> Callable[[Sequence[dict[str, Any]]], None]:
     """Draws the comparison's figures; without matplotlib it says so once and the comparison goes on."""
-    warned = []
+    warned: list[bool] = []
 
     def save_plots(rows: Sequence[dict[str, Any]]) -> None:
         from brats_cggm.experiments.comparison_plots import write_comparison_plots

@@ -372,6 +372,8 @@ def report_case(index: int, n_cases: int, result: CaseResult) -> None:
         print(f"[{index}/{n_cases}] {result.case_id}: skipped, its outputs exist -> {result.target}", flush=True)
         return
     t = result.times
+    if t is None:  # never: a segmented case has its times
+        raise ValueError(f"{result.case_id}: segmented without step times")
     print(
         f"[{index}/{n_cases}] {result.case_id}: {result.seconds:.2f} s "
         f"(preprocess {t['preprocess']:.2f}, predict {t['predict']:.2f}, postprocess {t['postprocess']:.2f}) "

@@ -165,9 +165,9 @@ def write_outputs(args: argparse.Namespace, items: list[dict], selection: Any, r
 
 def run(args: argparse.Namespace) -> Any:
     """The command's steps: outputs checked, pool found, pre-training, embeddings, selection, files written."""
+    from brats_cggm.brats.model import save_encoder_weights
     from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes
     from brats_cggm.selection.losses import modality_gap
-    from brats_cggm.selection.pretraining import save_encoder_weights
     from brats_cggm.selection.strategies import select, select_random
 
     check_outputs(output_paths(args), args.overwrite)
@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> Any:
         selection = select_random(len(items), args.budget, args.seed)
     else:
         options = {"lambda_align": args.lambda_align} if args.strategy == "mmcsal" else {}
+        if embeddings is None:  # never: every strategy but random computes them above
+            raise ValueError(f"{args.strategy} needs the case embeddings")
         selection = select(args.strategy, embeddings, args.budget, args.seed, **options)
     write_outputs(args, items, selection, record)
     return [items[i]["case_id"] for i in selection.indices]

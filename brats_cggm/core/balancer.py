@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brats_cggm.core.modules import module_list
 from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
 
 __all__ = ["Balancer", "StepContext"]
@@ -35,7 +36,7 @@ class StepContext:
     """
 
     network: nn.Module
-    heads: nn.Module
+    heads: nn.ModuleList
     task: Any
     inputs: Any
     targets: torch.Tensor
@@ -123,7 +124,11 @@ class Balancer:
 
     def encoder_parameters(self, network: nn.Module, index: int) -> list[nn.Parameter]:
         """The parameters of modality ``index``'s encoder that received a gradient."""
-        return [p for p in network.encoders[index].parameters() if p.grad is not None]
+        return [p for p in module_list(network, "encoders")[index].parameters() if p.grad is not None]
+
+    def encoder_grads(self, network: nn.Module, index: int) -> list[torch.Tensor]:
+        """The gradients of modality ``index``'s encoder (of the parameters that received one)."""
+        return [p.grad for p in module_list(network, "encoders")[index].parameters() if p.grad is not None]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(modalities={self.modalities})"

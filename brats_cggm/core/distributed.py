@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from brats_cggm.core.modules import child_module, forward_features
+
 __all__ = [
     "DATA_BARRIER_TIMEOUT_S",
     "FeaturesForward",
@@ -177,7 +179,7 @@ class FeaturesForward(nn.Module):
         self.network = network
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple:
-        output = self.network.forward_features(*args, **kwargs)
+        output = forward_features(self.network, *args, **kwargs)
         return output.logits, output.features, output.head_input
 
 
@@ -185,10 +187,10 @@ def unwrap(module: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel / torch.compile / :class:`FeaturesForward`."""
     while True:
         if isinstance(module, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            module = module.module
+            module = child_module(module, "module")
         elif isinstance(module, FeaturesForward):
             module = module.network
         elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
+            module = child_module(module, "_orig_mod")
         else:
             return module

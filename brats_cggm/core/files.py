@@ -75,7 +75,7 @@ def _create_temporary(path: Path, suffix: str = "") -> tuple[int, Path]:
 
 def atomic_write(
     path: str | os.PathLike,
-    write: Callable[[IO[Any]], None],
+    write: Callable[[IO[Any]], object],
     binary: bool = True,
     before_replace: Callable[[], None] | None = None,
 ) -> Path:
@@ -86,7 +86,7 @@ def atomic_write(
 
     Args:
         path: the target file; its folder is created if needed.
-        write: called with the open temporary file.
+        write: called with the open temporary file (what it returns is ignored).
         binary: open the temporary file in binary mode (else text, UTF-8).
         before_replace: called right before the rename (e.g. to move the old file aside).
 
@@ -97,7 +97,8 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temporary(path)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        stream: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with stream as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

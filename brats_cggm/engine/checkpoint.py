@@ -15,6 +15,7 @@ training instead, and the last checkpoint written stays.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import random
@@ -128,10 +129,10 @@ def load_checkpoint(
 def _numpy_array_globals() -> list[Any]:
     """What a pickled numpy array needs: checkpoints written before the RNG states became tensors hold some."""
     try:
-        from numpy._core.multiarray import _reconstruct
+        multiarray = importlib.import_module("numpy._core.multiarray")
     except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    return [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def _random_transforms(dataset: Any) -> list[Any]:
@@ -161,8 +162,10 @@ def _random_transforms(dataset: Any) -> list[Any]:
     return found
 
 
-def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+def _numpy_state_to_plain(state: tuple | dict[str, Any]) -> dict[str, Any]:
     # a numpy array does not load with weights_only=True; a tensor does
+    if isinstance(state, dict):  # get_state(legacy=True) gives one only for a generator other than MT19937
+        raise TypeError(f"numpy random state of {state.get('bit_generator')}: expected the legacy MT19937 tuple")
     name, keys, position, has_gauss, cached_gaussian = state
     return {
         "name": str(name),
@@ -390,7 +393,9 @@ class BestModelSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        name = self.metric_name or engine.state.key_metric_name
+        name = self.metric_name or getattr(engine.state, "key_metric_name", None)
+        if name is None:
+            raise ValueError("no metric to track: pass metric_name, or set the evaluator's key metric")
         value = float(engine.state.metrics[name])
         if value > self.best:
             state = self.network.state_dict()

@@ -6,13 +6,16 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ignite.engine import Engine, Events
 
 from brats_cggm.core.distributed import is_main_process
 from brats_cggm.core.files import remove_stale_temporaries, write_json
+
+if TYPE_CHECKING:
+    from monai.engines import SupervisedTrainer
 
 __all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "is_scalar", "to_float"]
 
@@ -68,8 +71,10 @@ class TrainingScalarsHandler:
         if is_main_process():
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
 
-    def __call__(self, engine: Engine) -> None:
+    def __call__(self, engine: SupervisedTrainer) -> None:
         output, step, writer = engine.state.output, engine.state.iteration, self.writer
+        if not isinstance(output, dict):
+            raise TypeError(f"the trainer's output is {type(output).__name__}, not the balanced trainer's dict")
         if not self._layout_written:
             from brats_cggm.engine.tensorboard_layout import modality_balance_layout
 

@@ -117,7 +117,7 @@ def resume_from_checkpoint(
     if not savers:
         raise ValueError(f"resume={resume!r} needs a TrainingCheckpointSaver among the training handlers")
     checkpoint, used = _load_on_every_rank(path, required, map_location)
-    if checkpoint is None:
+    if checkpoint is None or used is None:
         logger.info("no checkpoint at %s: training starts afresh", path)
         return None
     if used == previous_checkpoint_path(savers[0].save_path):
@@ -149,10 +149,11 @@ def _load_trainer_state(trainer: Engine, state: dict[str, Any], used: Path) -> N
         state["iteration"], state["epoch_length"] = epoch * length, length
     # the configured number of epochs wins, so a finished run can be extended with --max_epochs
     state.pop("max_iters", None)
-    state["max_epochs"] = trainer.state.max_epochs
-    if epoch >= trainer.state.max_epochs:
+    max_epochs = trainer.state.max_epochs
+    state["max_epochs"] = max_epochs
+    if max_epochs is not None and epoch >= max_epochs:
         raise ValueError(
-            f"checkpoint {used} is at epoch {epoch}, the end of the configured {trainer.state.max_epochs} "
+            f"checkpoint {used} is at epoch {epoch}, the end of the configured {max_epochs} "
             "epochs: raise max_epochs to train further"
         )
     trainer.load_state_dict(state)

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from brats_cggm.core.balancer import Balancer, StepContext
 from brats_cggm.core.distributed import all_reduce_mean, unwrap
+from brats_cggm.core.modules import forward_features, module_list
 from brats_cggm.core.outputs import MultimodalOutput
 from brats_cggm.core.task import Task
 
@@ -116,11 +117,13 @@ class BalancedTrainer(SupervisedTrainer):
     def _forward_features(self, inputs: torch.Tensor, epoch: int) -> MultimodalOutput:
         hook = self.balancer.feature_hook(epoch)
         if hasattr(self.network, "forward_features"):
-            return self.network.forward_features(inputs, feature_hook=hook)
+            return forward_features(self.network, inputs, feature_hook=hook)
         # a DDP (or compile) wrapper must go through its own forward; see engine.distributed
         return self.network(inputs, feature_hook=hook)
 
-    def _iteration(self, engine: BalancedTrainer, batchdata: dict[str, Any]) -> dict:
+    def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict:
+        if not isinstance(engine, BalancedTrainer):
+            raise TypeError(f"BalancedTrainer._iteration runs a BalancedTrainer, not {type(engine).__name__}")
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
@@ -145,7 +148,7 @@ class BalancedTrainer(SupervisedTrainer):
                 utilization = torch.stack([task.utilization(lg.float(), aux_targets) for lg in aux_logits])
             ctx = StepContext(
                 network=network,
-                heads=unwrap(engine.aux_heads),
+                heads=_module_list(unwrap(engine.aux_heads)),
                 task=task,
                 inputs=inputs,
                 targets=targets,
@@ -208,10 +211,16 @@ def _stop_on_non_finite(loss: torch.Tensor, epoch: int, iteration: int) -> None:
         )
 
 
+def _module_list(heads: nn.Module) -> nn.ModuleList:
+    if not isinstance(heads, nn.ModuleList):
+        raise TypeError(f"the auxiliary heads are a {type(heads).__name__}, expected a ModuleList (one per modality)")
+    return heads
+
+
 @torch.no_grad()
 def _encoder_grad_norms(network: nn.Module) -> torch.Tensor:
     norms = []
-    for encoder in network.encoders:
+    for encoder in module_list(network, "encoders"):
         grads = [p.grad for p in encoder.parameters() if p.grad is not None]
         if grads:
             norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))

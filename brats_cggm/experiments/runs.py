@@ -7,6 +7,7 @@ whose ``metrics.json`` exists can be skipped (``resume``), so a long comparison 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -172,16 +173,17 @@ def train_planned_runs(
 
     def collect(i: int, result: Callable[[], dict[str, Any]]) -> None:
         try:
-            rows[i] = result()
+            row = result()
         except RuntimeError as exc:  # the other runs go on; a resumed comparison retries this one
             failures.append(f"{planned[i].run_dir(out_dir)}: {exc}")
             return
+        rows[i] = row
         if on_finished is not None:
-            on_finished(planned[i], rows[i])
+            on_finished(planned[i], row)
 
     if jobs <= 1:  # on_finished's work never shares the machine with a run whose step time is measured
         for i, run in enumerate(planned):
-            collect(i, lambda run=run: train(run))
+            collect(i, functools.partial(train, run))
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(train, run): i for i, run in enumerate(planned)}

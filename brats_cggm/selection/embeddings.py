@@ -102,10 +102,12 @@ def case_embeddings(
     out = []
     for volume in volumes:
         patches = brain_patches(volume, patch_size, min_brain_fraction)
-        sums = None
+        sums: torch.Tensor | None = None
         for start in range(0, len(patches), batch_size):
             z = embed_views(network, heads, patches[start : start + batch_size].to(device))
             part = torch.stack([e.sum(dim=0) for e in z]).cpu()  # (M, d)
             sums = part if sums is None else sums + part
+        if sums is None:
+            raise ValueError("a case without patches to embed")
         out.append(F.normalize(sums / len(patches), dim=1))
     return torch.stack(out)

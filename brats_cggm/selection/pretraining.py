@@ -1,17 +1,16 @@
 """Stage 1 of the MMCSAL reconstruction: self-supervised pre-training of the per-modality encoders (§8.1, §8.2).
 
 The encoders are those of :class:`brats_cggm.brats.model.MultiEncoderUNet`, so that the pre-trained weights
-initialise a training run (:func:`save_encoder_weights`, :func:`load_encoder_weights`). A view of modality
+initialise a training run (:func:`brats_cggm.brats.model.save_encoder_weights`,
+:func:`brats_cggm.brats.model.load_encoder_weights`). A view of modality
 ``m`` is a 3D patch around a shared brain centre, jittered and intensity-augmented independently per modality;
 its representation is the spatial mean of the encoder's deepest level, mapped by a projection head.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from brats_cggm.brats.model import MultiEncoderUNet, build_network
-from brats_cggm.core.safe_load import WeightsLoadError, load_tensors
 from brats_cggm.selection.losses import cross_modal_info_nce, prototype_loss
 
 __all__ = [
@@ -27,10 +25,8 @@ __all__ = [
     "PretrainingResult",
     "ProjectionHeads",
     "embed_views",
-    "load_encoder_weights",
     "pretrain_encoders",
     "sample_views",
-    "save_encoder_weights",
 ]
 
 
@@ -267,80 +263,3 @@ def pretrain_encoders(
     network.eval()
     heads.eval()
     return PretrainingResult(network=network, heads=heads, prototypes=prototypes.detach().cpu(), history=history)
-
-
-def save_encoder_weights(path: str | os.PathLike, network: MultiEncoderUNet, overwrite: bool = False) -> Path:
-    """Save the network's encoders for :func:`load_encoder_weights` (tensors, lists and strings only).
-
-    The file holds ``{"modalities": [...], "features": [...], "encoders": {modality: state_dict}}``, written
-    atomically.
-
-    Args:
-        path: the target ``.pt`` file.
-        network: the network whose encoders to save.
-        overwrite: replace an existing file.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    from brats_cggm.core.files import atomic_path
-
-    payload = {
-        "modalities": list(network.modalities),
-        "features": list(network.features),
-        "encoders": {
-            m: {k: v.detach().cpu().clone() for k, v in enc.state_dict().items()}
-            for m, enc in zip(network.modalities, network.encoders)
-        },
-    }
-    with atomic_path(path, suffix=".pt", overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
-
-
-def load_encoder_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Module:
-    """Load encoders saved by :func:`save_encoder_weights` into ``network.encoders`` (the bundle's ``init_encoders``).
-
-    Args:
-        network: a :class:`~brats_cggm.brats.model.MultiEncoderUNet` (or a wrapper with ``.module``).
-        path: the file; None does nothing.
-
-    Returns:
-        ``network``.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not an encoder file, or its modalities or tensor shapes do not fit the network
-            (naming the file and what differs).
-    """
-    if path is None:
-        return network
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_encoders: {path} does not exist.")
-    target = getattr(network, "module", network)
-    try:
-        payload = load_tensors(path)
-    except WeightsLoadError as exc:  # an unreadable file, or one holding more than tensors
-        raise WeightsLoadError(f"init_encoders: {exc}; not a file of encoder weights.") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("encoders"), dict):
-        raise ValueError(f"init_encoders: {path} has no 'encoders' entry; write it with brats-cggm-select.")
-    saved = list(payload.get("modalities", []))
-    if saved != list(target.modalities):
-        raise ValueError(f"init_encoders: {path} holds encoders of {saved}, the network has {list(target.modalities)}.")
-    for modality, encoder in zip(target.modalities, target.encoders):
-        state = payload["encoders"][modality]
-        own = encoder.state_dict()
-        if set(state) != set(own):
-            raise ValueError(f"init_encoders: {path}: the {modality} encoder's parameter names do not fit the network.")
-        for key, value in state.items():
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise ValueError(
-                    f"init_encoders: {path}: {modality} encoder {key} has shape {tuple(value.shape)}, the network "
-                    f"{tuple(own[key].shape)} (features {payload.get('features')} vs {list(target.features)})."
-                )
-        encoder.load_state_dict(state)
-    return network

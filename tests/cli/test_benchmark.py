@@ -91,12 +91,16 @@ def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_pat
     assert json.loads((tmp_path / "d.json").read_text())["config"]["bundle_config"] is None
 
 
-def test_module_runs_the_command_and_the_workers_keep_their_entry(tmp_path):
-    """``python -m brats_cggm.benchmarking`` is the command; with ``--worker`` the subprocess entry."""
+def test_module_runs_the_workers_and_names_the_command(tmp_path):
+    """``python -m brats_cggm.benchmarking`` is the workers' entry; the command is ``brats_cggm.cli.benchmark``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "brats_cggm.cli.benchmark", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "usage: brats-cggm-benchmark" in result.stdout
     result = subprocess.run(
         [sys.executable, "-m", "brats_cggm.benchmarking", "--help"], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 0 and "usage: brats-cggm-benchmark" in result.stdout
+    assert result.returncode == 2 and "brats-cggm-benchmark" in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "brats_cggm.benchmarking", "--worker", "nonsense", "{}"],
         capture_output=True,

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from brats_cggm.brats.model import build_network
+from brats_cggm.brats.model import build_network, load_encoder_weights
 from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 from brats_cggm.cli.select import main
-from brats_cggm.selection.pretraining import load_encoder_weights
 
 FAST = ["--steps", "2", "--batch-size", "2", "--patch-size", "16", "--quiet"]
 

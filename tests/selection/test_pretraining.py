@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.brats.model import build_network
+from brats_cggm.brats.model import build_network, load_encoder_weights, save_encoder_weights
 from brats_cggm.selection.embeddings import brain_patches, case_embeddings
-from brats_cggm.selection.pretraining import (
-    PretrainingConfig,
-    load_encoder_weights,
-    pretrain_encoders,
-    sample_views,
-    save_encoder_weights,
-)
+from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders, sample_views
 
 TINY = {"features": (4, 8), "patch_size": 8, "jitter": 1, "steps": 3, "batch_size": 3, "embedding_dim": 8}
 

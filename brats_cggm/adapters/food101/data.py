@@ -301,6 +301,8 @@ def _modality_source(
     if features is not None:
         size = _check_feature_file(Path(features), records, on_invalid, info)
         return size, H5Features(Path(features)), None
+    if model_dir is None:
+        raise ValueError(f"give exactly one of {modality}_model (a local model folder) or {modality}_features")
     import transformers
 
     model_dir = local_model_dir(model_dir, f"{modality}_model")

@@ -284,7 +284,7 @@ def load_iemocap_mmin(
         datasets[split] = ListDataset(items, loader=_MminLoader(readers, audio_norm, mean, std))
     if mean is not None and mean.shape[1] != dims.get("audio", mean.shape[1]):
         raise AdapterDataError(f"{root / 'A'}: mean/std have size {mean.shape[1]}, the audio features {dims['audio']}")
-    names = tuple(str(i) for i in range(NUM_CLASSES))
+    class_names = tuple(str(i) for i in range(NUM_CLASSES))
     return MultimodalSplits(
-        datasets["train"], datasets["val"], datasets["test"], modalities, dims, NUM_CLASSES, names, info=info
+        datasets["train"], datasets["val"], datasets["test"], modalities, dims, NUM_CLASSES, class_names, info=info
     )

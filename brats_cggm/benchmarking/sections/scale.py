@@ -275,7 +275,10 @@ def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Ca
 
     from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
 
-    bundle = ConfigParser.load_config_file(str(config.bundle_config))
+    if config.bundle_config is None:
+        raise ValueError("the scale section's bundle run needs the bundle's train.yaml (bundle_config)")
+    bundle_config = config.bundle_config
+    bundle = ConfigParser.load_config_file(str(bundle_config))
     points = []
     for n in config.scale_cases:
         subset = subset_dataset(data_dir, work_dir / f"runs/data_{n}", n)
@@ -284,7 +287,7 @@ def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Ca
         train, val = split
         log(f"  bundle run on {n} cases ({len(train)} training, {len(val)} validation): cache build, 1 epoch")
         result = bundle_run_memory(
-            config.bundle_config,
+            bundle_config,
             subset,
             work_dir / f"runs/cache_{n}",
             work_dir / f"runs/out_{n}",
@@ -335,7 +338,7 @@ def _build_time(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Ca
     spec = discover_dataset(data_dir)
     items = spec.items[: config.scale_build_cases]
     options = {"label_convention": spec.label_convention, "channel_order": spec.channel_order, "pixdim": [1.0] * 3}
-    out = {"cases": len(items)}
+    out: dict[str, float] = {"cases": len(items)}
     for label, workers in (("one_worker", 1), ("all_workers", config.scale_workers or os.cpu_count() or 1)):
         log(f"  building {len(items)} cache entries with {workers} process(es)")
         start = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ __all__ = [
     "matching_conventions",
     "regions_to_labels",
 ]
+
+#: numpy or torch, kept through a function (``NdarrayOrTensor`` is their union).
+_ArrayT = TypeVar("_ArrayT", np.ndarray, torch.Tensor)
 
 #: Channel order of the region masks (and of the network output).
 REGIONS: tuple[str, ...] = ("tc", "wt", "et")
@@ -144,7 +148,7 @@ def _drop_channel(labels: NdarrayOrTensor) -> NdarrayOrTensor:
     return labels
 
 
-def _isin(array: NdarrayOrTensor, values: Sequence[int]) -> NdarrayOrTensor:
+def _isin(array: _ArrayT, values: Sequence[int]) -> _ArrayT:
     # Equality, not np.isin / torch.isin: labels often arrive as float after loading or resampling.
     mask = array == values[0]
     for value in values[1:]:
@@ -169,11 +173,11 @@ def labels_to_regions(labels: NdarrayOrTensor, convention: str | LabelConvention
     conv = get_label_convention(convention)
     data = labels.as_tensor() if isinstance(labels, MetaTensor) else labels
     data = _drop_channel(data)
-    masks = [_isin(data, conv.region_labels[region]) for region in REGIONS]
     if isinstance(data, torch.Tensor):
+        masks = [_isin(data, conv.region_labels[region]) for region in REGIONS]
         out: NdarrayOrTensor = torch.stack(masks, dim=0).to(torch.float32)
         return convert_to_dst_type(out, dst=labels, dtype=torch.float32)[0]
-    return np.stack(masks, axis=0).astype(np.float32)
+    return np.stack([_isin(data, conv.region_labels[region]) for region in REGIONS], axis=0).astype(np.float32)
 
 
 def regions_to_labels(regions: NdarrayOrTensor, convention: str | LabelConvention) -> NdarrayOrTensor:
@@ -197,6 +201,7 @@ def regions_to_labels(regions: NdarrayOrTensor, convention: str | LabelConventio
     data = regions.as_tensor() if isinstance(regions, MetaTensor) else regions
     if data.ndim < 2 or data.shape[0] != len(REGIONS):
         raise ValueError(f"regions must have {len(REGIONS)} channels {REGIONS} first, got shape {tuple(data.shape)}")
+    inside: NdarrayOrTensor
     if isinstance(data, torch.Tensor):
         inside = data.to(torch.float32) > 0.5
         out: NdarrayOrTensor = torch.zeros(data.shape[1:], dtype=torch.uint8, device=data.device)
@@ -260,8 +265,11 @@ def check_labels(array: NdarrayOrTensor, convention: str | LabelConvention, sour
     """
     conv = get_label_convention(convention)
     # A few comparisons instead of sorting every voxel: the values themselves are needed only for the message.
-    valid = _isin(array.detach() if isinstance(array, torch.Tensor) else np.asarray(array), conv.values)
-    if bool(valid.all()):
+    if isinstance(array, torch.Tensor):
+        all_valid = bool(_isin(array.detach(), conv.values).all())
+    else:
+        all_valid = bool(_isin(np.asarray(array), conv.values).all())
+    if all_valid:
         return
     found = label_values(array)
     unexpected = [v for v in found if v not in conv.values]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
 __all__ = [
     "AFFINE_TOLERANCE",
@@ -28,6 +29,7 @@ __all__ = [
     "check_volume_values",
     "is_nifti_name",
     "load_checked_volume",
+    "load_nifti",
     "read_checked_header",
     "strip_nifti_extension",
 ]
@@ -64,6 +66,24 @@ def strip_nifti_extension(name: str) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
+
+
+def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
+    """``nib.load`` for a file that must be NIfTI (1 or 2); its voxels are not read yet.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The image.
+
+    Raises:
+        InputFileError: nibabel read the file as another format.
+    """
+    image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise InputFileError(path, f"is not a NIfTI file (nibabel read it as {type(image).__name__})")
+    return image
 
 
 def read_checked_header(path: str | os.PathLike, ndim: int = 3, min_channels: int = 1) -> nib.Nifti1Image:
@@ -148,7 +168,7 @@ def check_affine(path: str | os.PathLike, affine: np.ndarray) -> None:
         raise InputFileError(path, f"affine (voxel-to-world matrix) is singular: {np.round(linear, 4).tolist()}")
 
 
-def check_volume_values(path: str | os.PathLike, volume: np.ndarray, channel: str = "") -> None:
+def check_volume_values(path: str | os.PathLike, volume: np.ndarray | torch.Tensor, channel: str = "") -> None:
     """Reject a volume with NaN or infinite values, or with no non-zero voxel.
 
     Args:
@@ -160,7 +180,7 @@ def check_volume_values(path: str | os.PathLike, volume: np.ndarray, channel: st
         InputFileError: naming the file (and channel) and the problem.
     """
     where = f"{channel} " if channel else ""
-    if hasattr(volume, "detach"):  # torch: no copy into numpy
+    if isinstance(volume, torch.Tensor):  # no copy into numpy
         finite, nonzero = bool(volume.isfinite().all()), bool(volume.any())
     else:
         array = np.asanyarray(volume)

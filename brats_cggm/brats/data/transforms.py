@@ -6,7 +6,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.config import KeysCollection
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import ImageReader
 from monai.transforms import (
     Compose,
@@ -100,7 +100,8 @@ class LoadCheckedImaged(MapTransform):
         reader: ImageReader | None = None,
     ) -> None:
         super().__init__(keys)
-        self.loader = LoadImaged(keys=keys, reader=reader, ensure_channel_first=True, image_only=True)
+        # MONAI's annotation omits the ImageReader instances LoadImaged documents and accepts
+        self.loader = LoadImaged(keys=keys, reader=reader, ensure_channel_first=True, image_only=True)  # type: ignore[arg-type]
         self.label_convention = label_convention
         self.channel_order = None if channel_order is None else [int(c) for c in channel_order]
         self.image_key, self.label_key = image_key, label_key
@@ -192,7 +193,7 @@ class CropCentreIndicesd(MapTransform):
         self.label_key, self.image_key, self.image_threshold = label_key, image_key, image_threshold
         self.max_indices, self.fg_key, self.bg_key = max_indices, fg_key, bg_key
 
-    def _thin(self, indices: torch.Tensor) -> torch.Tensor:
+    def _thin(self, indices: NdarrayOrTensor) -> torch.Tensor:
         indices = torch.as_tensor(indices)
         if len(indices) <= self.max_indices:
             return indices

@@ -21,7 +21,7 @@ from monai.transforms import MapTransform
 from monai.utils import ensure_tuple
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
-from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, strip_nifti_extension
+from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, load_nifti, strip_nifti_extension
 from brats_cggm.core.files import atomic_path
 
 __all__ = [
@@ -139,13 +139,13 @@ def save_like_reference(
         ValueError: if the shape does not match the reference.
     """
     path = Path(path)
-    ref = nib.load(str(reference))
+    ref = load_nifti(reference)
     if tuple(array.shape[:3]) != tuple(ref.shape[:3]):
         raise ValueError(f"{path}: output shape {array.shape[:3]} differs from {ref.shape[:3]} of {reference}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
     header = ref.header.copy()
-    klass = type(ref) if isinstance(ref, (nib.Nifti1Image, nib.Nifti2Image)) else nib.Nifti1Image
+    klass = type(ref)
     # affine=None keeps the header's qform and sform (and codes) as they are instead of rewriting both.
     image = klass(array, None, header=header)
     image.set_data_dtype(array.dtype)
@@ -176,7 +176,7 @@ def check_inverted(labels: torch.Tensor, reference: str) -> np.ndarray:
     Raises:
         RuntimeError: if shape or affine differ (a bug in the inversion, never the user's input).
     """
-    ref = nib.load(reference)
+    ref = load_nifti(reference)
     array = np.asarray(labels.detach().cpu())
     # A mismatch here would be a bug in the inversion, never the user's: fail loudly rather than misplace labels.
     if isinstance(labels, MetaTensor) and not np.allclose(np.asarray(labels.affine), ref.affine, atol=1e-3):
@@ -269,7 +269,7 @@ class LoadedNiftiReader(NibabelReader):
         kwargs: forwarded to ``NibabelReader``.
     """
 
-    def __init__(self, images: Mapping[str | os.PathLike, nib.Nifti1Image], **kwargs) -> None:
+    def __init__(self, images: Mapping[str, nib.Nifti1Image], **kwargs) -> None:
         super().__init__(**kwargs)
         # keyed as LoadImage passes paths on to its reader
         self.images = {str(Path(p).expanduser()): image for p, image in images.items()}
@@ -373,7 +373,7 @@ def find_cases(
             CaseInput(strip_nifti_extension(f.name), str(f), _msd_order(modalities, msd_channels, str(f)))
             for f in files
         ]
-        check_unique_case_ids(((c.case_id, c.image) for c in cases), path)
+        check_unique_case_ids(((c.case_id, f) for c, f in zip(cases, files)), path)
         return cases, []
     cases, problems = [], []
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):

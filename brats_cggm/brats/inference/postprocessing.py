@@ -391,7 +391,7 @@ def choose_postprocessing(
     if enhancing_sizes:
         trials.append(("min_enhancing_size", None, enhancing_sizes))
     for rule, region, grid in trials:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for threshold in grid:
             sizes = dict(choice.min_component_size)
             enhancing = choice.min_enhancing_size

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
+from brats_cggm.brats.data.nifti_checks import load_nifti
 from brats_cggm.brats.inference.postprocessing import POSTPROCESS_REGIONS, choose_postprocessing, mean_region_dice
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY, PostprocessingRules
 from brats_cggm.brats.metrics.evaluation import challenge_row
@@ -156,7 +156,7 @@ def _segment_validation_cases(
         case = CaseInput(str(item["case_id"]), image, spec.channel_order if isinstance(image, str) else None)
         images = segmenter.check(case)
         pred = segmenter(case, spec.label_convention, images=images)["labels"]
-        ref_image = nib.load(item["label"])
+        ref_image = load_nifti(item["label"])
         ref = np.asarray(ref_image.dataobj).astype(np.int16)
         spacing = tuple(float(z) for z in ref_image.header.get_zooms()[:3])
         cases.append((case.case_id, pred, ref, spacing))

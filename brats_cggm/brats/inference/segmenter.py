@@ -30,6 +30,7 @@ from brats_cggm.brats.data.nifti_checks import (
     check_same_grid,
     check_volume_values,
     load_checked_volume,
+    load_nifti,
 )
 from brats_cggm.brats.data.transforms import inference_transforms
 from brats_cggm.brats.inference.case_io import (
@@ -135,12 +136,14 @@ class FlipTTA(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Averaged prediction of ``x`` (logits)."""
-        total = None
+        total: torch.Tensor | None = None
         for dims in self.flips:
             logits = self.network(torch.flip(x, dims) if dims else x)
             prob = torch.sigmoid(logits.float())
             prob = torch.flip(prob, dims) if dims else prob
             total = prob if total is None else total + prob
+        if total is None:  # never: the flips include the identity
+            raise RuntimeError("no flips to average")
         # float32: in float16, 1 - eps rounds to 1 and the logit to inf.
         return torch.logit((total / len(self.flips)).clamp(1e-6, 1 - 1e-6))
 
@@ -330,7 +333,7 @@ class BratsSegmenter:
         data = postprocessing_transforms(preprocessing, label_convention, key)(data)
         labels = check_inverted(data["pred"], case.reference)[0].astype(np.uint8)
         if self.postprocess is not None:
-            spacing = tuple(float(z) for z in nib.load(case.reference).header.get_zooms()[:3])
+            spacing = tuple(float(z) for z in load_nifti(case.reference).header.get_zooms()[:3])
             labels = self.postprocess.apply(labels, label_convention, spacing)
         out: dict[str, Any] = {"labels": labels}
         if probabilities:

@@ -177,10 +177,10 @@ SEQUENCE_PROTOCOLS: dict[str, SequenceProtocol] = {
 
 def signal_intensity(
     protocol: SequenceProtocol,
-    proton_density: float | np.ndarray,
-    t1_ms: float | np.ndarray,
-    t2_ms: float | np.ndarray,
-) -> float | np.ndarray:
+    proton_density: float | np.floating | np.ndarray,
+    t1_ms: float | np.floating | np.ndarray,
+    t2_ms: float | np.floating | np.ndarray,
+) -> float | np.floating | np.ndarray:
     """The steady-state signal of a tissue for a sequence (textbook signal equations, e.g. Haacke et al. 1999).
 
     - ``gre``: ``PD sin(a) (1 - E1) / (1 - cos(a) E1) exp(-TE/T2)``, ``E1 = exp(-TR/T1)`` (spoiled gradient echo,
@@ -670,7 +670,7 @@ def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1
         for tissue, fraction in compartments:
             rel = relaxation[tissue]
             # Log-normal texture: more free water lengthens T1 and T2 together, and never makes them negative.
-            t1 = np.float32(rel.t1_ms) * np.exp(np.float32(_TEXTURE[tissue]) * water)
+            t1: np.ndarray = np.float32(rel.t1_ms) * np.exp(np.float32(_TEXTURE[tissue]) * water)
             t2 = np.float32(rel.t2_ms) * np.exp(np.float32(1.5 * _TEXTURE[tissue]) * water)
             if protocol.contrast and tissue == "enhancing":
                 gadolinium = np.float32(GADOLINIUM_CONCENTRATION_MM) * np.clip(1 + np.float32(0.35) * uptake, 0.2, None)

@@ -144,9 +144,9 @@ def _angular_perturbation(rng: np.random.Generator, unit: Sequence[np.ndarray], 
     """A random smooth function of direction with values in ``[-amplitude, amplitude]``."""
     k = 5
     dirs = _random_directions(rng, k)
-    freqs = rng.uniform(1.5, 4.0, k)
-    phases = rng.uniform(0.0, 2 * np.pi, k)
-    weights = rng.uniform(0.5, 1.0, k)
+    freqs: np.ndarray = rng.uniform(1.5, 4.0, k)
+    phases: np.ndarray = rng.uniform(0.0, 2 * np.pi, k)
+    weights: np.ndarray = rng.uniform(0.5, 1.0, k)
     weights *= amplitude / weights.sum()
     # float32 scalars throughout: a float64 numpy scalar would upcast the whole volume (NEP 50).
     dirs, freqs, phases, weights = (a.astype(np.float32) for a in (dirs * freqs[:, None], freqs, phases, weights))

@@ -10,7 +10,7 @@ of :func:`~brats_cggm.brats.data.transforms.train_transforms`: a flip of each sp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -66,9 +66,12 @@ def augmenting_prepare_batch(
     """
 
     def prepare_batch(
-        batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any
+        batchdata: dict[str, torch.Tensor], device: Any = None, non_blocking: bool = False, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        prepared = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        if not isinstance(prepared, tuple) or prepared[1] is None:
+            raise ValueError("device augmentation needs batches of images and labels")
+        image, label = prepared[0], prepared[1]
         return augment_batch(image, label, flip_prob, scale, shift)
 
     return prepare_batch

@@ -79,6 +79,7 @@ from brats_cggm.brats.data.cache.store import (
     write_entry,
 )
 from brats_cggm.brats.data.labels import REGIONS
+from brats_cggm.brats.data.nifti_checks import load_nifti
 from brats_cggm.brats.data.transforms import train_transforms, val_transforms
 from brats_cggm.core.locks import LockHeldError
 
@@ -337,9 +338,7 @@ def _refresh_inputs(entry_dir: Path, meta: dict[str, Any], fingerprint: list) ->
 def _estimated_entry_bytes(item: Mapping[str, Any]) -> int:
     """An entry's size before it is built, from the input headers: float16 channels and a uint8 label per
     voxel (before resampling and cropping; the indices are small next to them)."""
-    import nibabel as nib
-
-    shapes = [nib.load(p).shape for p in input_paths({"image": item["image"]})]
+    shapes = [load_nifti(p).shape for p in input_paths({"image": item["image"]})]
     channels = sum(shape[3] if len(shape) > 3 else 1 for shape in shapes)
     return int(np.prod(shapes[0][:3])) * (2 * channels + 1)
 
@@ -446,8 +445,8 @@ def fill_cache(
         jobs.append((dict(item), str(entry_dir), kind, key, verify))
     chain_args = (kind, list(patch_size), data_options)
     _run_jobs(jobs, chain_args, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
-    for item, entry_dir, *_ in jobs:  # in this process, so that the loader's workers inherit the memo
-        verify_entry(entry_dir, item.get("case_id"), kind, labelled="label" in item)
+    for item, job_dir, *_ in jobs:  # in this process, so that the loader's workers inherit the memo
+        verify_entry(job_dir, item.get("case_id"), kind, labelled="label" in item)
     if sharded:  # the shards take as long as their missing entries: a longer wait than a training step's
         barrier("after building the disk cache", data_barrier_timeout_s())
     return entries
@@ -554,11 +553,14 @@ class RandCropCachedPatchd(Randomizable, MapTransform):
     def like(cls, crop: RandCropByPosNegLabeld) -> RandCropCachedPatchd:
         """The equivalent of a ``RandCropByPosNegLabeld`` (its patch, ratio and number of samples)."""
         cropper = crop.cropper
+        if isinstance(cropper.spatial_size, int):
+            raise ValueError("the crop's spatial_size must be given per axis to be cached")
         instance = cls(cropper.spatial_size, pos=cropper.pos_ratio, neg=1.0 - cropper.pos_ratio)
         instance.num_samples = int(cropper.num_samples)
         return instance
 
-    def randomize(self, shape: Sequence[int], fg: np.ndarray, bg: np.ndarray) -> list[tuple[slice, ...]]:
+    def draw_boxes(self, shape: Sequence[int], fg: np.ndarray, bg: np.ndarray) -> list[tuple[slice, ...]]:
+        """The patches of one draw: ``num_samples`` boxes around foreground or background centres (``self.R``)."""
         centres = generate_pos_neg_label_crop_centers(
             self.spatial_size, self.num_samples, self.pos_ratio, shape, fg, bg, self.R
         )
@@ -575,7 +577,7 @@ class RandCropCachedPatchd(Randomizable, MapTransform):
         fg, bg = d.pop("fg_indices"), d.pop("bg_indices")
         shape = tuple(image.shape[1:])
         samples = []
-        for box in self.randomize(shape, fg, bg):
+        for box in self.draw_boxes(shape, fg, bg):
             sample = dict(d)
             sample["image"] = torch.from_numpy(np.asarray(image[(slice(None), *box)], dtype=np.float32))
             sample["label"] = torch.from_numpy(unpack_regions(label[box], n_regions))

@@ -35,7 +35,7 @@ _CHUNK = 8 << 20
 
 def input_paths(item: Mapping[str, Any]) -> list[str]:
     """The absolute paths of a data list item's ``image`` and ``label`` files, in order."""
-    paths: list[str] = []
+    paths: list[str | os.PathLike] = []
     for key in ("image", "label"):
         value = item.get(key)
         if value is None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from brats_cggm.brats.data.labels import REGIONS
+from brats_cggm.brats.data.nifti_checks import load_nifti
 
 __all__ = ["available_memory_bytes", "check_memory_cache_fits", "estimate_memory_cache_bytes"]
 
@@ -30,11 +31,9 @@ def available_memory_bytes() -> int:
 
 
 def _case_bytes(item: Mapping[str, Any], pixdim: Sequence[float] | None, n_channels: int | None) -> int:
-    import nibabel as nib
-
     image = item["image"]
     first = image if isinstance(image, (str, os.PathLike)) else image[0]
-    header = nib.load(str(first)).header
+    header = load_nifti(first).header
     shape = header.get_data_shape()
     voxels = float(np.prod(shape[:3]))
     if pixdim is not None:
