@@ -239,7 +239,7 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
     Raises:
         ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
     """
-    from brats_cggm.brats.data.discovery import resolve_dataset_dir
+    from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
 
     overrides, defaults = settings.overrides(), _bundle_defaults()
     phantom_dir = Path(overrides.get("phantom_dir", defaults["phantom_dir"]))
@@ -255,7 +255,8 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
 
 def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> list[str]:
     """The cases a run with ``seed`` validated on (the bundle's split)."""
-    from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.splits import split_datalist
 
     spec = discover_dataset(dataset_dir, DEFAULT_MODALITIES, validate="none")
     return [str(item["case_id"]) for item in split_datalist(spec.items, val_fraction=val_fraction, seed=seed)[1]]

@@ -330,9 +330,9 @@ def load_run(
     Args:
         run_dir: the run's ``output_dir``.
         dataset_dir: the data set it trained on; None: the one it recorded
-            (:func:`~brats_cggm.brats.data.discovery.record_split`).
+            (:func:`~brats_cggm.brats.data.splits.record_split`).
         seed: its seed (the split); None: the recorded one. Runs that record their split need none
-            (:func:`~brats_cggm.brats.data.discovery.split_of_run`).
+            (:func:`~brats_cggm.brats.data.splits.split_of_run`).
         val_fraction: its validation share; same rules.
         device: where to put the network.
         weights: which of its networks (:data:`WEIGHTS`).
@@ -347,7 +347,8 @@ def load_run(
     """
     from monai.inferers import SlidingWindowInferer
 
-    from brats_cggm.brats.data.discovery import discover_dataset, recorded_split, split_of_run
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.splits import recorded_split, split_of_run
     from brats_cggm.brats.inference.model_loading import load_model
 
     run_dir = Path(run_dir)
@@ -609,7 +610,7 @@ def diagnose_run(
         ValueError: a unimodal run is not trained on exactly its modality, or a modality is not the run's.
     """
     from brats_cggm.brats.analysis.valuation import summarize, valuate_cases
-    from brats_cggm.brats.data.discovery import recorded_split
+    from brats_cggm.brats.data.splits import recorded_split
     from brats_cggm.brats.data.transforms import val_transforms
 
     device = torch.device(device)

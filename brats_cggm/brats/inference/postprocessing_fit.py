@@ -1,8 +1,8 @@
 """Choosing a run's post-processing thresholds on its validation cases (the API of ``brats-cggm-fit-postprocessing``).
 
 :func:`fit_postprocessing` segments the validation cases of a training run (the split the run recorded, or
-:func:`~brats_cggm.brats.data.discovery.split_datalist` of the data set with the run's ``seed`` and ``val_fraction``, as
-``train.yaml`` splits it: :func:`~brats_cggm.brats.data.discovery.split_of_run`), then
+:func:`~brats_cggm.brats.data.splits.split_datalist` of the data set with the run's ``seed`` and ``val_fraction``, as
+``train.yaml`` splits it: :func:`~brats_cggm.brats.data.splits.split_of_run`), then
 :func:`~brats_cggm.brats.inference.postprocessing.choose_postprocessing` tries, on top of the rules kept so far
 and in this order, the least component size of WT, TC and ET and the least total enhancing-tumour size, each at
 every size of a grid fixed in advance, :data:`SIZE_GRID_MM3` (mm³), and keeps a rule only if its best size
@@ -141,7 +141,8 @@ def _segment_validation_cases(
     device: str,
     checkpoint: Any,
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]], str]:
-    from brats_cggm.brats.data.discovery import discover_dataset, split_of_run
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.splits import split_of_run
     from brats_cggm.brats.inference.case_io import CaseInput
     from brats_cggm.brats.inference.model_loading import load_model
     from brats_cggm.brats.inference.segmenter import BratsSegmenter
@@ -178,7 +179,7 @@ def fit_postprocessing(
     Args:
         run_dir: the run's ``output_dir`` (its ``configs/inference.json`` and ``models/model.pt``).
         dataset_dir: the data set the run trained on; None: the one it recorded
-            (:func:`~brats_cggm.brats.data.discovery.record_split`).
+            (:func:`~brats_cggm.brats.data.splits.record_split`).
         seed: the run's ``seed`` (it chose the validation cases); None: the recorded one.
         val_fraction: the run's ``val_fraction``; None: the recorded one.
         metric: one of :data:`FIT_METRICS`.
@@ -193,7 +194,7 @@ def fit_postprocessing(
         ValueError: if the metric is unknown or the run or data set cannot be read.
         FileNotFoundError: if a file or folder is missing.
     """
-    from brats_cggm.brats.data.discovery import recorded_split
+    from brats_cggm.brats.data.splits import recorded_split
 
     if metric not in FIT_METRICS:
         raise ValueError(f"metric must be one of {FIT_METRICS}, got {metric!r}")

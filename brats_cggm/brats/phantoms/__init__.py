@@ -2,5 +2,6 @@
 
 __all__ = [
     "anatomical",
+    "dataset_dir",
     "geometric",
 ]
