@@ -21,7 +21,7 @@
 - **Missing-modality robustness.** The Dice of each of the 15 non-empty modality subsets, the others' inputs
   zeroed (:func:`brats_cggm.brats.analysis.valuation.valuate_cases`, which also gives the Shapley values),
   their mean and the worst subset.
-- **Shapley shares** of each modality in the mean Dice (:mod:`brats_cggm.balancing.valuation`).
+- **Shapley shares** of each modality in the mean Dice (:mod:`brats_cggm.core.shapley`).
 - **Lesion-wise Dice** of each region (:func:`lesionwise_dice`), the official BraTS evaluator's score, which counts
   every missed or spurious lesion as 0 where the global Dice hardly sees a small one.
 
@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from brats_cggm.balancing.valuation import subset_key
 from brats_cggm.core.figures import import_pyplot, save_png
+from brats_cggm.core.shapley import subset_key
 
 __all__ = [
     "DIAGNOSTICS_FILES",
@@ -515,7 +515,7 @@ def robustness_from_valuation(results: Sequence[dict], modalities: Sequence[str]
     Raises:
         ValueError: no case.
     """
-    from brats_cggm.balancing.valuation import all_subsets
+    from brats_cggm.core.shapley import all_subsets
 
     if not results:
         raise ValueError("no case was valuated")

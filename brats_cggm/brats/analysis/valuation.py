@@ -5,7 +5,7 @@
 The value of a subset S of the modalities is the Dice (TC, WT, ET) of the prediction made with the
 other modalities' **inputs zeroed** (after intensity normalisation, i.e. at the mean intensity). With
 four modalities that is 16 subsets per case; the Shapley values come from
-:func:`brats_cggm.balancing.valuation.shapley_from_values`. Because each encoder sees one modality,
+:func:`brats_cggm.core.shapley.shapley_from_values`. Because each encoder sees one modality,
 a zeroed input gives that encoder's features of a zero volume: the real and zero features are computed
 once per sliding window and only fusion and decoder run per subset (exactly the same prediction as
 zeroing the input and running the whole network, at a fraction of the cost).
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_from_values, subset_key
+from brats_cggm.core.shapley import all_subsets, mask_modalities, shapley_from_values, subset_key
 
 __all__ = [
     "REPORT_FILES",

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import brats_cggm.brats.analysis.diagnostics as diagnostics
-from brats_cggm.balancing.valuation import all_subsets, subset_key
 from brats_cggm.brats.analysis.diagnostics import (
     EncoderProbe,
     ProbeSettings,
@@ -27,6 +26,7 @@ from brats_cggm.brats.analysis.diagnostics import (
 )
 from brats_cggm.brats.model import SegmentationAuxHead
 from brats_cggm.brats.task import BratsSegmentationTask, modality_dice
+from brats_cggm.core.shapley import all_subsets, subset_key
 from tests.helpers.bundle_runs import train_tiny_run
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
