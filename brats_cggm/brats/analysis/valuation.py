@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brats_cggm.core.files import refuse_existing
 from brats_cggm.core.shapley import all_subsets, mask_modalities, shapley_from_values, subset_key
 
 __all__ = [
@@ -194,9 +195,7 @@ def check_output(output: str | Path, overwrite: bool = False) -> Path:
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output-dir {output} is a file, not a folder")
-    for name in REPORT_FILES:
-        if (output / name).exists() and not overwrite:
-            raise FileExistsError(f"{output / name} exists; pass --overwrite to replace the reports")
+    refuse_existing((output / name for name in REPORT_FILES), overwrite, "to replace the reports")
     return output
 
 

@@ -33,8 +33,9 @@ import numpy as np
 
 from brats_cggm.brats.inference.postprocessing import POSTPROCESS_REGIONS, choose_postprocessing, mean_region_dice
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY, PostprocessingRules
-from brats_cggm.brats.metrics.evaluation import challenge_row
+from brats_cggm.brats.metrics.case_scores import challenge_row
 from brats_cggm.brats.metrics.lesion import case_challenge_metrics, penalised_lesionwise_scores
+from brats_cggm.core.files import refuse_existing
 
 __all__ = [
     "FIT_METRICS",
@@ -110,7 +111,7 @@ class PostprocessingFit:
         metric: the maximised metric.
         case_ids: the validation cases.
         trials: every tried rule and size: ``rule``, ``threshold``, ``score_before``, ``score_after``, ``kept``.
-        before: mean per column of :func:`~brats_cggm.brats.metrics.evaluation.challenge_row` without post-processing.
+        before: mean per column of :func:`~brats_cggm.brats.metrics.case_scores.challenge_row` without post-processing.
         after: the same with the kept rules.
         source: the data set, seed and validation share the cases come from.
     """
@@ -289,11 +290,9 @@ def check_fit_targets(run_dir: str | os.PathLike, overwrite: bool = False) -> tu
         raise ValueError(f"{config_path}: not JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: not a JSON object")
-    if not overwrite:
-        if RULES_KEY in config:
-            raise FileExistsError(f"{config_path}: has a {RULES_KEY} entry already; pass --overwrite to replace it")
-        if table_path.exists():
-            raise FileExistsError(f"{table_path}: exists; pass --overwrite to replace it")
+    if not overwrite and RULES_KEY in config:
+        raise FileExistsError(f"{config_path}: has a {RULES_KEY} entry already; pass --overwrite to replace it")
+    refuse_existing([table_path], overwrite)
     return config_path, table_path
 
 
