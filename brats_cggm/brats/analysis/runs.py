@@ -21,6 +21,7 @@ __all__ = [
     "WEIGHTS",
     "LoadedRun",
     "as_tensor",
+    "dice_row",
     "load_run",
     "mean_dice",
     "run_weights",
@@ -47,7 +48,16 @@ def as_tensor(value: Any) -> torch.Tensor:
     return value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
 
 
-def _dice_row(logits: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
+def dice_row(logits: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
+    """The Dice of TC, WT and ET (sigmoid of ``logits`` thresholded at 0.5) and their mean.
+
+    Args:
+        logits: ``(B, 3, ...)`` region logits.
+        regions: the reference region masks, same shape.
+
+    Returns:
+        The four values (TC, WT, ET, mean), float64.
+    """
     from brats_cggm.brats.task import modality_dice
 
     dice = modality_dice(logits.float(), regions.float()).cpu().numpy().astype(np.float64)
@@ -75,7 +85,7 @@ def mean_dice(predictor: nn.Module, cases: Sequence[dict], transform: Any, infer
             as_tensor(data["image"]).unsqueeze(0).to(device),
             as_tensor(data["label"]).unsqueeze(0).to(device),
         )
-        rows.append(_dice_row(inferer(image, predictor), label))
+        rows.append(dice_row(inferer(image, predictor), label))
     return np.mean(rows, axis=0)
 
 

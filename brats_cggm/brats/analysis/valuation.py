@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brats_cggm.brats.analysis.runs import dice_row
 from brats_cggm.core.files import refuse_existing
 from brats_cggm.core.shapley import all_subsets, mask_modalities, shapley_from_values, subset_key
 
@@ -92,13 +93,6 @@ class SubsetPredictor(nn.Module):
         return out
 
 
-def _dice(logits: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
-    from brats_cggm.brats.task import modality_dice
-
-    dice = modality_dice(logits.float(), regions.float()).cpu().numpy().astype(np.float64)
-    return np.append(dice, dice.mean())
-
-
 @torch.no_grad()
 def valuate_cases(
     network: nn.Module,
@@ -135,7 +129,7 @@ def valuate_cases(
         table = {}
         values = {}
         for key, subset in zip(predictor.keys, index_subsets):
-            dice = _dice(preds[key], label)
+            dice = dice_row(preds[key], label)
             values[key] = dice
             table[frozenset(modalities[i] for i in subset)] = dice
         shapley = shapley_from_values(table, modalities)

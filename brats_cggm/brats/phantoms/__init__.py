@@ -4,4 +4,5 @@ __all__ = [
     "anatomical",
     "dataset_dir",
     "geometric",
+    "mr_signal",
 ]
