@@ -6,14 +6,13 @@ and a rename), so an interrupted write leaves the previous report or none, never
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from brats_cggm.core import tables
 from brats_cggm.core.files import atomic_write_text, refuse_existing, to_jsonable
 from brats_cggm.core.stats import format_mean_std, mean_std
 
@@ -78,7 +77,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
         entry lacks shows as ``—``; one measured on a single run shows its value without ``± std``.
     """
     header = ["method", *[c.removeprefix("val/") for c in columns], "step time vs joint"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for entry in summary:
         cells = [entry["method"]]
         for column in columns:
@@ -89,21 +88,17 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
             cells.append(format_mean_std({"mean": mean, "std": std}))  # one run: no "± std"
         ratio = entry.get("time_ratio")
         cells.append("—" if ratio is None else f"{ratio:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return tables.markdown_table(header, rows) + "\n"
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     """One line per run: method, seed, step time and every validation metric (sorted by name)."""
     keys = sorted({k for row in rows for k in row["validation"]})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["method", "seed", "seconds_per_iteration", *keys])
-    for row in rows:
-        writer.writerow(
-            [row["method"], row["seed"], row["seconds_per_iteration"], *(row["validation"].get(k) for k in keys)]
-        )
-    return buffer.getvalue()
+    lines = [
+        [r["method"], r["seed"], r["seconds_per_iteration"], *(r["validation"].get(k) for k in keys)] for r in rows
+    ]
+    return tables.csv_text(["method", "seed", "seconds_per_iteration", *keys], lines, line_end="\r\n")
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from brats_cggm.brats.analysis.diagnostics import summarize_diagnoses
 from brats_cggm.brats.analysis.runs import REGIONS
 from brats_cggm.core.figures import import_pyplot, save_png
 from brats_cggm.core.stats import format_mean_std
+from brats_cggm.core.tables import markdown_table
 
 __all__ = [
     "DIAGNOSTICS_FILES",
@@ -38,7 +39,16 @@ def _networks(reports: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[str, Any]], plots: bool = True) -> str:
     """``diagnostics.md``: the encoder gap, the Shapley shares and the subset Dice tables, with the plots if
-    ``plots``."""
+    ``plots``.
+
+    Args:
+        summary: :func:`~brats_cggm.brats.analysis.diagnostics.summarize_diagnoses`'s summary.
+        reports: the runs' reports (:func:`~brats_cggm.brats.analysis.diagnostics.diagnose_run`).
+        plots: link the plots.
+
+    Returns:
+        The markdown text.
+    """
     runs = len(summary["runs"])
     text = [
         f"# Imbalance diagnostics\n\n{runs} run(s); mean ± std over runs (sample std; a value without ± is a "
@@ -49,9 +59,8 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
         text += [
             "## Lesion-wise Dice\n",
             "The official BraTS evaluator's lesion-wise Dice on the validation cases (an unmatched lesion counts 0).\n",
-            "| " + " | ".join(REGIONS) + " |",
-            "|" + "---:|" * len(REGIONS),
-            "| " + " | ".join(format_mean_std(summary["lesionwise_dice"][region]) for region in REGIONS) + " |\n",
+            markdown_table(REGIONS, [[format_mean_std(summary["lesionwise_dice"][r]) for r in REGIONS]], "right")
+            + "\n",
         ]
     if "encoder_gap" in summary:
         settings = reports[0]["probe_settings"]
@@ -63,28 +72,32 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
             f"by less than {settings['plateau_tolerance']:.0%}; `plateaued` in diagnostics.json). "
             "gap = unimodal probe − multimodal probe; gap vs network = the unimodal network's own Dice − "
             "multimodal probe.\n",
-            "| modality | multimodal probe | unimodal probe | unimodal network | gap | gap vs network |",
-            "|---|---:|---:|---:|---:|---:|",
         ]
+        rows = []
         for m, row in summary["encoder_gap"].items():
             cells = [format_mean_std(row[q]) for q in ("multimodal_probe", "unimodal_probe", "unimodal_network")]
-            cells += [format_mean_std(row["gap"], True), format_mean_std(row["gap_vs_network"], True)]
-            text.append(f"| {m} | " + " | ".join(cells) + " |")
+            rows.append([m, *cells, format_mean_std(row["gap"], True), format_mean_std(row["gap_vs_network"], True)])
+        header = ["modality", "multimodal probe", "unimodal probe", "unimodal network", "gap", "gap vs network"]
+        text.append(markdown_table(header, rows, ["left"] + ["right"] * 5))
         text.append("\n![encoder gap](encoder_gap.png)\n" if plots else "")
     if "shapley" in summary:
         text += [
             "## Shapley shares\n",
             "Each modality's Shapley contribution to the mean Dice (inputs of absent modalities zeroed).\n",
-            "| modality | φ mean Dice |",
-            "|---|---:|",
-            *[f"| {m} | {format_mean_std(s, True)} |" for m, s in summary["shapley"].items()],
+            markdown_table(
+                ["modality", "φ mean Dice"],
+                [[m, format_mean_std(s, True)] for m, s in summary["shapley"].items()],
+                ["left", "right"],
+            ),
             "\n![Shapley](shapley.png)\n" if plots else "",
             "## Missing-modality robustness\n",
             f"Mean Dice over the 15 non-empty subsets: {format_mean_std(summary['mean_over_subsets'])}; worst subset: "
             f"{format_mean_std(summary['worst_subset_dice'])} ({', '.join(summary['worst_subsets'])}).\n",
-            "| subset | mean Dice |",
-            "|---|---:|",
-            *[f"| {s} | {format_mean_std(v)} |" for s, v in summary["subset_dice"].items()],
+            markdown_table(
+                ["subset", "mean Dice"],
+                [[s, format_mean_std(v)] for s, v in summary["subset_dice"].items()],
+                ["left", "right"],
+            ),
             "\n![subset Dice](subset_dice.png)\n" if plots else "",
         ]
     return "\n".join(text)

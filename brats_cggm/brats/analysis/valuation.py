@@ -25,8 +25,6 @@ subset Dice averaged over cases) and ``shapley.md`` (a markdown table).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -38,6 +36,7 @@ import torch
 from torch import nn
 
 from brats_cggm.brats.analysis.runs import dice_row
+from brats_cggm.core import tables
 from brats_cggm.core.files import refuse_existing
 from brats_cggm.core.shapley import all_subsets, mask_modalities, shapley_from_values, subset_key
 
@@ -157,26 +156,15 @@ def summarize(results: Sequence[dict], modalities: Sequence[str]) -> dict[str, A
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """Mean ± std Shapley contribution per modality and region, plus the all/none Dice rows."""
-    lines = [
-        "| modality | " + " | ".join(f"φ {c}" for c in COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
-    ]
+    rows = []
     for m in summary["modalities"]:
         mean, std = summary["shapley"][m], summary["shapley_std"][m]
-        lines.append(f"| {m} | " + " | ".join(f"{mean[c]:+.3f} ± {std[c]:.3f}" for c in COLUMNS) + " |")
+        rows.append([m, *(f"{mean[c]:+.3f} ± {std[c]:.3f}" for c in COLUMNS)])
     full = subset_key(summary["modalities"])
     for label, key in (("Dice, all modalities", full), ("Dice, none", "none")):
-        row = summary["subset_dice"][key]
-        lines.append(f"| {label} | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+        rows.append([label, *(f"{summary['subset_dice'][key][c]:.3f}" for c in COLUMNS)])
+    header = ["modality", *(f"φ {c}" for c in COLUMNS)]
+    return tables.markdown_table(header, rows, ["left"] + ["right"] * len(COLUMNS)) + "\n"
 
 
 def check_output(output: str | Path, overwrite: bool = False) -> Path:
@@ -219,8 +207,8 @@ def write_reports(
     per_case = [[r["case_id"], m, *[f"{v:.6f}" for v in r["shapley"][m]]] for r in results for m in modalities]
     subsets = [[r["case_id"], s, *[f"{x:.6f}" for x in v]] for r in results for s, v in r["values"].items()]
     texts = {
-        "shapley_per_case.csv": _csv_text(["case_id", "modality", *COLUMNS], per_case),
-        "subset_dice_per_case.csv": _csv_text(["case_id", "subset", *COLUMNS], subsets),
+        "shapley_per_case.csv": tables.csv_text(["case_id", "modality", *COLUMNS], per_case),
+        "subset_dice_per_case.csv": tables.csv_text(["case_id", "subset", *COLUMNS], subsets),
         "shapley.json": json.dumps(summary, indent=2) + "\n",
         "shapley.md": f"Shapley contribution of each modality to Dice (mean ± std over {summary['num_cases']} cases; "
         "value of a subset = Dice with the other modalities' inputs zeroed).\n\n" + markdown_table(summary),

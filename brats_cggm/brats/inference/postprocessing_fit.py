@@ -36,6 +36,7 @@ from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY, Postproce
 from brats_cggm.brats.metrics.case_scores import challenge_row
 from brats_cggm.brats.metrics.lesion import case_challenge_metrics, penalised_lesionwise_scores
 from brats_cggm.core.files import refuse_existing
+from brats_cggm.core.tables import markdown_table
 
 __all__ = [
     "FIT_METRICS",
@@ -250,19 +251,24 @@ def fit_markdown(fit: PostprocessingFit) -> str:
         "Means over the cases, before -> after (lesion-wise: unmatched lesions count as Dice 0, HD95 373 mm; "
         "a region without reference lesion is left out):",
         "",
-        "| metric | " + " | ".join(r.upper() for r in _SCORED_REGIONS) + " |",
-        "|---|" + "---|" * len(_SCORED_REGIONS),
     ]
-    for title, stem in _TABLE_STEMS:
-        cells = [f"{fit.before[f'{stem}_{r}']:.4f} -> {fit.after[f'{stem}_{r}']:.4f}" for r in _SCORED_REGIONS]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    rows = [
+        [title, *(f"{fit.before[f'{stem}_{r}']:.4f} -> {fit.after[f'{stem}_{r}']:.4f}" for r in _SCORED_REGIONS)]
+        for title, stem in _TABLE_STEMS
+    ]
+    lines.append(markdown_table(["metric", *(r.upper() for r in _SCORED_REGIONS)], rows))
     lines += ["", "Tried (each on top of the rules kept before it; sizes in mm³):", ""]
-    lines += ["| rule | size | score before | score after | kept |", "|---|---|---|---|---|"]
-    for t in fit.trials:
-        lines.append(
-            f"| {t['rule']} | {t['threshold']:g} | {t['score_before']:.4f} | {t['score_after']:.4f} | "
-            f"{'yes' if t['kept'] else ''} |"
-        )
+    tried = [
+        [
+            t["rule"],
+            f"{t['threshold']:g}",
+            f"{t['score_before']:.4f}",
+            f"{t['score_after']:.4f}",
+            "yes" if t["kept"] else "",
+        ]
+        for t in fit.trials
+    ]
+    lines.append(markdown_table(["rule", "size", "score before", "score after", "kept"], tried))
     return "\n".join(lines) + "\n"
 
 

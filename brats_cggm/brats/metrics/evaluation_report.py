@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -12,6 +10,8 @@ from typing import Any
 
 from brats_cggm.brats.metrics.case_scores import ChallengeOptions
 from brats_cggm.brats.metrics.evaluation import EvaluationResult, evaluate_cases, summarize
+from brats_cggm.core.stats import format_mean_std
+from brats_cggm.core.tables import csv_text, markdown_table
 
 __all__ = [
     "evaluate_items",
@@ -33,9 +33,7 @@ _MARKDOWN_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def _mean_std(stats: Mapping[str, Any]) -> str:
-    if stats["n"] == 0:
-        return "n/a"
-    return f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+    return "n/a" if stats["n"] == 0 else format_mean_std(stats, digits=4)
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
@@ -58,13 +56,16 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         f"Dice, HD95 (mm, {summary['hd95']}), NSD: global per region; lesion Dice and HD95 count unmatched lesions as "
         f"0 and {summary['hd95_max_mm']:g} mm; F1 (RQ) and PQ: lesion detection.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
     ]
-    for region in summary["regions"]:
-        cells = [_mean_std(summary["metrics"][f"{stem}_{region}"]) for _, stem in _MARKDOWN_COLUMNS]
-        lines.append(f"| {region.upper()} | " + " | ".join(cells) + f" | {summary['empty_reference'][region]} |")
-    return "\n".join(lines) + "\n"
+    rows = [
+        [
+            region.upper(),
+            *(_mean_std(summary["metrics"][f"{stem}_{region}"]) for _, stem in _MARKDOWN_COLUMNS),
+            summary["empty_reference"][region],
+        ]
+        for region in summary["regions"]
+    ]
+    return "\n".join([*lines, markdown_table(header, rows)]) + "\n"
 
 
 def _cell(value: Any) -> Any:
@@ -74,13 +75,8 @@ def _cell(value: Any) -> Any:
 
 
 def _csv_text(result: EvaluationResult) -> str:
-    buffer = io.StringIO()
     fields = ["case_id", "status", *result.columns, "error"]
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", restval="")
-    writer.writeheader()
-    for row in result.rows:
-        writer.writerow({k: _cell(row.get(k)) for k in fields})
-    return buffer.getvalue()
+    return csv_text(fields, ([_cell(row.get(k)) for k in fields] for row in result.rows))
 
 
 def write_results(
