@@ -1,4 +1,4 @@
-"""Imbalance diagnostics: the probe on toy features with a known answer, robustness, a real tiny run, reports."""
+"""Imbalance diagnostics: robustness and the summary over runs by hand, a real tiny run, its report."""
 
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+"""Training/validation splits: reproducible, recorded by a run and read back."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,3 +1,5 @@
+"""The bundle's data set folder: phantoms generated into the default one only."""
+
 from __future__ import annotations
 
 from pathlib import Path
