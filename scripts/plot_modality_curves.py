@@ -13,13 +13,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from brats_cggm.core.events import read_scalars
+
 try:
     from brats_cggm.core.files import atomic_path
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from brats_cggm.core.files import atomic_path
 
-__all__ = ["PANELS", "main", "read_scalars", "smooth"]
+__all__ = ["PANELS", "main", "smooth"]
 
 #: (tag prefix, panel title, x axis, smoothed): one row of panels per prefix, one line per ``<prefix>/<name>`` tag.
 #: Training series are logged per iteration and smoothed; validation ones per epoch, a few points, drawn as they are.
@@ -29,26 +31,6 @@ PANELS = [
     ("grad_norm", "encoder gradient norm", "iteration", True),
     ("val/dice", "validation Dice (whole volumes)", "epoch", False),
 ]
-
-
-def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar series of the event files in ``run_dir``.
-
-    Args:
-        run_dir: a training ``output_dir`` (holding ``events.out.tfevents.*``).
-
-    Returns:
-        tag → [(step, value)], over every event file of the run.
-    """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    series: dict[str, list[tuple[int, float]]] = {}
-    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            series.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
-    return series
 
 
 def smooth(values: list[float], weight: float = 0.9) -> list[float]:

@@ -2,7 +2,7 @@
 
 Importing this package registers every strategy, so ``create_balancer(name, ...)`` knows them all:
 ``joint``, ``cggm``, ``ogm_ge``, ``opm``, ``inforeg``, ``relearning``, ``mmpareto``, ``dropout``.
-Modality valuation (Shapley values) is in :mod:`brats_cggm.balancing.valuation`.
+Modality valuation (Shapley values) is in :mod:`brats_cggm.core.shapley`.
 """
 
 from brats_cggm.balancing import cggm, dropout, inforeg, joint, mmpareto, ogm, opm, relearning  # noqa: F401

@@ -171,9 +171,8 @@ def write_report(path: str | os.PathLike, report: dict[str, Any], overwrite: boo
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    from brats_cggm.core.files import write_json
+    from brats_cggm.core.files import refuse_existing, write_json
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
+    refuse_existing([path], overwrite)
     return write_json(path, report)

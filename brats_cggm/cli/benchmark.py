@@ -23,6 +23,7 @@ from brats_cggm.benchmarking.config import BenchmarkConfig, benchmark_config
 from brats_cggm.benchmarking.report import format_report, write_report
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
 from brats_cggm.cli.common import CommandParser
+from brats_cggm.core.files import refuse_existing
 
 __all__ = ["BUNDLE_TRAIN_CONFIG", "build_parser", "default_bundle_config", "main"]
 
@@ -91,8 +92,10 @@ def default_bundle_config() -> Path:
 
 def _output_path(args: argparse.Namespace) -> Path:
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out}: exists; pass --overwrite to replace it")
+    try:
+        refuse_existing([out], args.overwrite)
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
     if out.suffix != ".json":
         raise UsageError(f"--out {out}: expected a .json file name")
     return out

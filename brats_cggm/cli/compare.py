@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from brats_cggm.cli.common import CommandParser
+from brats_cggm.core.files import existing_file_error
 from brats_cggm.experiments.brats_comparison import (
     OPTIMIZER_OVERLAYS,
     ComparisonSettings,
@@ -46,8 +47,8 @@ from brats_cggm.experiments.brats_comparison import (
     dice_key,
     plan_runs,
     run_and_valuate,
-    summary_markdown,
 )
+from brats_cggm.experiments.comparison_summary import summary_markdown
 from brats_cggm.experiments.reports import existing_reports, write_reports
 
 __all__ = ["build_parser", "main", "parse_args"]
@@ -147,10 +148,8 @@ def _refuse_existing(settings: ComparisonSettings, overwrite: bool) -> bool:
     names = list(dict.fromkeys(run.name for run in plan_runs(settings)))
     existing = existing_reports(settings.out_dir, names)
     if existing and not overwrite:
-        print(
-            f"{PROG}: error: {existing[0]} exists; pass --overwrite or another --output-dir (--resume continues it)",
-            file=sys.stderr,
-        )
+        error = existing_file_error(existing[0], "or another --output-dir (--resume continues it)")
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return True
     return False
 

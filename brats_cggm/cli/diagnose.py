@@ -129,13 +129,12 @@ def check_output(args: argparse.Namespace) -> None:
         FileExistsError: a report file exists and no ``--overwrite``.
         NotADirectoryError: ``--output-dir`` is a file.
     """
-    from brats_cggm.brats.analysis.diagnostics import DIAGNOSTICS_FILES
+    from brats_cggm.brats.analysis.diagnostics_report import DIAGNOSTICS_FILES
+    from brats_cggm.core.files import refuse_existing
 
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise NotADirectoryError(f"--output-dir {args.output_dir} is a file, not a folder")
-    for name in DIAGNOSTICS_FILES:
-        if (args.output_dir / name).exists() and not args.overwrite:
-            raise FileExistsError(f"{args.output_dir / name} exists; pass --overwrite to replace the report")
+    refuse_existing((args.output_dir / name for name in DIAGNOSTICS_FILES), args.overwrite, "to replace the report")
 
 
 def check_weights(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> None:
@@ -145,7 +144,7 @@ def check_weights(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]])
         FileNotFoundError: ``--weights best`` and a run has no ``models/model.pt`` (named, with the advice to use
             ``--weights last``).
     """
-    from brats_cggm.brats.analysis.diagnostics import run_weights
+    from brats_cggm.brats.analysis.runs import run_weights
 
     for run_dir in [*args.run_dirs, *(folder for runs in unimodal for folder in runs.values())]:
         if Path(run_dir).is_dir():  # a missing folder is reported by name when the run is loaded
@@ -154,7 +153,8 @@ def check_weights(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]])
 
 def diagnose(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> list[dict[str, Any]]:
     """Diagnose every run; returns their reports."""
-    from brats_cggm.brats.analysis.diagnostics import ProbeSettings, diagnose_run
+    from brats_cggm.brats.analysis.diagnostics import diagnose_run
+    from brats_cggm.brats.analysis.probes import ProbeSettings
     from brats_cggm.core.devices import resolve_device
 
     device = resolve_device(args.device)
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from brats_cggm.brats.analysis.diagnostics import write_diagnostics_report
+    from brats_cggm.brats.analysis.diagnostics_report import write_diagnostics_report
 
     try:
         check_output(args)

@@ -19,14 +19,12 @@ from typing import Any
 from brats_cggm.brats.data.labels import LABEL_CONVENTIONS
 from brats_cggm.brats.data.nifti_checks import AFFINE_TOLERANCE, InputFileError
 from brats_cggm.brats.inference.case_io import check_output_dir
-from brats_cggm.brats.metrics.evaluation import (
-    AUTO,
-    ChallengeOptions,
-    EvaluationResult,
-    evaluate_folders,
-    write_results,
-)
+from brats_cggm.brats.metrics.case_scores import ChallengeOptions
+from brats_cggm.brats.metrics.evaluation import AUTO, EvaluationResult
+from brats_cggm.brats.metrics.evaluation_report import write_results
+from brats_cggm.brats.metrics.pairing import evaluate_folders
 from brats_cggm.cli.common import CommandParser, non_negative_float, print_error
+from brats_cggm.core.files import refuse_existing
 
 __all__ = ["build_parser", "main"]
 
@@ -88,9 +86,7 @@ def result_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     paths = tuple(out_dir / name for name in RESULT_FILES)
     # an unwritable output folder would otherwise be found after evaluating every case
     check_output_dir(out_dir, "--output-dir" if args.output_dir else "PRED_DIR")
-    for path in paths:
-        if path.exists() and not args.overwrite:
-            raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
+    refuse_existing(paths, args.overwrite)
     return paths  # type: ignore[return-value]
 
 

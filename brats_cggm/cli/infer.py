@@ -44,6 +44,7 @@ from brats_cggm.cli.common import (
     print_warning,
 )
 from brats_cggm.core.devices import resolve_device
+from brats_cggm.core.files import refuse_existing
 
 __all__ = ["CaseResult", "build_parser", "main", "segment_case"]
 
@@ -299,9 +300,9 @@ def _check_existing(target: Path, prob_target: Path | None, args: argparse.Names
     if args.overwrite:
         return True
     if not args.skip_existing:
-        for t in (target, prob_target):
-            if t is not None and t.exists():
-                raise FileExistsError(f"{t}: exists; pass --overwrite to replace it, or --skip-existing to keep it")
+        refuse_existing(
+            (t for t in (target, prob_target) if t is not None), False, "to replace it, or --skip-existing to keep it"
+        )
         return True
     if not target.exists():
         return True

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from brats_cggm.cli.common import CommandParser, finite_float, non_negative_float, positive_int, print_error
+from brats_cggm.core.files import refuse_existing
 
 __all__ = ["build_parser", "main", "read_exclusions"]
 
@@ -91,11 +92,9 @@ def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
     """Refuse existing outputs without ``--overwrite``, before any work.
 
     Raises:
-        FileExistsError: naming the existing files.
+        FileExistsError: naming the first existing file.
     """
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace.")
+    refuse_existing(paths, overwrite)
 
 
 def discover_pool(args: argparse.Namespace) -> tuple[Any, list[dict], list[str]]:

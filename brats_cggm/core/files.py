@@ -5,7 +5,8 @@ plots) goes through :func:`atomic_write` or, for writers that take a file name, 
 get one permission policy: that of a plain ``open(path, "w")``, i.e. ``0o666`` less the process's umask
 (``tempfile.mkstemp`` would make them ``0o600``). A write killed half-way leaves a temporary file named
 ``.<target name>.<random>.tmp``; :func:`remove_stale_temporaries` deletes those of a target when a run starts.
-JSON files are written by :func:`write_json`, after :func:`to_jsonable`.
+JSON files are written by :func:`write_json`, after :func:`to_jsonable`. A report is never written over an
+earlier one unless asked: :func:`refuse_existing` checks that, before any work, for every command and writer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,9 +24,12 @@ import torch
 
 __all__ = [
     "FILE_MODE",
+    "REPLACE_ADVICE",
     "atomic_path",
     "atomic_write",
     "atomic_write_text",
+    "existing_file_error",
+    "refuse_existing",
     "remove_stale_temporaries",
     "temporary_files",
     "to_jsonable",
@@ -213,3 +217,46 @@ def write_json(path: str | os.PathLike, value: Any, allow_nan: bool = True) -> P
         ValueError: a NaN or infinity when ``allow_nan`` is False.
     """
     return atomic_write_text(path, json.dumps(to_jsonable(value), indent=2, allow_nan=allow_nan) + "\n")
+
+
+#: What :func:`refuse_existing`'s message advises by default.
+REPLACE_ADVICE = "to replace it"
+
+
+def existing_file_error(
+    path: str | os.PathLike, advice: str = REPLACE_ADVICE, flag: str = "--overwrite"
+) -> FileExistsError:
+    """The error for an existing file that may not be replaced: it names the file and the flag that would.
+
+    Args:
+        path: the existing file (or folder).
+        advice: what follows the flag in the message (``"to replace it"``, ``"or another --output-dir"``).
+        flag: the option that allows replacing it.
+
+    Returns:
+        ``FileExistsError("<path>: exists; pass <flag> <advice>")``.
+    """
+    return FileExistsError(f"{path}: exists; pass {flag} {advice}")
+
+
+def refuse_existing(
+    paths: Iterable[str | os.PathLike], overwrite: bool, advice: str = REPLACE_ADVICE, flag: str = "--overwrite"
+) -> None:
+    """Refuse to write over existing files unless ``overwrite``: the one check of every command and report writer.
+
+    Call it before any work, so that a refused command has changed nothing.
+
+    Args:
+        paths: the files (or folders) about to be written.
+        overwrite: whether they may be replaced (the command's ``--overwrite``).
+        advice: what follows the flag in the message (see :func:`existing_file_error`).
+        flag: the option named in the message.
+
+    Raises:
+        FileExistsError: naming the first of ``paths`` that exists, when ``overwrite`` is False.
+    """
+    if overwrite:
+        return
+    for path in paths:
+        if Path(path).exists():
+            raise existing_file_error(path, advice, flag)

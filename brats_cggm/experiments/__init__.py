@@ -8,17 +8,14 @@
   ``runs.csv`` and ``rows.json`` (written atomically, never over existing reports unless asked).
 - :mod:`~brats_cggm.experiments.brats_comparison`: the comparison on the BraTS bundle (its runs per
   method, seed, optimiser and unimodal reference, its metric columns, the Shapley valuation, robustness and
-  encoder gaps of each run, the summary's text).
+  encoder gaps of each run).
+- :mod:`~brats_cggm.experiments.comparison_summary`: the comparison's ``summary.md`` text.
 
 The command line is :mod:`brats_cggm.cli.compare` (``brats-cggm-compare``).
 """
 
-from brats_cggm.experiments.brats_comparison import (
-    ComparisonSettings,
-    plan_runs,
-    run_and_valuate,
-    summary_markdown,
-)
+from brats_cggm.experiments.brats_comparison import ComparisonSettings, plan_runs, run_and_valuate
+from brats_cggm.experiments.comparison_summary import summary_markdown
 from brats_cggm.experiments.reports import markdown_table, summarize, write_csv, write_reports
 from brats_cggm.experiments.runs import PlannedRun, run_comparison, short_run_overrides, train_planned_runs, train_run
 

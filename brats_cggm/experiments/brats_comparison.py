@@ -25,7 +25,7 @@ import ast
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
 from brats_cggm.brats.data.labels import REGIONS
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import write_json
-from brats_cggm.experiments.reports import markdown_table, summarize
 from brats_cggm.experiments.runs import PlannedRun, short_run_overrides, train_planned_runs
 
 __all__ = [
@@ -43,13 +42,13 @@ __all__ = [
     "GAP_COLUMNS",
     "LESIONWISE_COLUMNS",
     "MODALITY_DICE_COLUMNS",
-    "OPTIMIZER_DESCRIPTIONS",
     "OPTIMIZER_OVERLAYS",
     "OVERLAY_DIR",
     "ROBUSTNESS_COLUMNS",
     "ROW_FILE",
     "SHAPLEY_COLUMNS",
     "SMOKE_OVERRIDES",
+    "ComparisonProgress",
     "ComparisonSettings",
     "default_methods",
     "dice_key",
@@ -61,10 +60,10 @@ __all__ = [
     "plan_runs",
     "prepare_phantoms",
     "run_and_valuate",
+    "run_name",
     "shapley_key",
     "shapley_of_run",
     "subset_dice_key",
-    "summary_markdown",
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -239,7 +238,7 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
     Raises:
         ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
     """
-    from brats_cggm.brats.data.discovery import resolve_dataset_dir
+    from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
 
     overrides, defaults = settings.overrides(), _bundle_defaults()
     phantom_dir = Path(overrides.get("phantom_dir", defaults["phantom_dir"]))
@@ -255,7 +254,8 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
 
 def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> list[str]:
     """The cases a run with ``seed`` validated on (the bundle's split)."""
-    from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.splits import split_datalist
 
     spec = discover_dataset(dataset_dir, DEFAULT_MODALITIES, validate="none")
     return [str(item["case_id"]) for item in split_datalist(spec.items, val_fraction=val_fraction, seed=seed)[1]]
@@ -281,7 +281,7 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         :func:`shapley_key` → mean contribution, one per modality, the :data:`ROBUSTNESS_COLUMNS` and
         :func:`subset_dice_key` → mean Dice, one per non-empty subset.
     """
-    from brats_cggm.brats.analysis.diagnostics import run_weights
+    from brats_cggm.brats.analysis.runs import run_weights
     from brats_cggm.brats.analysis.valuation import valuate_bundle
 
     summary = valuate_bundle(
@@ -301,7 +301,16 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
     return values
 
 
-def _run_name(base: str, optimizer: str) -> str:
+def run_name(base: str, optimizer: str) -> str:
+    """The name of a run of ``base`` (a method, ``unimodal-<m>``) with ``optimizer``.
+
+    Args:
+        base: the run's name with the default optimiser.
+        optimizer: its optimiser.
+
+    Returns:
+        ``base``, or ``base-<optimizer>`` for another optimiser than :data:`DEFAULT_OPTIMIZER`.
+    """
     return base if optimizer == DEFAULT_OPTIMIZER else f"{base}-{optimizer}"
 
 
@@ -326,7 +335,7 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
                 for seed in settings.seeds:
                     planned.append(
                         PlannedRun(
-                            _run_name(f"unimodal-{modality}", optimizer),
+                            run_name(f"unimodal-{modality}", optimizer),
                             seed,
                             (BUNDLE_CONFIG, joint, *optimizer_files),
                             {**shared, "modalities": [modality]},
@@ -337,7 +346,7 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
             for seed in settings.seeds:
                 planned.append(
                     PlannedRun(
-                        _run_name(method, optimizer),
+                        run_name(method, optimizer),
                         seed,
                         (BUNDLE_CONFIG, OVERLAY_DIR / f"{method}.yaml", *optimizer_files),
                         {**shared, **schedules.get(method, {})},
@@ -350,7 +359,7 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
 def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: float, device: str) -> dict[str, float]:
     """The BraTS lesion-wise Dice of the run's last-epoch network on its validation cases.
 
-    See :func:`brats_cggm.brats.analysis.diagnostics.lesionwise_dice`.
+    See :func:`brats_cggm.brats.analysis.lesionwise.lesionwise_dice`.
 
     Args:
         run_dir: the run's ``output_dir``.
@@ -362,7 +371,8 @@ def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: 
     Returns:
         :func:`lesionwise_key` → mean over the cases, per region and for their mean.
     """
-    from brats_cggm.brats.analysis.diagnostics import lesionwise_dice, load_run
+    from brats_cggm.brats.analysis.lesionwise import lesionwise_dice
+    from brats_cggm.brats.analysis.runs import load_run
 
     run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights="last")
     return {lesionwise_key(region.lower()): value for region, value in lesionwise_dice(run, device).items()}
@@ -391,7 +401,8 @@ def gap_of_run(
     Returns:
         :func:`gap_key` → gap, one per modality of ``unimodal_dirs``.
     """
-    from brats_cggm.brats.analysis.diagnostics import diagnose_run, write_diagnostics_report
+    from brats_cggm.brats.analysis.diagnostics import diagnose_run
+    from brats_cggm.brats.analysis.diagnostics_report import write_diagnostics_report
 
     report = diagnose_run(
         run_dir,
@@ -412,6 +423,133 @@ def gap_of_run(
 def _read_row(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / ROW_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class ComparisonProgress:
+    """What :func:`run_and_valuate` has done so far: the plan and the rows of the runs finished.
+
+    Attributes:
+        settings: the comparison.
+        planned: its runs, in plan order (:func:`plan_runs`).
+        device: where the measurements run.
+        schedules: each balancer's schedule overrides (:meth:`ComparisonSettings.scaled_schedules`).
+        on_row: called with the rows done so far (in plan order) whenever one is added or completed.
+        rows: plan position → the row of a finished run.
+    """
+
+    settings: ComparisonSettings
+    planned: list[PlannedRun]
+    device: str
+    schedules: dict[str, dict[str, Any]]
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def position(self, name: str, seed: int) -> int | None:
+        """The plan position of the run ``name`` with ``seed``, or None if it is not planned.
+
+        Args:
+            name: the run's name.
+            seed: its seed.
+
+        Returns:
+            Its index in :attr:`planned`.
+        """
+        for i, run in enumerate(self.planned):
+            if run.name == name and run.seed == seed:
+                return i
+        return None
+
+    def done_rows(self) -> list[dict[str, Any]]:
+        """The rows of the finished runs, in plan order.
+
+        Returns:
+            The rows.
+        """
+        return [self.rows[i] for i in sorted(self.rows)]
+
+
+def _publish(progress: ComparisonProgress) -> None:
+    """Hand the rows done so far to ``progress.on_row``, if any.
+
+    Args:
+        progress: the comparison's progress.
+    """
+    if progress.on_row is not None:
+        progress.on_row(progress.done_rows())
+
+
+def _unimodal_dirs(progress: ComparisonProgress, run: PlannedRun) -> dict[str, Path] | None:
+    """The folders of a multimodal run's unimodal references (same optimiser and seed), once all are done.
+
+    Args:
+        progress: the comparison's progress.
+        run: a multimodal run.
+
+    Returns:
+        Modality → run folder, or None while one of them is not finished.
+    """
+    names = {m: run_name(f"unimodal-{m}", run.info["optimizer"]) for m in DEFAULT_MODALITIES}
+    if not all(progress.position(name, run.seed) in progress.rows for name in names.values()):
+        return None
+    return {m: PlannedRun(name, run.seed, ()).run_dir(progress.settings.out_dir) for m, name in names.items()}
+
+
+def _measure(progress: ComparisonProgress, position: int) -> bool:
+    """Add a finished run's missing measurements to its row and save the row if any was added.
+
+    Args:
+        progress: the comparison's progress.
+        position: the run's plan position (its row is in ``progress.rows``).
+
+    Returns:
+        Whether anything was added.
+    """
+    settings, run = progress.settings, progress.planned[position]
+    row, run_dir = progress.rows[position], run.run_dir(settings.out_dir)
+    validation, before = row["validation"], len(row["validation"])
+    args = (settings.dataset_dir, run.seed, settings.val_fraction, progress.device)
+    if LESIONWISE_COLUMNS[0] not in validation:
+        validation.update(lesionwise_of_run(run_dir, *args))
+    multimodal = run.info.get("modalities") is None
+    if multimodal and settings.shapley and not any(key.startswith(subset_dice_key("")) for key in validation):
+        validation.update(shapley_of_run(run_dir, *args))
+    references = _unimodal_dirs(progress, run) if multimodal and settings.unimodal else None
+    if references and not any(key in validation for key in GAP_COLUMNS):
+        validation.update(gap_of_run(run_dir, references, *args))
+    if len(validation) == before:
+        return False
+    write_json(run_dir / ROW_FILE, row)
+    return True
+
+
+def _measure_all(progress: ComparisonProgress) -> None:
+    """:func:`_measure` every finished run, publishing after each that gained a measurement.
+
+    Args:
+        progress: the comparison's progress.
+    """
+    for position in sorted(progress.rows):
+        if _measure(progress, position):
+            _publish(progress)
+
+
+def _finish(progress: ComparisonProgress, run: PlannedRun, row: dict[str, Any]) -> None:
+    """Take in a run that has just trained: record its row, measure it, save the row and publish.
+
+    Args:
+        progress: the comparison's progress.
+        run: the run.
+        row: its row (:func:`~brats_cggm.experiments.runs.train_planned_runs`).
+    """
+    position = progress.position(run.name, run.seed)
+    if position is None:
+        raise ValueError(f"run {run.name} seed {run.seed} is not in the comparison's plan")
+    row["schedule_overrides"] = progress.schedules.get(run.info.get("balancer", run.name), {})
+    progress.rows[position] = row
+    if not _measure(progress, position):
+        write_json(run.run_dir(progress.settings.out_dir) / ROW_FILE, row)
+    _publish(progress)
 
 
 def run_and_valuate(
@@ -437,136 +575,24 @@ def run_and_valuate(
     """
     if jobs > 1:
         prepare_phantoms(settings)
-    schedules = settings.scaled_schedules()
-    planned = plan_runs(settings)
-    device = settings.device or str(resolve_device("auto"))
-    done: dict[int, dict[str, Any]] = {}
-    index = {id(run): i for i, run in enumerate(planned)}
-    unimodal_index = {(run.name, run.seed): i for i, run in enumerate(planned) if run.info.get("modalities")}
-
-    def publish() -> None:
-        if on_row is not None:
-            on_row([done[i] for i in sorted(done)])
-
-    def unimodal_dirs(run: PlannedRun) -> dict[str, Path] | None:
-        """The run's unimodal references, once all of them are done."""
-        names = {m: _run_name(f"unimodal-{m}", run.info["optimizer"]) for m in DEFAULT_MODALITIES}
-        if not all(unimodal_index.get((name, run.seed)) in done for name in names.values()):
-            return None
-        return {m: PlannedRun(name, run.seed, ()).run_dir(settings.out_dir) for m, name in names.items()}
-
-    def measure(run: PlannedRun) -> bool:
-        """Add the run's missing measurements to its row; whether anything was added."""
-        row, run_dir = done[index[id(run)]], run.run_dir(settings.out_dir)
-        validation, before = row["validation"], len(row["validation"])
-        args = (settings.dataset_dir, run.seed, settings.val_fraction, device)
-        if LESIONWISE_COLUMNS[0] not in validation:
-            validation.update(lesionwise_of_run(run_dir, *args))
-        multimodal = run.info.get("modalities") is None
-        if multimodal and settings.shapley and not any(key.startswith(subset_dice_key("")) for key in validation):
-            validation.update(shapley_of_run(run_dir, *args))
-        references = unimodal_dirs(run) if multimodal and settings.unimodal else None
-        if references and not any(key in validation for key in GAP_COLUMNS):
-            validation.update(gap_of_run(run_dir, references, *args))
-        if len(validation) == before:
-            return False
-        write_json(run_dir / ROW_FILE, row)
-        return True
-
-    def finish(run: PlannedRun, row: dict[str, Any]) -> None:
-        row["schedule_overrides"] = schedules.get(run.info.get("balancer", run.name), {})
-        done[index[id(run)]] = row
-        if not measure(run):
-            write_json(run.run_dir(settings.out_dir) / ROW_FILE, row)
-        publish()
-
+    progress = ComparisonProgress(
+        settings,
+        plan_runs(settings),
+        settings.device or str(resolve_device("auto")),
+        settings.scaled_schedules(),
+        on_row,
+    )
     to_train = []
-    for i, run in enumerate(planned):
+    for position, run in enumerate(progress.planned):
         row = _read_row(run.run_dir(settings.out_dir)) if settings.resume else None
         if row is None:
             to_train.append(run)
         else:
-            done[i] = row
-    for i in sorted(done):
-        if measure(planned[i]):
-            publish()
-    if done:
-        publish()
-    train_planned_runs(to_train, settings.out_dir, jobs, settings.resume, finish)
+            progress.rows[position] = row
+    _measure_all(progress)
+    if progress.rows:
+        _publish(progress)
+    train_planned_runs(to_train, settings.out_dir, jobs, settings.resume, partial(_finish, progress))
     # Runs finished before their unimodal references (several jobs) get their gaps now.
-    for i in sorted(done):
-        if measure(planned[i]):
-            publish()
-    return [done[i] for i in sorted(done)]
-
-
-#: How each optimiser is described in ``summary.md``.
-OPTIMIZER_DESCRIPTIONS = {
-    "adamw": "adamw = the bundle's AdamW (network: warm-up, then MONAI's cosine schedule to 0; heads: constant)",
-    "sgd": "sgd = the CGGM authors' SGD (momentum 0.9, weight decay 3e-4; network 4e-4 → 1e-2 warm-up, cosine "
-    "to 1e-3; heads 6e-3), configs/optimizers/sgd_paper.yaml",
-}
-
-
-def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSettings) -> str:
-    """``summary.md``: what ran, then Dice, auxiliary Dice, Shapley, robustness and encoder-gap tables (mean ± std
-    over seeds), and the unimodal runs' Dice.
-
-    Args:
-        rows: :func:`run_and_valuate`'s rows (all of them, or those finished so far).
-        settings: the comparison they come from.
-
-    Returns:
-        The markdown text.
-    """
-    multimodal = [r for r in rows if r.get("modalities") is None]
-    unimodal = [r for r in rows if r.get("modalities") is not None]
-    summary = [
-        entry
-        for optimizer in settings.optimizers
-        for entry in summarize(
-            [r for r in multimodal if r.get("optimizer", DEFAULT_OPTIMIZER) == optimizer],
-            baseline=_run_name(BASELINE, optimizer),
-        )
-    ]
-    smoke = " (--smoke: tiny pipeline check, numbers meaningless)" if settings.smoke else ""
-    text = [
-        f"{len(settings.seeds)} seed(s) {settings.seeds}, {settings.max_epochs} epochs each, data "
-        f"{settings.dataset_dir}{smoke}; mean ± std over seeds (a value without ± is a single run); "
-        "validation Dice on whole volumes of the last epoch's network (every diagnostic uses it too); "
-        "step time = mean training iteration time relative to joint with the same optimiser "
-        "(forward, backward, optimizer steps; epoch-end work such as Re-learning's diagnosis is not in it). "
-        "Optimiser: " + "; ".join(OPTIMIZER_DESCRIPTIONS[o] for o in settings.optimizers) + ".\n",
-    ]
-    planned = len(plan_runs(settings))
-    if len(rows) < planned:
-        text.append(f"Partial results: {len(rows)} of {planned} runs finished.\n")
-    text += [
-        markdown_table(summary, DICE_COLUMNS),
-        "\nLesion-wise Dice (the official BraTS evaluator's: lesions matched one to one, each unmatched one scores 0), "
-        "same validation cases and networks:\n",
-        markdown_table(summary, LESIONWISE_COLUMNS),
-        "\nAuxiliary heads (per-modality Dice on the validation volumes):\n",
-        markdown_table(summary, MODALITY_DICE_COLUMNS),
-    ]
-    if settings.shapley:
-        text += [
-            "\nShapley contribution of each modality to the mean Dice (validation cases, inputs of absent "
-            "modalities zeroed):\n",
-            markdown_table(summary, SHAPLEY_COLUMNS),
-            "\nMissing-modality robustness: mean Dice over the 15 non-empty modality subsets (inputs of the "
-            "others zeroed), and the worst subset's:\n",
-            markdown_table(summary, ROBUSTNESS_COLUMNS),
-        ]
-    if settings.unimodal:
-        text += [
-            "\nEncoder gap per modality: probe Dice of the unimodal run's encoder − probe Dice of this run's "
-            "encoder (the same probe fitted on each frozen encoder; brats_cggm.brats.analysis.diagnostics):\n",
-            markdown_table(summary, GAP_COLUMNS),
-            "\nUnimodal runs (the joint method on one modality):\n",
-            markdown_table(summarize(unimodal, baseline=BASELINE), DICE_COLUMNS),
-        ]
-    scaled = {m: v for m, v in settings.scaled_schedules().items() if v}
-    if scaled:
-        text.append(f"\nSchedules scaled to the budget: {json.dumps(scaled)}\n")
-    return "\n".join(text)
+    _measure_all(progress)
+    return progress.done_rows()

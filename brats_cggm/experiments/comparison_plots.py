@@ -63,7 +63,7 @@ def _modality_figure(plt: Any, groups: Mapping[str, list[dict[str, Any]]], modal
             for j, entry in enumerate(entries):
                 stats = [entry.get(key(m), (np.nan, 0.0)) for m in modalities]
                 x = np.arange(len(modalities)) + (j - (len(entries) - 1) / 2) * width
-                axis.bar(x, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=entry["label"])
+                axis.bar(x, [s[0] for s in stats], width, yerr=[s[1] or 0.0 for s in stats], label=entry["label"])
             axis.axhline(0.0, color="k", linewidth=0.5)
             axis.set_xticks(np.arange(len(modalities)), list(modalities))
             axis.set_title(f"{optimizer}: {title}", fontsize=9)

@@ -6,15 +6,15 @@ and a rename), so an interrupted write leaves the previous report or none, never
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from brats_cggm.core.files import atomic_write_text, to_jsonable
+from brats_cggm.core import tables
+from brats_cggm.core.files import atomic_write_text, refuse_existing, to_jsonable
+from brats_cggm.core.stats import format_mean_std, mean_std
 
 __all__ = [
     "REPORT_NAMES",
@@ -39,7 +39,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> lis
 
     Returns:
         One entry per method, in the order of first appearance: ``method``, ``seeds``, ``(mean, std)``
-        per metric (over the runs that have it; std 0 for one run), ``counts`` (metric → number of runs
+        per metric (over the runs that have it; std None for one run,
+        :func:`~brats_cggm.core.stats.mean_std`), ``counts`` (metric → number of runs
         that have it), ``seconds_per_iteration`` and ``time_ratio`` (None without a ``baseline`` run).
     """
     by_method: dict[str, list[Mapping[str, Any]]] = {}
@@ -54,7 +55,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> lis
         keys = dict.fromkeys(key for r in runs for key in r["validation"])  # a partial comparison's rows differ
         for key in keys:
             values = [r["validation"][key] for r in runs if key in r["validation"]]
-            entry[key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+            stats = mean_std(values)
+            entry[key] = (stats["mean"], stats["std"])
             entry["counts"][key] = len(values)
         step = statistics.mean(r["seconds_per_iteration"] for r in runs)
         entry["seconds_per_iteration"] = step
@@ -75,7 +77,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
         entry lacks shows as ``—``; one measured on a single run shows its value without ``± std``.
     """
     header = ["method", *[c.removeprefix("val/") for c in columns], "step time vs joint"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for entry in summary:
         cells = [entry["method"]]
         for column in columns:
@@ -83,25 +85,20 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], columns: Sequence[str])
                 cells.append("—")
                 continue
             mean, std = entry[column]
-            single = entry["counts"][column] < 2  # "± 0.000" would read as "no spread"
-            cells.append(f"{mean:.3f}" if single else f"{mean:.3f} ± {std:.3f}")
+            cells.append(format_mean_std({"mean": mean, "std": std}))  # one run: no "± std"
         ratio = entry.get("time_ratio")
         cells.append("—" if ratio is None else f"{ratio:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return tables.markdown_table(header, rows) + "\n"
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     """One line per run: method, seed, step time and every validation metric (sorted by name)."""
     keys = sorted({k for row in rows for k in row["validation"]})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["method", "seed", "seconds_per_iteration", *keys])
-    for row in rows:
-        writer.writerow(
-            [row["method"], row["seed"], row["seconds_per_iteration"], *(row["validation"].get(k) for k in keys)]
-        )
-    return buffer.getvalue()
+    lines = [
+        [r["method"], r["seed"], r["seconds_per_iteration"], *(r["validation"].get(k) for k in keys)] for r in rows
+    ]
+    return tables.csv_text(["method", "seed", "seconds_per_iteration", *keys], lines, line_end="\r\n")
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -133,8 +130,7 @@ def write_reports(
         FileExistsError: a report exists and ``overwrite`` is False (nothing is written).
     """
     existing = existing_reports(out_dir)
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True (--overwrite) or another folder")
+    refuse_existing(existing, overwrite, "or another folder")
     out_dir = Path(out_dir)
     return [
         atomic_write_text(out_dir / "summary.md", summary_markdown),

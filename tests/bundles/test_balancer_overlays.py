@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from brats_cggm.balancing import create_balancer
-from tests.helpers.event_files import scalar_tags
+from brats_cggm.core.events import read_scalars
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -96,7 +96,7 @@ def test_overlay_trains_logs_and_checkpoints(name: str, phantom_dataset: Path, t
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["balancer"] == name and metrics["epoch"] == epochs
     assert 0.0 <= metrics["validation"]["val/dice/mean"] <= 1.0
-    tags = scalar_tags(output_dir)
+    tags = set(read_scalars(output_dir))
     assert expected <= tags, expected - tags
     assert not {t for t in tags if t.startswith("cggm/")}, "the overlay did not replace the default balancer"
 

@@ -20,7 +20,8 @@ import torch
 from monai.bundle import ckpt_export, verify_net_in_out
 from monai.bundle import run as bundle_run
 
-from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
+from brats_cggm.brats.data.discovery import discover_dataset
+from brats_cggm.brats.data.splits import split_datalist
 from brats_cggm.brats.model import build_network
 from brats_cggm.cli.infer import main as infer_main
 

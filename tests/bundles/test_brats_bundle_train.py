@@ -12,9 +12,9 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.engines.utils import default_prepare_batch
 
+from brats_cggm.core.events import read_scalars
 from brats_cggm.engine.output_dir import ABORTED_DIR, LOCK_FILE, RunExistsError
 from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
-from tests.helpers.event_files import scalar_tags
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -61,7 +61,7 @@ def test_default_run_generates_phantoms_trains_and_reports(tmp_path: Path, balan
     assert (output_dir / "models" / "model.pt").is_file()
     assert (output_dir / "models" / "checkpoint.pt").is_file()
 
-    tags = scalar_tags(output_dir)
+    tags = set(read_scalars(output_dir))
     expected = {"train/loss", "val/dice/tc", "val/dice/wt", "val/dice/et", "val/dice/mean"}
     expected |= {f"train/modality_dice/{m}" for m in ("flair", "t1ce", "t1", "t2")}
     expected |= {f"val/modality_dice/{m}" for m in ("flair", "t1ce", "t1", "t2")}

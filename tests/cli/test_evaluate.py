@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brats_cggm.brats.metrics.evaluation import HD95_EMPTY_MM
+from brats_cggm.brats.metrics.case_scores import HD95_EMPTY_MM
 from brats_cggm.cli.evaluate import main
 from tests.helpers.segmentation_folders import SHAPE, by_hand, save_labels, write_folders
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
+from brats_cggm.brats.data.discovery import discover_dataset
+from brats_cggm.brats.data.splits import split_datalist
 from brats_cggm.brats.inference.postprocessing_fit import case_score
 from brats_cggm.brats.inference.postprocessing_rules import PostprocessingRules
 from brats_cggm.cli.fit_postprocessing import main

@@ -10,20 +10,15 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from brats_cggm.core.events import read_scalars
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 OVERLAY = REPO / "configs" / "optimizers" / "sgd_paper.yaml"
 
 
 def _logged_learning_rates(log_dir: Path) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    rates = {}
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        rates.update({event.step: event.value for event in accumulator.Scalars("train/lr")})
-    return rates
+    return dict(read_scalars(log_dir).get("train/lr", []))
 
 
 def test_overlay_builds_sgd_and_trains(tmp_path: Path) -> None:

@@ -79,3 +79,17 @@ def test_atomic_path_without_overwrite_refuses_an_existing_target(tmp_path):
         tmp.write_bytes(b"new")
     assert (tmp_path / "fresh.bin").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.bin", "out.bin"]
+
+
+def test_refuse_existing_names_the_file_and_the_flag(tmp_path: Path) -> None:
+    from brats_cggm.core.files import existing_file_error, refuse_existing
+
+    missing, present = tmp_path / "a.json", tmp_path / "b.md"
+    present.write_text("x")
+    refuse_existing([missing], overwrite=False)  # nothing there: no error
+    refuse_existing([missing, present], overwrite=True)  # asked to replace
+    with pytest.raises(FileExistsError, match=r"b\.md: exists; pass --overwrite to replace it$"):
+        refuse_existing([missing, present], overwrite=False)
+    with pytest.raises(FileExistsError, match=r"b\.md: exists; pass --force or another folder$"):
+        refuse_existing(iter([present]), False, advice="or another folder", flag="--force")
+    assert str(existing_file_error(present)) == f"{present}: exists; pass --overwrite to replace it"

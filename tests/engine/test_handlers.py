@@ -9,9 +9,9 @@ import torch
 from ignite.engine import Engine, Events
 
 import brats_cggm.engine.handlers as handlers
+from brats_cggm.core.events import read_scalars
 from brats_cggm.core.files import temporary_files
 from brats_cggm.engine.handlers import MetricsJSONWriter, TrainingScalarsHandler, is_scalar, to_float
-from tests.helpers.event_files import scalar_tags, scalar_values
 
 MODALITIES = ("flair", "t1ce")
 
@@ -41,7 +41,7 @@ def test_scalars_handler_writes_every_tag_at_every_interval(tmp_path):
     handler.attach(engine)
     engine.run(range(5), max_epochs=1)
     handler.writer.close()
-    values = scalar_values(tmp_path)
+    values = read_scalars(tmp_path)
     assert set(values) == {
         "train/loss",
         "train/task_loss",
@@ -77,7 +77,7 @@ def test_scalars_handler_default_utilization_tag_and_given_writer(tmp_path):
     with SummaryWriter(log_dir=str(tmp_path / "given")) as writer:
         TrainingScalarsHandler(MODALITIES, summary_writer=writer, log_dir=tmp_path / "unused").attach(engine)
         engine.run(range(1), max_epochs=1)
-    assert {"train/modality_dice/flair", "train/modality_dice/t1ce"} <= scalar_tags(tmp_path / "given")
+    assert {"train/modality_dice/flair", "train/modality_dice/t1ce"} <= set(read_scalars(tmp_path / "given"))
     assert not (tmp_path / "unused").exists()
 
 

@@ -14,8 +14,8 @@ from brats_cggm.experiments.brats_comparison import (
     lesionwise_of_run,
     shapley_of_run,
     subset_dice_key,
-    summary_markdown,
 )
+from brats_cggm.experiments.comparison_summary import summary_markdown
 
 
 def test_lesionwise_dice_of_a_real_run(tiny_run_dir: Path, phantom_dataset: Path) -> None:

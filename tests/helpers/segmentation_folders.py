@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats_cggm.brats.metrics.evaluation import HD95_EMPTY_MM
+from brats_cggm.brats.metrics.case_scores import HD95_EMPTY_MM
 
 SHAPE = (10, 10, 10)
 AFFINE = np.diag([-1.0, -1.0, 2.5, 1.0])  # LPS, anisotropic

@@ -24,7 +24,7 @@ from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101.data import Food101Record, read_food101_records
 from brats_cggm.adapters.food101.model import local_model_dir
 from brats_cggm.core.devices import resolve_device
-from brats_cggm.core.files import atomic_path
+from brats_cggm.core.files import atomic_path, refuse_existing
 
 __all__ = ["POOLINGS", "extract_food101_features", "main"]
 
@@ -47,8 +47,7 @@ def _atomic_h5(path: Path, overwrite: bool) -> Iterator[Any]:
     """An HDF5 file written under a temporary name in the target folder and renamed when complete."""
     import h5py
 
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    refuse_existing([path], overwrite)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         yield f
 
@@ -173,9 +172,7 @@ def extract_food101_features(
         outputs["text"] = (output_dir / "text_features.h5", overwrite)
     if image_model is not None:
         outputs["image"] = (output_dir / "image_features.h5", overwrite)
-    for path, _ in outputs.values():  # fail before any work when a file would be clobbered
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    refuse_existing((path for path, _ in outputs.values()), overwrite)  # fail before any work
     written = {}
     if text_model is not None:
         n = _extract_text(

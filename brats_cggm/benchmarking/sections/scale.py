@@ -273,7 +273,8 @@ def _largest_val_voxels(cache_dir: Path) -> int:
 def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Callable[[str], None]) -> dict:
     from monai.bundle import ConfigParser
 
-    from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.splits import split_datalist
 
     if config.bundle_config is None:
         raise ValueError("the scale section's bundle run needs the bundle's train.yaml (bundle_config)")

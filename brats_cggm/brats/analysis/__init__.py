@@ -2,5 +2,9 @@
 
 __all__ = [
     "diagnostics",
+    "diagnostics_report",
+    "lesionwise",
+    "probes",
+    "runs",
     "valuation",
 ]

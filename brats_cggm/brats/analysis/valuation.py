@@ -5,7 +5,7 @@
 The value of a subset S of the modalities is the Dice (TC, WT, ET) of the prediction made with the
 other modalities' **inputs zeroed** (after intensity normalisation, i.e. at the mean intensity). With
 four modalities that is 16 subsets per case; the Shapley values come from
-:func:`brats_cggm.balancing.valuation.shapley_from_values`. Because each encoder sees one modality,
+:func:`brats_cggm.core.shapley.shapley_from_values`. Because each encoder sees one modality,
 a zeroed input gives that encoder's features of a zero volume: the real and zero features are computed
 once per sliding window and only fusion and decoder run per subset (exactly the same prediction as
 zeroing the input and running the whole network, at a fraction of the cost).
@@ -25,8 +25,6 @@ subset Dice averaged over cases) and ``shapley.md`` (a markdown table).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -37,7 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_from_values, subset_key
+from brats_cggm.brats.analysis.runs import dice_row
+from brats_cggm.core import tables
+from brats_cggm.core.files import refuse_existing
+from brats_cggm.core.shapley import all_subsets, mask_modalities, shapley_from_values, subset_key
 
 __all__ = [
     "REPORT_FILES",
@@ -91,13 +92,6 @@ class SubsetPredictor(nn.Module):
         return out
 
 
-def _dice(logits: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
-    from brats_cggm.brats.task import modality_dice
-
-    dice = modality_dice(logits.float(), regions.float()).cpu().numpy().astype(np.float64)
-    return np.append(dice, dice.mean())
-
-
 @torch.no_grad()
 def valuate_cases(
     network: nn.Module,
@@ -134,7 +128,7 @@ def valuate_cases(
         table = {}
         values = {}
         for key, subset in zip(predictor.keys, index_subsets):
-            dice = _dice(preds[key], label)
+            dice = dice_row(preds[key], label)
             values[key] = dice
             table[frozenset(modalities[i] for i in subset)] = dice
         shapley = shapley_from_values(table, modalities)
@@ -162,26 +156,15 @@ def summarize(results: Sequence[dict], modalities: Sequence[str]) -> dict[str, A
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """Mean ± std Shapley contribution per modality and region, plus the all/none Dice rows."""
-    lines = [
-        "| modality | " + " | ".join(f"φ {c}" for c in COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
-    ]
+    rows = []
     for m in summary["modalities"]:
         mean, std = summary["shapley"][m], summary["shapley_std"][m]
-        lines.append(f"| {m} | " + " | ".join(f"{mean[c]:+.3f} ± {std[c]:.3f}" for c in COLUMNS) + " |")
+        rows.append([m, *(f"{mean[c]:+.3f} ± {std[c]:.3f}" for c in COLUMNS)])
     full = subset_key(summary["modalities"])
     for label, key in (("Dice, all modalities", full), ("Dice, none", "none")):
-        row = summary["subset_dice"][key]
-        lines.append(f"| {label} | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+        rows.append([label, *(f"{summary['subset_dice'][key][c]:.3f}" for c in COLUMNS)])
+    header = ["modality", *(f"φ {c}" for c in COLUMNS)]
+    return tables.markdown_table(header, rows, ["left"] + ["right"] * len(COLUMNS)) + "\n"
 
 
 def check_output(output: str | Path, overwrite: bool = False) -> Path:
@@ -194,9 +177,7 @@ def check_output(output: str | Path, overwrite: bool = False) -> Path:
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output-dir {output} is a file, not a folder")
-    for name in REPORT_FILES:
-        if (output / name).exists() and not overwrite:
-            raise FileExistsError(f"{output / name} exists; pass --overwrite to replace the reports")
+    refuse_existing((output / name for name in REPORT_FILES), overwrite, "to replace the reports")
     return output
 
 
@@ -226,8 +207,8 @@ def write_reports(
     per_case = [[r["case_id"], m, *[f"{v:.6f}" for v in r["shapley"][m]]] for r in results for m in modalities]
     subsets = [[r["case_id"], s, *[f"{x:.6f}" for x in v]] for r in results for s, v in r["values"].items()]
     texts = {
-        "shapley_per_case.csv": _csv_text(["case_id", "modality", *COLUMNS], per_case),
-        "subset_dice_per_case.csv": _csv_text(["case_id", "subset", *COLUMNS], subsets),
+        "shapley_per_case.csv": tables.csv_text(["case_id", "modality", *COLUMNS], per_case),
+        "subset_dice_per_case.csv": tables.csv_text(["case_id", "subset", *COLUMNS], subsets),
         "shapley.json": json.dumps(summary, indent=2) + "\n",
         "shapley.md": f"Shapley contribution of each modality to Dice (mean ± std over {summary['num_cases']} cases; "
         "value of a subset = Dice with the other modalities' inputs zeroed).\n\n" + markdown_table(summary),

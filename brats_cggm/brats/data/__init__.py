@@ -5,5 +5,6 @@ __all__ = [
     "discovery",
     "labels",
     "nifti_checks",
+    "splits",
     "transforms",
 ]

@@ -22,7 +22,7 @@ from monai.utils import ensure_tuple
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
 from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, load_nifti, strip_nifti_extension
-from brats_cggm.core.files import atomic_path
+from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
 
 __all__ = [
     "MSD_CHANNELS",
@@ -142,8 +142,7 @@ def save_like_reference(
     ref = load_nifti(reference)
     if tuple(array.shape[:3]) != tuple(ref.shape[:3]):
         raise ValueError(f"{path}: output shape {array.shape[:3]} differs from {ref.shape[:3]} of {reference}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
+    refuse_existing([path], overwrite)
     header = ref.header.copy()
     klass = type(ref)
     # affine=None keeps the header's qform and sform (and codes) as they are instead of rewriting both.
@@ -159,7 +158,7 @@ def save_like_reference(
         with atomic_path(path, suffix=ext, overwrite=overwrite) as tmp:
             nib.save(image, str(tmp))
     except FileExistsError:
-        raise FileExistsError(f"{path}: exists; pass --overwrite to replace it") from None
+        raise existing_file_error(path) from None
     return path
 
 

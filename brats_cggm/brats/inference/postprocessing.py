@@ -33,6 +33,7 @@ from monai.utils import TransformBackends, convert_to_dst_type
 from scipy import ndimage
 
 from brats_cggm.brats.data.labels import LabelConvention, get_label_convention
+from brats_cggm.brats.metrics.case_scores import dice
 
 __all__ = [
     "POSTPROCESS_REGIONS",
@@ -309,11 +310,7 @@ def mean_region_dice(
     """
     p = _region_masks(np.asarray(pred), get_label_convention(convention))
     r = _region_masks(np.asarray(ref), get_label_convention(ref_convention or convention))
-    scores = []
-    for region in POSTPROCESS_REGIONS:
-        total = int(p[region].sum()) + int(r[region].sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((p[region] & r[region]).sum()) / total)
-    return float(np.mean(scores))
+    return float(np.mean([dice(p[region], r[region]) for region in POSTPROCESS_REGIONS]))
 
 
 @dataclass

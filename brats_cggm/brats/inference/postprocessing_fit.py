@@ -1,8 +1,8 @@
 """Choosing a run's post-processing thresholds on its validation cases (the API of ``brats-cggm-fit-postprocessing``).
 
 :func:`fit_postprocessing` segments the validation cases of a training run (the split the run recorded, or
-:func:`~brats_cggm.brats.data.discovery.split_datalist` of the data set with the run's ``seed`` and ``val_fraction``, as
-``train.yaml`` splits it: :func:`~brats_cggm.brats.data.discovery.split_of_run`), then
+:func:`~brats_cggm.brats.data.splits.split_datalist` of the data set with the run's ``seed`` and ``val_fraction``, as
+``train.yaml`` splits it: :func:`~brats_cggm.brats.data.splits.split_of_run`), then
 :func:`~brats_cggm.brats.inference.postprocessing.choose_postprocessing` tries, on top of the rules kept so far
 and in this order, the least component size of WT, TC and ET and the least total enhancing-tumour size, each at
 every size of a grid fixed in advance, :data:`SIZE_GRID_MM3` (mm³), and keeps a rule only if its best size
@@ -33,8 +33,10 @@ import numpy as np
 from brats_cggm.brats.data.nifti_checks import load_nifti
 from brats_cggm.brats.inference.postprocessing import POSTPROCESS_REGIONS, choose_postprocessing, mean_region_dice
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY, PostprocessingRules
-from brats_cggm.brats.metrics.evaluation import challenge_row
+from brats_cggm.brats.metrics.case_scores import challenge_row
 from brats_cggm.brats.metrics.lesion import case_challenge_metrics, penalised_lesionwise_scores
+from brats_cggm.core.files import refuse_existing
+from brats_cggm.core.tables import markdown_table
 
 __all__ = [
     "FIT_METRICS",
@@ -110,7 +112,7 @@ class PostprocessingFit:
         metric: the maximised metric.
         case_ids: the validation cases.
         trials: every tried rule and size: ``rule``, ``threshold``, ``score_before``, ``score_after``, ``kept``.
-        before: mean per column of :func:`~brats_cggm.brats.metrics.evaluation.challenge_row` without post-processing.
+        before: mean per column of :func:`~brats_cggm.brats.metrics.case_scores.challenge_row` without post-processing.
         after: the same with the kept rules.
         source: the data set, seed and validation share the cases come from.
     """
@@ -141,7 +143,8 @@ def _segment_validation_cases(
     device: str,
     checkpoint: Any,
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]], str]:
-    from brats_cggm.brats.data.discovery import discover_dataset, split_of_run
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.splits import split_of_run
     from brats_cggm.brats.inference.case_io import CaseInput
     from brats_cggm.brats.inference.model_loading import load_model
     from brats_cggm.brats.inference.segmenter import BratsSegmenter
@@ -178,7 +181,7 @@ def fit_postprocessing(
     Args:
         run_dir: the run's ``output_dir`` (its ``configs/inference.json`` and ``models/model.pt``).
         dataset_dir: the data set the run trained on; None: the one it recorded
-            (:func:`~brats_cggm.brats.data.discovery.record_split`).
+            (:func:`~brats_cggm.brats.data.splits.record_split`).
         seed: the run's ``seed`` (it chose the validation cases); None: the recorded one.
         val_fraction: the run's ``val_fraction``; None: the recorded one.
         metric: one of :data:`FIT_METRICS`.
@@ -193,7 +196,7 @@ def fit_postprocessing(
         ValueError: if the metric is unknown or the run or data set cannot be read.
         FileNotFoundError: if a file or folder is missing.
     """
-    from brats_cggm.brats.data.discovery import recorded_split
+    from brats_cggm.brats.data.splits import recorded_split
 
     if metric not in FIT_METRICS:
         raise ValueError(f"metric must be one of {FIT_METRICS}, got {metric!r}")
@@ -248,19 +251,24 @@ def fit_markdown(fit: PostprocessingFit) -> str:
         "Means over the cases, before -> after (lesion-wise: unmatched lesions count as Dice 0, HD95 373 mm; "
         "a region without reference lesion is left out):",
         "",
-        "| metric | " + " | ".join(r.upper() for r in _SCORED_REGIONS) + " |",
-        "|---|" + "---|" * len(_SCORED_REGIONS),
     ]
-    for title, stem in _TABLE_STEMS:
-        cells = [f"{fit.before[f'{stem}_{r}']:.4f} -> {fit.after[f'{stem}_{r}']:.4f}" for r in _SCORED_REGIONS]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    rows = [
+        [title, *(f"{fit.before[f'{stem}_{r}']:.4f} -> {fit.after[f'{stem}_{r}']:.4f}" for r in _SCORED_REGIONS)]
+        for title, stem in _TABLE_STEMS
+    ]
+    lines.append(markdown_table(["metric", *(r.upper() for r in _SCORED_REGIONS)], rows))
     lines += ["", "Tried (each on top of the rules kept before it; sizes in mm³):", ""]
-    lines += ["| rule | size | score before | score after | kept |", "|---|---|---|---|---|"]
-    for t in fit.trials:
-        lines.append(
-            f"| {t['rule']} | {t['threshold']:g} | {t['score_before']:.4f} | {t['score_after']:.4f} | "
-            f"{'yes' if t['kept'] else ''} |"
-        )
+    tried = [
+        [
+            t["rule"],
+            f"{t['threshold']:g}",
+            f"{t['score_before']:.4f}",
+            f"{t['score_after']:.4f}",
+            "yes" if t["kept"] else "",
+        ]
+        for t in fit.trials
+    ]
+    lines.append(markdown_table(["rule", "size", "score before", "score after", "kept"], tried))
     return "\n".join(lines) + "\n"
 
 
@@ -288,11 +296,9 @@ def check_fit_targets(run_dir: str | os.PathLike, overwrite: bool = False) -> tu
         raise ValueError(f"{config_path}: not JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: not a JSON object")
-    if not overwrite:
-        if RULES_KEY in config:
-            raise FileExistsError(f"{config_path}: has a {RULES_KEY} entry already; pass --overwrite to replace it")
-        if table_path.exists():
-            raise FileExistsError(f"{table_path}: exists; pass --overwrite to replace it")
+    if not overwrite and RULES_KEY in config:
+        raise FileExistsError(f"{config_path}: has a {RULES_KEY} entry already; pass --overwrite to replace it")
+    refuse_existing([table_path], overwrite)
     return config_path, table_path
 
 

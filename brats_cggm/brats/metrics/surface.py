@@ -13,7 +13,7 @@ From these (``_hd95_from_pair``, ``_nsd_from_pair``):
 - HD95 (``hd95="pooled"``, the official definition) is the 95th percentile (``numpy.percentile``, linear
   interpolation) of both directions' distances pooled into one array;
 - HD95 (``hd95="directed"``) is the larger of the two directed 95th percentiles, the definition of
-  ``monai.metrics.compute_hausdorff_distance`` (and of :func:`brats_cggm.brats.metrics.evaluation.hd95`);
+  ``monai.metrics.compute_hausdorff_distance`` (and of :func:`brats_cggm.brats.metrics.case_scores.hd95`);
 - NSD at tolerance ``tau`` is the mean of the two fractions of surface voxels within ``tau`` of the other surface.
   This is panoptica's variant (taken from GaNDLF and nnU-Net): it weighs both surfaces equally and counts voxels,
   not surface areas, so it differs from the surface Dice of Nikolov et al. (2021).
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: HD95 the official evaluator's CSV writer reports when the masks do not overlap ("diameter of the cube in SRI
-#: space", ``brats_evaluation/metrics_parser.py``); :data:`brats_cggm.brats.metrics.evaluation.HD95_EMPTY_MM` is the
+#: space", ``brats_evaluation/metrics_parser.py``); :data:`brats_cggm.brats.metrics.case_scores.HD95_EMPTY_MM` is the
 #: exact diagonal of the 240 x 240 x 155 mm volume, 373.13 mm.
 OFFICIAL_HD95_MAX_MM = 373.0
 

@@ -2,5 +2,7 @@
 
 __all__ = [
     "anatomical",
+    "dataset_dir",
     "geometric",
+    "mr_signal",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "generate_phantom_case",
     "phantom_case_dirs",
     "phantom_case_id",
+    "random_rotation",
     "write_brats_case",
     "write_phantom_dataset",
 ]
@@ -156,7 +157,15 @@ def _angular_perturbation(rng: np.random.Generator, unit: Sequence[np.ndarray], 
     return out
 
 
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A random orientation: an orthogonal matrix drawn uniformly (Haar measure on O(3)), by QR of a Gaussian matrix.
+
+    Args:
+        rng: the random generator.
+
+    Returns:
+        A ``(3, 3)`` orthogonal matrix.
+    """
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
     return q * np.sign(np.diag(r))
 
@@ -202,7 +211,7 @@ def _tissue_map(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.nda
     r_et = max(rng.uniform(0.5, 0.7) * r_ed, 3.2)
     r_ncr = max(rng.uniform(0.5, 0.75) * r_et, 1.6)
     r_et, r_ed = max(r_et, r_ncr + 1.5), max(r_ed, r_et + 2.0)
-    rot = _random_rotation(rng)
+    rot = random_rotation(rng)
     ratios = rng.uniform(0.75, 1.25, 3)
     offset = [g - np.float32(c) for g, c in zip(grid, t_center, strict=True)]
     local = [

@@ -1,4 +1,4 @@
-"""Imbalance diagnostics: the probe on toy features with a known answer, robustness, a real tiny run, reports."""
+"""Imbalance diagnostics: robustness and the summary over runs by hand, a real tiny run, its report."""
 
 from __future__ import annotations
 
@@ -7,97 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 import brats_cggm.brats.analysis.diagnostics as diagnostics
-from brats_cggm.balancing.valuation import all_subsets, subset_key
-from brats_cggm.brats.analysis.diagnostics import (
-    EncoderProbe,
-    ProbeSettings,
-    case_lesionwise_dice,
-    diagnose_run,
-    fit_probe,
-    has_plateaued,
-    robustness_from_valuation,
-    run_weights,
-    summarize_diagnoses,
-    write_diagnostics_report,
-)
-from brats_cggm.brats.model import SegmentationAuxHead
-from brats_cggm.brats.task import BratsSegmentationTask, modality_dice
+from brats_cggm.brats.analysis.diagnostics import diagnose_run, robustness_from_valuation, summarize_diagnoses
+from brats_cggm.brats.analysis.diagnostics_report import write_diagnostics_report
+from brats_cggm.brats.analysis.probes import ProbeSettings
+from brats_cggm.core.shapley import all_subsets, subset_key
 from tests.helpers.bundle_runs import train_tiny_run
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
-FEATURES = (2, 2, 2)
-
-
-class PoolingEncoder(nn.Module):
-    """A fixed "encoder": level k is the input average-pooled by 2^k, repeated to FEATURES[k] channels."""
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [
-            F.avg_pool3d(x, 2**k).repeat(1, c, 1, 1, 1) if k else x.repeat(1, c, 1, 1, 1)
-            for k, c in enumerate(FEATURES)
-        ]
-
-
-def _toy_cases(informative: bool, n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Blobs; the input shows them (informative) or is noise unrelated to them."""
-    generator = torch.Generator().manual_seed(seed)
-    images, regions = [], []
-    grid = torch.stack(torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij"))
-    for _ in range(n):
-        centre = torch.randint(4, 12, (3, 1, 1, 1), generator=generator).float()
-        blob = ((grid - centre) ** 2).sum(0).sqrt() < 4
-        regions.append(blob.float().expand(3, -1, -1, -1).unsqueeze(0))
-        noise = torch.randn(1, 1, 16, 16, 16, generator=generator)
-        images.append((blob.float() + 0.1 * noise) if informative else noise)
-    return images, regions
-
-
-def _toy_probe_dice(informative: bool) -> tuple[float, int]:
-    encoder, task = PoolingEncoder(), BratsSegmentationTask()
-    torch.manual_seed(0)
-    head = SegmentationAuxHead(FEATURES, 3, channels=4, output_stride=1, norm="batch")
-    images, regions = _toy_cases(informative, 12, seed=1)
-    features = [encoder(image) for image in images]
-    targets = [task.aux_targets(r, head(f)) for r, f in zip(regions, features)]
-    settings = ProbeSettings(max_steps=150, min_steps=40, plateau_window=20, learning_rate=1e-2, batch_size=4)
-    fit = fit_probe(head, features, targets, task.loss, settings)
-    assert 2 * settings.plateau_window <= fit.steps <= settings.max_steps and len(fit.losses) == fit.steps
-    probe = EncoderProbe(encoder, head, channel=0)
-    test_images, test_regions = _toy_cases(informative, 6, seed=2)
-    with torch.no_grad():
-        dice = [float(modality_dice(probe(x), r).mean()) for x, r in zip(test_images, test_regions)]
-    return float(np.mean(dice)), fit.steps
-
-
-def test_probe_finds_what_the_features_hold() -> None:
-    informative, _ = _toy_probe_dice(True)
-    uninformative, _ = _toy_probe_dice(False)
-    assert informative > 0.9  # the features show the blob: the probe recovers it
-    assert uninformative < 0.3  # pure noise: nothing to find (a blob is ~6% of the volume)
-
-
-def test_has_plateaued() -> None:
-    assert not has_plateaued([1.0] * 5, window=3, tolerance=0.01)  # too few steps
-    assert has_plateaued([1.0] * 6, window=3, tolerance=0.01)
-    assert not has_plateaued([1.0, 1.0, 1.0, 0.5, 0.5, 0.5], window=3, tolerance=0.01)
-    # 0.5% better: flat at 1%, still improving at 0.1%
-    losses = [1.0, 1.0, 1.0, 0.995, 0.995, 0.995]
-    assert has_plateaued(losses, 3, 0.01) and not has_plateaued(losses, 3, 0.001)
-
-
-def test_fit_probe_refuses_mismatched_inputs() -> None:
-    with pytest.raises(ValueError, match="feature pyramids"):
-        fit_probe(nn.Linear(1, 1), [], [], lambda a, b: a.sum())
-
-
-def test_probe_settings_checked() -> None:
-    with pytest.raises(ValueError, match="max_steps"):
-        ProbeSettings(max_steps=0)
 
 
 def test_robustness_hand_computed() -> None:
@@ -173,7 +91,7 @@ def test_diagnose_a_tiny_run(tiny_run_dir: Path, unimodal_run_dir: Path, phantom
     assert "| flair |" in text and "Mean Dice over the 15 non-empty subsets" in text
     assert f"- `{tiny_run_dir}`: best (`{tiny_run_dir / 'models' / 'model.pt'}`)" in text
     assert f"  - unimodal flair: `{unimodal_run_dir}` (`{unimodal_run_dir / 'models' / 'model.pt'}`)" in text
-    with pytest.raises(FileExistsError, match=r"diagnostics\.json exists"):
+    with pytest.raises(FileExistsError, match=r"diagnostics\.json: exists"):
         write_diagnostics_report([report], tmp_path / "out")
 
 
@@ -184,55 +102,6 @@ def test_unimodal_run_of_another_modality_refused(
         diagnose_run(tiny_run_dir, phantom_dataset, {"t2": unimodal_run_dir}, probe=TINY_PROBE, shapley=False)
     with pytest.raises(ValueError, match="not a modality of"):
         diagnose_run(tiny_run_dir, phantom_dataset, {"dwi": unimodal_run_dir}, probe=TINY_PROBE, shapley=False)
-
-
-class ConstantProbe(nn.Module):
-    """Predicts 0 logits whatever its weight: its loss never changes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(1))
-
-    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        return torch.zeros_like(pyramid[0]).expand(-1, 3, -1, -1, -1) * self.weight
-
-
-def test_no_plateau_stop_before_min_steps() -> None:
-    features, targets = [[torch.ones(1, 1, 2, 2, 2)]], [torch.ones(1, 3, 2, 2, 2)]
-    settings = ProbeSettings(max_steps=50, min_steps=12, plateau_window=3)
-    fit = fit_probe(ConstantProbe(), features, targets, F.binary_cross_entropy_with_logits, settings)
-    assert fit.steps == 12 and fit.plateaued  # flat from the start, yet min_steps are taken
-    settings = ProbeSettings(max_steps=8, min_steps=12, plateau_window=3)
-    fit = fit_probe(ConstantProbe(), features, targets, F.binary_cross_entropy_with_logits, settings)
-    assert fit.steps == 8 and not fit.plateaued  # the budget ends first
-
-
-def test_lesionwise_dice_counts_every_lesion() -> None:
-    reference = torch.zeros(3, 12, 12, 12)
-    reference[:, 1:4, 1:4, 1:4] = 1
-    reference[:, 7:10, 7:10, 7:10] = 1
-    assert case_lesionwise_dice(reference, reference, (1, 1, 1), "brats2021") == pytest.approx([1, 1, 1])
-    missed = reference.clone()
-    missed[:, 7:10, 7:10, 7:10] = 0  # global Dice 2·27 / (27 + 54) = 0.667; lesion-wise (1 + 0) / 2
-    assert case_lesionwise_dice(missed, reference, (1, 1, 1), "brats2021") == pytest.approx([0.5, 0.5, 0.5])
-    spurious = reference.clone()
-    spurious[:, 1:3, 9:11, 1:3] = 1  # a third, unmatched lesion: (1 + 1 + 0) / 3
-    assert case_lesionwise_dice(spurious, reference, (1, 1, 1), "brats2021") == pytest.approx([2 / 3] * 3)
-
-
-def test_run_weights(tiny_run_dir: Path, tmp_path: Path) -> None:
-    assert run_weights(tiny_run_dir, "last") == tiny_run_dir / "models" / "checkpoint.pt"
-    assert run_weights(tiny_run_dir, "best") == tiny_run_dir / "models" / "model.pt"
-    with pytest.raises(ValueError, match="weights must be one of"):
-        run_weights(tiny_run_dir, "final")
-    # a run that saved no best network: "best" is refused, never silently the last epoch's
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(FileNotFoundError) as info:
-        run_weights(tmp_path, "best")
-    assert str(info.value).startswith(f"{tmp_path / 'models' / 'model.pt'} does not exist")
-    assert "use --weights last" in str(info.value)
-    assert run_weights(tmp_path, "last") == tmp_path / "models" / "checkpoint.pt"
 
 
 def test_a_unimodal_reference_is_measured_once(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from brats_cggm.balancing.valuation import all_subsets, mask_modalities, subset_key
 from brats_cggm.brats.analysis.valuation import SubsetPredictor
 from brats_cggm.brats.model import build_network
+from brats_cggm.core.shapley import all_subsets, mask_modalities, subset_key
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 

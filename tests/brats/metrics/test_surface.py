@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats_cggm.brats.metrics.evaluation import hd95 as monai_hd95
+from brats_cggm.brats.metrics.case_scores import hd95 as monai_hd95
 from brats_cggm.brats.metrics.surface import (
     OFFICIAL_HD95_MAX_MM,
     global_metrics,

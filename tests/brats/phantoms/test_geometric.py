@@ -153,3 +153,13 @@ def test_case_folders_follow_the_umask(tmp_path: Path) -> None:
         assert stat.S_IMODE(case_dir.stat().st_mode) == 0o750
         assert {stat.S_IMODE(f.stat().st_mode) for f in case_dir.iterdir()} == {0o640}
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["BraTS2021_00000"]  # no temporary left
+
+
+def test_random_rotation_is_orthogonal_and_seeded() -> None:
+    from brats_cggm.brats.phantoms.geometric import random_rotation
+
+    rotation = random_rotation(np.random.default_rng(3))
+    assert rotation.shape == (3, 3)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    np.testing.assert_array_equal(rotation, random_rotation(np.random.default_rng(3)))
+    assert not np.allclose(rotation, random_rotation(np.random.default_rng(4)))

@@ -9,7 +9,8 @@ from typing import Any
 
 from brats_cggm.brats.data.cache.disk import FillReport, default_cache_dir, fill_cache
 from brats_cggm.brats.data.cache.integrity import entry_problem
-from brats_cggm.brats.data.discovery import discover_dataset, split_datalist
+from brats_cggm.brats.data.discovery import discover_dataset
+from brats_cggm.brats.data.splits import split_datalist
 
 __all__ = ["prepare_cache", "recheck_entries"]
 

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from brats_cggm.balancing.valuation import all_subsets, mask_modalities, shapley_values
+from brats_cggm.core.shapley import all_subsets, mask_modalities, shapley_values
 
 
 def test_additive_game_gives_the_weights():

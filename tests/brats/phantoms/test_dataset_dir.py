@@ -1,0 +1,42 @@
+"""The bundle's data set folder: phantoms generated into the default one only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
+
+
+def test_resolve_dataset_dir_generates_the_chosen_phantoms(tmp_path: Path) -> None:
+
+    default = tmp_path / "phantoms"
+    assert resolve_dataset_dir(default, default, n=1, seed=0, anatomy="mni152", spacing=8) == default
+    assert nib.load(default / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz").shape == (30, 30, 20)
+    # a folder with cases is left alone, whatever the settings say
+    assert resolve_dataset_dir(default, default, n=3, anatomy="geometric") == default
+    assert len(list(default.glob("BraTS2021_*"))) == 1
+    geometric = tmp_path / "geometric"
+    resolve_dataset_dir(geometric, geometric, n=1, shape=(24, 24, 24))
+    assert nib.load(geometric / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz").shape == (24, 24, 24)
+    # a folder the user named is never written to
+    named = tmp_path / "named"
+    resolve_dataset_dir(named, default, n=1, anatomy="mni152", spacing=8)
+    assert not named.exists()
+    with pytest.raises(ValueError, match="anatomy must be"):
+        resolve_dataset_dir(default, default, anatomy="brainweb")
+
+
+def test_bundle_phantoms_anatomy_reaches_resolve_dataset_dir(tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+
+    config = Path(__file__).resolve().parents[3] / "bundles" / "brats_cggm" / "configs" / "train.yaml"
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    assert parser["phantoms"]["anatomy"] == "geometric"  # the default stays the geometric phantoms
+    parser["phantom_dir"] = str(tmp_path / "phantoms")
+    parser["phantoms"] = {"n": 1, "seed": 0, "anatomy": "mni152", "spacing": 8}
+    root = parser.get_parsed_content("dataset_root")
+    assert nib.load(root / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").shape == (30, 30, 20)
