@@ -35,13 +35,6 @@ ALLOWED: dict[str, set[str]] = {
     "cli": _TASKS | {"selection", "experiments", "benchmarking"},
 }
 
-#: Modules that break their package's rule today, with what they import that they may not. Each is an
-#: xfail(strict=True): when the module is fixed its test passes, fails as XPASS, and the entry is removed.
-KNOWN_VIOLATIONS: dict[str, str] = {
-    # the Shapley maths moves from balancing.valuation to core (issue 26)
-    "brats_cggm/brats/analysis/diagnostics.py": "imports balancing.valuation; moving to core",
-    "brats_cggm/brats/analysis/valuation.py": "imports balancing.valuation; moving to core",
-}
 
 #: Pairs that never import each other.
 SEPARATE = [
@@ -113,8 +106,7 @@ def _module_cases() -> list:
     for package in sorted(ALLOWED):
         for path in sorted((PACKAGE / package).rglob("*.py")):
             name = _relative(path)
-            marks = [pytest.mark.xfail(reason=KNOWN_VIOLATIONS[name], strict=True)] if name in KNOWN_VIOLATIONS else []
-            cases.append(pytest.param(package, name, marks=marks, id=name))
+            cases.append(pytest.param(package, name, id=name))
     return cases
 
 
