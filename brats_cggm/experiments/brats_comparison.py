@@ -328,7 +328,8 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
     shared = settings.overrides()
     planned = []
     for optimizer in settings.optimizers:
-        optimizer_files = [OPTIMIZER_OVERLAYS[optimizer]] if OPTIMIZER_OVERLAYS[optimizer] else []
+        overlay = OPTIMIZER_OVERLAYS[optimizer]
+        optimizer_files = [overlay] if overlay is not None else []
         if settings.unimodal:
             joint = OVERLAY_DIR / f"{BASELINE}.yaml"
             for modality in DEFAULT_MODALITIES:

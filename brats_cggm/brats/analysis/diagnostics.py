@@ -164,9 +164,9 @@ def diagnose_run(
     Returns:
         ``run_dir``, ``seed``, ``weights``, ``weights_file`` (the file used), ``modalities``, ``encoder_gap``
         (modality → probe and unimodal Dice, the unimodal run's ``unimodal_weights_file``, ``gap``,
-        ``gap_vs_network``), with ``lesionwise`` ``lesionwise_dice`` (:func:`.lesionwise.lesionwise_dice`), and with
-        ``shapley``
-        ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean contribution).
+        ``gap_vs_network``); with ``lesionwise``, ``lesionwise_dice`` (:func:`.lesionwise.lesionwise_dice`); with
+        ``shapley``, ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean
+        contribution).
 
     Raises:
         FileNotFoundError: a run folder is missing, or ``weights`` is ``"best"`` and a run saved no best network.
@@ -182,7 +182,7 @@ def diagnose_run(
     run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights)
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "seed": seed if seed is not None else recorded_split(run_dir)["seed"],
+        "seed": seed if seed is not None else (recorded_split(run_dir) or {}).get("seed"),
         "weights": weights,
         "weights_file": str(run.weights_file),
         "modalities": list(run.modalities),

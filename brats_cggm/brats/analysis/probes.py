@@ -218,7 +218,8 @@ def probe_encoder(
     from brats_cggm.brats.model import SegmentationAuxHead
     from brats_cggm.brats.task import BratsSegmentationTask
 
-    network, index = run.network, run.modalities.index(modality)
+    network: Any = run.network  # a MultiEncoderUNet: its encoders and the settings its heads are built with
+    index = run.modalities.index(modality)
     encoder = network.encoders[index].eval()
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)

@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class SubsetPredictor(nn.Module):
         self.shared_encoders = all(hasattr(network, a) for a in ("encode", "fuse_and_decode", "output_layer"))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        net = self.network
+        net: Any = self.network  # a MultiEncoderUNet, or any network mapping (B, M, ...) to region logits
         if not self.shared_encoders:
             return {key: net(mask_modalities(x, subset)) for key, subset in zip(self.keys, self.subsets)}
         real = net.encode(x)
@@ -115,10 +115,10 @@ def valuate_cases(
         One dict per case: ``case_id``, ``values`` (subset key → Dice array TC, WT, ET, mean) and ``shapley``
         (modality → array TC, WT, ET, mean).
     """
-    modalities = tuple(modalities if modalities is not None else network.modalities)
+    modalities = tuple(modalities if modalities is not None else cast(Sequence[str], network.modalities))
     index_subsets = all_subsets(range(len(modalities)))
     predictor = SubsetPredictor(network, index_subsets, modalities).to(device).eval()
-    results = []
+    results: list[dict[str, Any]] = []
     for item in cases:
         data = transform(dict(item))
         image = data["image"].as_tensor() if hasattr(data["image"], "as_tensor") else data["image"]

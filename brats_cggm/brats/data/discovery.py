@@ -25,11 +25,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from brats_cggm.brats.data.labels import check_labels, get_label_convention
-from brats_cggm.brats.data.nifti_checks import AFFINE_TOLERANCE, check_same_grid, read_checked_header
+from brats_cggm.brats.data.nifti_checks import AFFINE_TOLERANCE, check_same_grid, load_nifti, read_checked_header
 
 __all__ = [
     "BRATS2021_PATTERNS",
@@ -447,7 +446,7 @@ def validate_dataset(spec: DatasetSpec, validate: str = "headers") -> None:
     for item in spec.items:
         _validate_case_headers(item, spec)
         if validate == "full" and "label" in item:
-            labels = np.asanyarray(nib.load(item["label"]).dataobj)
+            labels = np.asanyarray(load_nifti(item["label"]).dataobj)
             check_labels(labels, spec.label_convention, item["label"])
 
 

@@ -158,8 +158,8 @@ def case_metrics(
     Returns:
         ``{"dice_et": ..., "dice_tc": ..., "dice_wt": ..., "hd95_et": ..., ...}``.
     """
-    pred = labels_to_regions(np.asarray(pred_labels), convention) > 0.5
-    ref = labels_to_regions(np.asarray(ref_labels), ref_convention or convention) > 0.5
+    pred = np.asarray(labels_to_regions(np.asarray(pred_labels), convention)) > 0.5
+    ref = np.asarray(labels_to_regions(np.asarray(ref_labels), ref_convention or convention)) > 0.5
     out = {}
     for region in EVAL_REGIONS:
         i = REGIONS.index(region)

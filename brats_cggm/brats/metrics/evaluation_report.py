@@ -110,7 +110,7 @@ def write_results(
     table = summary_markdown(summary) if markdown_path is not None else None
     atomic_write_text(csv_path, _csv_text(result))
     write_json(json_path, _nulls(summary), allow_nan=False)
-    if table is not None:
+    if markdown_path is not None and table is not None:
         atomic_write_text(markdown_path, table)
     return summary
 
