@@ -17,12 +17,13 @@ import argparse
 import glob
 import os
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "brats_cggm" / "configs" / "train.yaml"
+from brats_cggm.core.resources import bundle_config
+
+BUNDLE = bundle_config("brats_cggm", "train.yaml")
 
 
 def _status() -> dict[str, float]:

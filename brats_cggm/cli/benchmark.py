@@ -18,18 +18,18 @@ from typing import Any
 
 import torch
 
-import brats_cggm
 from brats_cggm.benchmarking.config import BenchmarkConfig, benchmark_config
 from brats_cggm.benchmarking.report import format_report, write_report
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
 from brats_cggm.cli.common import CommandParser
+from brats_cggm.core import resources
 
 __all__ = ["BUNDLE_TRAIN_CONFIG", "build_parser", "default_bundle_config", "main"]
 
 PROG = "brats-cggm-benchmark"
 
-#: Where a repository checkout keeps the bundle's training config, relative to its root.
-BUNDLE_TRAIN_CONFIG = Path("bundles", "brats_cggm", "configs", "train.yaml")
+#: The shipped bundle config whose loader the data section benchmarks by default (``bundles/brats_cggm/configs/``).
+BUNDLE_TRAIN_CONFIG = "train.yaml"
 
 
 class UsageError(ValueError):
@@ -61,8 +61,8 @@ def build_parser(prog: str = PROG) -> CommandParser:
     p.add_argument(
         "--bundle-config",
         default=None,
-        help=f"train.yaml whose loader is benchmarked (default: {BUNDLE_TRAIN_CONFIG} of the repository "
-        "checkout brats_cggm is imported from, else of the current directory)",
+        help="train.yaml whose loader is benchmarked (default: bundles/brats_cggm/configs/train.yaml, of the "
+        "checkout brats_cggm is imported from or of the installed package; see brats_cggm.core.resources)",
     )
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -72,21 +72,18 @@ def build_parser(prog: str = PROG) -> CommandParser:
 
 
 def default_bundle_config() -> Path:
-    """The bundle's ``train.yaml``: in the repository checkout of the imported package, else in the current directory.
+    """The BraTS bundle's ``train.yaml``, as :func:`brats_cggm.core.resources.bundle_config` finds it.
 
     Returns:
-        The first of the two that exists.
+        The checkout's or the installed package's ``bundles/brats_cggm/configs/train.yaml``.
 
     Raises:
-        FileNotFoundError: neither exists (the message names both).
+        FileNotFoundError: it does not exist (the message names the path and ``--bundle-config``).
     """
-    checkout = Path(brats_cggm.__file__).resolve().parents[1] / BUNDLE_TRAIN_CONFIG
-    candidates = list(dict.fromkeys([checkout, Path.cwd().resolve() / BUNDLE_TRAIN_CONFIG]))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    looked = " and ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"no bundle config found (looked for {looked}); pass --bundle-config PATH")
+    path = resources.bundle_config("brats_cggm", BUNDLE_TRAIN_CONFIG)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no bundle config there; pass --bundle-config PATH")
+    return path
 
 
 def _output_path(args: argparse.Namespace) -> Path:

@@ -69,11 +69,11 @@ def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatc
 
 def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_path, monkeypatch):
     assert default_bundle_config() == BUNDLE_CONFIG
-    monkeypatch.setattr(cli, "BUNDLE_TRAIN_CONFIG", cli.BUNDLE_TRAIN_CONFIG.with_name("missing.yaml"))
+    monkeypatch.setattr(cli, "BUNDLE_TRAIN_CONFIG", "missing.yaml")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as raised:
         default_bundle_config()
-    assert "missing.yaml" in str(raised.value) and str(tmp_path) in str(raised.value)
+    assert "missing.yaml" in str(raised.value)
     assert "--bundle-config" in str(raised.value)
     assert main(["--out", str(tmp_path / "c.json"), "--sections", "data"]) == 2
     # sections that do not read the bundle run without one

@@ -49,7 +49,7 @@ def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: p
     assert cli.main(["--output-dir", str(out), "--seeds", "0", "1", "--max-epochs", "20", "--device", "cpu"]) == 0
     assert sorted(fake_runs) == sorted(f"{m}/seed{s}" for m in available_balancers() for s in (0, 1))
     configs, overrides = fake_runs["opm/seed1"]
-    assert configs == [str(brats_comparison.BUNDLE_CONFIG), str(brats_comparison.OVERLAY_DIR / "opm.yaml")]
+    assert configs == [str(brats_comparison.bundle_config()), str(brats_comparison.balancer_overlay("opm"))]
     assert overrides == {
         "max_epochs": 20,
         "val_interval": 20,
