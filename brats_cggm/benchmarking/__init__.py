@@ -31,9 +31,10 @@ Modules:
 * :mod:`~brats_cggm.benchmarking.sections` — one module per report section.
 * :mod:`~brats_cggm.benchmarking.runner` — :func:`run_benchmarks`, the sections collected into one report.
 * :mod:`~brats_cggm.benchmarking.report` — :func:`format_report` and the JSON file.
-* :mod:`~brats_cggm.benchmarking.worker` — the worker subprocesses' entry (``python -m brats_cggm.benchmarking``).
+* :mod:`~brats_cggm.benchmarking.worker` — the worker subprocesses' entry (internal,
+  ``python -m brats_cggm.benchmarking --worker``).
 
-The command line is :mod:`brats_cggm.cli.benchmark` (``brats-cggm-benchmark``, ``scripts/benchmark.py``).
+The command line is :mod:`brats_cggm.cli.benchmark` (``brats-cggm-benchmark``, the one entry point).
 
 Run ``brats-cggm-benchmark --help``; results and their commands are in ``docs/performance.md``.
 """

@@ -171,17 +171,16 @@ def _save(report: dict[str, Any], out: Path, overwrite: bool) -> None:
     print(f"\nwrote {out}")
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point ``brats-cggm-benchmark``: run the benchmark, print its table, write its JSON report.
 
     Args:
         argv: arguments without the program name; ``sys.argv[1:]`` when None.
-        prog: the program name of the usage line (``scripts/benchmark.py`` passes its own).
 
     Returns:
         0 on success, 1 when a benchmark failed, 2 for bad arguments.
     """
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         out = _output_path(args)
         _check_device(args.device)

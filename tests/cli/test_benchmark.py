@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -91,12 +90,12 @@ def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_pat
     assert json.loads((tmp_path / "d.json").read_text())["config"]["bundle_config"] is None
 
 
-def test_module_runs_the_command_and_the_workers_keep_their_entry(tmp_path):
-    """``python -m brats_cggm.benchmarking`` is the command; with ``--worker`` the subprocess entry."""
+def test_module_is_the_worker_entry_only(tmp_path):
+    """``python -m brats_cggm.benchmarking`` runs workers; the command is ``brats-cggm-benchmark`` alone."""
     result = subprocess.run(
         [sys.executable, "-m", "brats_cggm.benchmarking", "--help"], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 0 and "usage: brats-cggm-benchmark" in result.stdout
+    assert result.returncode == 2 and "brats-cggm-benchmark" in result.stderr and not result.stdout
     result = subprocess.run(
         [sys.executable, "-m", "brats_cggm.benchmarking", "--worker", "nonsense", "{}"],
         capture_output=True,
@@ -104,9 +103,3 @@ def test_module_runs_the_command_and_the_workers_keep_their_entry(tmp_path):
         check=False,
     )
     assert result.returncode == 1 and "unknown worker 'nonsense'" in result.stderr
-
-
-def test_scripts_benchmark_shows_its_own_name():
-    script = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
-    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and result.stdout.startswith("usage: benchmark.py")
