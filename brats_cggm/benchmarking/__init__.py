@@ -47,7 +47,7 @@ from brats_cggm.benchmarking.sections import (
     balancer_benchmark,
     data_pipeline_benchmark,
     inference_benchmark,
-    scaling_benchmark,
+    step_scaling_benchmark,
     variants_benchmark,
 )
 from brats_cggm.benchmarking.steps import build_trainer, synthetic_batch
@@ -65,7 +65,7 @@ __all__ = [
     "inference_benchmark",
     "measure_step_memory",
     "run_benchmarks",
-    "scaling_benchmark",
+    "step_scaling_benchmark",
     "synthetic_batch",
     "variants_benchmark",
     "write_report",

@@ -138,7 +138,7 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
         batch=config.base.batch if args.batch is None else args.batch,
         patch=config.base.patch if args.patch is None else tuple(args.patch),
     )
-    config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "scale"} & set(sections)))
+    config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "dataset_scale"} & set(sections)))
     return config
 
 

@@ -57,13 +57,13 @@ def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatc
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runner, "scaling_benchmark", fail)
+    monkeypatch.setattr(runner, "step_scaling_benchmark", fail)
     out = tmp_path / "b.json"
-    argv = ["--tiny", "--out", str(out), "--sections", "balancers,scaling", "--balancers", "joint", "--no-memory"]
+    argv = ["--tiny", "--out", str(out), "--sections", "balancers,step_scaling", "--balancers", "joint", "--no-memory"]
     assert main(argv) == 1
     assert not out.exists()
     partial = json.loads((tmp_path / "b.partial.json").read_text())
-    assert "joint" in partial["balancers"]["per_balancer"] and "scaling" not in partial
+    assert "joint" in partial["balancers"]["per_balancer"] and "step_scaling" not in partial
 
 
 def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_path, monkeypatch):
