@@ -1,7 +1,7 @@
 """Every balancing method on the BraTS bundle, same seeds and budget: Dice, auxiliary Dice, Shapley values.
 
 The bundle (``bundles/brats_cggm``, phantoms by default) is trained once per method overlay
-(``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.run_comparison`;
+(``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.train_planned_runs`;
 each run's last-epoch network (the one its reported Dice comes from) is then scored lesion-wise and valuated with
 :func:`brats_cggm.brats.analysis.valuation.valuate_bundle` on that run's validation cases (Shapley contribution of each
 modality to the mean Dice), and :func:`summary_markdown` tabulates the rows.
@@ -441,7 +441,7 @@ def run_and_valuate(
 
     Args:
         settings: the comparison.
-        jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.run_comparison`);
+        jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.train_planned_runs`);
             above 1, :func:`prepare_phantoms` first. The measurements run one after another.
         on_row: called after every finished run or diagnostic with the rows complete so far (in plan order),
             e.g. to rewrite the reports.
