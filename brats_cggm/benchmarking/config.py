@@ -184,7 +184,7 @@ def benchmark_config(
             config.scaling_patches = [(64, 64, 64), (96, 96, 96)]
             config.scaling_warmup = 0
             config.skipped.append("quick on CPU: the 128³ point of the patch-size curve is skipped")
-            config.skipped.append("quick on CPU: each scaling point is one step without warm-up")
+            config.skipped.append("quick on CPU: each step_scaling point is one step without warm-up")
             config.infer_overlap = 0.25
             config.skipped.append("quick on CPU: inference uses sliding-window overlap 0.25 instead of 0.5")
             config.scale_patches = [(64, 64, 64)]
