@@ -14,12 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from brats_cggm.core.events import read_scalars
-
-try:
-    from brats_cggm.core.files import atomic_path
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from brats_cggm.core.files import atomic_path
+from brats_cggm.core.files import atomic_path
 
 __all__ = ["PANELS", "main", "smooth"]
 

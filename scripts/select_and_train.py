@@ -10,34 +10,34 @@ trains on the chosen cases only (from a random initialisation, ``none``, or from
 ``val/dice/mean`` is the result. Every finished run is written to ``WORK/results/<run>.json`` at once and
 skipped when the script is started again (resumable); ``WORK/table.md`` is rewritten after each run with Dice
 mean ± std over seeds per strategy, budget and initialisation.
+
+A study over the library, not a command: the embeddings and strategies are those of ``brats-cggm-select``
+(:mod:`brats_cggm.selection`), each training run is :func:`brats_cggm.experiments.runs.train_run`. It imports the
+installed package (``pip install -e .``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from brats_cggm.brats.data.discovery import discover_dataset  # noqa: E402
-from brats_cggm.brats.model import save_encoder_weights  # noqa: E402
-from brats_cggm.core.files import atomic_write_text, write_json  # noqa: E402
-from brats_cggm.core.safe_load import load_tensors  # noqa: E402
-from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes  # noqa: E402
-from brats_cggm.selection.losses import modality_gap  # noqa: E402
-from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders  # noqa: E402
-from brats_cggm.selection.strategies import select  # noqa: E402
-
-CONFIG = REPO / "bundles" / "brats_cggm" / "configs" / "train.yaml"
+from brats_cggm.brats.data.discovery import discover_dataset
+from brats_cggm.brats.model import save_encoder_weights
+from brats_cggm.core.files import atomic_write_text, write_json
+from brats_cggm.core.resources import bundle_config
+from brats_cggm.core.safe_load import load_tensors
+from brats_cggm.experiments.runs import train_run
+from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes
+from brats_cggm.selection.losses import modality_gap
+from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders
+from brats_cggm.selection.strategies import select
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -98,7 +98,8 @@ def pretrained(work: Path, pool: Path, seed: int, args: argparse.Namespace) -> t
 
 
 def train(run_dir: Path, cases: list[str], pool: Path, heldout: Path, seed: int, encoders: Path | None, args) -> dict:
-    """The default bundle on the chosen cases only; validation = the held-out cases."""
+    """The default bundle on the chosen cases only (:func:`~brats_cggm.experiments.runs.train_run`); validation =
+    the held-out cases."""
     data = run_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     for case in cases:
@@ -109,20 +110,20 @@ def train(run_dir: Path, cases: list[str], pool: Path, heldout: Path, seed: int,
         f"$[@dataset.items, discover_dataset('{heldout.resolve()}', @modalities, "
         "label_convention=@label_convention, patterns=@patterns).items]"
     )
-    pixdim = json.dumps([args.spacing] * 3)
-    command = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIG),
-        "--dataset_dir", str(data), "--output_dir", str(run_dir / "out"), "--overwrite", "true",
-        "--max_epochs", str(args.max_epochs), "--val_interval", str(args.max_epochs), "--seed", str(seed),
-        "--device", args.device, "--data_options#pixdim", pixdim, "--split", split,
-    ]  # fmt: skip
+    overrides: dict[str, Any] = {
+        "dataset_dir": str(data),
+        "overwrite": True,
+        "max_epochs": args.max_epochs,
+        "val_interval": args.max_epochs,
+        "seed": seed,
+        "device": args.device,
+        "data_options#pixdim": [args.spacing] * 3,
+        "split": split,
+    }
     if encoders is not None:
-        command += ["--init_encoders", str(encoders)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+        overrides["init_encoders"] = str(encoders)
     start = time.time()
-    with open(run_dir / "train.log", "w") as log:
-        subprocess.run(command, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    metrics = json.loads((run_dir / "out" / "metrics.json").read_text())
+    metrics = train_run([bundle_config()], run_dir / "out", overrides, log_file=run_dir / "train.log")
     return {"dice": metrics["validation"]["val/dice/mean"], "metrics": metrics, "train_seconds": time.time() - start}
 
 

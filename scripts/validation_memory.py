@@ -8,7 +8,7 @@ that returns the same five outputs (fused and four auxiliary heads, 3 channels e
 ``FusedAndAuxiliaryPredictor``, so the whole-volume buffers are the real ones while a case takes seconds. After
 each case it prints the anonymous memory still held (``RssAnon``) and the peak resident memory during that
 case (``VmHWM``, reset between cases). Set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` in the
-environment to try glibc's settings (docs/performance.md, scale section).
+environment to try glibc's settings (docs/performance.md, dataset_scale section).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import argparse
 import glob
 import os
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "brats_cggm" / "configs" / "train.yaml"
+from brats_cggm.core.resources import bundle_config
+
+BUNDLE = bundle_config("brats_cggm", "train.yaml")
 
 
 def _status() -> dict[str, float]:

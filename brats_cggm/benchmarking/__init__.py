@@ -31,9 +31,10 @@ Modules:
 * :mod:`~brats_cggm.benchmarking.sections` — one module per report section.
 * :mod:`~brats_cggm.benchmarking.runner` — :func:`run_benchmarks`, the sections collected into one report.
 * :mod:`~brats_cggm.benchmarking.report` — :func:`format_report` and the JSON file.
-* :mod:`~brats_cggm.benchmarking.worker` — the worker subprocesses' entry (``python -m brats_cggm.benchmarking``).
+* :mod:`~brats_cggm.benchmarking.worker` — the worker subprocesses' entry (internal,
+  ``python -m brats_cggm.benchmarking --worker``).
 
-The command line is :mod:`brats_cggm.cli.benchmark` (``brats-cggm-benchmark``, ``scripts/benchmark.py``).
+The command line is :mod:`brats_cggm.cli.benchmark` (``brats-cggm-benchmark``, the one entry point).
 
 Run ``brats-cggm-benchmark --help``; results and their commands are in ``docs/performance.md``.
 """
@@ -46,7 +47,7 @@ from brats_cggm.benchmarking.sections import (
     balancer_benchmark,
     data_pipeline_benchmark,
     inference_benchmark,
-    scaling_benchmark,
+    step_scaling_benchmark,
     variants_benchmark,
 )
 from brats_cggm.benchmarking.steps import build_trainer, synthetic_batch
@@ -64,7 +65,7 @@ __all__ = [
     "inference_benchmark",
     "measure_step_memory",
     "run_benchmarks",
-    "scaling_benchmark",
+    "step_scaling_benchmark",
     "synthetic_batch",
     "variants_benchmark",
     "write_report",

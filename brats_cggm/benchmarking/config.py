@@ -87,12 +87,13 @@ class BenchmarkConfig:
         scaling_warmup: untimed steps before each scaling point.
         variants: speed-option variants at the base step (see
             :func:`~brats_cggm.benchmarking.sections.variants.variants_benchmark`).
-        scale_cases: data-set sizes (cases) of the scale section's bundle runs, whose peaks make the memory line.
-        scale_shape: shape of the scale section's phantom cases.
-        scale_patches: patch sizes of the scale section's loader-speed comparison.
+        scale_cases: data-set sizes (cases) of the dataset_scale section's bundle runs, whose peaks make the
+            memory line.
+        scale_shape: shape of the dataset_scale section's phantom cases.
+        scale_patches: patch sizes of the dataset_scale section's loader-speed comparison.
         scale_workers: ``DataLoader`` workers and cache-building processes there (None: every core).
         scale_build_cases: cases whose cache entries are built to time the build.
-        scale_overrides: bundle keys the scale section's runs set on top of the default configuration.
+        scale_overrides: bundle keys the dataset_scale section's runs set on top of the default configuration.
         skipped: what this configuration leaves out, and why (reported in the JSON).
         bundle_config: the bundle's ``train.yaml`` whose loader the data-pipeline section measures; the
             command line finds the repository's own when not given (library code never guesses it).
@@ -183,16 +184,16 @@ def benchmark_config(
             config.scaling_patches = [(64, 64, 64), (96, 96, 96)]
             config.scaling_warmup = 0
             config.skipped.append("quick on CPU: the 128³ point of the patch-size curve is skipped")
-            config.skipped.append("quick on CPU: each scaling point is one step without warm-up")
+            config.skipped.append("quick on CPU: each step_scaling point is one step without warm-up")
             config.infer_overlap = 0.25
             config.skipped.append("quick on CPU: inference uses sliding-window overlap 0.25 instead of 0.5")
             config.scale_patches = [(64, 64, 64)]
-            config.skipped.append("quick on CPU: the scale section's loader comparison runs at 64³ only")
+            config.skipped.append("quick on CPU: the dataset_scale section's loader comparison runs at 64³ only")
             # validation's whole-volume buffers do not depend on the overlap; its time is ~6x smaller at 0
             config.scale_cases = [3, 6, 9]
             config.scale_overrides = {"sw_overlap": 0.0}
             config.skipped.append(
-                "quick on CPU: the scale section's runs use 3, 6, 9 cases and validate with overlap 0"
+                "quick on CPU: the dataset_scale section's runs use 3, 6, 9 cases and validate with overlap 0"
             )
     else:
         config.rounds, config.block, config.warmup, config.scaling_reps = 5, 2, 2, 3

@@ -111,15 +111,17 @@ def format_report(report: dict[str, Any]) -> str:
             f"preloaded {_fmt(r['preloaded_step_s'], ' s')}, ratio {_fmt(r['load_ratio'])}; "
             f"cache built in {_fmt(r['cache_build_s'], ' s')}",
         ]
-    if "scaling" in report:
+    if "step_scaling" in report:
         lines += [
             "",
-            "scaling (step s): "
+            "step_scaling (step s): "
             + ", ".join(
-                f"{'x'.join(map(str, p['patch']))}: {_fmt(p['step_time_s'])}" for p in report["scaling"]["patch"]
+                f"{'x'.join(map(str, p['patch']))}: {_fmt(p['step_time_s'])}" for p in report["step_scaling"]["patch"]
             )
             + " | "
-            + ", ".join(f"{m['modalities']} mod: {_fmt(m['step_time_s'])}" for m in report["scaling"]["modalities"]),
+            + ", ".join(
+                f"{m['modalities']} mod: {_fmt(m['step_time_s'])}" for m in report["step_scaling"]["modalities"]
+            ),
         ]
     if "variants" in report:
         lines += [
@@ -131,8 +133,8 @@ def format_report(report: dict[str, Any]) -> str:
                 for v in report["variants"]
             ),
         ]
-    if "scale" in report:
-        r = report["scale"]
+    if "dataset_scale" in report:
+        r = report["dataset_scale"]
         lines += ["", f"scale ({len(r['cases'])} counts of {'x'.join(map(str, r['case_shape']))} cases):"]
         runs = r.get("runs")
         if runs:

@@ -17,15 +17,15 @@ from brats_cggm.benchmarking.config import TARGETS, BenchmarkConfig
 from brats_cggm.benchmarking.report import environment
 from brats_cggm.benchmarking.sections.balancers import balancer_benchmark
 from brats_cggm.benchmarking.sections.data import data_pipeline_benchmark
+from brats_cggm.benchmarking.sections.dataset_scale import dataset_scale_benchmark
 from brats_cggm.benchmarking.sections.inference import inference_benchmark
-from brats_cggm.benchmarking.sections.scale import scale_benchmark
-from brats_cggm.benchmarking.sections.scaling import scaling_benchmark
+from brats_cggm.benchmarking.sections.step_scaling import step_scaling_benchmark
 from brats_cggm.benchmarking.sections.variants import variants_benchmark
 
 __all__ = ["SECTIONS", "run_benchmarks"]
 
 #: The report's sections, in the order they run.
-SECTIONS = ("balancers", "inference", "data", "scaling", "variants", "scale")
+SECTIONS = ("balancers", "inference", "data", "step_scaling", "variants", "dataset_scale")
 
 MEMORY_METHOD = {
     "cuda": "CUDA: torch.cuda.max_memory_allocated in a fresh subprocess per configuration",
@@ -93,9 +93,9 @@ def run_benchmarks(
             ("balancers", lambda: balancer_benchmark(config, log)),
             ("inference", lambda: inference_benchmark(config, work, log)),
             ("data", lambda: data_pipeline_benchmark(config, work, log)),
-            ("scaling", lambda: scaling_benchmark(config, log)),
+            ("step_scaling", lambda: step_scaling_benchmark(config, log)),
             ("variants", lambda: variants_benchmark(config, log)),
-            ("scale", lambda: scale_benchmark(config, work, log)),
+            ("dataset_scale", lambda: dataset_scale_benchmark(config, work, log)),
         ]
         for name, fn in steps:
             if name not in sections:

@@ -34,7 +34,7 @@ def worker_main(kind: str, payload_json: str) -> int:
     elif kind == "inference":
         result = inference_worker(payload)
     elif kind == "scale_epoch":
-        from brats_cggm.benchmarking.sections.scale import scale_epoch_worker
+        from brats_cggm.benchmarking.sections.dataset_scale import scale_epoch_worker
 
         result = scale_epoch_worker(payload)
     else:

@@ -18,19 +18,19 @@ from typing import Any
 
 import torch
 
-import brats_cggm
 from brats_cggm.benchmarking.config import BenchmarkConfig, benchmark_config
 from brats_cggm.benchmarking.report import format_report, write_report
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
 from brats_cggm.cli.common import CommandParser
+from brats_cggm.core import resources
 from brats_cggm.core.files import refuse_existing
 
 __all__ = ["BUNDLE_TRAIN_CONFIG", "build_parser", "default_bundle_config", "main"]
 
 PROG = "brats-cggm-benchmark"
 
-#: Where a repository checkout keeps the bundle's training config, relative to its root.
-BUNDLE_TRAIN_CONFIG = Path("bundles", "brats_cggm", "configs", "train.yaml")
+#: The shipped bundle config whose loader the data section benchmarks by default (``bundles/brats_cggm/configs/``).
+BUNDLE_TRAIN_CONFIG = "train.yaml"
 
 
 class UsageError(ValueError):
@@ -62,8 +62,8 @@ def build_parser(prog: str = PROG) -> CommandParser:
     p.add_argument(
         "--bundle-config",
         default=None,
-        help=f"train.yaml whose loader is benchmarked (default: {BUNDLE_TRAIN_CONFIG} of the repository "
-        "checkout brats_cggm is imported from, else of the current directory)",
+        help="train.yaml whose loader is benchmarked (default: bundles/brats_cggm/configs/train.yaml, of the "
+        "checkout brats_cggm is imported from or of the installed package; see brats_cggm.core.resources)",
     )
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -73,21 +73,18 @@ def build_parser(prog: str = PROG) -> CommandParser:
 
 
 def default_bundle_config() -> Path:
-    """The bundle's ``train.yaml``: in the repository checkout of the imported package, else in the current directory.
+    """The BraTS bundle's ``train.yaml``, as :func:`brats_cggm.core.resources.bundle_config` finds it.
 
     Returns:
-        The first of the two that exists.
+        The checkout's or the installed package's ``bundles/brats_cggm/configs/train.yaml``.
 
     Raises:
-        FileNotFoundError: neither exists (the message names both).
+        FileNotFoundError: it does not exist (the message names the path and ``--bundle-config``).
     """
-    checkout = Path(brats_cggm.__file__).resolve().parents[1] / BUNDLE_TRAIN_CONFIG
-    candidates = list(dict.fromkeys([checkout, Path.cwd().resolve() / BUNDLE_TRAIN_CONFIG]))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    looked = " and ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"no bundle config found (looked for {looked}); pass --bundle-config PATH")
+    path = resources.bundle_config("brats_cggm", BUNDLE_TRAIN_CONFIG)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no bundle config there; pass --bundle-config PATH")
+    return path
 
 
 def _output_path(args: argparse.Namespace) -> Path:
@@ -144,7 +141,7 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
         batch=config.base.batch if args.batch is None else args.batch,
         patch=config.base.patch if args.patch is None else tuple(args.patch),
     )
-    config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "scale"} & set(sections)))
+    config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "dataset_scale"} & set(sections)))
     return config
 
 
@@ -177,17 +174,16 @@ def _save(report: dict[str, Any], out: Path, overwrite: bool) -> None:
     print(f"\nwrote {out}")
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point ``brats-cggm-benchmark``: run the benchmark, print its table, write its JSON report.
 
     Args:
         argv: arguments without the program name; ``sys.argv[1:]`` when None.
-        prog: the program name of the usage line (``scripts/benchmark.py`` passes its own).
 
     Returns:
         0 on success, 1 when a benchmark failed, 2 for bad arguments.
     """
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         out = _output_path(args)
         _check_device(args.device)

@@ -55,14 +55,6 @@ __all__ = ["build_parser", "main", "parse_args"]
 
 PROG = "brats-cggm-compare"
 
-#: Old spellings, still accepted with a warning.
-DEPRECATED_FLAGS = {
-    "--out": "--output-dir",
-    "--max_epochs": "--max-epochs",
-    "--paper_schedules": "--paper-schedules",
-    "--no_shapley": "--no-shapley",
-}
-
 
 def build_parser() -> CommandParser:
     """The arguments of ``brats-cggm-compare``."""
@@ -96,7 +88,6 @@ def build_parser() -> CommandParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue the comparison in --output-dir (skip finished runs)"
     )
-    parser.add_deprecated_aliases(DEPRECATED_FLAGS)
     return parser
 
 

@@ -154,7 +154,6 @@ def build_parser() -> CommandParser:
     run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-    p.add_deprecated_alias("--output", "--output-dir")
     return p
 
 

@@ -1,9 +1,9 @@
 """``brats-cggm-select``: choose which unlabelled cases to annotate first (cold-start selection, docs/methods.md §8).
 
-    brats-cggm-select --pool data/unlabelled --budget 20 --strategy mmcsal --output runs/select/first20.csv \\
+    brats-cggm-select --pool data/unlabelled --budget 20 --strategy mmcsal --out runs/select/first20.csv \\
         --encoders-out runs/select/encoders.pt
 
-Writes the chosen case ids with their scores to ``--output`` (CSV) and beside it with the suffix ``.json``
+Writes the chosen case ids with their scores to ``--out`` (CSV) and beside it with the suffix ``.json``
 (the settings, the scores, the modality gap of the embeddings). Pre-trains the per-modality encoders on the pool
 first (not for ``random`` unless ``--encoders-out`` asks for them); the encoders file initialises training
 through the bundle key ``init_encoders``.
@@ -32,7 +32,7 @@ def build_parser() -> CommandParser:
     parser.add_argument("--pool", required=True, help="data set folder of the unlabelled cases (BraTS or MSD layout)")
     parser.add_argument("--budget", required=True, type=int, help="number of cases to choose")
     parser.add_argument("--strategy", required=True, choices=STRATEGY_NAMES)
-    parser.add_argument("--output", required=True, help="CSV file of the chosen cases; the JSON goes beside it")
+    parser.add_argument("--out", required=True, help="CSV file of the chosen cases; the JSON goes beside it")
     parser.add_argument("--seed", type=int, default=0, help="seed of pre-training and selection (default 0)")
     parser.add_argument(
         "--exclude", nargs="+", default=[], help="cases already labelled: case ids, or files with one id per line"
@@ -83,7 +83,7 @@ def read_exclusions(values: Sequence[str]) -> list[str]:
 
 def output_paths(args: argparse.Namespace) -> list[Path]:
     """The files the command writes: the CSV, the JSON and, if asked, the encoders."""
-    csv_path = Path(args.output)
+    csv_path = Path(args.out)
     paths = [csv_path, csv_path.with_suffix(".json")]
     return paths + ([Path(args.encoders_out)] if args.encoders_out else [])
 
@@ -157,7 +157,7 @@ def write_outputs(args: argparse.Namespace, items: list[dict], selection: Any, r
         rows.append(f"{rank},{case_id},{score:.6g}")
         chosen.append({"rank": rank, "case_id": case_id, "score": score})
     paths = output_paths(args)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(paths[0], "\n".join(rows) + "\n")
     write_json(paths[1], {**record, "selected": chosen, "details": selection.details})
 

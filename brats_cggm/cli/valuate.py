@@ -24,15 +24,6 @@ __all__ = ["build_parser", "main"]
 
 PROG = "brats-cggm-valuate"
 
-#: Old spellings, still accepted with a warning.
-DEPRECATED_FLAGS = {
-    "--dataset_dir": "--dataset-dir",
-    "--output": "--output-dir",
-    "--max_cases": "--max-cases",
-    "--case_ids": "--case-ids",
-    "--sw_batch_size": "--sw-batch-size",
-}
-
 
 def build_parser() -> CommandParser:
     """The arguments of ``brats-cggm-valuate``."""
@@ -59,7 +50,6 @@ def build_parser() -> CommandParser:
         help="sliding-window overlap in [0, 1) (default: the bundle's)",
     )
     parser.add_argument("--sw-batch-size", type=positive_int, default=None, help="default: the bundle's sw_batch_size")
-    parser.add_deprecated_aliases(DEPRECATED_FLAGS)
     return parser
 
 

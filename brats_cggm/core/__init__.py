@@ -9,5 +9,6 @@
 - :mod:`~brats_cggm.core.devices`: ``resolve_device``, the one place a default device is chosen;
 - :mod:`~brats_cggm.core.locks`: lock files that name their holder (run folders, cache entries);
 - :mod:`~brats_cggm.core.safe_load`: ``load_tensors`` (``torch.load(weights_only=True)``) and the one message a
-  refused or unreadable weights file gets.
+  refused or unreadable weights file gets;
+- :mod:`~brats_cggm.core.resources`: where the shipped bundles and overlay configs are (checkout or installed).
 """

@@ -5,12 +5,11 @@ glibc serves a ``malloc`` of at least the *mmap threshold* with its own ``mmap``
 ``free``) and smaller ones from its heaps (kept by the process once freed). By default the threshold is
 dynamic: each time a block served by ``mmap`` is freed, the threshold rises to that block's size (up to
 32 MiB). After the first whole-volume validation case, the sliding window's blocks of a few MiB therefore
-come from the heaps, where freed blocks fragment and are kept: measured on full-size cases, the validation
-peak rose by 83-115 MB from the first case to the second and third (docs/performance.md, scale section).
-A fixed threshold turns the dynamic one off (``mallopt(M_MMAP_THRESHOLD)``), so every block of at least the
-threshold is mapped and unmapped on its own; the measured peaks then stayed within 2 MB from case to case.
-It costs training time (each such block is zero-filled by the kernel: CPU training epochs took twice as long),
-so the bundle leaves glibc's default unless ``malloc_mmap_threshold`` is set.
+come from the heaps, where freed blocks fragment and are kept, and the validation peak creeps up from case to
+case. A fixed threshold turns the dynamic one off (``mallopt(M_MMAP_THRESHOLD)``), so every block of at least
+the threshold is mapped and unmapped on its own and the peak stays flat. It costs training time (each such
+block is zero-filled by the kernel), so the bundle leaves glibc's default unless ``malloc_mmap_threshold`` is
+set. The measurements of both effects are in ``docs/performance.md`` (Scale section).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class ReleaseIterationData:
     """Frees each iteration's batch and output once the iteration's handlers have read them.
 
     Two things kept a validation case's memory alive into the next case, measured on full-size cases
-    (docs/performance.md, scale section):
+    (docs/performance.md, dataset_scale section):
 
     - an ignite engine keeps the last ``state.batch`` and ``state.output`` until the next iteration replaces
       them, so the previous case's whole volumes (image, labels and postprocessed predictions, about 85 bytes

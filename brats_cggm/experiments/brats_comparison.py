@@ -1,7 +1,7 @@
 """Every balancing method on the BraTS bundle, same seeds and budget: Dice, auxiliary Dice, Shapley values.
 
 The bundle (``bundles/brats_cggm``, phantoms by default) is trained once per method overlay
-(``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.run_comparison`;
+(``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.train_planned_runs`;
 each run's last-epoch network (the one its reported Dice comes from) is then scored lesion-wise and valuated with
 :func:`brats_cggm.brats.analysis.valuation.valuate_bundle` on that run's validation cases (Shapley contribution of each
 modality to the mean Dice), and :func:`summary_markdown` tabulates the rows.
@@ -31,25 +31,26 @@ from typing import Any
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
 from brats_cggm.brats.data.labels import REGIONS
+from brats_cggm.core import resources
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import write_json
 from brats_cggm.experiments.runs import PlannedRun, short_run_overrides, train_planned_runs
 
 __all__ = [
     "BASELINE",
-    "BUNDLE_CONFIG",
     "DICE_COLUMNS",
     "GAP_COLUMNS",
     "LESIONWISE_COLUMNS",
     "MODALITY_DICE_COLUMNS",
     "OPTIMIZER_OVERLAYS",
-    "OVERLAY_DIR",
     "ROBUSTNESS_COLUMNS",
     "ROW_FILE",
     "SHAPLEY_COLUMNS",
     "SMOKE_OVERRIDES",
     "ComparisonProgress",
     "ComparisonSettings",
+    "balancer_overlay",
+    "bundle_config",
     "default_methods",
     "dice_key",
     "gap_key",
@@ -57,6 +58,7 @@ __all__ = [
     "lesionwise_key",
     "lesionwise_of_run",
     "modality_dice_key",
+    "optimizer_overlay",
     "plan_runs",
     "prepare_phantoms",
     "run_and_valuate",
@@ -66,17 +68,12 @@ __all__ = [
     "subset_dice_key",
 ]
 
-_REPO = Path(__file__).resolve().parents[2]
-#: The bundle every method is trained with.
-BUNDLE_CONFIG = _REPO / "bundles" / "brats_cggm" / "configs" / "train.yaml"
-#: ``<method>.yaml``: the balancer overlay of each registered method.
-OVERLAY_DIR = _REPO / "configs" / "balancers"
 #: The method step times are relative to, listed first.
 BASELINE = "joint"
-#: Optimiser name → its overlay (None: the bundle's own AdamW).
-OPTIMIZER_OVERLAYS: dict[str, Path | None] = {
+#: Optimiser name → its overlay below ``configs/`` (None: the bundle's own AdamW); see :func:`optimizer_overlay`.
+OPTIMIZER_OVERLAYS: dict[str, str | None] = {
     "adamw": None,
-    "sgd": _REPO / "configs" / "optimizers" / "sgd_paper.yaml",
+    "sgd": "optimizers/sgd_paper.yaml",
 }
 #: The optimiser whose runs keep the plain method names.
 DEFAULT_OPTIMIZER = "adamw"
@@ -93,6 +90,22 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "sw_overlap": 0.0,
     "val_fraction": 0.34,
 }
+
+
+def bundle_config() -> Path:
+    """The bundle every method is trained with: ``bundles/brats_cggm/configs/train.yaml``, checkout or installed."""
+    return resources.bundle_config("brats_cggm", "train.yaml")
+
+
+def balancer_overlay(method: str) -> Path:
+    """The balancer overlay of a registered method: ``configs/balancers/<method>.yaml``, checkout or installed."""
+    return resources.config_path("balancers", f"{method}.yaml")
+
+
+def optimizer_overlay(optimizer: str) -> Path | None:
+    """The overlay of a name of :data:`OPTIMIZER_OVERLAYS` (None: the bundle's own AdamW)."""
+    relative = OPTIMIZER_OVERLAYS[optimizer]
+    return None if relative is None else resources.config_path(*relative.split("/"))
 
 
 def dice_key(region: str) -> str:
@@ -146,7 +159,7 @@ def default_methods() -> list[str]:
 def _bundle_defaults() -> dict[str, Any]:
     import yaml
 
-    return yaml.safe_load(BUNDLE_CONFIG.read_text())
+    return yaml.safe_load(bundle_config().read_text())
 
 
 @dataclass
@@ -155,7 +168,7 @@ class ComparisonSettings:
 
     Attributes:
         out_dir: each run goes to ``out_dir/<method>/seed<k>``; the reports to ``out_dir``.
-        methods: registered balancer names (each with an overlay in :data:`OVERLAY_DIR`).
+        methods: registered balancer names (each with an overlay, :func:`balancer_overlay`).
         seeds: the seeds of every method.
         max_epochs: the budget of every run; validation runs once, after the last epoch.
         device: training and valuation device (e.g. ``cuda:0``); None: the bundle's for training, and CUDA
@@ -328,17 +341,18 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
     shared = settings.overrides()
     planned = []
     for optimizer in settings.optimizers:
-        overlay = OPTIMIZER_OVERLAYS[optimizer]
+        overlay = optimizer_overlay(optimizer)
         optimizer_files = [overlay] if overlay is not None else []
+        bundle = bundle_config()
         if settings.unimodal:
-            joint = OVERLAY_DIR / f"{BASELINE}.yaml"
+            joint = balancer_overlay(BASELINE)
             for modality in DEFAULT_MODALITIES:
                 for seed in settings.seeds:
                     planned.append(
                         PlannedRun(
                             run_name(f"unimodal-{modality}", optimizer),
                             seed,
-                            (BUNDLE_CONFIG, joint, *optimizer_files),
+                            (bundle, joint, *optimizer_files),
                             {**shared, "modalities": [modality]},
                             {"balancer": BASELINE, "optimizer": optimizer, "modalities": [modality]},
                         )
@@ -349,7 +363,7 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
                     PlannedRun(
                         run_name(method, optimizer),
                         seed,
-                        (BUNDLE_CONFIG, OVERLAY_DIR / f"{method}.yaml", *optimizer_files),
+                        (bundle, balancer_overlay(method), *optimizer_files),
                         {**shared, **schedules.get(method, {})},
                         {"balancer": method, "optimizer": optimizer, "modalities": None},
                     )
@@ -565,7 +579,7 @@ def run_and_valuate(
 
     Args:
         settings: the comparison.
-        jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.run_comparison`);
+        jobs: runs trained at the same time (see :func:`~brats_cggm.experiments.runs.train_planned_runs`);
             above 1, :func:`prepare_phantoms` first. The measurements run one after another.
         on_row: called after every finished run or diagnostic with the rows complete so far (in plan order),
             e.g. to rewrite the reports.

@@ -120,7 +120,7 @@ def write_reports(
     Args:
         out_dir: the comparison's folder (created).
         summary_markdown: the text of ``summary.md``.
-        rows: one per run (:func:`~brats_cggm.experiments.runs.run_comparison`'s rows).
+        rows: one per run (the rows of :func:`~brats_cggm.experiments.runs.train_planned_runs` or of a comparison).
         overwrite: replace reports that exist.
 
     Returns:

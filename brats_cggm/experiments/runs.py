@@ -133,7 +133,8 @@ def train_planned_runs(
     Args:
         planned: the runs.
         out_dir: the comparison's folder.
-        jobs: runs trained at the same time (see :func:`run_comparison`).
+        jobs: runs trained at the same time. Above 1 the runs share the machine, so their step times are not
+            comparable; the data set must exist beforehand (concurrent runs would all generate it).
         resume: a run whose ``metrics.json`` exists is not trained again; its row is read from that file. A run
             without one is continued from its ``models/checkpoint.pt`` (bundle ``resume: true``) or, without a
             checkpoint, trained again (bundle ``overwrite: true``).

@@ -13,7 +13,7 @@ from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401
 
 def test_balancers_scaling_variants_report(tmp_path):
     config = tiny_config()
-    report = run_benchmarks(config, ["balancers", "scaling", "variants"], tmp_path, log=lambda m: None)
+    report = run_benchmarks(config, ["balancers", "step_scaling", "variants"], tmp_path, log=lambda m: None)
     json.dumps(report)  # serialisable as written
     per = report["balancers"]["per_balancer"]
     assert set(per) == {"joint", "cggm"}
@@ -24,8 +24,8 @@ def test_balancers_scaling_variants_report(tmp_path):
     assert report["cggm_mem_ratio"] is None  # memory off: no number is invented
     assert report["targets_met"]["cggm_mem_ratio"] is None
     assert isinstance(report["targets_met"]["cggm_time_ratio"], bool)
-    assert [p["patch"] for p in report["scaling"]["patch"]] == [[16, 16, 16]]
-    assert [m["modalities"] for m in report["scaling"]["modalities"]] == [2]
+    assert [p["patch"] for p in report["step_scaling"]["patch"]] == [[16, 16, 16]]
+    assert [m["modalities"] for m in report["step_scaling"]["modalities"]] == [2]
     assert report["variants"][0]["variant"] == "default" and report["variants"][0]["speedup"] == pytest.approx(1.0)
     for key in ("date", "device", "device_name", "torch"):
         assert report["meta"][key]

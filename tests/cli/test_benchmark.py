@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -58,22 +57,22 @@ def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatc
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runner, "scaling_benchmark", fail)
+    monkeypatch.setattr(runner, "step_scaling_benchmark", fail)
     out = tmp_path / "b.json"
-    argv = ["--tiny", "--out", str(out), "--sections", "balancers,scaling", "--balancers", "joint", "--no-memory"]
+    argv = ["--tiny", "--out", str(out), "--sections", "balancers,step_scaling", "--balancers", "joint", "--no-memory"]
     assert main(argv) == 1
     assert not out.exists()
     partial = json.loads((tmp_path / "b.partial.json").read_text())
-    assert "joint" in partial["balancers"]["per_balancer"] and "scaling" not in partial
+    assert "joint" in partial["balancers"]["per_balancer"] and "step_scaling" not in partial
 
 
 def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_path, monkeypatch):
     assert default_bundle_config() == BUNDLE_CONFIG
-    monkeypatch.setattr(cli, "BUNDLE_TRAIN_CONFIG", cli.BUNDLE_TRAIN_CONFIG.with_name("missing.yaml"))
+    monkeypatch.setattr(cli, "BUNDLE_TRAIN_CONFIG", "missing.yaml")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as raised:
         default_bundle_config()
-    assert "missing.yaml" in str(raised.value) and str(tmp_path) in str(raised.value)
+    assert "missing.yaml" in str(raised.value)
     assert "--bundle-config" in str(raised.value)
     assert main(["--out", str(tmp_path / "c.json"), "--sections", "data"]) == 2
     # sections that do not read the bundle run without one
@@ -91,16 +90,12 @@ def test_default_bundle_config_is_the_checkout_one_or_named_when_missing(tmp_pat
     assert json.loads((tmp_path / "d.json").read_text())["config"]["bundle_config"] is None
 
 
-def test_module_runs_the_workers_and_names_the_command(tmp_path):
-    """``python -m brats_cggm.benchmarking`` is the workers' entry; the command is ``brats_cggm.cli.benchmark``."""
-    result = subprocess.run(
-        [sys.executable, "-m", "brats_cggm.cli.benchmark", "--help"], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0 and "usage: brats-cggm-benchmark" in result.stdout
+def test_module_is_the_worker_entry_only(tmp_path):
+    """``python -m brats_cggm.benchmarking`` runs workers; the command is ``brats-cggm-benchmark`` alone."""
     result = subprocess.run(
         [sys.executable, "-m", "brats_cggm.benchmarking", "--help"], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 2 and "brats-cggm-benchmark" in result.stderr
+    assert result.returncode == 2 and "brats-cggm-benchmark" in result.stderr and not result.stdout
     result = subprocess.run(
         [sys.executable, "-m", "brats_cggm.benchmarking", "--worker", "nonsense", "{}"],
         capture_output=True,
@@ -108,9 +103,3 @@ def test_module_runs_the_workers_and_names_the_command(tmp_path):
         check=False,
     )
     assert result.returncode == 1 and "unknown worker 'nonsense'" in result.stderr
-
-
-def test_scripts_benchmark_shows_its_own_name():
-    script = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
-    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and result.stdout.startswith("usage: benchmark.py")

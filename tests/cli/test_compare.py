@@ -49,7 +49,7 @@ def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: p
     assert cli.main(["--output-dir", str(out), "--seeds", "0", "1", "--max-epochs", "20", "--device", "cpu"]) == 0
     assert sorted(fake_runs) == sorted(f"{m}/seed{s}" for m in available_balancers() for s in (0, 1))
     configs, overrides = fake_runs["opm/seed1"]
-    assert configs == [str(brats_comparison.BUNDLE_CONFIG), str(brats_comparison.OVERLAY_DIR / "opm.yaml")]
+    assert configs == [str(brats_comparison.bundle_config()), str(brats_comparison.balancer_overlay("opm"))]
     assert overrides == {
         "max_epochs": 20,
         "val_interval": 20,
@@ -97,17 +97,15 @@ def test_smoke_overrides_and_paper_schedules_without_shapley(fake_runs, tmp_path
     assert "shapley/flair" not in json.loads((out / "rows.json").read_text())[0]["validation"]
 
 
-def test_old_spellings_still_work_with_a_warning(fake_runs, tmp_path: Path, capsys: pytest.CaptureFixture):
-    argv = ["--out", str(tmp_path / "cmp"), "--methods", "opm", "--seeds", "0", "--max_epochs", "30"]
-    settings, _ = cli.parse_args([*argv, "--paper_schedules", "--no_shapley"])
-    assert settings.max_epochs == 30 and settings.paper_schedules and not settings.shapley
-    assert settings.out_dir == tmp_path / "cmp"
-    err = capsys.readouterr().err
-    assert "brats-cggm-compare: warning: --out is deprecated; use --output-dir" in err
-    for old, new in (("--max_epochs", "--max-epochs"), ("--paper_schedules", "--paper-schedules")):
-        assert f"{old} is deprecated; use {new}" in err
-    assert "--no_shapley is deprecated; use --no-shapley" in err
-    assert "--max_epochs" not in cli.build_parser().format_help()
+def test_old_spellings_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture):
+    for old in ("--out", "--max_epochs", "--paper_schedules", "--no_shapley"):
+        argv = ["--output-dir", str(tmp_path / "cmp"), old]
+        if old in ("--out", "--max_epochs"):
+            argv.append("30")
+        with pytest.raises(SystemExit) as exc:
+            cli.parse_args(argv)
+        assert exc.value.code == 2
+        assert f"unrecognized arguments: {old}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

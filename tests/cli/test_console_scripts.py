@@ -1,4 +1,4 @@
-"""Every console script of pyproject.toml: ``--help`` exits 0, shows its own name, hides the deprecated spellings."""
+"""Every console script of pyproject.toml: ``--help`` exits 0, shows its own name."""
 
 from __future__ import annotations
 
@@ -34,5 +34,3 @@ def test_help_exits_0_and_shows_its_own_name(name: str, capsys: pytest.CaptureFi
     assert code in (0, None)
     text = capsys.readouterr().out
     assert text.startswith(f"usage: {name} ")
-    for old in getattr(importlib.import_module(module_name), "DEPRECATED_FLAGS", {}):
-        assert f"{old} " not in text and f"{old}\n" not in text

@@ -316,13 +316,12 @@ def test_case_ids_from_folder_names_stay_in_the_output(case_dir: Path, tiny_run_
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_old_output_spelling_still_works_and_warns(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
-    out = tmp_path / "old"
-    argv = ["--input", str(case_dir), *_bundle(tiny_run_dir), "--output", str(out), "--device", "cpu"]
-    assert main(argv) == 0
-    assert (out / f"{CASE}.nii.gz").is_file()
-    err = capsys.readouterr().err
-    assert err.count("brats-cggm-infer: warning: --output is deprecated; use --output-dir\n") == 1
+def test_old_output_spelling_is_refused(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    argv = ["--input", str(case_dir), *_bundle(tiny_run_dir), "--output", str(tmp_path / "old"), "--device", "cpu"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "--output-dir" in capsys.readouterr().err
+    assert not (tmp_path / "old").exists()
 
 
 def test_output_dir_is_required_and_hidden_alias_not_in_help(capsys: pytest.CaptureFixture):

@@ -34,9 +34,7 @@ def _rows(path: Path) -> list[dict]:
 
 def test_random_writes_csv_and_json_deterministically(pool: Path, tmp_path: Path, capsys):
     out = tmp_path / "sel.csv"
-    assert (
-        main(["--pool", str(pool), "--budget", "3", "--strategy", "random", "--output", str(out), "--seed", "4"]) == 0
-    )
+    assert main(["--pool", str(pool), "--budget", "3", "--strategy", "random", "--out", str(out), "--seed", "4"]) == 0
     rows = _rows(out)
     assert [r["rank"] for r in rows] == ["1", "2", "3"] and len({r["case_id"] for r in rows}) == 3
     record = json.loads(out.with_suffix(".json").read_text())
@@ -44,7 +42,7 @@ def test_random_writes_csv_and_json_deterministically(pool: Path, tmp_path: Path
     assert record["pool_size"] == 6 and record["budget"] == 3 and record["strategy"] == "random"
     assert capsys.readouterr().out.split() == [r["case_id"] for r in rows]
     again = tmp_path / "again.csv"
-    main(["--pool", str(pool), "--budget", "3", "--strategy", "random", "--output", str(again), "--seed", "4"])
+    main(["--pool", str(pool), "--budget", "3", "--strategy", "random", "--out", str(again), "--seed", "4"])
     assert again.read_text() == out.read_text()
 
 
@@ -53,7 +51,7 @@ def test_excluded_cases_are_never_chosen(pool: Path, tmp_path: Path):
     listing = tmp_path / "labelled.txt"
     listing.write_text(f"# already labelled\n{ids[0]}\n\n{ids[1]}\n")
     out = tmp_path / "sel.csv"
-    argv = ["--pool", str(pool), "--budget", "3", "--strategy", "random", "--output", str(out)]
+    argv = ["--pool", str(pool), "--budget", "3", "--strategy", "random", "--out", str(out)]
     assert main([*argv, "--exclude", str(listing), ids[2]]) == 0
     chosen = {r["case_id"] for r in _rows(out)}
     assert chosen == set(ids[3:])
@@ -62,7 +60,7 @@ def test_excluded_cases_are_never_chosen(pool: Path, tmp_path: Path):
 
 def test_mmcsal_writes_scores_gap_and_encoders_that_initialise_a_network(pool: Path, tmp_path: Path):
     out, encoders = tmp_path / "sel.csv", tmp_path / "enc.pt"
-    argv = ["--pool", str(pool), "--budget", "2", "--strategy", "mmcsal", "--output", str(out), *FAST]
+    argv = ["--pool", str(pool), "--budget", "2", "--strategy", "mmcsal", "--out", str(out), *FAST]
     assert main([*argv, "--encoders-out", str(encoders)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert len(record["selected"]) == 2 and record["modality_gap"] >= 0.0
@@ -84,7 +82,7 @@ def test_mmcsal_writes_scores_gap_and_encoders_that_initialise_a_network(pool: P
 def test_baselines_run_through_the_command(pool: Path, tmp_path: Path, strategy: str):
     pytest.importorskip("sklearn")
     out = tmp_path / "sel.csv"
-    argv = ["--pool", str(pool), "--budget", "2", "--strategy", strategy, "--output", str(out), *FAST]
+    argv = ["--pool", str(pool), "--budget", "2", "--strategy", strategy, "--out", str(out), *FAST]
     assert main(argv) == 0
     assert len(_rows(out)) == 2
 
@@ -92,7 +90,7 @@ def test_baselines_run_through_the_command(pool: Path, tmp_path: Path, strategy:
 def test_existing_output_is_refused_without_overwrite(pool: Path, tmp_path: Path, capsys):
     out = tmp_path / "sel.csv"
     out.write_text("keep\n")
-    argv = ["--pool", str(pool), "--budget", "2", "--strategy", "random", "--output", str(out)]
+    argv = ["--pool", str(pool), "--budget", "2", "--strategy", "random", "--out", str(out)]
     assert main(argv) == 1
     assert "sel.csv" in capsys.readouterr().err and out.read_text() == "keep\n"
     assert main([*argv, "--overwrite"]) == 0 and out.read_text().startswith("rank,case_id,score")
@@ -100,7 +98,7 @@ def test_existing_output_is_refused_without_overwrite(pool: Path, tmp_path: Path
 
 def test_budget_larger_than_the_pool_after_exclusions_names_the_numbers(pool: Path, tmp_path: Path, capsys):
     ids = sorted(p.name for p in pool.iterdir())
-    argv = ["--pool", str(pool), "--budget", "5", "--strategy", "random", "--output", str(tmp_path / "s.csv")]
+    argv = ["--pool", str(pool), "--budget", "5", "--strategy", "random", "--out", str(tmp_path / "s.csv")]
     assert main([*argv, "--exclude", ids[0], ids[1]]) == 1
     err = capsys.readouterr().err
     assert "budget (5)" in err and "pool (4 cases)" in err and "6 in" in err and "2 excluded" in err
@@ -108,13 +106,13 @@ def test_budget_larger_than_the_pool_after_exclusions_names_the_numbers(pool: Pa
 
 
 def test_budget_below_one_is_a_usage_error(pool: Path, tmp_path: Path, capsys):
-    argv = ["--pool", str(pool), "--budget", "0", "--strategy", "random", "--output", str(tmp_path / "s.csv")]
+    argv = ["--pool", str(pool), "--budget", "0", "--strategy", "random", "--out", str(tmp_path / "s.csv")]
     assert main(argv) == 2
     assert "--budget must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_unknown_excluded_ids_are_named(pool: Path, tmp_path: Path, capsys):
-    argv = ["--pool", str(pool), "--budget", "2", "--strategy", "random", "--output", str(tmp_path / "s.csv")]
+    argv = ["--pool", str(pool), "--budget", "2", "--strategy", "random", "--out", str(tmp_path / "s.csv")]
     assert main([*argv, "--exclude", "BraTS2021_99999", "nobody"]) == 1
     assert "BraTS2021_99999, nobody" in capsys.readouterr().err
 
@@ -124,6 +122,6 @@ def test_a_case_missing_a_modality_is_named(pool: Path, tmp_path: Path, capsys):
     shutil.copytree(pool, broken)
     victim = sorted(broken.glob("*/*_t1ce.nii.gz"))[0]
     victim.unlink()
-    argv = ["--pool", str(broken), "--budget", "2", "--strategy", "random", "--output", str(tmp_path / "s.csv")]
+    argv = ["--pool", str(broken), "--budget", "2", "--strategy", "random", "--out", str(tmp_path / "s.csv")]
     assert main(argv) == 1
     assert victim.parent.name in capsys.readouterr().err

@@ -84,21 +84,11 @@ def test_bad_numbers_are_usage_errors(flag: list[str], message: str, tiny_run_di
     assert not (tmp_path / "v").exists()
 
 
-def test_old_flag_spellings_still_work_and_warn(tiny_run_dir, phantom_dataset, tmp_path, capsys):
-    out = tmp_path / "v"
-    argv = ["--bundle", str(tiny_run_dir), "--dataset_dir", str(phantom_dataset), "--output", str(out)]
-    argv += ["--device", "cpu", "--max_cases", "1", "--sw_batch_size", "2", "--case_ids", "BraTS2021_00001"]
-    assert main(argv) == 0
-    assert json.loads((out / "shapley.json").read_text())["num_cases"] == 1
-    err = capsys.readouterr().err
-    for old, new in (
-        ("--dataset_dir", "--dataset-dir"),
-        ("--output", "--output-dir"),
-        ("--max_cases", "--max-cases"),
-        ("--sw_batch_size", "--sw-batch-size"),
-        ("--case_ids", "--case-ids"),
-    ):
-        assert err.count(f"brats-cggm-valuate: warning: {old} is deprecated; use {new}\n") == 1
+def test_old_flag_spellings_are_refused(tiny_run_dir, phantom_dataset, tmp_path, capsys):
+    for old in ("--dataset_dir", "--output", "--max_cases", "--case_ids", "--sw_batch_size"):
+        argv = ["--bundle", str(tiny_run_dir), "--dataset-dir", str(phantom_dataset), "--output-dir", str(tmp_path)]
+        assert main([*argv, old, "1"]) == 2
+        assert f"unrecognized arguments: {old}" in capsys.readouterr().err
     help_text = subprocess.run(
         [sys.executable, "-m", "brats_cggm.cli.valuate", "--help"], capture_output=True, text=True, check=True
     ).stdout

@@ -12,7 +12,7 @@ training rows (stratified by class, seeded) is held out.
 Each modality comes either from a frozen pretrained model in a local folder (the text is tokenised
 and the image preprocessed here; the network runs the model) or from a precomputed feature file:
 an HDF5 file with one dataset per sample id, ``(L, D)`` or ``(D,)`` (see
-``scripts/extract_food101_features.py``).
+``brats-cggm-food101-features``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ sample id, ``(L, D)`` (``pooling="sequence"``: the valid tokens / all patches) o
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import warnings
@@ -23,10 +22,9 @@ import torch
 from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101.data import Food101Record, read_food101_records
 from brats_cggm.adapters.food101.model import local_model_dir
-from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import atomic_path, refuse_existing
 
-__all__ = ["POOLINGS", "extract_food101_features", "main"]
+__all__ = ["POOLINGS", "extract_food101_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,31 +185,3 @@ def extract_food101_features(
         logger.info(f"wrote {n} image features to {outputs['image'][0]}")
         written["image"] = outputs["image"][0]
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python scripts/extract_food101_features.py DATASET_DIR OUTPUT_DIR --text_model DIR ...``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset_dir", help="the Food-101 folder ({train,dev,test}.json or texts/*_titles.csv)")
-    parser.add_argument("output_dir", help="where text_features.h5 / image_features.h5 are written")
-    parser.add_argument("--text_model", help="local folder of a transformers text model + tokenizer")
-    parser.add_argument("--image_model", help="local folder of a transformers image model + image processor")
-    parser.add_argument("--layout", default="auto", choices=("auto", "json", "csv"))
-    parser.add_argument("--text_pooling", default="sequence", choices=POOLINGS)
-    parser.add_argument("--image_pooling", default="cls", choices=POOLINGS)
-    parser.add_argument("--max_text_length", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
-    parser.add_argument("--on_bad_image", default="skip", choices=("skip", "error"))
-    parser.add_argument("--overwrite", action="store_true", help="replace existing feature files")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        written = extract_food101_features(**{**vars(args), "device": resolve_device(args.device)})
-    except (AdapterDataError, FileExistsError, OSError, ValueError) as e:
-        print(f"error: {e}", flush=True)
-        return 1
-    for modality, path in written.items():
-        print(f"{modality}: {path}")
-    return 0

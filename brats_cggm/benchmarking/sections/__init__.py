@@ -1,4 +1,6 @@
-"""One module per section of the benchmark report: balancers, inference, data pipeline, scaling, variants.
+"""One module per section of the benchmark report: balancers, inference, data pipeline,
+step_scaling (step time against patch size and modalities), variants, dataset_scale (memory of a run against
+the number of full-size cases, loader speed, cache build).
 
 Each section is a function of the run's :class:`~brats_cggm.benchmarking.config.BenchmarkConfig` (and a
 scratch folder where it writes data) returning its JSON entry.
@@ -7,13 +9,13 @@ scratch folder where it writes data) returning its JSON entry.
 from brats_cggm.benchmarking.sections.balancers import balancer_benchmark
 from brats_cggm.benchmarking.sections.data import data_pipeline_benchmark
 from brats_cggm.benchmarking.sections.inference import inference_benchmark
-from brats_cggm.benchmarking.sections.scaling import scaling_benchmark
+from brats_cggm.benchmarking.sections.step_scaling import step_scaling_benchmark
 from brats_cggm.benchmarking.sections.variants import variants_benchmark
 
 __all__ = [
     "balancer_benchmark",
     "data_pipeline_benchmark",
     "inference_benchmark",
-    "scaling_benchmark",
+    "step_scaling_benchmark",
     "variants_benchmark",
 ]

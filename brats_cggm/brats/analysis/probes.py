@@ -31,11 +31,8 @@ __all__ = [
 class ProbeSettings:
     """How a probe is fitted; fixed in advance, the same for every encoder compared.
 
-    The defaults were set on the encoders of one-modality runs of the anatomical phantoms (4 mm, 60 epochs),
-    where a probe's fit can be judged: at 300 steps of Adam at 1e-3 with batches of two, none of eight probes
-    had plateaued and most left TC and ET at Dice 0 (the T1ce-only encoder's probe scored 0.18 where its network
-    scored 0.88); at 1e-2 with batches of four every probe plateaued within 560-1050 steps. A 100-step window
-    stopped one fit on noise (FLAIR: loss 0.51, Dice 0.69 against 0.27 and 0.72 with 200-step windows).
+    The defaults were set on the encoders of one-modality runs of the anatomical phantoms, where a probe's fit
+    can be judged; how they were chosen, and what the earlier settings gave, is in ``docs/results.md``.
 
     Attributes:
         max_steps: the budget of optimiser steps.

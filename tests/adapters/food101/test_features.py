@@ -9,7 +9,7 @@ import torch
 
 from brats_cggm.adapters.errors import AdapterDataError
 from brats_cggm.adapters.food101 import extract_food101_features, load_food101
-from brats_cggm.adapters.food101.features import main
+from brats_cggm.cli.food101_features import main
 
 h5py = pytest.importorskip("h5py")
 
@@ -51,8 +51,8 @@ def test_existing_files_are_kept_and_bad_images_are_named(food101_json, tiny_ber
         assert "dev_2" not in f and f["dev_1"].shape == (16,) and f["dev_1"].dtype == "float16"
 
     before = out["image"].read_bytes()
-    assert main([str(root), str(feat), "--image_model", str(tiny_vit)]) == 1
-    assert "exists" in capsys.readouterr().out and out["image"].read_bytes() == before
+    assert main([str(root), "--output-dir", str(feat), "--image-model", str(tiny_vit)]) == 1
+    assert "exists" in capsys.readouterr().err and out["image"].read_bytes() == before
     assert not list(feat.glob(".*.tmp"))
 
     with pytest.raises(AdapterDataError, match=r"image_features\.h5: 1 val samples have no features"):

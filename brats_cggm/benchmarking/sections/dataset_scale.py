@@ -1,4 +1,5 @@
-"""Scale: memory of a default training run against the number of full-size cases, loader speed, cache build time.
+"""The ``dataset_scale`` section: memory of a default training run against the number of full-size cases, loader
+speed, cache build time.
 
 Three measurements on full-size phantoms (``scale_shape``, BraTS's 240 x 240 x 155 by default):
 
@@ -33,9 +34,9 @@ from brats_cggm.benchmarking.config import BenchmarkConfig
 __all__ = [
     "BRATS2021_CASES",
     "bundle_run_memory",
+    "dataset_scale_benchmark",
     "linear_fit",
     "replicate_case",
-    "scale_benchmark",
     "scale_epoch_worker",
     "subset_dataset",
 ]
@@ -295,7 +296,7 @@ def _run_memory(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Ca
             overrides=config.scale_overrides,
         )
         # validation holds one whole case at a time: its peak follows the largest validation volume, which
-        # grows with the data set as a maximum does (docs/performance.md, scale section)
+        # grows with the data set as a maximum does (docs/performance.md, dataset_scale section)
         largest = _largest_val_voxels(work_dir / f"runs/cache_{n}")
         points.append(
             {"cases": n, "train_cases": len(train), "val_cases": len(val), "largest_val_voxels": largest, **result}
@@ -349,7 +350,9 @@ def _build_time(config: BenchmarkConfig, data_dir: Path, work_dir: Path, log: Ca
     return out
 
 
-def scale_benchmark(config: BenchmarkConfig, work_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def dataset_scale_benchmark(
+    config: BenchmarkConfig, work_dir: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Memory of default bundle runs against the number of cases, loader speed, cache build time.
 
     Args:
@@ -368,7 +371,7 @@ def scale_benchmark(config: BenchmarkConfig, work_dir: Path, log: Callable[[str]
     from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 
     if config.bundle_config is None:
-        raise ValueError("BenchmarkConfig.bundle_config: no bundle train.yaml given for the scale section")
+        raise ValueError("BenchmarkConfig.bundle_config: no bundle train.yaml given for the dataset_scale section")
     n_max = max(config.scale_cases)
     data_dir = work_dir / "scale_data"
     log(f"  writing {n_max} copies of one phantom case of shape {'x'.join(map(str, config.scale_shape))}")

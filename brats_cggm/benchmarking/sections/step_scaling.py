@@ -1,4 +1,4 @@
-"""Scaling: training-step time against the patch size and against the number of modalities."""
+"""The ``step_scaling`` section: training-step time against the patch size and against the number of modalities."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 from brats_cggm.benchmarking.config import MODALITIES, BenchmarkConfig
 from brats_cggm.benchmarking.timing import time_spec
 
-__all__ = ["scaling_benchmark"]
+__all__ = ["step_scaling_benchmark"]
 
 
-def scaling_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+def step_scaling_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Step time (base balancer, CGGM) against the patch size and against the number of modalities (base patch).
 
     Args:

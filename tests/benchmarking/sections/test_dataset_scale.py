@@ -1,4 +1,4 @@
-"""The scale section: memory of bundle runs against the number of cases, loader speed, build time (tiny sizes)."""
+"""The dataset_scale section: memory of bundle runs against the number of cases, loader speed, build time (tiny)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from brats_cggm.benchmarking.process_tree import TreePeakSampler, tree_memory, tree_pids
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
-from brats_cggm.benchmarking.sections.scale import (
+from brats_cggm.benchmarking.sections.dataset_scale import (
     BRATS2021_CASES,
     linear_fit,
     memory_lines,
@@ -107,15 +107,15 @@ def test_the_sampler_counts_a_grandchild_s_anonymous_memory():
 
 
 def test_scale_is_a_registered_section():
-    assert "scale" in SECTIONS
+    assert "dataset_scale" in SECTIONS
 
 
 @pytest.mark.slow
 @linux_only
 def test_scale_section_reports_memory_lines_loader_and_build(tmp_path):
     config = tiny_config(memory=True)
-    report = run_benchmarks(config, ["scale"], tmp_path, log=lambda m: None)
-    scale = report["scale"]
+    report = run_benchmarks(config, ["dataset_scale"], tmp_path, log=lambda m: None)
+    scale = report["dataset_scale"]
     assert scale["cases"] == [2, 3] and scale["case_shape"] == [40, 40, 32]
     assert scale["disk_entry_mb"] > 0
     runs = scale["runs"]
