@@ -37,14 +37,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
+from brats_cggm.core.files import atomic_write_text
+from brats_cggm.core.resources import bundle_dir
+
+#: The checkout this script belongs to: its git state is recorded, and the report goes to its docs/.
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the checkout's package, also when run without PYTHONPATH
-    sys.path.insert(0, str(REPO))
-
-from brats_cggm.brats.phantoms.geometric import write_phantom_dataset  # noqa: E402
-from brats_cggm.core.files import atomic_write_text  # noqa: E402
-
-CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
+CONFIGS = bundle_dir("brats_cggm") / "configs"
 CASE = "BraTS2021_00000"
 SHAPE = (24, 24, 24)
 N_CASES = 3

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from brats_cggm.brats.data.discovery import discover_dataset
-from brats_cggm.brats.model import save_encoder_weights
+from brats_cggm.brats.encoder_weights import save_encoder_weights
 from brats_cggm.core.files import atomic_write_text, write_json
 from brats_cggm.core.resources import bundle_config
 from brats_cggm.core.safe_load import load_tensors

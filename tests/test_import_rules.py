@@ -45,7 +45,7 @@ SEPARATE = [
     ("experiments", "benchmarking"),
 ]
 
-#: The stages of brats_cggm.brats (subpackages, or the modules model.py and task.py) each stage may import.
+#: The stages of brats_cggm.brats (subpackages, or the modules at its top) each stage may import.
 BRATS_STAGES: dict[str, set[str]] = {
     "phantoms": set(),
     "data": {"phantoms"},
@@ -53,6 +53,7 @@ BRATS_STAGES: dict[str, set[str]] = {
     "inference": {"data", "phantoms", "metrics", "model", "task"},
     "analysis": {"data", "phantoms", "metrics", "inference", "model", "task"},
     "model": set(),
+    "encoder_weights": {"model"},
     "task": set(),
 }
 #: What model.py and task.py import of brats_cggm: core only, so that every stage may build on them.

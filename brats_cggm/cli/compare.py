@@ -44,10 +44,10 @@ from brats_cggm.experiments.brats_comparison import (
     OPTIMIZER_OVERLAYS,
     ComparisonSettings,
     default_methods,
-    dice_key,
     plan_runs,
     run_and_valuate,
 )
+from brats_cggm.experiments.comparison_columns import dice_key
 from brats_cggm.experiments.comparison_summary import summary_markdown
 from brats_cggm.experiments.reports import existing_reports, write_reports
 

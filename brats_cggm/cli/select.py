@@ -164,7 +164,7 @@ def write_outputs(args: argparse.Namespace, items: list[dict], selection: Any, r
 
 def run(args: argparse.Namespace) -> Any:
     """The command's steps: outputs checked, pool found, pre-training, embeddings, selection, files written."""
-    from brats_cggm.brats.model import save_encoder_weights
+    from brats_cggm.brats.encoder_weights import save_encoder_weights
     from brats_cggm.selection.embeddings import case_embeddings, load_pool_volumes
     from brats_cggm.selection.losses import modality_gap
     from brats_cggm.selection.strategies import select, select_random

@@ -30,42 +30,38 @@ from pathlib import Path
 from typing import Any
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
-from brats_cggm.brats.data.labels import REGIONS
 from brats_cggm.core import resources
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import write_json
+from brats_cggm.experiments.comparison_columns import (
+    GAP_COLUMNS,
+    LESIONWISE_COLUMNS,
+    ROBUSTNESS_COLUMNS,
+    gap_key,
+    lesionwise_key,
+    shapley_key,
+    subset_dice_key,
+)
 from brats_cggm.experiments.runs import PlannedRun, short_run_overrides, train_planned_runs
 
 __all__ = [
     "BASELINE",
-    "DICE_COLUMNS",
-    "GAP_COLUMNS",
-    "LESIONWISE_COLUMNS",
-    "MODALITY_DICE_COLUMNS",
     "OPTIMIZER_OVERLAYS",
-    "ROBUSTNESS_COLUMNS",
     "ROW_FILE",
-    "SHAPLEY_COLUMNS",
     "SMOKE_OVERRIDES",
     "ComparisonProgress",
     "ComparisonSettings",
     "balancer_overlay",
     "bundle_config",
     "default_methods",
-    "dice_key",
-    "gap_key",
     "gap_of_run",
-    "lesionwise_key",
     "lesionwise_of_run",
-    "modality_dice_key",
     "optimizer_overlay",
     "plan_runs",
     "prepare_phantoms",
     "run_and_valuate",
     "run_name",
-    "shapley_key",
     "shapley_of_run",
-    "subset_dice_key",
 ]
 
 #: The method step times are relative to, listed first.
@@ -106,46 +102,6 @@ def optimizer_overlay(optimizer: str) -> Path | None:
     """The overlay of a name of :data:`OPTIMIZER_OVERLAYS` (None: the bundle's own AdamW)."""
     relative = OPTIMIZER_OVERLAYS[optimizer]
     return None if relative is None else resources.config_path(*relative.split("/"))
-
-
-def dice_key(region: str) -> str:
-    """The validation Dice of a region (``tc``, ``wt``, ``et``) or of their ``mean``, as in ``metrics.json``."""
-    return f"val/dice/{region}"
-
-
-def lesionwise_key(region: str) -> str:
-    """The BraTS lesion-wise Dice of a region (``tc``, ``wt``, ``et``) or of their ``mean``, as added to a row."""
-    return f"lesionwise_dice/{region}"
-
-
-def modality_dice_key(modality: str) -> str:
-    """The validation Dice of a modality's auxiliary head, as in ``metrics.json``."""
-    return f"val/modality_dice/{modality}"
-
-
-def shapley_key(modality: str) -> str:
-    """A modality's mean Shapley contribution to the mean Dice, as added to a run's row."""
-    return f"shapley/{modality}"
-
-
-def gap_key(modality: str) -> str:
-    """A modality's encoder gap (unimodal probe − multimodal probe mean Dice), as added to a run's row."""
-    return f"gap/{modality}"
-
-
-def subset_dice_key(subset: str) -> str:
-    """The mean Dice with only a subset of the modalities (``"flair+t1ce"``, others' inputs zeroed), as added to a
-    row."""
-    return f"subset_dice/{subset}"
-
-
-DICE_COLUMNS = [dice_key(region) for region in (*REGIONS, "mean")]
-LESIONWISE_COLUMNS = [lesionwise_key(region) for region in (*REGIONS, "mean")]
-GAP_COLUMNS = [gap_key(m) for m in DEFAULT_MODALITIES]
-#: Missing-modality robustness: the mean Dice over the 15 non-empty subsets, and the worst subset's.
-ROBUSTNESS_COLUMNS = ["robustness/mean_subsets", "robustness/worst_subset"]
-MODALITY_DICE_COLUMNS = [modality_dice_key(m) for m in DEFAULT_MODALITIES]
-SHAPLEY_COLUMNS = [shapley_key(m) for m in DEFAULT_MODALITIES]
 
 
 def default_methods() -> list[str]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
 from brats_cggm.core.figures import import_pyplot, save_png
-from brats_cggm.experiments.brats_comparison import gap_key, modality_dice_key, shapley_key, subset_dice_key
+from brats_cggm.experiments.comparison_columns import gap_key, modality_dice_key, shapley_key, subset_dice_key
 from brats_cggm.experiments.reports import summarize
 
 __all__ = ["MODALITY_PANELS", "PLOT_NAMES", "write_comparison_plots"]

@@ -6,18 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from brats_cggm.experiments.brats_comparison import (
-    BASELINE,
-    DEFAULT_OPTIMIZER,
+from brats_cggm.experiments.brats_comparison import BASELINE, DEFAULT_OPTIMIZER, ComparisonSettings, plan_runs, run_name
+from brats_cggm.experiments.comparison_columns import (
     DICE_COLUMNS,
     GAP_COLUMNS,
     LESIONWISE_COLUMNS,
     MODALITY_DICE_COLUMNS,
     ROBUSTNESS_COLUMNS,
     SHAPLEY_COLUMNS,
-    ComparisonSettings,
-    plan_runs,
-    run_name,
 )
 from brats_cggm.experiments.reports import markdown_table, summarize
 

@@ -1,8 +1,8 @@
 """Stage 1 of the MMCSAL reconstruction: self-supervised pre-training of the per-modality encoders (§8.1, §8.2).
 
 The encoders are those of :class:`brats_cggm.brats.model.MultiEncoderUNet`, so that the pre-trained weights
-initialise a training run (:func:`brats_cggm.brats.model.save_encoder_weights`,
-:func:`brats_cggm.brats.model.load_encoder_weights`). A view of modality
+initialise a training run (:func:`brats_cggm.brats.encoder_weights.save_encoder_weights`,
+:func:`brats_cggm.brats.encoder_weights.load_encoder_weights`). A view of modality
 ``m`` is a 3D patch around a shared brain centre, jittered and intensity-augmented independently per modality;
 its representation is the spatial mean of the encoder's deepest level, mapped by a projection head.
 """

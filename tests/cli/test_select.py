@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from brats_cggm.brats.model import build_network, load_encoder_weights
+from brats_cggm.brats.encoder_weights import load_encoder_weights
+from brats_cggm.brats.model import build_network
 from brats_cggm.brats.phantoms.geometric import write_phantom_dataset
 from brats_cggm.cli.select import main
 

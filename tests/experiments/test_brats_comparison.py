@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from brats_cggm.experiments.brats_comparison import (
-    LESIONWISE_COLUMNS,
-    ROBUSTNESS_COLUMNS,
-    ComparisonSettings,
-    lesionwise_of_run,
-    shapley_of_run,
-    subset_dice_key,
-)
+from brats_cggm.experiments.brats_comparison import ComparisonSettings, lesionwise_of_run, shapley_of_run
+from brats_cggm.experiments.comparison_columns import LESIONWISE_COLUMNS, ROBUSTNESS_COLUMNS, subset_dice_key
 from brats_cggm.experiments.comparison_summary import summary_markdown
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from brats_cggm.brats.model import build_network, load_encoder_weights, save_encoder_weights
+from brats_cggm.brats.encoder_weights import load_encoder_weights, save_encoder_weights
+from brats_cggm.brats.model import build_network
 from brats_cggm.core.safe_load import WeightsLoadError
 from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.brats.model import build_network, load_encoder_weights, save_encoder_weights
+from brats_cggm.brats.encoder_weights import load_encoder_weights, save_encoder_weights
+from brats_cggm.brats.model import build_network
 from brats_cggm.selection.embeddings import brain_patches, case_embeddings
 from brats_cggm.selection.pretraining import PretrainingConfig, pretrain_encoders, sample_views
 
