@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
+from brats_cggm.core.availability import check_availability, select_rows
+from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
     "FrozenBackbone",
@@ -216,19 +217,62 @@ class MultimodalTransformer(nn.Module):
             raise ValueError(f"expected {len(self.modalities)} inputs, got {len(x)}")
         return [(v, None) for v in x]
 
-    def encode(self, x: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """Per-modality encoder outputs ``(B, L_i, d_model)`` and their masks."""
-        outputs = [encoder(value, mask) for encoder, (value, mask) in zip(self.encoders, self._inputs(x))]
-        return [h for h, _ in outputs], [m for _, m in outputs]
+    def encode(
+        self, x: Any, available: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """Per-modality encoder outputs ``(B, L_i, d_model)`` and their masks, for the samples that have each.
 
-    def fuse(self, features: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """The head input ``(B, hidden_dim)`` from the per-modality features."""
-        batch = features[0].shape[0]
+        Args:
+            x: the inputs (see the class docstring).
+            available: ``(B, M)`` boolean availability mask (None: every modality of every sample).
+
+        Returns:
+            ``(features, masks)``: an absent sample's rows are zeros with an all-False mask; a modality no
+            sample has is None in both (its encoder did not run).
+        """
+        features: list[torch.Tensor | None] = []
+        masks: list[torch.Tensor | None] = []
+        for i, (encoder, (value, mask)) in enumerate(zip(self.encoders, self._inputs(x))):
+            rows = None if available is None else available[:, i]
+            if rows is None or bool(rows.all()):
+                h, mask = encoder(value, mask)
+            elif bool(rows.any()):
+                h, mask = encoder(select_rows(value, rows), None if mask is None else mask[rows.to(mask.device)])
+                h, mask = _scatter_sequence(h, mask, rows)
+            else:
+                h = mask = None
+            features.append(h)
+            masks.append(mask)
+        return features, masks
+
+    def fuse(
+        self,
+        features: Sequence[torch.Tensor | None],
+        masks: Sequence[torch.Tensor | None],
+        fused: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The head input ``(B, hidden_dim)`` from the per-modality features.
+
+        Absent modalities take no part: their tokens are left out of the attention (key padding), which
+        renormalises the attention over the present ones.
+
+        Args:
+            features: per-modality encoder outputs (None: absent from every sample).
+            masks: their valid positions (None: all valid).
+            fused: ``(B, M)`` booleans, the modalities each sample fuses (None: all given).
+        """
+        reference = next(h for h in features if h is not None)
+        batch = reference.shape[0]
         tokens = [self.cls_token.expand(batch, -1, -1)]
-        valid = [torch.ones(batch, 1, dtype=torch.bool, device=features[0].device)]
+        valid = [torch.ones(batch, 1, dtype=torch.bool, device=reference.device)]
         for i, (h, mask) in enumerate(zip(features, masks)):
+            if h is None:
+                continue
             tokens.append(h + self.modality_embedding[i])
-            valid.append(mask if mask is not None else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device))
+            keep = mask if mask is not None else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+            if fused is not None:
+                keep = keep & fused[:, i : i + 1].to(keep.device)
+            valid.append(keep)
         h = self.fusion(torch.cat(tokens, 1), src_key_padding_mask=~torch.cat(valid, 1))
         return self.pre_head(self.fusion_norm(h[:, 0]))
 
@@ -237,16 +281,50 @@ class MultimodalTransformer(nn.Module):
         features, masks = self.encode(x)
         return self.output_layer(self.fuse(features, masks))
 
-    def forward_features(self, x: Any, feature_hook: FeatureHook | None = None) -> MultimodalOutput:
-        """Forward pass returning the logits, the encoder outputs (before the hook) and the head input."""
-        features, masks = self.encode(x)
-        to_fuse = features
-        if feature_hook is not None:
-            to_fuse = feature_hook(list(features))
-            if len(to_fuse) != len(features):
-                raise ValueError(f"feature_hook returned {len(to_fuse)} entries, expected {len(features)}.")
-        head_input = self.fuse(to_fuse, masks)
-        return MultimodalOutput(logits=self.output_layer(head_input), features=features, head_input=head_input)
+    def forward_features(
+        self, x: Any, available: torch.Tensor | None = None, fusion_mask: torch.Tensor | None = None
+    ) -> MultimodalOutput:
+        """Forward pass returning the logits, the encoder outputs and the head input.
+
+        Args:
+            x: the inputs (see the class docstring); an absent modality's entry is never read.
+            available: ``(B, M)`` boolean mask of the modalities each sample has (None: all); an absent
+                modality's encoder does not run and its tokens take no part in fusion.
+            fusion_mask: ``(B, M)`` booleans, the modalities the fusion may use in this step (a balancer's
+                drop); a sample it would leave without a modality fuses all its available ones.
+        """
+        batch, num = _batch_size(x, self.modalities), len(self.modalities)
+        if available is not None:
+            available = check_availability(available, batch, num)
+        features, masks = self.encode(x, available)
+        fused = available
+        if fusion_mask is not None:
+            base = available if available is not None else torch.ones(batch, num, dtype=torch.bool)
+            fused = check_availability(fusion_mask, batch, num, allow_empty=True).cpu() & base.cpu()
+            fused = torch.where(fused.any(1, keepdim=True), fused, base.cpu())
+        head_input = self.fuse(features, masks, fused)
+        return MultimodalOutput(
+            logits=self.output_layer(head_input), features=features, head_input=head_input, available=available
+        )
+
+
+def _batch_size(x: Any, modalities: Sequence[str]) -> int:
+    """The batch size of the network's inputs (a dict by modality or a sequence; backbone inputs may be dicts)."""
+    value = x[modalities[0]] if isinstance(x, Mapping) else x[0]
+    while not isinstance(value, torch.Tensor):
+        value = next(iter(value.values())) if isinstance(value, Mapping) else value[0]
+    return int(value.shape[0])
+
+
+def _scatter_sequence(
+    h: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full batch of a subset's encoder outputs: zeros and an all-False mask for the other samples."""
+    index = rows.to(h.device).nonzero().flatten()
+    full = h.new_zeros((rows.shape[0], *h.shape[1:])).index_put((index,), h)
+    valid = torch.zeros(full.shape[:2], dtype=torch.bool, device=h.device)
+    subset_valid = mask if mask is not None else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+    return full, valid.index_put((index,), subset_valid.to(h.device))
 
 
 class SequenceHead(nn.Module):
@@ -302,11 +380,11 @@ class SequenceAuxiliaryHeads(nn.ModuleList):
             network.dropout_rate,
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each modality's logits from its encoder output, in modality order."""
+    def forward(self, features: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """Each modality's logits from its encoder output, in modality order (None for an absent modality)."""
         if len(features) != len(self):
             raise ValueError(f"expected features for {len(self)} modalities, got {len(features)}.")
-        return [head(h) for head, h in zip(self, features)]
+        return [None if h is None else head(h) for head, h in zip(self, features)]
 
 
 class SequencePredictor(nn.Module):
@@ -324,5 +402,6 @@ class SequencePredictor(nn.Module):
         out = self.network.forward_features(x)
         preds = {"pred": out.logits}
         for name, logits in zip(self.network.modalities, self.heads([f.detach() for f in out.features])):
+            assert logits is not None  # every modality is present
             preds[f"pred_{name}"] = logits
         return preds

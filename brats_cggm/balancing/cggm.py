@@ -148,13 +148,14 @@ class CGGMBalancer(Balancer):
         fused_grad = torch.autograd.grad(
             ctx.task.loss(logits, ctx.targets), tensor_attribute(last_layer, "weight"), create_graph=True
         )[0]
-        aux_weights = [output_weight(head) for head in ctx.heads]
-        aux_grads = torch.autograd.grad(ctx.aux_losses, aux_weights, retain_graph=True)
+        # a head that did not run (its modality absent from the batch) has no gradient: L_gm averages the others
+        ran = [i for i in range(len(ctx.heads)) if ctx.present is None or bool(ctx.present[i])]
+        aux_weights = [output_weight(ctx.heads[i]) for i in ran]
+        aux_grads = torch.autograd.grad([ctx.aux_losses[i] for i in ran], aux_weights, retain_graph=True)
         fused_flat = fused_grad.flatten().float()
         cosines = torch.stack([F.cosine_similarity(fused_flat, g.detach().flatten().float(), dim=0) for g in aux_grads])
-        coefficients = coefficients.to(cosines.device)
-        loss = _gm_loss(coefficients, cosines)
-        self._log_direction(cosines, loss)
+        loss = _gm_loss(coefficients[ran].to(cosines.device), cosines)
+        self._log_direction(cosines, loss, ran)
         return self.lam * loss
 
     def _param_direction_loss(self, ctx: StepContext, coefficients: torch.Tensor) -> torch.Tensor | None:
@@ -173,12 +174,12 @@ class CGGMBalancer(Balancer):
         loss = _gm_loss((coefficients / self.rho).to(cosines.device), cosines)
         (grad,) = torch.autograd.grad(loss, leaf)
         self.stale_value, self.stale_grad = loss.detach().cpu(), grad.detach().cpu()
-        self._log_direction(cosines.detach(), loss.detach())
+        self._log_direction(cosines.detach(), loss.detach(), list(range(len(self.modalities))))
         return stale
 
-    def _log_direction(self, cosines: torch.Tensor, loss: torch.Tensor) -> None:
-        for i, name in enumerate(self.modalities):
-            self._scalars[f"cggm/cos/{name}"] = cosines[i].detach()
+    def _log_direction(self, cosines: torch.Tensor, loss: torch.Tensor, modalities: list[int]) -> None:
+        for cosine, i in zip(cosines, modalities, strict=True):
+            self._scalars[f"cggm/cos/{self.modalities[i]}"] = cosine.detach()
         self._scalars["cggm/L_gm"] = loss.detach()
 
     @torch.no_grad()

@@ -100,6 +100,8 @@ class MMParetoBalancer(Balancer):
             for i, group in enumerate(params):
                 mm = [g.view_as(p) for g, p in zip(g_mm[offset : offset + len(group)], group)]
                 offset += len(group)
+                if all(p.grad is None for p in group):
+                    continue  # the encoder did not run (its modality absent): it gets no gradient
                 total = [torch.zeros_like(p) if p.grad is None else p.grad for p in group]
                 uni = [t - m for t, m in zip(total, mm)]
                 c_mm, c_uni, cos = pareto_weights(

@@ -42,6 +42,9 @@ SCORES = ("utilization", "loss")
 def discrepancy_ratios(scores: torch.Tensor, reference: str = "mean", eps: float = 1e-8) -> torch.Tensor:
     """``ρ_u = s_u / s_ref(u)``, with ``s_ref`` the mean (or min) of the other modalities' scores.
 
+    A modality without a score in this step (NaN: no rank saw it) has ratio 1 and is left out of the
+    others' reference.
+
     Args:
         scores: ``(M,)`` per-modality scores, higher is better, M ≥ 2.
         reference: ``"mean"`` or ``"min"`` of the others.
@@ -56,8 +59,12 @@ def discrepancy_ratios(scores: torch.Tensor, reference: str = "mean", eps: float
     others = scores.unsqueeze(0).expand(num, num)
     mask = ~torch.eye(num, dtype=torch.bool)
     others = others[mask].view(num, num - 1)
-    ref = others.mean(1) if reference == "mean" else others.min(1).values
-    return scores / (ref + eps)
+    if reference == "mean":
+        ref = others.nanmean(1)
+    else:
+        ref = torch.where(torch.isnan(others), torch.inf, others).min(1).values
+    ratios = scores / (ref + eps)
+    return torch.where(torch.isfinite(ratios), ratios, torch.ones_like(ratios))
 
 
 def ogm_coefficients(ratios: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -71,7 +78,10 @@ def modality_scores(ctx: StepContext, score: str) -> torch.Tensor:
         return ctx.utilization.detach().float().cpu()
     if score == "loss":
         losses = torch.stack([loss.detach().float() for loss in ctx.aux_losses])
-        return torch.exp(-all_reduce_mean(losses)).cpu()
+        ran = torch.ones_like(losses) if ctx.present is None else ctx.present.to(losses.device).float()
+        # averaged over the ranks whose head ran; NaN (no score) where none did
+        totals = all_reduce_mean(torch.stack([torch.exp(-losses) * ran, ran]))
+        return torch.where(totals[1] > 0, totals[0] / totals[1].clamp_min(1e-12), float("nan")).cpu()
     raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 

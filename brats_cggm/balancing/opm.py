@@ -5,10 +5,12 @@ often a dominant modality's features are dropped before fusion: with ``ρ_u > 1`
 
     q_u = q_base · (1 + λ · tanh(ρ_u − 1))      (0 for ρ_u ≤ 1, capped at ``q_max``),
 
-every sample's features of modality u are zeroed with probability ``q_u`` (all levels together), and the
-kept ones are rescaled by ``1/(1 − q_u)`` (inverted dropout, as the paper's θ = q_u), so the fusion's
-expected input is unchanged. Dropping happens on a batch with probability ``p_exe`` and after
-``warmup_epochs`` epochs of plain joint training.
+every sample's modality u is left out of fusion with probability ``q_u`` (the network's fusion mask:
+all levels together; its encoder and auxiliary head still run). The fused modalities are rescaled by the
+one fusion rule of :mod:`brats_cggm.core.availability` (``M/|S|`` per sample), where the paper rescales
+modality u by ``1/(1 − q_u)`` (inverted dropout, θ = q_u): both keep the fusion's input at its expected
+scale, and one rule serves training-time absence, valuation and inference alike. Dropping happens on a
+batch with probability ``p_exe`` and after ``warmup_epochs`` epochs of plain joint training.
 
 M > 2: ratio against the **mean** of the other modalities by default (``reference="min"`` available);
 several modalities can be dominant, each is dropped with its own q_u, and ``keep_one`` never drops all
@@ -25,14 +27,14 @@ batch, which costs a full forward per step).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from brats_cggm.balancing.dropout import apply_sample_scale, batch_size_of, dropout_masks
 from brats_cggm.balancing.ogm import REFERENCES, SCORES, discrepancy_ratios, modality_scores
 from brats_cggm.balancing.registry import register_balancer
+from brats_cggm.core.availability import draw_availability
 from brats_cggm.core.balancer import Balancer, StepContext
 
 __all__ = ["OPMBalancer", "opm_drop_probabilities"]
@@ -94,7 +96,7 @@ class OPMBalancer(Balancer):
         self.executed = 0
         self.steps = 0
 
-    def feature_hook(self, epoch: int) -> Callable[[list], list] | None:
+    def fusion_mask(self, epoch: int, batch_size: int) -> torch.Tensor | None:
         self.steps += 1
         executed = epoch > self.warmup_epochs and bool(self.probabilities.sum() > 0)
         executed = executed and float(torch.rand(())) < self.p_exe
@@ -102,18 +104,7 @@ class OPMBalancer(Balancer):
         if not executed:
             return None
         self.executed += 1
-        return self._drop
-
-    def _drop(self, features: list) -> list:
-        q = self.probabilities
-        keep = dropout_masks(q, batch_size_of(features[0]), self.keep_one)
-        out = []
-        for i, f in enumerate(features):
-            if q[i] <= 0:
-                out.append(f)
-            else:
-                out.append(apply_sample_scale(f, keep[i] / (1.0 - float(q[i]))))
-        return out
+        return draw_availability(batch_size, self.probabilities, self.keep_one)
 
     def extra_loss(self, ctx: StepContext) -> None:
         scores = modality_scores(ctx, self.score)

@@ -32,11 +32,13 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution, UnetResBlock, UnetUpBlock
 from monai.networks.layers.factories import Conv
 
-from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
+from brats_cggm.core.availability import availability_of, check_availability, fusion_weights
+from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
     "NETWORK_PRESETS",
     "AuxiliaryHeads",
+    "AvailabilityPredictor",
     "FusedAndAuxiliaryPredictor",
     "ModalityEncoder",
     "MultiEncoderUNet",
@@ -256,64 +258,132 @@ class MultiEncoderUNet(nn.Module):
                 f"(2**(len(features)-1) for features={self.features}); got input of shape {shape}."
             )
 
-    def encode(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Run each modality's encoder on its own channel.
+    def encode(self, x: torch.Tensor, available: torch.Tensor | None = None) -> list[list[torch.Tensor] | None]:
+        """Run each modality's encoder on its own channel, for the samples that have that modality.
 
         Args:
             x: input of shape (B, M, *spatial).
+            available: ``(B, M)`` boolean availability mask (:mod:`brats_cggm.core.availability`); None
+                means every modality of every sample.
 
         Returns:
-            ``features[i][k]``: level ``k`` of modality ``i``.
+            ``features[i][k]``: level ``k`` of modality ``i``, zeros for the samples without it; None where
+            no sample has modality ``i`` (its encoder did not run).
         """
-        features: list[list[torch.Tensor]] = []
+        features: list[list[torch.Tensor] | None] = []
         for i, encoder in enumerate(self.encoders):
-            features.append(encoder(x[:, i : i + 1]))
+            channel = x[:, i : i + 1]
+            rows = None if available is None else available[:, i]
+            if rows is None or bool(rows.all()):
+                features.append(encoder(channel))
+            elif bool(rows.any()):
+                features.append([_scatter_rows(level, rows, x.shape[0]) for level in encoder(channel[rows])])
+            else:
+                features.append(None)
         return features
 
-    def fuse_and_decode(self, features: list[list[torch.Tensor]]) -> torch.Tensor:
+    def fuse_and_decode(
+        self, features: Sequence[Sequence[torch.Tensor] | None], weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Fuse the modality features at every level and decode them.
+
+        The fusion is masked concatenation with rescaling (:func:`~brats_cggm.core.availability.fusion_weights`):
+        modality ``i``'s features enter the concatenation multiplied by ``weights[:, i]``, zeros for a
+        modality without features.
 
         Args:
             features: ``features[i][k]``, as returned by :meth:`encode`.
+            weights: ``(B, M)`` fusion weights; None fuses every modality with weight 1.
 
         Returns:
             The input of ``output_layer``: ``features[0]`` channels at full resolution.
         """
+        reference = next(f for f in features if f is not None)
         fused: list[torch.Tensor] = []
         for k, fuse in enumerate(self.fusion):
-            fused.append(fuse(torch.cat([f[k] for f in features], dim=1)))
+            parts = []
+            for i, modality in enumerate(features):
+                if modality is None:
+                    parts.append(torch.zeros_like(reference[k]))
+                elif weights is None:
+                    parts.append(modality[k])
+                else:
+                    shape = (-1,) + (1,) * (modality[k].ndim - 1)
+                    parts.append(modality[k] * weights[:, i].to(modality[k].dtype).view(shape))
+            fused.append(fuse(torch.cat(parts, dim=1)))
         return self.decoder(fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Region logits (no sigmoid) of shape (B, out_channels, *spatial); TorchScript-compatible."""
-        return self.output_layer(self.fuse_and_decode(self.encode(x)))
+        features: list[list[torch.Tensor]] = [encoder(x[:, i : i + 1]) for i, encoder in enumerate(self.encoders)]
+        fused: list[torch.Tensor] = []
+        for k, fuse in enumerate(self.fusion):
+            fused.append(fuse(torch.cat([f[k] for f in features], dim=1)))
+        return self.output_layer(self.decoder(fused))
 
     @torch.jit.unused
-    def forward_features(self, x: torch.Tensor, feature_hook: FeatureHook | None = None) -> MultimodalOutput:
+    def forward_features(
+        self, x: torch.Tensor, available: torch.Tensor | None = None, fusion_mask: torch.Tensor | None = None
+    ) -> MultimodalOutput:
         """Forward pass that also returns the per-modality encoder features and the head input.
 
         Args:
-            x: input of shape (B, M, *spatial), spatial sizes divisible by ``2**(len(features)-1)``.
-            feature_hook: called with a copy of the per-modality level lists right before fusion (e.g. for
-                modality dropout); returns the lists to fuse. It must return new tensors rather than edit
-                the given ones in place, since the originals are returned as ``features``.
+            x: input of shape (B, M, *spatial), spatial sizes divisible by ``2**(len(features)-1)``; the
+                channels of absent modalities are never read.
+            available: ``(B, M)`` boolean mask of the modalities each sample has (None: all); an absent
+                modality's encoder does not run and its features take no part in fusion.
+            fusion_mask: ``(B, M)`` boolean mask of the modalities the fusion may use in this step (a
+                balancer's drop, e.g. OPM); their encoders still run. A sample it would leave without a
+                modality fuses all its available ones.
 
         Returns:
-            ``MultimodalOutput`` with the logits, the encoder outputs before the hook
-            (``features[i][k]``) and the input of ``output_layer``.
+            ``MultimodalOutput`` with the logits, the encoder outputs (``features[i][k]``, None where no
+            sample has modality ``i``), the input of ``output_layer`` and the availability mask.
 
         Raises:
-            ValueError: when the input shape does not match the network.
+            ValueError: when the input shape or a mask does not match the network.
         """
         self.check_input(x)
-        features = self.encode(x)
-        to_fuse = features
-        if feature_hook is not None:
-            to_fuse = feature_hook([list(f) for f in features])
-            if len(to_fuse) != len(features):
-                raise ValueError(f"feature_hook returned {len(to_fuse)} modality entries, expected {len(features)}.")
-        h = self.fuse_and_decode(to_fuse)
-        return MultimodalOutput(logits=self.output_layer(h), features=features, head_input=h)
+        batch, num = x.shape[0], len(self.modalities)
+        if available is not None:
+            available = check_availability(available, batch, num).to(x.device)
+        features = self.encode(x, available)
+        fused = available
+        if fusion_mask is not None:
+            base = available if available is not None else torch.ones(batch, num, dtype=torch.bool, device=x.device)
+            fused = check_availability(fusion_mask, batch, num, allow_empty=True).to(x.device) & base
+            fused = torch.where(fused.any(1, keepdim=True), fused, base)
+        weights = None if fused is None else fusion_weights(fused)
+        h = self.fuse_and_decode(features, weights)
+        return MultimodalOutput(logits=self.output_layer(h), features=features, head_input=h, available=available)
+
+
+def _scatter_rows(values: torch.Tensor, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A ``(batch_size, ...)`` tensor holding ``values`` at ``rows`` and zeros elsewhere."""
+    full = values.new_zeros((batch_size, *values.shape[1:]))
+    return full.index_put((rows.nonzero().flatten(),), values)
+
+
+class AvailabilityPredictor(nn.Module):
+    """The network's logits predicted from the modalities ``present`` only (the others' channels unread).
+
+    Suitable as the ``predictor`` of ``monai.inferers.sliding_window_inference``.
+
+    Args:
+        network: the multi-encoder network.
+        present: indices of the modalities present, in the network's order.
+    """
+
+    def __init__(self, network: MultiEncoderUNet, present: Sequence[int]) -> None:
+        super().__init__()
+        self.network = network
+        self.present = tuple(int(i) for i in present)
+        availability_of(self.present, 1, len(network.modalities))  # validates the subset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (B, out_channels, *spatial)."""
+        available = availability_of(self.present, x.shape[0], len(self.network.modalities), x.device)
+        return self.network.forward_features(x, available=available).logits
 
 
 class SegmentationAuxHead(nn.Module):
@@ -439,18 +509,19 @@ class AuxiliaryHeads(nn.ModuleList):
             act=network.act,
         )
 
-    def forward(self, features: list) -> list[torch.Tensor]:
+    def forward(self, features: list) -> list[torch.Tensor | None]:
         """Apply head ``i`` to modality ``i``'s feature pyramid.
 
         Args:
-            features: ``MultimodalOutput.features`` (detach it first to keep head losses off the encoders).
+            features: ``MultimodalOutput.features`` (detach it first to keep head losses off the encoders),
+                with None for an absent modality.
 
         Returns:
-            One logits tensor per modality.
+            One logits tensor per modality; None (the head did not run) for an absent one.
         """
         if len(features) != len(self):
             raise ValueError(f"expected features for {len(self)} modalities, got {len(features)}.")
-        return [head(f) for head, f in zip(self, features, strict=True)]
+        return [None if f is None else head(f) for head, f in zip(self, features, strict=True)]
 
 
 class FusedAndAuxiliaryPredictor(nn.Module):
@@ -486,6 +557,7 @@ class FusedAndAuxiliaryPredictor(nn.Module):
         mode = _INTERP_MODES[self.network.spatial_dims]
         preds: dict[str, Any] = {"pred": out.logits}
         for name, logits in zip(self.network.modalities, aux, strict=True):
+            assert logits is not None  # every modality is present
             if logits.shape[2:] != size:
                 logits = F.interpolate(logits, size=size, mode=mode, align_corners=False)
             preds[f"pred_{name}"] = logits

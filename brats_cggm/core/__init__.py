@@ -1,7 +1,7 @@
 """The contracts the engine, the balancers and the tasks share; imports nothing else of ``brats_cggm``.
 
-- :mod:`~brats_cggm.core.outputs`: what a multimodal network hands to the engine (``MultimodalOutput``,
-  ``FeatureHook``);
+- :mod:`~brats_cggm.core.outputs`: what a multimodal network hands to the engine (``MultimodalOutput``);
+- :mod:`~brats_cggm.core.availability`: the availability mask, the one definition of an absent modality;
 - :mod:`~brats_cggm.core.task`: the ``Task`` protocol (loss, auxiliary targets, utilization);
 - :mod:`~brats_cggm.core.balancer`: the ``Balancer`` protocol and its ``StepContext``;
 - :mod:`~brats_cggm.core.distributed`: rank queries and collectives, no-ops without a process group;

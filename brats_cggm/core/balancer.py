@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from brats_cggm.core.modules import module_list
-from brats_cggm.core.outputs import FeatureHook, MultimodalOutput
+from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = ["Balancer", "StepContext"]
 
@@ -27,10 +27,14 @@ class StepContext:
         targets: the batch targets.
         output: the network's :class:`MultimodalOutput`.
         task_loss: the fused prediction's loss.
-        aux_logits: one prediction per modality from the auxiliary heads.
-        aux_targets: ``targets`` matched to the auxiliary predictions.
-        aux_losses: one loss per auxiliary head.
-        utilization: ε per modality on this batch, averaged over ranks (shape ``(M,)``).
+        aux_logits: one prediction per modality from the auxiliary heads, for the samples that have the
+            modality; None for a modality no sample of the batch has (its head did not run).
+        aux_targets: ``targets`` matched to the auxiliary predictions (of the whole batch).
+        aux_losses: one loss per auxiliary head; a constant 0 (no gradient) where the head did not run.
+        utilization: ε per modality on this batch (over the samples that have the modality), averaged over
+            the ranks that saw it; a modality absent from the whole step on every rank keeps the ε it last
+            had (shape ``(M,)``).
+        present: ``(M,)`` booleans: whether modality ``i``'s head ran on this rank in this step.
         epoch: the current epoch (1-based, as ignite counts).
         iteration: the global iteration (1-based).
     """
@@ -42,12 +46,13 @@ class StepContext:
     targets: torch.Tensor
     output: MultimodalOutput
     task_loss: torch.Tensor
-    aux_logits: list[torch.Tensor]
+    aux_logits: list[torch.Tensor | None]
     aux_targets: torch.Tensor
     aux_losses: list[torch.Tensor]
     utilization: torch.Tensor
     epoch: int
     iteration: int
+    present: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,7 +60,7 @@ class Balancer:
     """Base class of the modality-balancing strategies; as it stands, plain joint training.
 
     The trainer calls :meth:`attach` once; then, each training step, in this order:
-    :meth:`feature_hook` (before fusion), :meth:`extra_loss` (after the forward pass and the auxiliary
+    :meth:`fusion_mask` (before the forward pass), :meth:`extra_loss` (after the forward pass and the auxiliary
     heads), :meth:`backward`, :meth:`after_backward` (gradient edits, before clipping and the optimizer
     step); and :meth:`epoch_completed` after every epoch. Anything a subclass decides from batch
     statistics must come from ``StepContext.utilization`` (already all-reduced) or be all-reduced by
@@ -93,8 +98,13 @@ class Balancer:
     def attach(self, engine: Any) -> None:
         """Called once by the trainer it is given to (a balancer may keep the engine, e.g. to read data)."""
 
-    def feature_hook(self, epoch: int) -> FeatureHook | None:
-        """A hook applied to the per-modality features before fusion (e.g. modality dropout)."""
+    def fusion_mask(self, epoch: int, batch_size: int) -> torch.Tensor | None:
+        """The modalities the fusion may use in this step, ``(B, M)`` booleans (e.g. OPM's drop), or None.
+
+        The network fuses the modalities that are both available and in this mask, with the one fusion
+        rule of :mod:`brats_cggm.core.availability`; the encoders and auxiliary heads still see every
+        available modality.
+        """
         return None
 
     def extra_loss(self, ctx: StepContext) -> torch.Tensor | None:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FeatureHook", "MultimodalOutput"]
-
-#: Called with the per-modality features right before fusion; returns the (possibly edited) features.
-#: ``features[i]`` is whatever modality ``i``'s encoder produced (a tensor or a list of tensors).
-FeatureHook = Callable[[list], list]
+__all__ = ["MultimodalOutput"]
 
 
 @dataclass
@@ -24,8 +19,12 @@ class MultimodalOutput:
             multi-scale encoders), fed to the auxiliary heads.
         head_input: the input of the fusion head's last layer (``network.output_layer``), so a
             balancer can re-apply that layer to a detached copy.
+        available: the ``(B, M)`` availability mask the network was given (None: every modality of every
+            sample); ``features[i]`` holds zeros for the samples without modality ``i``, and is None when no
+            sample has it.
     """
 
     logits: torch.Tensor
     features: list
     head_input: torch.Tensor
+    available: torch.Tensor | None = None

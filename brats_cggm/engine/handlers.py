@@ -31,8 +31,10 @@ class TrainingScalarsHandler:
     """Writes a :class:`~brats_cggm.engine.trainer.BalancedTrainer`'s step scalars to TensorBoard.
 
     Tags: ``train/loss``, ``train/task_loss``, ``train/aux_loss``, ``train/lr``,
-    ``<utilization_tag>/<modality>`` (the auxiliary heads' ε), ``grad_norm/<modality>`` and the
-    balancer's own scalars (``<balancer>/...``). Only rank 0 writes. At the first iteration it also writes the
+    ``<utilization_tag>/<modality>`` (the auxiliary heads' ε), ``grad_norm/<modality>``, the
+    balancer's own scalars (``<balancer>/...``) and, with missing-modality training, the fraction of samples
+    without each modality (``modality_dropout/step/<modality>``, ``modality_dropout/run/<modality>``).
+    Only rank 0 writes. At the first iteration it also writes the
     custom-scalars layout of :func:`~brats_cggm.engine.tensorboard_layout.modality_balance_layout` (the
     balancer's tags are known from then on).
 
@@ -88,7 +90,7 @@ class TrainingScalarsHandler:
         for name, eps, norm in zip(self.modalities, output["utilization"].tolist(), output["grad_norm"].tolist()):
             writer.add_scalar(f"{self.utilization_tag}/{name}", eps, step)
             writer.add_scalar(f"grad_norm/{name}", norm, step)
-        for tag, value in output["balancer"].items():
+        for tag, value in {**output["balancer"], **output.get("modality_dropout", {})}.items():
             writer.add_scalar(tag, to_float(value), step)
 
 

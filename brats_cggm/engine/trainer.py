@@ -14,11 +14,13 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 from torch.optim import Optimizer
 
+from brats_cggm.core.availability import select_rows
 from brats_cggm.core.balancer import Balancer, StepContext
 from brats_cggm.core.distributed import all_reduce_mean, unwrap
 from brats_cggm.core.modules import forward_features, module_list
 from brats_cggm.core.outputs import MultimodalOutput
 from brats_cggm.core.task import Task
+from brats_cggm.engine.modality_dropout import ModalityDropout
 
 __all__ = ["BalancedTrainer"]
 
@@ -29,6 +31,8 @@ def _plain(tensor: Any) -> Any:
 
 
 def _detach(features: Any) -> Any:
+    if features is None:
+        return None
     if isinstance(features, torch.Tensor):
         return features.detach()
     return type(features)(_detach(f) for f in features)
@@ -37,9 +41,10 @@ def _detach(features: Any) -> Any:
 class BalancedTrainer(SupervisedTrainer):
     """Trains a multimodal network, its auxiliary per-modality heads and a balancer, one step at a time.
 
-    One iteration: forward (``network.forward_features`` with the balancer's feature hook), task loss,
-    auxiliary heads on the encoder features (detached unless the balancer says otherwise), their
-    losses and utilization ε (all-reduced over ranks), the balancer's extra loss, one backward of
+    One iteration: the step's availability mask (``modality_dropout``), forward (``network.forward_features``
+    with that mask and the balancer's fusion mask), task loss, auxiliary heads on the encoder features
+    of the samples that have each modality (detached unless the balancer says otherwise), their losses and
+    utilization ε (all-reduced over ranks), the balancer's extra loss, one backward of
     everything, the balancer's gradient edits, gradient clipping, then the network's and the heads'
     optimizer steps. A NaN or infinite loss (on any rank) stops training with a ``FloatingPointError``
     naming the epoch and the iteration, before the step that would spread it into the weights. The
@@ -47,7 +52,8 @@ class BalancedTrainer(SupervisedTrainer):
 
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (fused logits), ``loss`` (the total),
     ``task_loss``, ``aux_loss`` (mean over heads), ``utilization`` (ε per modality), ``grad_norm``
-    (encoder gradient norm per modality after modulation) and ``balancer`` (its scalars), all detached.
+    (encoder gradient norm per modality after modulation), ``balancer`` (its scalars) and
+    ``modality_dropout`` (how often each modality was dropped), all detached.
 
     Args:
         device: the device to train on.
@@ -62,6 +68,8 @@ class BalancedTrainer(SupervisedTrainer):
         aux_optimizer: the heads' own optimizer.
         grad_clip: max gradient norm of the network's parameters, applied after the balancer's edits;
             None disables clipping.
+        modality_dropout: missing-modality training (:class:`~brats_cggm.engine.modality_dropout.ModalityDropout`);
+            None or ``p=0`` trains every step with every modality.
         kwargs: the remaining arguments of :class:`monai.engines.SupervisedTrainer`.
     """
 
@@ -77,6 +85,7 @@ class BalancedTrainer(SupervisedTrainer):
         aux_heads: nn.Module,
         aux_optimizer: Optimizer,
         grad_clip: float | None = None,
+        modality_dropout: ModalityDropout | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = default_prepare_batch,
@@ -106,6 +115,7 @@ class BalancedTrainer(SupervisedTrainer):
         self.aux_heads = aux_heads
         self.aux_optimizer = aux_optimizer
         self.grad_clip = grad_clip
+        self.modality_dropout = modality_dropout
         balancer.attach(self)
         self.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: balancer.epoch_completed(engine.state.epoch))
 
@@ -114,12 +124,21 @@ class BalancedTrainer(SupervisedTrainer):
             return torch.autocast("cuda", **self.amp_kwargs)
         return contextlib.nullcontext()
 
-    def _forward_features(self, inputs: torch.Tensor, epoch: int) -> MultimodalOutput:
-        hook = self.balancer.feature_hook(epoch)
+    def _forward_features(
+        self, inputs: Any, available: torch.Tensor | None, fusion_mask: torch.Tensor | None
+    ) -> MultimodalOutput:
+        # only the masks in use are passed, so a network without masks trains as long as none is needed
+        kwargs = {k: v for k, v in (("available", available), ("fusion_mask", fusion_mask)) if v is not None}
         if hasattr(self.network, "forward_features"):
-            return forward_features(self.network, inputs, feature_hook=hook)
+            return forward_features(self.network, inputs, **kwargs)
         # a DDP (or compile) wrapper must go through its own forward; see engine.distributed
-        return self.network(inputs, feature_hook=hook)
+        return self.network(inputs, **kwargs)
+
+    def _availability(self, batch_size: int, epoch: int) -> torch.Tensor | None:
+        dropout = self.modality_dropout
+        if dropout is None or not dropout.is_active(epoch):
+            return None
+        return dropout.draw(batch_size).to(self.state.device)
 
     def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict:
         if not isinstance(engine, BalancedTrainer):
@@ -135,17 +154,19 @@ class BalancedTrainer(SupervisedTrainer):
         engine.aux_optimizer.zero_grad(set_to_none=True)
         balancer, task = engine.balancer, engine.task
 
+        batch_size = int(targets.shape[0])
+        available = engine._availability(batch_size, engine.state.epoch)
+        fusion_mask = balancer.fusion_mask(engine.state.epoch, batch_size)
         with engine._autocast():
-            output = engine._forward_features(inputs, engine.state.epoch)
+            output = engine._forward_features(inputs, available, fusion_mask)
             engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: output.logits.detach()}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             task_loss = task.loss(output.logits, targets)
             features = _detach(output.features) if balancer.detach_aux_features else output.features
-            aux_logits = list(engine.aux_heads(features))
-            aux_targets = task.aux_targets(targets, aux_logits[0])
-            aux_losses = [task.loss(logits, aux_targets) for logits in aux_logits]
-            with torch.no_grad():
-                utilization = torch.stack([task.utilization(lg.float(), aux_targets) for lg in aux_logits])
+            aux = _auxiliary_step(engine.aux_heads, task, features, targets, output.available)
+            aux_logits, aux_targets, aux_losses, utilization, present = aux
+            if engine.modality_dropout is not None:
+                utilization = engine.modality_dropout.carry_utilization(utilization)
             ctx = StepContext(
                 network=network,
                 heads=_module_list(unwrap(engine.aux_heads)),
@@ -157,9 +178,10 @@ class BalancedTrainer(SupervisedTrainer):
                 aux_logits=aux_logits,
                 aux_targets=aux_targets,
                 aux_losses=aux_losses,
-                utilization=all_reduce_mean(utilization.float()),
+                utilization=utilization,
                 epoch=engine.state.epoch,
                 iteration=engine.state.iteration,
+                present=present,
             )
             extra = balancer.extra_loss(ctx)
             loss = task_loss + torch.stack(aux_losses).sum()
@@ -194,10 +216,57 @@ class BalancedTrainer(SupervisedTrainer):
                 "utilization": ctx.utilization.detach(),
                 "grad_norm": grad_norm,
                 "balancer": dict(balancer.scalars()),
+                "modality_dropout": engine.modality_dropout.scalars() if engine.modality_dropout is not None else {},
             }
         )
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _auxiliary_step(
+    heads: nn.Module, task: Task, features: list, targets: torch.Tensor, available: torch.Tensor | None
+) -> tuple[list[torch.Tensor | None], torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The auxiliary heads' predictions, targets, losses and ε, each head on the samples that have its modality.
+
+    Returns:
+        ``(aux_logits, aux_targets, aux_losses, utilization, present)``: logits per modality (None where
+        no sample has it), the targets of the whole batch at the heads' resolution, one loss per head (a
+        constant 0 where the head did not run), ε per modality averaged over the ranks that saw it (NaN
+        where none did) and, per modality, whether its head ran on this rank.
+    """
+    num = len(features)
+    rows: list[torch.Tensor | None] = [None if available is None else available[:, i] for i in range(num)]
+    selected = [_present_rows(f, r) for f, r in zip(features, rows, strict=True)]
+    aux_logits = list(heads(selected))
+    reference = next(lg for lg in aux_logits if lg is not None)
+    # matched to the heads' resolution; the batch size plays no part
+    aux_targets = task.aux_targets(targets, reference)
+    device = reference.device
+    present = torch.tensor([lg is not None for lg in aux_logits], device=device)
+    aux_losses: list[torch.Tensor] = []
+    scores = torch.zeros(num, device=device)
+    for i, logits in enumerate(aux_logits):
+        if logits is None:
+            aux_losses.append(torch.zeros((), device=device))
+            continue
+        row_mask = rows[i]
+        target = aux_targets if row_mask is None or bool(row_mask.all()) else select_rows(aux_targets, row_mask)
+        aux_losses.append(task.loss(logits, target))
+        with torch.no_grad():
+            scores[i] = task.utilization(logits.float(), target)
+    # ε averaged over the ranks that saw each modality: NaN where none did
+    totals = all_reduce_mean(torch.stack([scores * present, present.float()]))
+    utilization = torch.where(totals[1] > 0, totals[0] / totals[1].clamp_min(1e-12), float("nan"))
+    return aux_logits, aux_targets, aux_losses, utilization.float(), present
+
+
+def _present_rows(features: Any, rows: torch.Tensor | None) -> Any:
+    """A modality's features for the samples that have it; None when none has it."""
+    if features is None or rows is None:
+        return features
+    if not bool(rows.any()):
+        return None
+    return features if bool(rows.all()) else select_rows(features, rows)
 
 
 @torch.no_grad()
