@@ -17,10 +17,13 @@ subset robustness and ``brats-cggm-infer --missing-modality drop`` all go throug
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import torch
 
 __all__ = ["availability_of", "check_availability", "draw_availability", "fusion_weights", "select_rows"]
+
+SelectedT = TypeVar("SelectedT")
 
 
 def check_availability(
@@ -121,7 +124,7 @@ def fusion_weights(available: torch.Tensor) -> torch.Tensor:
     return present * (available.shape[1] / present.sum(1, keepdim=True).clamp_min(1.0))
 
 
-def select_rows(features: object, rows: torch.Tensor) -> object:
+def select_rows(features: SelectedT, rows: torch.Tensor) -> SelectedT:
     """The samples ``rows`` of one modality's features or inputs (tensors batch first, nested in lists or dicts).
 
     Args:
@@ -131,10 +134,13 @@ def select_rows(features: object, rows: torch.Tensor) -> object:
     Returns:
         The same structure holding only those samples.
     """
+    selected: Any
     if isinstance(features, torch.Tensor):
-        return features[rows.to(features.device)]
-    if isinstance(features, list | tuple):
-        return type(features)(select_rows(f, rows) for f in features)
-    if isinstance(features, Mapping):
-        return {key: select_rows(value, rows) for key, value in features.items()}
-    raise TypeError(f"features must be tensors in lists or dicts, got {type(features).__name__}")
+        selected = features[rows.to(features.device)]
+    elif isinstance(features, list | tuple):
+        selected = type(features)(select_rows(f, rows) for f in features)
+    elif isinstance(features, Mapping):
+        selected = {key: select_rows(value, rows) for key, value in features.items()}
+    else:
+        raise TypeError(f"features must be tensors in lists or dicts, got {type(features).__name__}")
+    return cast(SelectedT, selected)

@@ -51,9 +51,13 @@ class ModalityDropout:
         """Whether modalities are dropped in (1-based) ``epoch``."""
         return self.p > 0 and epoch > self.start_epoch
 
+    def sample(self, batch_size: int) -> torch.Tensor:
+        """A random availability mask ``(B, M)`` (the global torch generator, so a resumed run draws the same)."""
+        return draw_availability(batch_size, torch.full((len(self.modalities),), self.p), self.keep_one)
+
     def draw(self, batch_size: int) -> torch.Tensor:
-        """The availability mask ``(B, M)`` of one training step (the global torch generator: resumed exactly)."""
-        available = draw_availability(batch_size, torch.full((len(self.modalities),), self.p), self.keep_one)
+        """The availability mask ``(B, M)`` of one training step, counted in :attr:`dropped`."""
+        available = self.sample(batch_size)
         absent = (~available).sum(0).float()
         self.dropped += absent
         self.samples += batch_size

@@ -108,9 +108,21 @@ def test_inactive_outside_epochs_and_state_roundtrip():
 
 def test_loss_score_is_exp_minus_loss():
     balancer = OGMGEBalancer(MODALITIES, score="loss", ge=False)
-    ctx = SimpleNamespace(aux_losses=[torch.tensor(v) for v in (0.1, 0.5, 1.0, 2.0)], epoch=1)
+    ctx = SimpleNamespace(aux_losses=[torch.tensor(v) for v in (0.1, 0.5, 1.0, 2.0)], epoch=1, present=None)
     balancer.extra_loss(ctx)
     assert balancer.scalars()["ogm_ge/score/t1"] == pytest.approx(math.exp(-1.0))
+
+
+def test_a_modality_absent_from_the_step_has_no_score_and_a_neutral_ratio():
+    balancer = OGMGEBalancer(MODALITIES, score="loss", ge=False)
+    present = torch.tensor([True, True, False, True])
+    losses = [torch.tensor(0.1), torch.tensor(0.5), torch.tensor(0.0), torch.tensor(2.0)]
+    balancer.extra_loss(SimpleNamespace(aux_losses=losses, epoch=1, present=present))
+    scalars = balancer.scalars()
+    assert math.isnan(scalars["ogm_ge/score/t1"]) and scalars["ogm_ge/ratio/t1"] == 1.0
+    # the others' reference leaves the absent modality out
+    others = (math.exp(-0.5) + math.exp(-2.0)) / 2
+    assert scalars["ogm_ge/ratio/flair"] == pytest.approx(math.exp(-0.1) / others)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CUDA checkpoint resumed on a CPU-only machine")

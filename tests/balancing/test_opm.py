@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from brats_cggm.balancing.opm import OPMBalancer, opm_drop_probabilities
+from brats_cggm.brats.model import build_network
+from brats_cggm.core.availability import availability_of
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 
@@ -23,29 +25,33 @@ def test_scores_set_probabilities_and_warmup():
     balancer.extra_loss(SimpleNamespace(utilization=torch.tensor([0.8, 0.4, 0.2, 0.2])))
     assert balancer.probabilities[0] == pytest.approx(0.5 * (1 + 0.5 * math.tanh(2.0)))
     assert balancer.probabilities[1:].tolist() == [0.0, 0.0, 0.0]
-    assert balancer.feature_hook(5) is None  # still warming up
-    assert OPMBalancer(MODALITIES, warmup_epochs=0, p_exe=0.0).feature_hook(1) is None
+    assert balancer.fusion_mask(5, 2) is None  # still warming up
+    assert OPMBalancer(MODALITIES, warmup_epochs=0, p_exe=0.0).fusion_mask(1, 2) is None
 
 
-def test_hook_drops_dominant_per_sample_and_rescales():
+def test_fusion_mask_drops_the_dominant_modality_per_sample():
     torch.manual_seed(0)
     balancer = OPMBalancer(MODALITIES, warmup_epochs=0, p_exe=1.0)
     balancer.probabilities = torch.tensor([0.4, 0.0, 0.0, 0.0])
-    hook = balancer.feature_hook(1)
-    assert hook is not None
     batch = 4000
-    features = [[torch.ones(batch, 2, 3), torch.ones(batch, 4)] for _ in MODALITIES]
-    out = hook(features)
-    level0, level1 = out[0]
-    kept = level0[:, 0, 0] > 0
-    torch.testing.assert_close(level0[kept], torch.full_like(level0[kept], 1 / 0.6))  # kept ones rescaled by 1/(1-q)
-    assert level0[~kept].eq(0).all()
-    assert torch.equal(level1[:, 0] > 0, kept)  # one mask per sample for all levels
-    assert 1 - kept.float().mean() == pytest.approx(0.4, abs=0.03)
-    assert float(level0.mean()) == pytest.approx(1.0, abs=0.06)  # unbiased in expectation
-    for i in (1, 2, 3):  # the others untouched
-        assert all(torch.equal(a, b) for a, b in zip(out[i], features[i]))
-    assert torch.equal(features[0][0], torch.ones(batch, 2, 3))  # inputs not edited in place
+    mask = balancer.fusion_mask(1, batch)
+    assert mask is not None and mask.shape == (batch, len(MODALITIES)) and mask.dtype == torch.bool
+    assert 1 - mask[:, 0].float().mean() == pytest.approx(0.4, abs=0.03)
+    assert mask[:, 1:].all()  # the others are always fused
+    assert balancer.executed == 1 and balancer.scalars()["opm/executed"] == 1.0
+
+
+def test_the_fusion_mask_reaches_the_fusion_and_nothing_else():
+    torch.manual_seed(0)
+    network = build_network("cpu", features=(4, 8)).eval()
+    x = torch.randn(2, 4, 8, 8, 8)
+    mask = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    dropped = network.forward_features(x, fusion_mask=mask)
+    absent = network.forward_features(x[:1], available=availability_of([1, 2, 3], 1, 4))
+    # the fused prediction is that of the modality's absence; its encoder still ran for the auxiliary head
+    torch.testing.assert_close(dropped.logits[:1], absent.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(dropped.logits[1:], network.forward_features(x[1:]).logits, atol=1e-5, rtol=0)
+    assert dropped.features[0][0][0].abs().sum() > 0
 
 
 def test_state_roundtrip():

@@ -19,7 +19,6 @@ TRAIN_YAML = "bundles/brats_cggm/configs/train.yaml"
 #: The constructor arguments the benchmark passed before ``Balancer.short_run_kwargs`` existed.
 PREVIOUS_ACTIVE_KWARGS: dict[str, dict[str, Any]] = {
     "cggm": {"start_epoch": 0},
-    "dropout": {"start_epoch": 0},
     "inforeg": {"start_epoch": 0},
     "ogm_ge": {"start_epoch": 1},
     "opm": {"warmup_epochs": 0},

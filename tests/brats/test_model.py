@@ -9,11 +9,13 @@ from monai.inferers import sliding_window_inference
 from brats_cggm.brats.model import (
     NETWORK_PRESETS,
     AuxiliaryHeads,
+    AvailabilityPredictor,
     FusedAndAuxiliaryPredictor,
     MultiEncoderUNet,
     SegmentationAuxHead,
     build_network,
 )
+from brats_cggm.core.availability import availability_of, fusion_weights
 from brats_cggm.core.outputs import MultimodalOutput
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
@@ -94,27 +96,73 @@ def test_aux_loss_reaches_only_its_encoder(net, x):
     assert _grad_norm(net.fusion) == 0 and _grad_norm(net.decoder) == 0
 
 
-def test_feature_hook_zeroes_one_modality(net, x):
-    reference = net.forward_features(x)
-
-    def drop_first(features: list) -> list:
-        return [[torch.zeros_like(t) for t in f] if i == 0 else f for i, f in enumerate(features)]
-
-    out = net.forward_features(x, feature_hook=drop_first)
-    assert not torch.allclose(out.logits, reference.logits)
-    for raw, ref in zip(out.features, reference.features, strict=True):
-        for t, r in zip(raw, ref, strict=True):
-            assert torch.equal(t, r)
-    assert all(t.abs().sum() > 0 for t in out.features[0])
+def _calls(module: torch.nn.Module) -> list[int]:
+    calls: list[int] = []
+    module.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    return calls
 
 
-def test_feature_hook_in_place_list_edit_keeps_raw_features(net, x):
-    def replace_in_place(features: list) -> list:
-        features[2] = [torch.zeros_like(t) for t in features[2]]
-        return features
+def test_an_absent_modality_encoder_never_runs_and_gets_no_gradient(net, x):
+    calls = [_calls(encoder) for encoder in net.encoders]
+    heads = AuxiliaryHeads.for_network(net)
+    available = torch.tensor([[True, False, True, False], [True, False, False, True]])
+    out = net.forward_features(x, available=available)
+    aux = heads(out.features)
+    assert [len(c) for c in calls] == [1, 0, 1, 1]
+    assert calls[2] == [1] and calls[3] == [1]  # partly absent: run on the samples that have it only
+    assert out.features[1] is None and aux[1] is None
+    (out.logits.square().mean() + sum(a.square().mean() for a in aux if a is not None)).backward()
+    assert all(p.grad is None for p in net.encoders[1].parameters())
+    assert all(p.grad is None for p in heads[1].parameters())
+    assert _grad_norm(net.encoders[0]) > 0 and _grad_norm(net.encoders[3]) > 0
 
-    out = net.forward_features(x, feature_hook=replace_in_place)
-    assert all(t.abs().sum() > 0 for t in out.features[2])
+
+def test_an_absent_modality_input_is_never_read(net, x):
+    available = torch.tensor([[True, True, False, True], [True, True, False, True]])
+    reference = net.forward_features(x, available=available).logits
+    changed = x.clone()
+    changed[:, 2] = torch.randn_like(changed[:, 2]) * 100
+    torch.testing.assert_close(net.forward_features(changed, available=available).logits, reference)
+
+
+def test_each_sample_is_predicted_from_its_own_subset(net, x):
+    available = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    batched = net.forward_features(x, available=available).logits
+    for n in range(2):
+        single = net.forward_features(x[n : n + 1], available=available[n : n + 1]).logits
+        torch.testing.assert_close(batched[n : n + 1], single, atol=1e-5, rtol=0)
+
+
+def test_masked_fusion_rescales_the_present_modalities(net, x):
+    subset = [0, 3]
+    features = net.encode(x)
+    absent = [f if i in subset else [torch.zeros_like(t) for t in f] for i, f in enumerate(features)]
+    weights = fusion_weights(availability_of(subset, 2, 4))
+    assert weights[0].tolist() == [2.0, 0.0, 0.0, 2.0]
+    expected = net.output_layer(net.fuse_and_decode(absent, weights))
+    predicted = AvailabilityPredictor(net, subset)(x)
+    torch.testing.assert_close(predicted, expected, atol=1e-5, rtol=0)
+
+
+def test_every_modality_available_is_the_plain_forward(net, x):
+    full = net.forward_features(x, available=torch.ones(2, 4, dtype=torch.bool)).logits
+    torch.testing.assert_close(full, net(x), atol=1e-6, rtol=0)
+
+
+def test_a_fusion_mask_that_would_empty_a_sample_falls_back_to_its_available_modalities(net, x):
+    available = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    fusion_mask = torch.tensor([[False, False, True, True], [True, True, True, True]])
+    out = net.forward_features(x, available=available, fusion_mask=fusion_mask)
+    torch.testing.assert_close(out.logits, net.forward_features(x, available=available).logits)
+
+
+def test_invalid_masks_are_refused(net, x):
+    with pytest.raises(ValueError, match="no modality"):
+        net.forward_features(x, available=torch.tensor([[True] * 4, [False] * 4]))
+    with pytest.raises(ValueError, match="shape"):
+        net.forward_features(x, available=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="empty"):
+        AvailabilityPredictor(net, [])
 
 
 def test_each_encoder_sees_only_its_modality(net, x):

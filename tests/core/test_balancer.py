@@ -18,7 +18,7 @@ def test_defaults_are_joint_training():
     balancer = Balancer(["a", "b"])
     assert balancer.name == "joint" and balancer.detach_aux_features is True
     assert balancer.modalities == ("a", "b") and repr(balancer) == "Balancer(modalities=('a', 'b'))"
-    assert balancer.feature_hook(1) is None
+    assert balancer.fusion_mask(1, 2) is None
     assert balancer.extra_loss(None) is None
     assert balancer.after_backward(None) is None and balancer.epoch_completed(1) is None
     assert balancer.scalars() == {} and balancer.state_dict() == {}

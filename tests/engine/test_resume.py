@@ -22,8 +22,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return run.result()
 
 
-def _resume(folder: Path, resume=True):
-    run = build(folder, samples=SAMPLES)
+def _resume(folder: Path, resume=True, modality_dropout: float = 0.0):
+    run = build(folder, samples=SAMPLES, modality_dropout=modality_dropout)
     torch.manual_seed(99)  # the resumed run must not depend on the seeds it starts with
     np.random.seed(99)  # noqa: NPY002
     used = resume_from_checkpoint(resume, run.handlers, run.trainer)
@@ -45,6 +45,21 @@ def test_a_killed_run_resumes_where_its_checkpoint_left_off_and_ends_as_the_unin
     assert used == tmp_path / "checkpoint.pt"
     assert (run.trainer.state.epoch, run.trainer.state.iteration) == (1, 2)
     run.trainer.run()
+    _assert_same(run.result(), uninterrupted, first_iteration=3)
+
+
+def test_a_run_with_missing_modality_training_resumes_exactly(tmp_path: Path):
+    reference = build(tmp_path / "reference", samples=SAMPLES, modality_dropout=0.5)
+    reference.trainer.run()
+    uninterrupted = reference.result()
+    dropped = [entry["dropped"] for entry in uninterrupted["log"]]
+    assert any(
+        value > 0 for entry in dropped for key, value in entry.items() if key.startswith("modality_dropout/step")
+    )
+    kill_at(build(tmp_path, samples=SAMPLES, modality_dropout=0.5), 3)
+    run, _ = _resume(tmp_path, modality_dropout=0.5)
+    run.trainer.run()
+    # the drawn masks, the dropped counts (modality_dropout/run/*) and every weight continue exactly
     _assert_same(run.result(), uninterrupted, first_iteration=3)
 
 

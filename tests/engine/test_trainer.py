@@ -8,6 +8,7 @@ from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 
 from brats_cggm.core.balancer import Balancer, StepContext
+from brats_cggm.engine.modality_dropout import ModalityDropout
 from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 #: The constant the recording balancer adds to the loss.
@@ -27,12 +28,9 @@ class RecordingBalancer(Balancer):
         self.ctx: StepContext | None = None
         self.norms_after_edits: torch.Tensor | None = None
 
-    def feature_hook(self, epoch: int):
-        def hook(features: list) -> list:
-            self.events.append("feature_hook")
-            return features
-
-        return hook
+    def fusion_mask(self, epoch: int, batch_size: int):
+        self.events.append("fusion_mask")
+        return None
 
     def extra_loss(self, ctx: StepContext) -> torch.Tensor:
         self.events.append("extra_loss")
@@ -54,7 +52,11 @@ class RecordingBalancer(Balancer):
                     p.grad.zero_()
         self.norms_after_edits = torch.stack(
             [
-                torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in encoder.parameters()]))
+                torch.linalg.vector_norm(
+                    torch.cat(
+                        [p.grad.flatten() for p in encoder.parameters() if p.grad is not None] or [torch.zeros(1)]
+                    )
+                )
                 for encoder in ctx.network.encoders
             ]
         )
@@ -62,6 +64,10 @@ class RecordingBalancer(Balancer):
 
     def epoch_completed(self, epoch: int) -> None:
         self.events.append(f"epoch_completed({epoch})")
+
+
+def _with_grad(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for p in module.parameters() if p.grad is not None]
 
 
 def _recorded_trainer(events: list[str], n_batches: int = 1, **kwargs):
@@ -82,7 +88,7 @@ def _recorded_trainer(events: list[str], n_batches: int = 1, **kwargs):
 
 
 ONE_ITERATION = [
-    "feature_hook",
+    "fusion_mask",
     "FORWARD_COMPLETED",
     "extra_loss",
     "LOSS_COMPLETED",
@@ -135,7 +141,8 @@ def test_output_keys_shapes_and_values():
     out, ctx = trainer.state.output, balancer.ctx
     batch = make_batches(1, side=16)[0]
     assert set(out) == {
-        "image", "label", "pred", "loss", "task_loss", "aux_loss", "utilization", "grad_norm", "balancer"
+        "image", "label", "pred", "loss", "task_loss", "aux_loss", "utilization", "grad_norm", "balancer",
+        "modality_dropout",
     }  # fmt: skip
     torch.testing.assert_close(out["image"], batch["image"])
     torch.testing.assert_close(out["label"], batch["label"])
@@ -207,3 +214,50 @@ def test_without_clipping_the_edited_gradients_reach_the_optimizer():
     norms = _network_grad_norm_at_step(trainer)
     trainer.run()
     assert norms[0] > 1e3
+
+
+class _FixedDropout(ModalityDropout):
+    """Missing-modality training with a given mask per step, so the test knows what was absent."""
+
+    def __init__(self, masks: list[torch.Tensor]) -> None:
+        super().__init__(MODALITIES, p=0.5)
+        self.masks = list(masks)
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        return self.masks.pop(0)
+
+
+def test_absent_modalities_get_no_head_no_loss_no_gradient_and_keep_their_last_utilization():
+    partly = torch.tensor([[True, True, True, True], [True, False, True, True]])
+    absent = torch.tensor([[True, False, True, False], [True, False, False, True]])
+    dropout = _FixedDropout([partly, absent])
+    balancer = RecordingBalancer([])
+    trainer = make_trainer(balancer, make_batches(2, side=16), modality_dropout=dropout)
+    seen: list[dict] = []
+
+    def record(engine) -> None:
+        ctx = balancer.ctx
+        assert ctx is not None
+        seen.append(
+            {
+                "present": ctx.present.tolist(),
+                "rows": [None if lg is None else lg.shape[0] for lg in ctx.aux_logits],
+                "losses": [float(loss.detach()) for loss in ctx.aux_losses],
+                "grad": [lg is not None and lg.requires_grad for lg in ctx.aux_logits],
+                "utilization": ctx.utilization.clone(),
+                "encoder_grads": [any(p.grad is not None for p in e.parameters()) for e in ctx.network.encoders],
+            }
+        )
+
+    trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, record)
+    trainer.run()
+    first, second = seen
+    assert first["present"] == [True, True, True, True] and first["rows"] == [2, 1, 2, 2]
+    assert second["present"] == [True, False, True, True] and second["rows"] == [2, None, 1, 1]
+    assert second["losses"][1] == 0.0 and not second["grad"][1]
+    assert second["encoder_grads"] == [True, False, True, True]
+    # t1ce was absent from the whole second step: its ε is the first step's
+    assert float(second["utilization"][1]) == float(first["utilization"][1])
+    assert torch.isfinite(second["utilization"]).all()
+    rates = trainer.state.output["modality_dropout"]
+    assert rates["modality_dropout/step/t1ce"] == 1.0 and rates["modality_dropout/run/t1ce"] == 0.75

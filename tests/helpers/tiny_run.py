@@ -17,6 +17,7 @@ from brats_cggm.brats.task import BratsSegmentationTask
 from brats_cggm.core.distributed import is_distributed
 from brats_cggm.engine.checkpoint import TrainingCheckpointSaver
 from brats_cggm.engine.distributed import ddp_wrap
+from brats_cggm.engine.modality_dropout import ModalityDropout
 from brats_cggm.engine.trainer import BalancedTrainer
 from tests.helpers.tiny_setup import MODALITIES, make_batches
 
@@ -40,9 +41,10 @@ class Run:
         return {"params": params, "log": list(self.log)}
 
 
-def build(checkpoint_dir: Path, samples: int = 8, epochs: int = 3) -> Run:
+def build(checkpoint_dir: Path, samples: int = 8, epochs: int = 3, modality_dropout: float = 0.0) -> Run:
     """Fresh objects: a tiny network and heads (DDP-wrapped under a process group), CGGM, SGD with momentum,
-    a step LR schedule, shuffled data with a random augmentation, a checkpoint saver in ``checkpoint_dir``.
+    a step LR schedule, shuffled data with a random augmentation, a checkpoint saver in ``checkpoint_dir``,
+    and missing-modality training with probability ``modality_dropout``.
     Each rank trains on its own shard of ``samples`` samples, 2 per batch."""
     set_determinism(seed=0)
     network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16))
@@ -58,8 +60,11 @@ def build(checkpoint_dir: Path, samples: int = 8, epochs: int = 3) -> Run:
     aux_optimizer = torch.optim.SGD(heads.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
     balancer = CGGMBalancer(MODALITIES, rho=1.0, lam=0.1, direction="grad")
+    dropout = ModalityDropout(MODALITIES, p=modality_dropout)
     saved = {"network": network, "aux_heads": heads, "optimizer": optimizer, "aux_optimizer": aux_optimizer}
-    saved |= {"lr_scheduler": scheduler, "balancer": balancer}
+    saved |= {"lr_scheduler": scheduler, "balancer": balancer, "modality_dropout": dropout}
+    # an absent modality's encoder and head get no gradient in that step
+    ddp_options = {"find_unused_parameters": modality_dropout > 0}
     handlers = [
         LrScheduleHandler(scheduler, epoch_level=False, print_lr=False),
         TrainingCheckpointSaver(Path(checkpoint_dir) / "checkpoint.pt", saved),
@@ -68,13 +73,14 @@ def build(checkpoint_dir: Path, samples: int = 8, epochs: int = 3) -> Run:
         device="cpu",
         max_epochs=epochs,
         train_data_loader=loader,
-        network=ddp_wrap(network),
+        network=ddp_wrap(network, **ddp_options),
         optimizer=optimizer,
         task=BratsSegmentationTask(),
         balancer=balancer,
-        aux_heads=ddp_wrap(heads),
+        aux_heads=ddp_wrap(heads, **ddp_options),
         aux_optimizer=aux_optimizer,
         grad_clip=12.0,
+        modality_dropout=dropout,
         train_handlers=handlers,
     )
     log: list[dict] = []
@@ -86,6 +92,7 @@ def build(checkpoint_dir: Path, samples: int = 8, epochs: int = 3) -> Run:
                 "iteration": engine.state.iteration,
                 "B": [float(output["balancer"][f"cggm/B/{m}"]) for m in MODALITIES],
                 "task_loss": float(output["task_loss"]),  # this rank's batch: differs between ranks
+                "dropped": {k: float(v) for k, v in output["modality_dropout"].items()},
             }
         )
 
