@@ -5,6 +5,9 @@
 The python API (:class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter`, the cases and output files of
 :mod:`brats_cggm.brats.inference.case_io`) does the work; this module reads the command line, checks it, and
 reports one line per case. A case that fails is reported and skipped; the others are still segmented.
+
+Each segmentation records the sequences it was predicted from: in a JSON file beside it (``<name>.json``) and in
+its NIfTI header's ``descrip`` field.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from brats_cggm.brats.inference.case_io import (
     check_output_dir,
     find_cases,
     output_path,
+    record_path,
+    save_case_record,
     save_like_reference,
+    sequences_note,
 )
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY
-from brats_cggm.brats.inference.segmenter import STITCH_CHOICES, BratsSegmenter
+from brats_cggm.brats.inference.segmenter import MISSING_MODALITY_MODES, STITCH_CHOICES, BratsSegmenter
 from brats_cggm.cli.common import (
     CommandParser,
     non_negative_float,
@@ -46,7 +52,7 @@ from brats_cggm.cli.common import (
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import refuse_existing
 
-__all__ = ["CaseResult", "build_parser", "main", "segment_case"]
+__all__ = ["CaseResult", "build_parser", "case_record", "main", "save_outputs", "segment_case"]
 
 PROG = "brats-cggm-infer"
 
@@ -97,7 +103,14 @@ def build_parser() -> CommandParser:
         default=",".join(MSD_CHANNELS),
         help=f"modality of each channel of 4-D files (default {','.join(MSD_CHANNELS)}, the MSD Task01 order)",
     )
-    src.add_argument("--missing-modality", choices=("error", "zero"), default="error", help="default: error")
+    src.add_argument(
+        "--missing-modality",
+        choices=MISSING_MODALITY_MODES,
+        default="error",
+        help="a case that lacks a modality file: error (default) refuses it, naming the file; drop segments it from "
+        "the sequences it has, with the absence the network was trained with (availability mask; not with "
+        "--torchscript); zero is the old behaviour: the network sees a flat zero image it was never trained on",
+    )
     src.add_argument(
         "--affine-tolerance",
         type=non_negative_float,
@@ -180,7 +193,8 @@ def _failure_line(case_id: str, message: str) -> str:
 
 @dataclass
 class CaseResult:
-    """What became of one case: its output file and step times, the one-line reason it failed, or that it was
+    """What became of one case: its output file, step times and the sequences it was predicted from (see
+    :func:`~brats_cggm.brats.inference.case_io.sequences_note`), the one-line reason it failed, or that it was
     skipped (``--skip-existing``, its outputs all there)."""
 
     case_id: str
@@ -189,6 +203,7 @@ class CaseResult:
     seconds: float = 0.0
     failure: str | None = None
     skipped: bool = False
+    sequences: str = ""
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
@@ -241,6 +256,7 @@ def load_segmenter(args: argparse.Namespace, device: torch.device) -> BratsSegme
         affine_tolerance=args.affine_tolerance,
         stitch=args.stitch,
         postprocess=rules,
+        missing_modality=args.missing_modality,
     )
 
 
@@ -290,65 +306,112 @@ def case_outputs(case_id: str, args: argparse.Namespace) -> tuple[Path, Path | N
 def _check_existing(target: Path, prob_target: Path | None, args: argparse.Namespace) -> bool:
     """Whether the case's outputs may be written: False to skip the case (``--skip-existing``, all there).
 
-    The label map is written last, so it says the case is done: probabilities without it are the remains of an
-    interrupted case and, under ``--skip-existing``, are replaced.
+    The label map is written last, so it says the case is done: probabilities or a record without it are the
+    remains of an interrupted case and, under ``--skip-existing``, are replaced.
 
     Raises:
         FileExistsError: an output exists that may not be replaced (the message says which flag would).
     """
+    record = record_path(target)
     if args.overwrite:
         return True
     if not args.skip_existing:
         refuse_existing(
-            (t for t in (target, prob_target) if t is not None), False, "to replace it, or --skip-existing to keep it"
+            (t for t in (target, prob_target, record) if t is not None),
+            False,
+            "to replace it, or --skip-existing to keep it",
         )
         return True
     if not target.exists():
         return True
-    if prob_target is None or prob_target.exists():
-        return False
-    raise FileExistsError(
-        f"{target}: exists without its probabilities {prob_target.name} (written by a run without "
-        "--save-probabilities?); pass --overwrite to segment the case again"
-    )
+    if prob_target is not None and not prob_target.exists():
+        raise FileExistsError(
+            f"{target}: exists without its probabilities {prob_target.name} (written by a run without "
+            "--save-probabilities?); pass --overwrite to segment the case again"
+        )
+    if not record.exists():
+        raise FileExistsError(
+            f"{target}: exists without its record {record.name} of the sequences used (written by an older "
+            "brats-cggm-infer?); pass --overwrite to segment the case again"
+        )
+    return False
+
+
+def case_record(segmenter: BratsSegmenter, case: CaseInput, target: Path, args: argparse.Namespace) -> dict:
+    """The JSON record written beside a case's segmentation: which sequences it was predicted from.
+
+    Args:
+        segmenter: the network and its run options.
+        case: the case.
+        target: its segmentation file.
+        args: the run's options (``missing_modality``).
+
+    Returns:
+        ``case_id``, ``segmentation`` (file name), ``modalities_used`` and ``modalities_missing`` (network
+        order), ``missing_modality`` (the mode), ``inputs`` (the files read) and ``model`` (where it was loaded).
+    """
+    used, missing = segmenter.sequences(case)
+    inputs = [case.image] if isinstance(case.image, str) else [p for p in case.image if p is not None]
+    return {
+        "case_id": case.case_id,
+        "segmentation": target.name,
+        "modalities_used": used,
+        "modalities_missing": missing,
+        "missing_modality": args.missing_modality,
+        "inputs": inputs,
+        "model": segmenter.settings.source,
+    }
+
+
+def save_outputs(
+    result: dict, record: dict, case: CaseInput, target: Path, prob_target: Path | None, args: argparse.Namespace
+) -> None:
+    """Write a case's probabilities, record and label map, each atomically, the label map last.
+
+    The label map is the file that says the case is done (``--skip-existing``): what comes before it, left by an
+    interrupted run, is replaced under ``--skip-existing``; everything else follows ``--overwrite``.
+    """
+    used, missing = record["modalities_used"], record["modalities_missing"]
+    description = f"brats-cggm seq={sequences_note(used, missing, args.missing_modality)}"
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    replace_remains = args.overwrite or args.skip_existing
+    if prob_target is not None:
+        save_like_reference(result["probabilities"], case.reference, prob_target, replace_remains, description)
+    save_case_record(record, record_path(target), replace_remains)
+    save_like_reference(result["labels"], case.reference, target, args.overwrite, description)
 
 
 def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Namespace) -> CaseResult:
     """Check, segment and save one case; any failure is returned, not raised, so that the batch goes on.
 
     Args:
-        segmenter: the network and its run options.
+        segmenter: the network and its run options (``missing_modality`` among them).
         case: the case's files.
         args: the output options (``output_dir``, ``name_template``, ``labels``, ``save_probabilities``,
             ``overwrite``, ``skip_existing``, ``missing_modality``).
 
     Returns:
-        The output file and times; the output file and ``skipped`` (``--skip-existing``, every output there,
-        nothing read); or the failure line ``"<case_id>: <problem>"``.
+        The output file, times and sequences used; the output file and ``skipped`` (``--skip-existing``, every
+        output there, nothing read); or the failure line ``"<case_id>: <problem>"`` (nothing written).
     """
     start = time.perf_counter()
     try:
         target, prob_target = case_outputs(case.case_id, args)
         if not _check_existing(target, prob_target, args):
             return CaseResult(case.case_id, target, skipped=True)
-        images = segmenter.check(case, allow_missing=args.missing_modality == "zero")
-        if case.missing:
-            names = "/".join(segmenter.settings.modalities[i] for i in case.missing)
+        images = segmenter.check(case)
+        record = case_record(segmenter, case, target, args)
+        if case.missing and args.missing_modality == "zero":
+            names = "/".join(record["modalities_missing"])
             print_warning(f"{case.case_id}: no {names} file: that branch gets zeros, expect lower quality")
         result = segmenter(case, args.labels, probabilities=args.save_probabilities, images=images)
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        # Probabilities first: the segmentation, the file that says the case is done, appears last.
-        if prob_target is not None:
-            # under --skip-existing, probabilities without their label map are an interrupted case's: replaced
-            save_like_reference(
-                result["probabilities"], case.reference, prob_target, args.overwrite or args.skip_existing
-            )
-        save_like_reference(result["labels"], case.reference, target, args.overwrite)
+        save_outputs(result, record, case, target, prob_target, args)
     except Exception as exc:  # one case's failure must not stop the batch
         plain = (InputFileError, FileExistsError, ValueError)
         message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
         return CaseResult(case.case_id, failure=_failure_line(case.case_id, message))
-    return CaseResult(case.case_id, target, result["times"], time.perf_counter() - start)
+    sequences = sequences_note(record["modalities_used"], record["modalities_missing"], args.missing_modality)
+    return CaseResult(case.case_id, target, result["times"], time.perf_counter() - start, sequences=sequences)
 
 
 def report_model(segmenter: BratsSegmenter, args: argparse.Namespace, n_cases: int) -> None:
@@ -376,8 +439,8 @@ def report_case(index: int, n_cases: int, result: CaseResult) -> None:
         raise ValueError(f"{result.case_id}: segmented without step times")
     print(
         f"[{index}/{n_cases}] {result.case_id}: {result.seconds:.2f} s "
-        f"(preprocess {t['preprocess']:.2f}, predict {t['predict']:.2f}, postprocess {t['postprocess']:.2f}) "
-        f"-> {result.target}",
+        f"(preprocess {t['preprocess']:.2f}, predict {t['predict']:.2f}, postprocess {t['postprocess']:.2f}); "
+        f"sequences {result.sequences} -> {result.target}",
         flush=True,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -10,12 +11,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from brats_cggm.cli.infer import main
 from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
+from tests.helpers.inference_cases import RegionThreshold
 from tests.helpers.msd_layouts import msd_with_duplicate_ids, msd_with_outside_entry
 
 CASE = "BraTS2021_00000"
+NO_T1CE, NO_T2 = "BraTS2021_00001", "BraTS2021_00002"
 
 
 @pytest.fixture
@@ -178,16 +182,79 @@ def test_missing_paths_and_non_nifti(tiny_run_dir: Path, tmp_path: Path, capsys)
     assert not out.exists()
 
 
-def test_missing_modality_error_or_zero(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+def _incomplete_batch(phantom_dataset: Path, root: Path) -> Path:
+    """Three cases: complete, without T1ce, without T2."""
+    for case in (CASE, NO_T1CE, NO_T2):
+        shutil.copytree(phantom_dataset / case, root / case)
+    _file(root / NO_T1CE, "t1ce").unlink()
+    _file(root / NO_T2, "t2").unlink()
+    return root
+
+
+def test_missing_file_is_an_error_naming_it_and_the_flag(
+    phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    batch = _incomplete_batch(phantom_dataset, tmp_path / "batch")
+    out = tmp_path / "out"
+    assert _run(["--input", str(batch)], _bundle(tiny_run_dir), out) == 1
+    log = capsys.readouterr()
+    assert "summary: 1 segmented, 2 failed" in log.out
+    for case, modality in ((NO_T1CE, "t1ce"), (NO_T2, "t2")):
+        line = next(line for line in _error_lines(log.err) if line.startswith(f"error: {case}: "))
+        assert f"no {modality} file (expected {_file(batch / case, modality)})" in line
+        assert "--missing-modality drop" in line
+    # nothing written for the refused cases; the complete one is done
+    assert sorted(p.name for p in out.iterdir()) == [f"{CASE}.json", f"{CASE}.nii.gz"]
+
+
+def test_missing_modality_drop_records_the_sequences(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
+    batch = _incomplete_batch(phantom_dataset, tmp_path / "batch")
+    out = tmp_path / "out"
+    assert _run(["--input", str(batch)], _bundle(tiny_run_dir), out, "--missing-modality", "drop") == 0
+    log = capsys.readouterr()
+    assert "summary: 3 segmented, 0 failed" in log.out and "warning" not in log.err
+    modalities = ["flair", "t1ce", "t1", "t2"]  # the network's order
+    for case, missing in ((CASE, []), (NO_T1CE, ["t1ce"]), (NO_T2, ["t2"])):
+        used = [m for m in modalities if m not in missing]
+        record = json.loads((out / f"{case}.json").read_text())
+        assert record["case_id"] == case and record["segmentation"] == f"{case}.nii.gz"
+        assert record["modalities_used"] == used and record["modalities_missing"] == missing
+        assert record["missing_modality"] == "drop" and len(record["inputs"]) == len(used)
+        note = ",".join(used) + (f" ({missing[0]} missing: drop)" if missing else "")
+        header = nib.load(str(out / f"{case}.nii.gz")).header
+        assert header["descrip"].item().decode() == f"brats-cggm seq={note}"
+        assert f"{case}: " in log.out and f"sequences {note} -> {out / case}.nii.gz" in log.out
+
+    # the record follows the --overwrite rule of the other outputs
+    (out / f"{NO_T2}.nii.gz").unlink()
+    assert _run(["--input", str(batch / NO_T2)], _bundle(tiny_run_dir), out, "--missing-modality", "drop") == 1
+    assert f"{out / NO_T2}.json: exists; pass --overwrite" in capsys.readouterr().err
+    assert not (out / f"{NO_T2}.nii.gz").exists()
+
+
+def test_missing_modality_zero_is_the_legacy_zero_input(case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
     _file(case_dir, "t1").unlink()
     out = tmp_path / "out"
-    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out) == 1
-    err = capsys.readouterr().err
-    assert "no t1 file (use --missing-modality zero" in err
-    assert not out.exists()
     assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--missing-modality", "zero") == 0
-    assert "warning:" in capsys.readouterr().err
-    assert (out / f"{CASE}.nii.gz").is_file()
+    assert "that branch gets zeros" in capsys.readouterr().err
+    record = json.loads((out / f"{CASE}.json").read_text())
+    assert record["modalities_missing"] == ["t1"] and record["missing_modality"] == "zero"
+    assert (
+        nib.load(str(out / f"{CASE}.nii.gz")).header["descrip"].item()
+        == b"brats-cggm seq=flair,t1ce,t2 (t1 missing: zero)"
+    )
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated")
+def test_drop_with_torchscript_is_refused(case_dir: Path, tmp_path: Path, capsys):
+    ts = tmp_path / "threshold.ts"
+    torch.jit.save(torch.jit.script(RegionThreshold()), str(ts))
+    out = tmp_path / "out"
+    argv = ["--input", str(case_dir), "--torchscript", str(ts), "--roi", "16", "16", "16", "--missing-modality", "drop"]
+    assert _run(argv, [], out) == 1
+    err = capsys.readouterr().err
+    assert "--missing-modality drop" in err and "TorchScript" in err
+    assert not out.exists()
 
 
 def test_batch_runs_past_failures(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
@@ -202,7 +269,8 @@ def test_batch_runs_past_failures(phantom_dataset: Path, tiny_run_dir: Path, tmp
     failed = log.err.split("failed:")[1]
     assert "BraTS2021_00001:" in failed and "BraTS2021_00000" not in failed
     assert failed.count("BraTS2021_00001: ") == 1 and "truncated or corrupt gzip data" in failed
-    assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00002.nii.gz"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"BraTS2021_0000{i}{ext}" for i in (0, 2) for ext in (".json", ".nii.gz")]
 
 
 def test_skip_existing_continues_an_interrupted_run(phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys):
@@ -227,7 +295,7 @@ def test_skip_existing_continues_an_interrupted_run(phantom_dataset: Path, tiny_
     assert "summary: 2 segmented, 1 skipped (outputs exist), 0 failed" in log.out
     assert f"[1/3] {cases[0]}: skipped, its outputs exist -> {out / cases[0]}.nii.gz" in log.out
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob(f"{cases[0]}*")} == done  # untouched
-    expected = sorted(f"{c}{s}.nii.gz" for c in cases for s in ("", "_probabilities"))
+    expected = sorted(f"{c}{s}" for c in cases for s in (".json", ".nii.gz", "_probabilities.nii.gz"))
     assert sorted(p.name for p in out.iterdir()) == expected
 
     # a label map without the probabilities asked for is not a finished case: reported, not half-redone

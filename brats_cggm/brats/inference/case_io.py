@@ -5,9 +5,10 @@ Files are only located here; they are read and checked by :mod:`brats_cggm.brats
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, lo
 from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
 
 __all__ = [
+    "DESCRIP_BYTES",
     "MSD_CHANNELS",
     "CaseInput",
     "LoadedNiftiReader",
@@ -34,12 +36,19 @@ __all__ = [
     "check_output_dir",
     "find_cases",
     "inference_items",
+    "nifti_description",
     "output_path",
+    "record_path",
+    "save_case_record",
     "save_like_reference",
+    "sequences_note",
 ]
 
 #: Channel order of MSD Task01 4-D files (FLAIR, T1w, T1gd, T2w) in this package's modality names.
 MSD_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+
+#: Size of a NIfTI-1 header's ``descrip`` field (``char[80]``).
+DESCRIP_BYTES = 80
 
 
 def check_case_id(case_id: str) -> str:
@@ -118,7 +127,11 @@ def output_path(output_dir: str | os.PathLike, case_id: str, name_template: str 
 
 
 def save_like_reference(
-    array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False
+    array: np.ndarray,
+    reference: str | os.PathLike,
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    description: str = "brats_cggm",
 ) -> Path:
     """Write ``array`` with the header of ``reference`` (qform, sform and their codes, units), atomically.
 
@@ -130,6 +143,7 @@ def save_like_reference(
         reference: the input NIfTI file whose space the data is in.
         path: the output file (``.nii.gz`` or ``.nii``).
         overwrite: replace an existing file.
+        description: the header's ``descrip`` text (cut to its 80 bytes by :func:`nifti_description`).
 
     Returns:
         ``path``.
@@ -151,12 +165,73 @@ def save_like_reference(
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"] = 0
     image.header["cal_max"] = 0
-    image.header["descrip"] = b"brats_cggm"
+    image.header["descrip"] = nifti_description(description)
     image.header["intent_code"] = 0
     ext = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
     try:
         with atomic_path(path, suffix=ext, overwrite=overwrite) as tmp:
             nib.save(image, str(tmp))
+    except FileExistsError:
+        raise existing_file_error(path) from None
+    return path
+
+
+def nifti_description(text: str) -> bytes:
+    """``text`` as a NIfTI ``descrip`` field: ASCII, at most :data:`DESCRIP_BYTES` bytes.
+
+    Args:
+        text: the description.
+
+    Returns:
+        The bytes; a longer text is cut and ends in ``...`` so that a reader sees it was cut.
+    """
+    data = text.encode("ascii", errors="replace")
+    if len(data) <= DESCRIP_BYTES:
+        return data
+    return data[: DESCRIP_BYTES - 3] + b"..."
+
+
+def sequences_note(used: Sequence[str], missing: Sequence[str], mode: str) -> str:
+    """The sequences a prediction used, in one short line: ``"flair,t1,t2 (t1ce missing: drop)"``.
+
+    Args:
+        used: the modalities read.
+        missing: the modalities without a file.
+        mode: how the missing ones were handled (``--missing-modality``).
+
+    Returns:
+        The line (no mention of a mode when nothing is missing).
+    """
+    note = ",".join(used)
+    return f"{note} ({','.join(missing)} missing: {mode})" if missing else note
+
+
+def record_path(segmentation: str | os.PathLike) -> Path:
+    """The JSON record written next to a segmentation: its name with ``.json`` for ``.nii.gz``/``.nii``."""
+    path = Path(segmentation)
+    return path.with_name(strip_nifti_extension(path.name) + ".json")
+
+
+def save_case_record(record: Mapping[str, Any], path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a case's JSON record atomically, with the no-replace rule of :func:`save_like_reference`.
+
+    Args:
+        record: JSON-compatible values.
+        path: the ``.json`` file.
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    text = json.dumps(record, indent=2) + "\n"
+    try:
+        with atomic_path(path, suffix=".json", overwrite=overwrite) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     except FileExistsError:
         raise existing_file_error(path) from None
     return path
@@ -236,11 +311,13 @@ class CaseInput:
         case_id: identifier, used to name the output.
         image: the modality files in network order (None where missing), or the path of a 4-D MSD file.
         channel_order: for a 4-D file, its channel of each network modality.
+        expected: for a missing modality (its network channel), the file it was looked for as, for the error.
     """
 
     case_id: str
     image: list[str | None] | str
     channel_order: list[int] | None = None
+    expected: dict[int, str] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:
@@ -306,7 +383,11 @@ def _find_modality(case_dir: Path, case_id: str, suffix: str) -> str | None:
 
 
 def _case_from_folder(case_dir: Path, modalities: Sequence[str], suffixes: Mapping[str, str]) -> CaseInput:
-    return CaseInput(case_dir.name, [_find_modality(case_dir, case_dir.name, suffixes[m]) for m in modalities])
+    image = [_find_modality(case_dir, case_dir.name, suffixes[m]) for m in modalities]
+    expected = {
+        i: str(case_dir / f"{case_dir.name}{suffixes[m]}.nii.gz") for i, m in enumerate(modalities) if image[i] is None
+    }
+    return CaseInput(case_dir.name, image, expected=expected)
 
 
 def _msd_order(modalities: Sequence[str], msd_channels: Sequence[str], source: str) -> list[int]:

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -43,10 +43,12 @@ from brats_cggm.brats.inference.case_io import (
 )
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model, save_run_config
 from brats_cggm.brats.inference.postprocessing_rules import PostprocessingRules
+from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 
 # save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs; CaseInput,
 # InferenceSettings, load_model, save_like_reference: for the benchmark and the valuation.
 __all__ = [
+    "MISSING_MODALITY_MODES",
     "BratsSegmenter",
     "CaseInput",
     "FlipTTA",
@@ -62,6 +64,10 @@ __all__ = [
 ]
 
 STITCH_CHOICES = ("auto", "device", "cpu")
+
+#: What to do with a case that lacks a modality file: refuse it; predict from the modalities present through
+#: the network's availability mask (the absence it was trained with); or give the network zeros in its place.
+MISSING_MODALITY_MODES = ("error", "drop", "zero")
 
 # ------------------------------------------------------------------------------------------ transforms
 
@@ -181,6 +187,32 @@ def stitch_on_cpu(stitch: str, device: torch.device, voxels: int, channels: int,
     return 4 * voxels * (channels + 1) > free_bytes // 2
 
 
+def _check_takes_mask(network: torch.nn.Module) -> None:
+    """Refuse ``--missing-modality drop`` for a network that cannot be given an availability mask."""
+    if isinstance(network, torch.jit.ScriptModule):
+        raise ValueError(
+            "--missing-modality drop needs the network's availability mask, which a TorchScript model (forward "
+            "only) cannot take: use --bundle with the run's weights, or --missing-modality error or zero"
+        )
+    if not callable(getattr(network, "forward_features", None)):
+        raise ValueError(
+            f"--missing-modality drop needs a network with forward_features(x, available=...); "
+            f"{type(network).__name__} has none"
+        )
+
+
+def _missing_message(case: CaseInput, modalities: Sequence[str]) -> str:
+    """Why a case lacking files is refused: each missing file (where it was looked for) and the flag to use."""
+    files = [
+        f"no {modalities[i]} file (expected {case.expected[i]})" if i in case.expected else f"no {modalities[i]} file"
+        for i in case.missing
+    ]
+    return (
+        f"{'; '.join(files)}: pass --missing-modality drop to segment the case from the sequences it has "
+        "(or --missing-modality zero for the legacy zero-filled input)"
+    )
+
+
 class BratsSegmenter:
     """Segment cases with a network: checks, training preprocessing, sliding window, inversion, labels.
 
@@ -199,9 +231,14 @@ class BratsSegmenter:
             only the windows on the GPU, for volumes whose output does not fit beside the network.
         postprocess: post-processing rules applied to the labels in the input's grid (sizes in mm³ use the
             input's voxel spacing); None: none (``settings.postprocessing_rules`` is not applied unless passed).
+        missing_modality: a case lacking a modality file is refused by :meth:`check` (``"error"``), predicted
+            from its present modalities through the availability mask (``"drop"``, needs a network with
+            ``forward_features(x, available=...)``), or given zeros in the missing channels (``"zero"``). In
+            every mode the missing channels hold zeros; under ``"drop"`` they are never read.
 
     Raises:
-        ValueError: if no sliding-window size is known, or ``stitch`` is unknown.
+        ValueError: if no sliding-window size is known, ``stitch`` or ``missing_modality`` is unknown, or
+            ``"drop"`` is asked of a network that takes no availability mask (TorchScript).
     """
 
     def __init__(
@@ -218,14 +255,22 @@ class BratsSegmenter:
         affine_tolerance: float = AFFINE_TOLERANCE,
         stitch: str = "auto",
         postprocess: PostprocessingRules | None = None,
+        missing_modality: str = "error",
     ) -> None:
         self.postprocess = postprocess
+        if missing_modality not in MISSING_MODALITY_MODES:
+            raise ValueError(f"missing_modality must be one of {MISSING_MODALITY_MODES}, got {missing_modality!r}")
+        if missing_modality == "drop":
+            _check_takes_mask(network)
+        self.missing_modality = missing_modality
         if stitch not in STITCH_CHOICES:
             raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
         self.stitch = stitch
         self.device = torch.device(device)
         self.settings = settings
         self.network = network.to(self.device).eval()
+        self.tta = tta
+        #: the predictor of a case with every modality (see :meth:`predictor_for`)
         self.predictor = FlipTTA(self.network) if tta else self.network
         roi = roi_size if roi_size is not None else settings.roi_size
         if roi is None:
@@ -245,8 +290,13 @@ class BratsSegmenter:
             sw_device=self.device,
         )
 
-    def check(self, case: CaseInput, allow_missing: bool = False) -> dict[str, nib.Nifti1Image]:
+    def check(self, case: CaseInput, allow_missing: bool | None = None) -> dict[str, nib.Nifti1Image]:
         """Read every file of ``case`` and check it (see :mod:`brats_cggm.brats.data.nifti_checks`).
+
+        Args:
+            case: the case.
+            allow_missing: accept a case that lacks a modality file; None: unless ``missing_modality`` is
+                ``"error"``.
 
         Returns:
             The images read, by path: passed to :meth:`__call__`, they spare reading the files again.
@@ -267,13 +317,37 @@ class BratsSegmenter:
         # The files given first: a missing modality is reported only for an otherwise usable case.
         loaded = [(p, load_checked_volume(p, ndim=3)[0]) for p in case.image if p is not None]
         check_same_grid(loaded, tolerance=self.affine_tolerance)
+        if allow_missing is None:
+            allow_missing = self.missing_modality != "error"
         if case.missing and not allow_missing:
-            names = [self.settings.modalities[i] for i in case.missing]
-            raise InputFileError(case.case_id, f"no {'/'.join(names)} file (use --missing-modality zero to run anyway)")
+            raise InputFileError(case.case_id, _missing_message(case, self.settings.modalities))
         return dict(loaded)
 
+    def sequences(self, case: CaseInput) -> tuple[list[str], list[str]]:
+        """The modalities of ``case`` the prediction reads, and those it lacks (network order)."""
+        names = self.settings.modalities
+        return [m for i, m in enumerate(names) if i not in case.missing], [names[i] for i in case.missing]
+
+    def predictor_for(self, case: CaseInput) -> torch.nn.Module:
+        """What the sliding window runs for ``case``: under ``"drop"``, a case lacking modalities is predicted
+        from the others through the availability mask (with TTA, each flip too); otherwise the network.
+
+        Args:
+            case: the case.
+
+        Returns:
+            A module mapping ``(B, M, *spatial)`` to region logits.
+        """
+        if not case.missing or self.missing_modality != "drop":
+            return self.predictor
+        present = [i for i in range(len(self.settings.modalities)) if i not in case.missing]
+        # the constructor checked that the network takes a mask (_check_takes_mask)
+        network = AvailabilityPredictor(cast("MultiEncoderUNet", self.network), present)
+        return FlipTTA(network) if self.tta else network
+
     def preprocessing(self, case: CaseInput, images: Mapping[str, nib.Nifti1Image] | None = None) -> Compose:
-        """The training preprocessing for ``case`` (with zero channels for missing modalities).
+        """The training preprocessing for ``case`` (with zero channels for missing modalities, which under
+        ``"drop"`` only hold their place).
 
         Args:
             case: the case.
@@ -324,7 +398,7 @@ class BratsSegmenter:
             batch, stitch_device = batch.to(self.device), {}
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         with torch.no_grad(), autocast:
-            logits = self.inferer(batch, self.predictor, **stitch_device)
+            logits = self.inferer(batch, self.predictor_for(case), **stitch_device)
         data["pred"] = logits[0].float().cpu()
         times["predict"] = time.perf_counter() - start
 

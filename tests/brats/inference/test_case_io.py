@@ -10,7 +10,16 @@ import pytest
 
 from brats_cggm.brats.data.discovery import BRATS2023_PATTERNS
 from brats_cggm.brats.data.nifti_checks import InputFileError
-from brats_cggm.brats.inference.case_io import find_cases, output_path, save_like_reference
+from brats_cggm.brats.inference.case_io import (
+    DESCRIP_BYTES,
+    find_cases,
+    nifti_description,
+    output_path,
+    record_path,
+    save_case_record,
+    save_like_reference,
+    sequences_note,
+)
 from tests.helpers.inference_cases import MODALITIES, SHAPE, write_brats_case, write_msd_file
 
 
@@ -72,3 +81,25 @@ def test_save_refuses_to_overwrite_and_leaves_no_temporary(tmp_path: Path):
     with pytest.raises(ValueError, match="differs"):
         save_like_reference(np.ones((3, 3, 3), np.uint8), reference, tmp_path / "out" / "d.nii.gz")
     assert sorted(p.name for p in target.parent.iterdir()) == ["c.nii.gz"]
+
+
+def test_sequences_note_and_descrip_fit_the_header(tmp_path: Path):
+    note = sequences_note(["flair", "t1", "t2"], ["t1ce"], "drop")
+    assert note == "flair,t1,t2 (t1ce missing: drop)" and sequences_note(["flair"], [], "error") == "flair"
+    assert nifti_description(f"brats-cggm seq={note}") == b"brats-cggm seq=flair,t1,t2 (t1ce missing: drop)"
+    long = nifti_description("x" * 200)
+    assert len(long) == DESCRIP_BYTES and long.endswith(b"...")
+    case = find_cases(write_brats_case(tmp_path, "c", "ras"))[0][0]
+    target = save_like_reference(np.zeros(SHAPE, np.uint8), case.reference, tmp_path / "c.nii.gz", description="y" * 90)
+    assert nib.load(str(target)).header["descrip"].item() == b"y" * 77 + b"..."
+
+
+def test_case_record_is_written_once_unless_overwrite(tmp_path: Path):
+    path = record_path(tmp_path / "P01.nii.gz")
+    assert path == tmp_path / "P01.json" and record_path("out/P01_seg.nii") == Path("out/P01_seg.json")
+    save_case_record({"case_id": "P01"}, path)
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
+        save_case_record({"case_id": "other"}, path)
+    save_case_record({"case_id": "P02"}, path, overwrite=True)
+    assert path.read_text() == '{\n  "case_id": "P02"\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P01.json"]  # no temporary left

@@ -20,6 +20,7 @@ from brats_cggm.brats.data.nifti_checks import InputFileError
 from brats_cggm.brats.inference.case_io import find_cases, save_like_reference
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model
 from brats_cggm.brats.inference.segmenter import BratsSegmenter, FlipTTA, InsertZeroChannelsd, stitch_on_cpu
+from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 from brats_cggm.cli.infer import main
 from tests.helpers.inference_cases import (
     HEADERS,
@@ -135,13 +136,53 @@ def test_tta_segmenter_gives_the_same_labels(tmp_path: Path):
 def test_missing_modality_is_an_error_unless_zero_filled(tmp_path: Path, threshold_segmenter: BratsSegmenter):
     cases, _ = find_cases(write_brats_case(tmp_path, "c", "ras", skip=("t1",)))
     assert cases[0].missing == [2]
-    with pytest.raises(InputFileError, match="no t1 file"):
+    with pytest.raises(InputFileError, match="no t1 file") as excinfo:
         threshold_segmenter.check(cases[0])
+    assert f"(expected {tmp_path / 'c' / 'c_t1.nii.gz'})" in str(excinfo.value)
+    assert "--missing-modality drop" in str(excinfo.value)
     threshold_segmenter.check(cases[0], allow_missing=True)
     labels = threshold_segmenter(cases[0])["labels"]
     # ET is read off the missing t1 channel: zeros give no ET; the other regions are unaffected.
     expected = expected_labels()
     np.testing.assert_array_equal(labels, np.where(expected == 4, 1, expected))
+
+
+def test_drop_predicts_with_the_availability_mask(tmp_path: Path):
+    """``missing_modality="drop"``: the case's probabilities are the network's given the case's mask."""
+    case = find_cases(write_brats_case(tmp_path, "c", "ras", skip=("t1ce",)))[0][0]
+    # one window over the whole volume and no crop: the output is the network's on the preprocessed input
+    settings = InferenceSettings(modalities=MODALITIES, roi_size=SHAPE, preprocessing={"crop_foreground": False})
+    torch.manual_seed(0)
+    network = MultiEncoderUNet(MODALITIES, features=(4, 8, 16)).eval()
+    # Shifts as a trained network has: an encoder then maps a zero image to non-zero features, which drop leaves
+    # out (with the initial zero shifts, instance norm maps it to zeros and the two modes agree).
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.InstanceNorm3d) and module.bias is not None:
+                module.bias.normal_(0.0, 0.5)
+    drop = BratsSegmenter(network, settings, missing_modality="drop")
+    x = drop.preprocessing(case)({"image": [p for p in case.image if p is not None]})["image"]
+    assert tuple(x.shape) == (len(MODALITIES), *SHAPE)
+    mask = torch.tensor([[True, False, True, True]])
+    with torch.no_grad():
+        logits = network.forward_features(x.as_tensor()[None], available=mask).logits
+    expected = np.moveaxis(torch.sigmoid(logits)[0].numpy(), 0, -1)
+    probabilities = drop(case, probabilities=True)["probabilities"]
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    zero = BratsSegmenter(network, settings, missing_modality="zero")(case, probabilities=True)["probabilities"]
+    assert np.abs(zero - probabilities).max() > 1e-3
+
+    # TTA averages the flips of the same masked prediction
+    tta = BratsSegmenter(network, settings, missing_modality="drop", tta=True).predictor_for(case)
+    assert isinstance(tta, FlipTTA) and isinstance(tta.network, AvailabilityPredictor)
+    assert tta.network.present == (0, 2, 3)
+
+
+def test_drop_needs_a_network_that_takes_the_mask():
+    with pytest.raises(ValueError, match=r"--missing-modality drop .*TorchScript"):
+        BratsSegmenter(torch.jit.script(RegionThreshold()), InferenceSettings(roi_size=ROI), missing_modality="drop")
+    with pytest.raises(ValueError, match="forward_features"):
+        BratsSegmenter(RegionThreshold(), InferenceSettings(roi_size=ROI), missing_modality="drop")
 
 
 def test_insert_zero_channels():
