@@ -94,7 +94,7 @@ def bundle_config() -> Path:
 
 
 def balancer_overlay(method: str) -> Path:
-    """The balancer overlay of a registered method: ``configs/balancers/<method>.yaml``, checkout or installed."""
+    """The overlay of a method: ``configs/balancers/<method>.yaml``, checkout or installed."""
     return resources.config_path("balancers", f"{method}.yaml")
 
 
@@ -105,10 +105,10 @@ def optimizer_overlay(optimizer: str) -> Path | None:
 
 
 def default_methods() -> list[str]:
-    """Every registered balancer, the baseline first."""
-    from brats_cggm.balancing import available_balancers
-
-    return sorted(available_balancers(), key=lambda name: name != BASELINE)
+    """Every balancer overlay (``configs/balancers/*.yaml``: the registered balancers and the ``dropout``
+    baseline, joint training with the missing-modality option), the baseline first."""
+    names = [path.stem for path in resources.config_path("balancers").glob("*.yaml")]
+    return sorted(names, key=lambda name: (name != BASELINE, name))
 
 
 @cache
@@ -124,7 +124,7 @@ class ComparisonSettings:
 
     Attributes:
         out_dir: each run goes to ``out_dir/<method>/seed<k>``; the reports to ``out_dir``.
-        methods: registered balancer names (each with an overlay, :func:`balancer_overlay`).
+        methods: method names, each an overlay (:func:`balancer_overlay`).
         seeds: the seeds of every method.
         max_epochs: the budget of every run; validation runs once, after the last epoch.
         device: training and valuation device (e.g. ``cuda:0``); None: the bundle's for training, and CUDA

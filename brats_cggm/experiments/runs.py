@@ -35,17 +35,23 @@ def short_run_overrides(method: str, max_epochs: int) -> dict[str, Any]:
     re-initialisations (none in a one-epoch run; the paper: every 15–20 epochs, 2–3 times).
 
     Args:
-        method: a registered balancer name.
+        method: a method name: a registered balancer, or an overlay that is not one (``dropout``: joint
+            training with the missing-modality option, no epoch schedule).
         max_epochs: the run's length in epochs.
 
     Returns:
         ``{"balancer#<argument>": value}``; empty for a method without an epoch schedule.
 
     Raises:
-        ValueError: ``method`` is not a registered balancer.
+        ValueError: ``method`` is neither a registered balancer nor an overlay of ``configs/balancers``.
     """
-    from brats_cggm.balancing import balancer_class
+    from brats_cggm.balancing import available_balancers, balancer_class
+    from brats_cggm.core import resources
 
+    if method not in available_balancers():
+        if not resources.config_path("balancers", f"{method}.yaml").is_file():
+            raise ValueError(f"unknown method {method!r}: no balancer and no overlay configs/balancers/{method}.yaml")
+        return {}
     return {f"balancer#{key}": value for key, value in balancer_class(method).short_run_kwargs(max_epochs).items()}
 
 

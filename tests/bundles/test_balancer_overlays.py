@@ -47,8 +47,48 @@ CASES = {
         {"relearning/alpha/flair", "relearning/purity_train/t1", "relearning/purity_val/t2", "relearning/gap/t1ce"},
     ),
     "mmpareto": ({}, 1, {"mmpareto/cos/flair", "mmpareto/c_mm/t1", "mmpareto/conflict/t2"}),
-    "dropout": ({}, 1, {"dropout/rate/flair", "dropout/rate/t2"}),
 }
+
+
+def test_the_dropout_overlay_is_joint_training_with_the_missing_modality_option():
+    import yaml
+
+    config = yaml.safe_load((BALANCERS / "dropout.yaml").read_text())
+    assert config["balancer"]["_target_"] == "brats_cggm.balancing.joint.JointBalancer"
+    assert config["modality_dropout"]["p"] > 0
+
+
+@pytest.mark.parametrize("overlay", ["cggm", "dropout"])
+def test_missing_modality_training_composes_with_a_balancer_and_logs_what_it_dropped(
+    overlay: str, phantom_dataset: Path, tmp_path: Path
+):
+    output_dir = tmp_path / "out"
+    overrides = {"modality_dropout#p": 0.5} if overlay == "cggm" else {}
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.yaml"), str(BALANCERS / f"{overlay}.yaml")],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train",
+        dataset_dir=str(phantom_dataset),
+        output_dir=str(output_dir),
+        max_epochs=1,
+        **TINY,
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["balancer"] == ("cggm" if overlay == "cggm" else "joint")
+    assert metrics["modality_dropout"]["p"] == (0.5 if overlay == "cggm" else 0.25)
+    scalars = read_scalars(output_dir)
+    assert {f"modality_dropout/run/{m}" for m in MODALITIES} <= set(scalars)
+    checkpoint = torch.load(output_dir / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    counts = checkpoint["modality_dropout"]
+    assert counts["samples"] > 0 and counts["dropped"].shape == (len(MODALITIES),)
+    last_rates = [scalars[f"modality_dropout/run/{m}"][-1][1] for m in MODALITIES]
+    assert last_rates == pytest.approx((counts["dropped"] / counts["samples"]).tolist())
 
 
 def test_every_registered_balancer_has_an_overlay():

@@ -9,8 +9,8 @@ import pytest
 
 import brats_cggm.experiments.brats_comparison as brats_comparison
 import brats_cggm.experiments.runs as runs
-from brats_cggm.balancing import available_balancers
 from brats_cggm.cli import compare as cli
+from brats_cggm.experiments.brats_comparison import default_methods
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 
@@ -47,7 +47,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], dic
 def test_every_method_and_seed_then_reports(fake_runs, tmp_path: Path, capsys: pytest.CaptureFixture):
     out = tmp_path / "cmp"
     assert cli.main(["--output-dir", str(out), "--seeds", "0", "1", "--max-epochs", "20", "--device", "cpu"]) == 0
-    assert sorted(fake_runs) == sorted(f"{m}/seed{s}" for m in available_balancers() for s in (0, 1))
+    assert sorted(fake_runs) == sorted(f"{m}/seed{s}" for m in default_methods() for s in (0, 1))
     configs, overrides = fake_runs["opm/seed1"]
     assert configs == [str(brats_comparison.bundle_config()), str(brats_comparison.balancer_overlay("opm"))]
     assert overrides == {

@@ -89,6 +89,7 @@ def test_train_run_command_threads_and_failure(monkeypatch: pytest.MonkeyPatch, 
         ("relearning", 20, {"balancer#reinit_epoch": 6, "balancer#reinit_num": 2}),
         ("relearning", 2, {"balancer#reinit_epoch": 1, "balancer#reinit_num": 2}),
         ("relearning", 1, {}),  # nothing left to re-learn in after a diagnosis
+        ("dropout", 20, {}),  # an overlay, not a balancer: joint training with the missing-modality option
     ],
 )
 def test_short_run_overrides_come_from_the_balancer(method: str, max_epochs: int, expected: dict):
@@ -96,5 +97,5 @@ def test_short_run_overrides_come_from_the_balancer(method: str, max_epochs: int
 
 
 def test_short_run_overrides_of_an_unknown_method():
-    with pytest.raises(ValueError, match="unknown balancer 'nope'"):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
         runs.short_run_overrides("nope", 10)
