@@ -4,7 +4,9 @@
 
 Trains the BraTS bundle (phantoms by default) once per method and seed (one ``monai.bundle run`` process
 each), scores each run's last-epoch network lesion-wise and valuates it on its validation cases (Shapley
-contribution of each modality to the mean Dice, the 15 modality subsets; ``--no-shapley`` skips it) and writes
+contribution of each modality to the mean Dice, the 15 modality subsets; ``--no-shapley`` skips it; ``--absent``
+says what an absent modality is there: ``mask``, the network's availability mask, by default, or ``zero-input``,
+the image replaced by zeros, as in the figures before 0.2; each row and ``summary.md`` record it) and writes
 ``summary.md`` (markdown tables, mean ± std over seeds), ``runs.csv`` (one line per run), ``rows.json`` and, with
 matplotlib, ``modalities.png`` and ``subset_dice.png``
 (:mod:`~brats_cggm.experiments.comparison_plots`) into ``--output-dir``.
@@ -38,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from brats_cggm.brats.analysis.absence import ABSENCE_HELP, ABSENCE_MODES
 from brats_cggm.cli.common import CommandParser
 from brats_cggm.core.files import existing_file_error
 from brats_cggm.experiments.brats_comparison import (
@@ -72,6 +75,7 @@ def build_parser() -> CommandParser:
     parser.add_argument("--device", default=None, help="training and valuation device (default: the bundle's)")
     parser.add_argument("--paper-schedules", action="store_true", help="keep the overlays' epoch schedules")
     parser.add_argument("--no-shapley", action="store_true", help="skip the modality valuation")
+    parser.add_argument("--absent", choices=ABSENCE_MODES, default=ABSENCE_MODES[0], help=ABSENCE_HELP)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="to every run")
     parser.add_argument("--smoke", action="store_true", help="tiny phantoms and network: a pipeline check only")
     parser.add_argument(
@@ -128,6 +132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ComparisonSettings, a
         optimizers=list(dict.fromkeys(args.optimizer)),
         unimodal=args.unimodal,
         resume=args.resume,
+        absent=args.absent,
     )
     return settings, args
 

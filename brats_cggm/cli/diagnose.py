@@ -6,7 +6,9 @@ The library: :mod:`brats_cggm.brats.analysis.diagnostics`.
         --unimodal flair=runs/flair/seed0 --unimodal flair=runs/flair/seed1 --output-dir runs/cggm/diagnostics
 
 Steps: check the arguments and the report folder; for each run, probe each encoder that has a unimodal run
-(the under-optimisation gap), valuate the 15 non-empty modality subsets (robustness) and the Shapley shares;
+(the under-optimisation gap), valuate the 15 non-empty modality subsets (robustness) and the Shapley shares,
+an absent modality being what ``--absent`` says (default ``mask``: the network's availability mask; ``zero-input``:
+the image replaced by zeros, the figures before 0.2; the reports record it);
 write ``diagnostics.json``, ``diagnostics.md`` and the plots. A modality's ``--unimodal`` runs pair with the runs
 in order (one per run), or one serves them all. A unimodal run is the bundle trained with
 ``--modalities "['flair']"`` (same data, seed and network). Each run's data set, seed and validation share are
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from brats_cggm.brats.analysis.absence import ABSENCE_HELP, ABSENCE_MODES
 from brats_cggm.cli.common import CommandParser, positive_int, print_error
 
 __all__ = ["build_parser", "main", "unimodal_runs"]
@@ -69,6 +72,7 @@ def build_parser() -> CommandParser:
         help="probe budget in steps (default: ProbeSettings.max_steps, 3000; a fit stops earlier on a plateau)",
     )
     parser.add_argument("--no-shapley", action="store_true", help="skip the subset valuation (robustness, Shapley)")
+    parser.add_argument("--absent", choices=ABSENCE_MODES, default=ABSENCE_MODES[0], help=ABSENCE_HELP)
     parser.add_argument("--no-plots", action="store_true", help="write no plots (no matplotlib needed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --output-dir")
     return parser
@@ -172,6 +176,7 @@ def diagnose(args: argparse.Namespace, unimodal: Sequence[dict[str, Path]]) -> l
             shapley=not args.no_shapley,
             weights=args.weights,
             reference_cache=references,
+            absent=args.absent,
         )
         for i, run_dir in enumerate(args.run_dirs)
     ]

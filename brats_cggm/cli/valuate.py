@@ -4,7 +4,9 @@
         --output-dir runs/brats_cggm/valuation
 
 ``--bundle`` is a training ``output_dir`` (its ``configs/inference.json`` and ``models/model.pt``) or a
-bundle folder; ``--checkpoint`` picks other weights (e.g. ``models/checkpoint.pt``). The valuation itself is
+bundle folder; ``--checkpoint`` picks other weights (e.g. ``models/checkpoint.pt``). ``--absent`` says what an
+absent modality is (default ``mask``: the network's availability mask; ``zero-input``: its image replaced by
+zeros, the figures before 0.2); the reports record it. The valuation itself is
 :func:`brats_cggm.brats.analysis.valuation.valuate_bundle`.
 """
 
@@ -16,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from brats_cggm.brats.analysis.absence import ABSENCE_HELP, ABSENCE_MODES
 from brats_cggm.brats.analysis.valuation import markdown_table, valuate_bundle
 from brats_cggm.cli.common import CommandParser, overlap_fraction, positive_int, print_error
 from brats_cggm.core.devices import resolve_device
@@ -30,7 +33,8 @@ def build_parser() -> CommandParser:
     parser = CommandParser(
         prog=PROG,
         description="Shapley contribution of each MRI modality to the Dice (TC, WT, ET) of a trained network: "
-        "the value of a subset of modalities is the Dice with the other modalities' inputs zeroed (all 16 subsets).",
+        "the value of a subset of modalities is the Dice with the other modalities absent (all 16 subsets; "
+        "--absent says what absent means).",
     )
     parser.add_argument("--bundle", required=True, help="bundle folder or training output_dir (configs + models)")
     parser.add_argument("--checkpoint", help="weights: models/model.pt (default) or a training checkpoint.pt")
@@ -50,6 +54,7 @@ def build_parser() -> CommandParser:
         help="sliding-window overlap in [0, 1) (default: the bundle's)",
     )
     parser.add_argument("--sw-batch-size", type=positive_int, default=None, help="default: the bundle's sw_batch_size")
+    parser.add_argument("--absent", choices=ABSENCE_MODES, default=ABSENCE_MODES[0], help=ABSENCE_HELP)
     return parser
 
 
@@ -67,6 +72,7 @@ def valuate(args: argparse.Namespace) -> dict[str, Any]:
         overlap=args.overlap,
         sw_batch_size=args.sw_batch_size,
         overwrite=args.overwrite,
+        absent=args.absent,
     )
 
 
@@ -86,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         print_error(str(exc), PROG)
         return 1
+    print(f"absent = {summary['absent']}: {summary['absent_definition']}")
     print(markdown_table(summary), end="")
     print(f"reports written to {args.output_dir}")
     return 0

@@ -1,7 +1,8 @@
 """Modality valuation by Shapley values (Wei et al., CVPR 2024, arXiv 2309.06255), task-agnostic.
 
 The contribution of modality i is its Shapley value for a value function v over subsets S of the
-modalities (v(S) = the model's score with only the modalities in S present, the others zeroed):
+modalities (v(S) = the model's score with only the modalities in S present; what "absent" means is the caller's:
+left out by an availability mask (:mod:`brats_cggm.core.availability`) or zeroed (:func:`mask_modalities`)):
 
     φ_i = Σ_{S ⊆ N∖{i}} |S|! (M − |S| − 1)! / M! · (v(S ∪ {i}) − v(S)).
 

@@ -4,7 +4,10 @@ The bundle (``bundles/brats_cggm``, phantoms by default) is trained once per met
 (``configs/balancers/<method>.yaml``) and seed by :func:`~brats_cggm.experiments.runs.train_planned_runs`;
 each run's last-epoch network (the one its reported Dice comes from) is then scored lesion-wise and valuated with
 :func:`brats_cggm.brats.analysis.valuation.valuate_bundle` on that run's validation cases (Shapley contribution of each
-modality to the mean Dice), and :func:`summary_markdown` tabulates the rows.
+modality to the mean Dice), and :func:`summary_markdown` tabulates the rows. What an absent modality is in that
+valuation is ``ComparisonSettings.absent`` (``--absent``: ``mask``, the network's availability mask, by default;
+``zero-input`` for the figures before 0.2); each row records it (``absent``) and a resumed row valuated with
+the other definition is valuated again rather than mixed into one table.
 
 Budget: ``max_epochs`` for every method, validation at the end (``val_interval = max_epochs`` unless overridden).
 The methods' epoch schedules are scaled to the budget by
@@ -29,16 +32,20 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+from brats_cggm.brats.analysis.absence import ABSENCE_MODES, check_absence
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
 from brats_cggm.core import resources
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import write_json
 from brats_cggm.experiments.comparison_columns import (
+    ABSENCE_FIELD,
     GAP_COLUMNS,
     LESIONWISE_COLUMNS,
     ROBUSTNESS_COLUMNS,
     gap_key,
+    is_valuation_key,
     lesionwise_key,
+    row_absence,
     shapley_key,
     subset_dice_key,
 )
@@ -139,6 +146,8 @@ class ComparisonSettings:
             and optimiser, and measure each multimodal run's encoder gaps against them.
         resume: reuse the finished runs found in ``out_dir`` (their ``comparison_row.json``, else their
             ``metrics.json``).
+        absent: what an absent modality is in the valuation, one of
+            :data:`~brats_cggm.brats.analysis.absence.ABSENCE_MODES`.
     """
 
     out_dir: Path
@@ -153,12 +162,14 @@ class ComparisonSettings:
     optimizers: Sequence[str] = (DEFAULT_OPTIMIZER,)
     unimodal: bool = False
     resume: bool = False
+    absent: str = ABSENCE_MODES[0]
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.methods, self.seeds, self.optimizers = list(self.methods), list(self.seeds), list(self.optimizers)
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
+        check_absence(self.absent)
         unknown = [o for o in self.optimizers if o not in OPTIMIZER_OVERLAYS]
         if unknown:
             raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from {sorted(OPTIMIZER_OVERLAYS)}")
@@ -230,9 +241,11 @@ def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> li
     return [str(item["case_id"]) for item in split_datalist(spec.items, val_fraction=val_fraction, seed=seed)[1]]
 
 
-def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: float, device: str) -> dict[str, float]:
+def shapley_of_run(
+    run_dir: Path, dataset_dir: str, seed: int, val_fraction: float, device: str, absent: str = ABSENCE_MODES[0]
+) -> dict[str, float]:
     """Each modality's mean Shapley contribution to the mean Dice over the run's validation cases, and the run's
-    missing-modality robustness: the mean Dice of the 15 non-empty modality subsets (others' inputs zeroed),
+    missing-modality robustness: the mean Dice of the 15 non-empty modality subsets (the others absent),
     averaged over the subsets (``robustness/mean_subsets``) and the lowest (``robustness/worst_subset``).
 
     The run's ``output_dir`` is the bundle (its ``configs/inference.json``); the weights are its last epoch's
@@ -245,6 +258,8 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         seed: the run's seed (it chose the validation cases).
         val_fraction: the run's validation share.
         device: where the network runs.
+        absent: what an absent modality is (:data:`~brats_cggm.brats.analysis.absence.ABSENCE_MODES`); the
+            caller records it in the row.
 
     Returns:
         :func:`shapley_key` → mean contribution, one per modality, the :data:`ROBUSTNESS_COLUMNS` and
@@ -261,6 +276,7 @@ def shapley_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: flo
         device=device,
         case_ids=_validation_case_ids(dataset_dir, seed, val_fraction),
         overwrite=True,  # the run was just trained into this folder
+        absent=absent,
     )
     values = {shapley_key(m): summary["shapley"][m]["mean"] for m in summary["modalities"]}
     present = {subset: dice["mean"] for subset, dice in summary["subset_dice"].items() if subset != "none"}
@@ -478,17 +494,23 @@ def _measure(progress: ComparisonProgress, position: int) -> bool:
     """
     settings, run = progress.settings, progress.planned[position]
     row, run_dir = progress.rows[position], run.run_dir(settings.out_dir)
-    validation, before = row["validation"], len(row["validation"])
+    validation = row["validation"]
+    before = (dict(validation), row.get(ABSENCE_FIELD))
     args = (settings.dataset_dir, run.seed, settings.val_fraction, progress.device)
     if LESIONWISE_COLUMNS[0] not in validation:
         validation.update(lesionwise_of_run(run_dir, *args))
     multimodal = run.info.get("modalities") is None
+    if multimodal and settings.shapley and row_absence(row) not in (None, settings.absent):
+        # Valuated with the other definition (e.g. before 0.2): valuated again rather than mixed into one table.
+        for key in [key for key in validation if is_valuation_key(key)]:
+            del validation[key]
     if multimodal and settings.shapley and not any(key.startswith(subset_dice_key("")) for key in validation):
-        validation.update(shapley_of_run(run_dir, *args))
+        validation.update(shapley_of_run(run_dir, *args, absent=settings.absent))
+        row[ABSENCE_FIELD] = settings.absent
     references = _unimodal_dirs(progress, run) if multimodal and settings.unimodal else None
     if references and not any(key in validation for key in GAP_COLUMNS):
         validation.update(gap_of_run(run_dir, references, *args))
-    if len(validation) == before:
+    if (validation, row.get(ABSENCE_FIELD)) == before:
         return False
     write_json(run_dir / ROW_FILE, row)
     return True

@@ -1,11 +1,21 @@
-"""The columns of a comparison row: validation, lesion-wise, per-modality and Shapley Dice, gaps, robustness."""
+"""The columns of a comparison row: validation, lesion-wise, per-modality and Shapley Dice, gaps, robustness.
+
+The valuation's columns (Shapley values, robustness, subset Dice) depend on what an absent modality is
+(:mod:`brats_cggm.brats.analysis.absence`); a row holding them records the definition as ``row["absent"]``
+(:data:`ABSENCE_FIELD`, outside ``validation``, whose entries are all numbers).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from brats_cggm.brats.analysis.absence import LEGACY_ABSENCE
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
 from brats_cggm.brats.data.labels import REGIONS
 
 __all__ = [
+    "ABSENCE_FIELD",
     "DICE_COLUMNS",
     "GAP_COLUMNS",
     "LESIONWISE_COLUMNS",
@@ -14,11 +24,17 @@ __all__ = [
     "SHAPLEY_COLUMNS",
     "dice_key",
     "gap_key",
+    "is_valuation_key",
     "lesionwise_key",
     "modality_dice_key",
+    "row_absence",
+    "rows_absence",
     "shapley_key",
     "subset_dice_key",
 ]
+
+#: The row entry naming the definition of an absent modality its valuation columns were measured with.
+ABSENCE_FIELD = "absent"
 
 
 def dice_key(region: str) -> str:
@@ -47,7 +63,7 @@ def gap_key(modality: str) -> str:
 
 
 def subset_dice_key(subset: str) -> str:
-    """The mean Dice with only a subset of the modalities (``"flair+t1ce"``, others' inputs zeroed), as added to a
+    """The mean Dice with only a subset of the modalities (``"flair+t1ce"``, the others absent), as added to a
     row."""
     return f"subset_dice/{subset}"
 
@@ -59,3 +75,42 @@ GAP_COLUMNS = [gap_key(m) for m in DEFAULT_MODALITIES]
 ROBUSTNESS_COLUMNS = ["robustness/mean_subsets", "robustness/worst_subset"]
 MODALITY_DICE_COLUMNS = [modality_dice_key(m) for m in DEFAULT_MODALITIES]
 SHAPLEY_COLUMNS = [shapley_key(m) for m in DEFAULT_MODALITIES]
+
+
+def is_valuation_key(key: str) -> bool:
+    """Whether a row's column comes from the subset valuation (so depends on what an absent modality is).
+
+    Args:
+        key: a column of a row's ``validation``.
+
+    Returns:
+        True for the Shapley, subset Dice and robustness columns.
+    """
+    return key.startswith((shapley_key(""), subset_dice_key(""))) or key in ROBUSTNESS_COLUMNS
+
+
+def row_absence(row: Mapping[str, Any]) -> str | None:
+    """The definition of an absent modality a row's valuation columns were measured with.
+
+    Args:
+        row: a comparison row (``validation`` and, when valuated, :data:`ABSENCE_FIELD`).
+
+    Returns:
+        The definition; :data:`~brats_cggm.brats.analysis.absence.LEGACY_ABSENCE` for a row valuated before
+        rows recorded it; None for a row without valuation columns.
+    """
+    if not any(is_valuation_key(key) for key in row.get("validation", {})):
+        return None
+    return str(row.get(ABSENCE_FIELD, LEGACY_ABSENCE))
+
+
+def rows_absence(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The definitions of an absent modality the valuated rows were measured with, sorted (one, unless mixed).
+
+    Args:
+        rows: comparison rows.
+
+    Returns:
+        The distinct definitions (empty when no row is valuated).
+    """
+    return sorted({absent for absent in map(row_absence, rows) if absent is not None})

@@ -2,8 +2,8 @@
 
 - ``modalities.png``: per modality, one bar per method (mean ± std over seeds) of the Shapley contribution, the
   encoder gap and the auxiliary head's Dice; one column of panels per optimiser.
-- ``subset_dice.png``: the mean Dice of every non-empty modality subset (the others' inputs zeroed) per method,
-  as a heat map.
+- ``subset_dice.png``: the mean Dice of every non-empty modality subset (the others absent, as the rows' ``absent``
+  says) per method, as a heat map.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import numpy as np
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES
 from brats_cggm.core.figures import import_pyplot, save_png
-from brats_cggm.experiments.comparison_columns import gap_key, modality_dice_key, shapley_key, subset_dice_key
+from brats_cggm.experiments.comparison_columns import (
+    gap_key,
+    modality_dice_key,
+    rows_absence,
+    shapley_key,
+    subset_dice_key,
+)
 from brats_cggm.experiments.reports import summarize
 
 __all__ = ["MODALITY_PANELS", "PLOT_NAMES", "write_comparison_plots"]
@@ -71,7 +77,7 @@ def _modality_figure(plt: Any, groups: Mapping[str, list[dict[str, Any]]], modal
     return figure
 
 
-def _subset_figure(plt: Any, groups: Mapping[str, list[dict[str, Any]]]) -> Any:
+def _subset_figure(plt: Any, groups: Mapping[str, list[dict[str, Any]]], absent: str) -> Any:
     entries = [(f"{entry['label']} ({optimizer})", entry) for optimizer, items in groups.items() for entry in items]
     subsets = list(dict.fromkeys(k for _, e in entries for k in e if k.startswith(subset_dice_key(""))))
     if not subsets:
@@ -85,7 +91,7 @@ def _subset_figure(plt: Any, groups: Mapping[str, list[dict[str, Any]]]) -> Any:
         if np.isfinite(values[i, j]):
             color = "w" if values[i, j] < 0.5 else "k"
             axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", color=color, fontsize=6)
-    figure.colorbar(image, ax=axis, label="mean Dice, inputs of absent modalities zeroed")
+    figure.colorbar(image, ax=axis, label=f"mean Dice, absent = {absent}")
     return figure
 
 
@@ -110,7 +116,7 @@ def write_comparison_plots(
     written = []
     for name, figure in (
         (PLOT_NAMES[0], _modality_figure(plt, groups, modalities) if groups else None),
-        (PLOT_NAMES[1], _subset_figure(plt, groups) if groups else None),
+        (PLOT_NAMES[1], _subset_figure(plt, groups, " + ".join(rows_absence(rows))) if groups else None),
     ):
         if figure is not None:
             figure.tight_layout()

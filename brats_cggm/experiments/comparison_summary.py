@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from brats_cggm.brats.analysis.absence import ABSENCE_DEFINITIONS
 from brats_cggm.experiments.brats_comparison import BASELINE, DEFAULT_OPTIMIZER, ComparisonSettings, plan_runs, run_name
 from brats_cggm.experiments.comparison_columns import (
     DICE_COLUMNS,
@@ -14,6 +15,7 @@ from brats_cggm.experiments.comparison_columns import (
     MODALITY_DICE_COLUMNS,
     ROBUSTNESS_COLUMNS,
     SHAPLEY_COLUMNS,
+    rows_absence,
 )
 from brats_cggm.experiments.reports import markdown_table, summarize
 
@@ -73,12 +75,16 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
         markdown_table(summary, MODALITY_DICE_COLUMNS),
     ]
     if settings.shapley:
+        definitions = rows_absence(multimodal) or [settings.absent]
+        absent = " and ".join(f"`{d}`, {ABSENCE_DEFINITIONS[d]}" for d in definitions)
+        if len(definitions) > 1:
+            absent += " — these rows mix the definitions: their valuation columns are not comparable"
         text += [
-            "\nShapley contribution of each modality to the mean Dice (validation cases, inputs of absent "
-            "modalities zeroed):\n",
+            f"\nShapley contribution of each modality to the mean Dice (validation cases; an absent modality: "
+            f"{absent}):\n",
             markdown_table(summary, SHAPLEY_COLUMNS),
-            "\nMissing-modality robustness: mean Dice over the 15 non-empty modality subsets (inputs of the "
-            "others zeroed), and the worst subset's:\n",
+            "\nMissing-modality robustness: mean Dice over the 15 non-empty modality subsets (the others absent, "
+            "as above), and the worst subset's:\n",
             markdown_table(summary, ROBUSTNESS_COLUMNS),
         ]
     if settings.unimodal:

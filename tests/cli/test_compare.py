@@ -34,8 +34,8 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], dic
         validation.update({f"val/modality_dice/{m}": 0.25 for m in MODALITIES})
         return {"seconds_per_iteration": 1.0 + seed, "validation": validation}
 
-    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device):
-        assert run_dir.is_dir() and device
+    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device, absent):
+        assert run_dir.is_dir() and device and absent == "mask"  # the default definition
         return {f"shapley/{m}": 0.1 for m in MODALITIES}
 
     monkeypatch.setattr(runs, "train_run", fake_train_run)
@@ -162,7 +162,7 @@ def test_phantoms_are_left_to_the_runs_of_another_data_set(tmp_path: Path):
 def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Like ``fake_runs``, but each run writes its ``metrics.json`` and a run can be made to fail; also fakes the
     encoder gaps. Records run folder → (configs, overrides) of every training, and the gap calls."""
-    record: dict = {"trained": {}, "fail": set(), "gaps": [], "events": []}
+    record: dict = {"trained": {}, "fail": set(), "gaps": [], "events": [], "valuated": []}
 
     def fake_train_run(configs, run_dir, overrides, threads=None):
         run_dir = Path(run_dir)
@@ -178,7 +178,8 @@ def fake_runs_writing_metrics(monkeypatch: pytest.MonkeyPatch) -> dict:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         return metrics
 
-    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device):
+    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device, absent):
+        record["valuated"].append((f"{run_dir.parent.name}/{run_dir.name}", absent))
         return {
             **{f"shapley/{m}": 0.1 for m in MODALITIES},
             "robustness/mean_subsets": 0.3,
@@ -277,3 +278,46 @@ def test_optimizer_axis_and_unimodal_runs(fake_runs_writing_metrics, tmp_path: P
     assert cli.main([*argv, "--optimizer", "adamw", "sgd", "--unimodal", "--resume"]) == 0
     assert record["trained"] == {} and record["gaps"] == []
     assert json.loads(row_file.read_text())["validation"]["lesionwise_dice/wt"] == 0.4
+
+
+def test_absence_definition_is_recorded_and_never_mixed(fake_runs_writing_metrics, tmp_path: Path):
+    record, out = fake_runs_writing_metrics, tmp_path / "cmp"
+    argv = ["--output-dir", str(out), "--methods", "joint", "--seeds", "0", "--device", "cpu"]
+    assert cli.main([*argv, "--absent", "zero-input"]) == 0
+    assert record["valuated"] == [("joint/seed0", "zero-input")]
+    (row,) = json.loads((out / "rows.json").read_text())
+    assert row["absent"] == "zero-input"
+    assert (
+        "an absent modality: `zero-input`, the modality's image is replaced by zeros"
+        in (out / "summary.md").read_text()
+    )
+    # resumed under the other definition: valuated again, not mixed into the table, not trained again
+    record["trained"] = {}
+    assert cli.main([*argv, "--resume"]) == 0
+    assert record["valuated"][1:] == [("joint/seed0", "mask")] and record["trained"] == {}
+    (row,) = json.loads((out / "rows.json").read_text())
+    assert (
+        row["absent"] == "mask"
+        and json.loads((out / "joint" / "seed0" / brats_comparison.ROW_FILE).read_text())["absent"] == "mask"
+    )
+    summary = (out / "summary.md").read_text()
+    assert "`mask`, the modality's encoder does not run" in summary and "zero-input" not in summary
+    # a row valuated before rows recorded the definition zeroed the inputs: valuated again as well
+    row_file = out / "joint" / "seed0" / brats_comparison.ROW_FILE
+    old = json.loads(row_file.read_text())
+    del old["absent"]
+    row_file.write_text(json.dumps(old))
+    assert cli.main([*argv, "--resume"]) == 0
+    assert record["valuated"][2:] == [("joint/seed0", "mask")]
+    # the same definition: nothing measured again
+    assert cli.main([*argv, "--resume"]) == 0 and len(record["valuated"]) == 3
+
+
+def test_absent_is_checked(capsys: pytest.CaptureFixture, tmp_path: Path):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--output-dir", str(tmp_path), "--absent", "zeros"])
+    assert "invalid choice: 'zeros'" in capsys.readouterr().err
+    settings, _ = cli.parse_args(["--output-dir", str(tmp_path)])
+    assert settings.absent == "mask"
+    with pytest.raises(ValueError, match="absent must be one of"):
+        brats_comparison.ComparisonSettings(out_dir=tmp_path, absent="zeros")

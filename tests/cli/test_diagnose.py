@@ -23,11 +23,23 @@ def test_report_of_a_tiny_run(tiny_run_dir: Path, tmp_path: Path, capsys) -> Non
     last = tiny_run_dir / "models" / "checkpoint.pt"
     assert document["runs"][0]["weights_file"] == str(last) and f"{tiny_run_dir}`: last (`{last}`)" in printed
     assert (out / "shapley.png").stat().st_size > 0 and (out / "subset_dice.png").is_file()
+    assert document["runs"][0]["absent"] == "mask" and document["summary"]["absent"] == "mask"  # the default
+    assert "an absent modality: `mask`, the modality's encoder does not run" in printed
     # an existing report is refused before any work, and kept
     before = (out / "diagnostics.json").read_text()
     assert main(argv) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "diagnostics.json").read_text() == before
+
+
+def test_zero_input_is_recorded(tiny_run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "diag"
+    argv = [str(tiny_run_dir), "--output-dir", str(out), "--device", "cpu", "--weights", "last", "--no-plots"]
+    assert main([*argv, "--absent", "zero-input"]) == 0
+    document = json.loads((out / "diagnostics.json").read_text())
+    assert document["runs"][0]["absent"] == "zero-input" and document["summary"]["absent"] == "zero-input"
+    assert "an absent modality: `zero-input`, the modality's image is replaced by zeros" in capsys.readouterr().out
+    assert main([*argv, "--overwrite", "--absent", "zeros"]) == 2
 
 
 def test_best_weights_without_model_pt_are_refused_before_any_work(tiny_run_dir: Path, tmp_path: Path, capsys):

@@ -39,6 +39,21 @@ def test_cli_writes_reports(tiny_run_dir, phantom_dataset, tmp_path):
         assert summary["shapley"][m]["TC"] == pytest.approx(sum(values) / 2, abs=1e-5)
     table = (out / "shapley.md").read_text()
     assert all(f"| {m} |" in table for m in MODALITIES) and "φ TC" in table
+    # the default definition of an absent modality, recorded; nothing predicted without any modality
+    assert summary["absent"] == "mask" and "absent = mask: the modality's encoder does not run" in table
+    assert "Dice, none (nothing predicted)" in table
+
+
+def test_cli_zero_input_is_recorded(tiny_run_dir, phantom_dataset, tmp_path, capsys):
+    out = tmp_path / "valuation"
+    argv = ["--bundle", str(tiny_run_dir), "--dataset-dir", str(phantom_dataset), "--output-dir", str(out)]
+    assert main([*argv, "--device", "cpu", "--max-cases", "1", "--absent", "zero-input"]) == 0
+    summary = json.loads((out / "shapley.json").read_text())
+    assert summary["absent"] == "zero-input" and "replaced by zeros" in summary["absent_definition"]
+    assert "absent = zero-input: the modality's image is replaced by zeros" in (out / "shapley.md").read_text()
+    assert "absent = zero-input" in capsys.readouterr().out
+    assert main([*argv, "--overwrite", "--absent", "zeros"]) == 2
+    assert "invalid choice: 'zeros'" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite_and_reports_bad_input(tiny_run_dir, phantom_dataset, tmp_path, capsys):
@@ -64,6 +79,7 @@ def test_console_script_help():
         [sys.executable, "-m", "brats_cggm.cli.valuate", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "--dataset-dir" in result.stdout and "Shapley" in result.stdout
+    assert "--absent {mask,zero-input}" in result.stdout
 
 
 @pytest.mark.parametrize(

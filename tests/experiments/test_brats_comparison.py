@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_shapley_and_subsets_of_a_real_run(tiny_run_dir: Path, phantom_dataset: 
     assert len(subsets) == 15 and subset_dice_key("flair+t1ce+t1+t2") in subsets
     assert values[ROBUSTNESS_COLUMNS[0]] == pytest.approx(sum(subsets.values()) / 15)
     assert values[ROBUSTNESS_COLUMNS[1]] == min(subsets.values())
-    assert (run_dir / "valuation").is_dir()
+    assert json.loads((run_dir / "valuation" / "shapley.json").read_text())["absent"] == "mask"  # the default
 
 
 def test_step_time_is_relative_to_joint_with_the_same_optimizer(tmp_path: Path) -> None:

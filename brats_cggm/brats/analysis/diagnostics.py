@@ -17,10 +17,14 @@
 
   compares encoders only (the probe is the same on both sides); ``gap_vs_network(m)`` = the unimodal network's
   own Dice − probe Dice(multimodal encoder) is reported too. A positive gap: the multimodal training left the
-  encoder of ``m`` behind what ``m`` alone supports.
-- **Missing-modality robustness.** The Dice of each of the 15 non-empty modality subsets, the others' inputs
-  zeroed (:func:`brats_cggm.brats.analysis.valuation.valuate_cases`, which also gives the Shapley values),
-  their mean and the worst subset.
+  encoder of ``m`` behind what ``m`` alone supports. The probe reads one encoder's features of its own channel
+  only, so the other modalities' absence does not enter it and ``absent`` does not change it (:mod:`.probes`).
+- **Missing-modality robustness.** The Dice of each of the 15 non-empty modality subsets, the others absent
+  (:func:`brats_cggm.brats.analysis.valuation.valuate_cases`, which also gives the Shapley values), their mean
+  and the worst subset. ``absent`` (:data:`~brats_cggm.brats.analysis.absence.ABSENCE_MODES`) says what
+  absent means: ``"mask"`` (default), the network's availability mask (the absent encoders do not run, the
+  fusion rescales the present ones), or ``"zero-input"``, the absent inputs zeroed (the figures before 0.2);
+  every report records it (``absent``) and :func:`summarize_diagnoses` refuses to mix the two.
 - **Shapley shares** of each modality in the mean Dice (:mod:`brats_cggm.core.shapley`).
 - **Lesion-wise Dice** of each region (:func:`.lesionwise.lesionwise_dice`), the official BraTS evaluator's score,
   which counts every missed or spurious lesion as 0 where the global Dice hardly sees a small one.
@@ -48,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brats_cggm.brats.analysis.absence import ABSENCE_DEFINITIONS, absence_of, check_absence
 from brats_cggm.brats.analysis.lesionwise import lesionwise_dice
 from brats_cggm.brats.analysis.probes import ProbeSettings, probe_encoder, training_patches
 from brats_cggm.brats.analysis.runs import REGIONS, load_run, mean_dice
@@ -141,6 +146,7 @@ def diagnose_run(
     weights: str = "best",
     reference_cache: dict | None = None,
     lesionwise: bool = True,
+    absent: str = "mask",
 ) -> dict[str, Any]:
     """Every diagnostic of one multimodal run.
 
@@ -160,22 +166,26 @@ def diagnose_run(
         reference_cache: a dict kept between calls: a unimodal run's probe and Dice, which do not depend on the
             multimodal run, are then measured once (a comparison diagnoses many runs against the same ones).
         lesionwise: also score the run lesion-wise (a caller that has already done so passes False).
+        absent: the definition of an absent modality in the valuation
+            (:data:`~brats_cggm.brats.analysis.absence.ABSENCE_MODES`); the encoder gap does not depend on it.
 
     Returns:
         ``run_dir``, ``seed``, ``weights``, ``weights_file`` (the file used), ``modalities``, ``encoder_gap``
         (modality → probe and unimodal Dice, the unimodal run's ``unimodal_weights_file``, ``gap``,
         ``gap_vs_network``); with ``lesionwise``, ``lesionwise_dice`` (:func:`.lesionwise.lesionwise_dice`); with
-        ``shapley``, ``robustness`` (:func:`robustness_from_valuation`) and ``shapley`` (modality → region → mean
-        contribution).
+        ``shapley``, ``absent`` (the definition used), ``robustness`` (:func:`robustness_from_valuation`) and
+        ``shapley`` (modality → region → mean contribution).
 
     Raises:
         FileNotFoundError: a run folder is missing, or ``weights`` is ``"best"`` and a run saved no best network.
-        ValueError: a unimodal run is not trained on exactly its modality, or a modality is not the run's.
+        ValueError: a unimodal run is not trained on exactly its modality, a modality is not the run's, or an
+            unknown ``absent``.
     """
     from brats_cggm.brats.analysis.valuation import summarize, valuate_cases
     from brats_cggm.brats.data.splits import recorded_split
     from brats_cggm.brats.data.transforms import val_transforms
 
+    check_absence(absent)
     device = torch.device(device)
     probe = ProbeSettings() if probe is None else probe
     run_dir = Path(run_dir)
@@ -211,8 +221,9 @@ def diagnose_run(
         report["encoder_gap"] = gaps
     if shapley:
         results = valuate_cases(
-            run.network, run.val_cases, val_transforms(**run.options), run.inferer, device, run.modalities
+            run.network, run.val_cases, val_transforms(**run.options), run.inferer, device, run.modalities, absent
         )
+        report["absent"] = absent
         report["robustness"] = robustness_from_valuation(results, run.modalities)
         report["shapley"] = summarize(results, run.modalities)["shapley"]
     report["probe_settings"] = asdict(probe)
@@ -229,12 +240,14 @@ def summarize_diagnoses(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ``modalities``; ``lesionwise_dice``: region → stats; ``encoder_gap``: modality → quantity
         (``multimodal_probe``, ``unimodal_probe``, ``unimodal_network``, ``gap``, ``gap_vs_network``) →
         ``{mean, std, n}``; ``shapley``: modality → stats of the mean-Dice contribution; ``subset_dice``: subset →
-        stats; ``mean_over_subsets`` and ``worst_subset_dice``: stats; ``worst_subsets``: each run's worst subset.
+        stats; ``mean_over_subsets`` and ``worst_subset_dice``: stats; ``worst_subsets``: each run's worst subset;
+        ``absent`` and ``absent_definition``: the definition of an absent modality of those numbers (a report
+        without one is :data:`~brats_cggm.brats.analysis.absence.LEGACY_ABSENCE`).
         Sections no run has are absent. The standard deviation is the sample one (``ddof=1``), None for one run
         (:func:`~brats_cggm.core.stats.mean_std`).
 
     Raises:
-        ValueError: no report.
+        ValueError: no report, or the reports' valuations use different definitions of an absent modality.
     """
     if not reports:
         raise ValueError("no run to summarize")
@@ -259,6 +272,8 @@ def summarize_diagnoses(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         }
     valued = [r for r in reports if "robustness" in r]
     if valued:
+        summary["absent"] = absence_of(valued)
+        summary["absent_definition"] = ABSENCE_DEFINITIONS[summary["absent"]]
         summary["shapley"] = {m: mean_std([r["shapley"][m]["mean"] for r in valued]) for m in modalities}
         subsets = list(valued[0]["robustness"]["subset_dice"])
         summary["subset_dice"] = {

@@ -81,9 +81,10 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
         text.append(markdown_table(header, rows, ["left"] + ["right"] * 5))
         text.append("\n![encoder gap](encoder_gap.png)\n" if plots else "")
     if "shapley" in summary:
+        absent = f"`{summary['absent']}`, {summary['absent_definition']}"
         text += [
             "## Shapley shares\n",
-            "Each modality's Shapley contribution to the mean Dice (inputs of absent modalities zeroed).\n",
+            f"Each modality's Shapley contribution to the mean Dice. An absent modality: {absent}.\n",
             markdown_table(
                 ["modality", "φ mean Dice"],
                 [[m, format_mean_std(s, True)] for m, s in summary["shapley"].items()],
@@ -91,7 +92,8 @@ def diagnostics_markdown(summary: Mapping[str, Any], reports: Sequence[Mapping[s
             ),
             "\n![Shapley](shapley.png)\n" if plots else "",
             "## Missing-modality robustness\n",
-            f"Mean Dice over the 15 non-empty subsets: {format_mean_std(summary['mean_over_subsets'])}; worst subset: "
+            f"Mean Dice over the 15 non-empty subsets (an absent modality: {absent}): "
+            f"{format_mean_std(summary['mean_over_subsets'])}; worst subset: "
             f"{format_mean_std(summary['worst_subset_dice'])} ({', '.join(summary['worst_subsets'])}).\n",
             markdown_table(
                 ["subset", "mean Dice"],
@@ -134,7 +136,7 @@ def _plots(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
         axis.set_xticks([0], ["mean Dice"])
         for i, value in enumerate(values[:, 0]):
             axis.text(0, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.5 else "k", fontsize=8)
-        figure.colorbar(image, ax=axis)
+        figure.colorbar(image, ax=axis, label=f"absent = {summary['absent']}")
         written.append(save_png(figure, out_dir / "subset_dice.png"))
         plt.close(figure)
     return written

@@ -2,6 +2,12 @@
 
 The probe's budget is fixed in advance (:class:`ProbeSettings`) and the fit stops early once the training loss
 plateaus (:func:`has_plateaued`), so that every encoder compared is probed the same way.
+
+What an absent modality is does not enter a probe: it reads the features of **one** encoder computed from that
+encoder's own input channel (:class:`EncoderProbe`, :func:`probe_encoder`), never the fusion, so the other
+modalities are neither read nor fused and their absence (availability mask or zeroed input) changes nothing.
+The probes' inputs are the real images; ``--absent`` of ``brats-cggm-diagnose`` and ``brats-cggm-compare``
+applies to the subset valuation (robustness, Shapley) only.
 """
 
 from __future__ import annotations

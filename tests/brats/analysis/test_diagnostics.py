@@ -41,6 +41,25 @@ def test_summary_spread_over_runs() -> None:
     assert gap["mean"] == pytest.approx(0.3) and gap["std"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
 
 
+def _valued(absent: str | None) -> dict:
+    """A report with a valuation made under ``absent`` (None: a report from before reports recorded it)."""
+    subsets = {subset_key(s): {"mean": 0.5} for s in all_subsets(MODALITIES) if s}
+    robustness = {"subset_dice": subsets, "mean_over_subsets": {"mean": 0.5}, "worst_subset": "flair"}
+    report = {"run_dir": "a", "modalities": list(MODALITIES), "shapley": {m: {"mean": 0.1} for m in MODALITIES}}
+    report["robustness"] = {**robustness, "worst_subset_dice": 0.5}
+    return report if absent is None else {**report, "absent": absent}
+
+
+def test_summary_names_the_definition_and_refuses_to_mix() -> None:
+    assert summarize_diagnoses([_valued("mask"), _valued("mask")])["absent"] == "mask"
+    legacy = summarize_diagnoses([_valued(None)])
+    assert legacy["absent"] == "zero-input" and "replaced by zeros" in legacy["absent_definition"]
+    with pytest.raises(ValueError, match="mix definitions"):
+        summarize_diagnoses([_valued("mask"), _valued("zero-input")])
+    with pytest.raises(ValueError, match="mix definitions"):
+        summarize_diagnoses([_valued("mask"), _valued(None)])  # an old report zeroed the inputs
+
+
 def _gap(unimodal: float, multimodal: float) -> dict:
     return {
         "multimodal_probe": {"dice": {"mean": multimodal}},
@@ -75,7 +94,7 @@ def test_diagnose_a_tiny_run(tiny_run_dir: Path, unimodal_run_dir: Path, phantom
     full = report["robustness"]["subset_dice"][subset_key(MODALITIES)]["mean"]
     metrics = json.loads((tiny_run_dir / "metrics.json").read_text())
     assert full == pytest.approx(metrics["validation"]["val/dice/mean"], abs=0.05)
-    assert set(report["shapley"]) == set(MODALITIES)
+    assert set(report["shapley"]) == set(MODALITIES) and report["absent"] == "mask"  # the default definition
     assert set(report["lesionwise_dice"]) == {"TC", "WT", "ET", "mean"}
     assert all(0.0 <= v <= 1.0 for v in report["lesionwise_dice"].values()) and report["weights"] == "best"
     assert report["weights_file"] == str(tiny_run_dir / "models" / "model.pt")
