@@ -9,9 +9,13 @@ import torch
 
 from brats_cggm.brats.analysis.absence import ABSENCE_MODES, absence_of, check_absence
 from brats_cggm.brats.analysis.valuation import SubsetPredictor, summarize, valuate_cases
+from brats_cggm.brats.inference.case_io import find_cases
+from brats_cggm.brats.inference.model_loading import InferenceSettings
+from brats_cggm.brats.inference.segmenter import BratsSegmenter
 from brats_cggm.brats.model import build_network
 from brats_cggm.core.availability import availability_of
 from brats_cggm.core.shapley import all_subsets, mask_modalities, subset_key
+from tests.helpers.inference_cases import SHAPE, write_brats_case
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 
@@ -130,3 +134,28 @@ def test_valuate_cases_values_differ_between_definitions_and_are_recorded():
     with pytest.raises(ValueError, match="mix"):
         absence_of([mask, zero])
     assert absence_of([{"values": {}}]) == "zero-input"  # reports before the option zeroed the inputs
+
+
+@pytest.mark.parametrize("absent_files", [("t1ce",), ("t2",), ("flair", "t1")])
+def test_a_subset_value_is_the_prediction_inference_drop_makes_from_only_those_files(tmp_path, absent_files):
+    """One definition of absence: valuation's subset prediction on the full case equals ``--missing-modality
+    drop`` on a folder holding only that subset's files (same weights, same case)."""
+    torch.manual_seed(0)
+    network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16)).eval()
+    with torch.no_grad():  # shifts as training leaves them, so that absence and a zero image differ
+        for module in network.modules():
+            if isinstance(module, torch.nn.InstanceNorm3d) and module.bias is not None:
+                module.bias.normal_(0.0, 0.5)
+    # one window over the whole volume and no crop, so both see the same preprocessed grid
+    settings = InferenceSettings(modalities=MODALITIES, roi_size=SHAPE, preprocessing={"crop_foreground": False})
+    full_case = find_cases(write_brats_case(tmp_path / "full", "c", "ras"))[0][0]
+    partial_case = find_cases(write_brats_case(tmp_path / "partial", "c", "ras", skip=absent_files))[0][0]
+    present = tuple(i for i, m in enumerate(MODALITIES) if m not in absent_files)
+
+    segmenter = BratsSegmenter(network, settings, missing_modality="drop")
+    x = segmenter.preprocessing(full_case)({"image": list(full_case.image)})["image"].as_tensor()[None]
+    with torch.no_grad():
+        values = SubsetPredictor(network, [present], MODALITIES)(x)
+    expected = np.moveaxis(torch.sigmoid(values[subset_key([MODALITIES[i] for i in present])])[0].numpy(), 0, -1)
+    inferred = segmenter(partial_case, probabilities=True)["probabilities"]
+    np.testing.assert_allclose(inferred, expected, atol=1e-5)
