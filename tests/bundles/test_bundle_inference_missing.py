@@ -18,8 +18,14 @@ import torch
 from monai.bundle import run as bundle_run
 from monai.data import MetaTensor
 
+from brats_cggm.brats.data.discovery import discover_dataset
 from brats_cggm.brats.inference.model_loading import save_run_config
-from brats_cggm.brats.inference.segmenter import AVAILABLE_META_KEY, MissingModalityInferer
+from brats_cggm.brats.inference.segmenter import (
+    AVAILABLE_META_KEY,
+    InsertZeroChannelsd,
+    MissingModalityInferer,
+    inference_items,
+)
 from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 from brats_cggm.cli.infer import main as infer_main
 from tests.helpers.inference_cases import MODALITIES, ROI, write_brats_case
@@ -147,3 +153,23 @@ def test_inferer_masks_only_under_drop():
     assert drop.predictor(x, network) is network
     with pytest.raises(ValueError, match="InsertZeroChannelsd"):
         drop.predictor(torch.zeros(1, 4, 16, 16, 16), network)
+
+
+def test_zero_channels_from_the_item_and_their_availability():
+    image = MetaTensor(torch.ones(3, 2, 2, 2))
+    out = InsertZeroChannelsd(keys="image", positions_key="missing")({"image": image, "missing": [1]})["image"]
+    assert out.shape == (4, 2, 2, 2) and float(out[1].abs().sum()) == 0.0
+    assert out.meta[AVAILABLE_META_KEY].tolist() == [True, False, True, True]
+    whole = InsertZeroChannelsd(keys="image", positions_key="missing")({"image": image, "missing": []})["image"]
+    assert whole.shape == (3, 2, 2, 2) and bool(whole.meta[AVAILABLE_META_KEY].all())
+
+
+def test_items_keep_the_present_files_and_refuse_under_error(dataset: Path):
+    items = discover_dataset(dataset, MODALITIES, require_label=False, allow_missing_modalities=True).items
+    drop = inference_items(items, "drop", MODALITIES)
+    assert [i["missing"] for i in drop] == [[], [1]]
+    assert drop[1]["image"] == [str(dataset / "b" / f"b_{m}.nii.gz") for m in ("flair", "t1", "t2")]
+    with pytest.raises(FileNotFoundError, match=r"b: no t1ce file .*--missing_modality drop"):
+        inference_items(items, "error", MODALITIES)
+    with pytest.raises(FileNotFoundError, match="has no t1ce file"):
+        discover_dataset(dataset, MODALITIES, require_label=False)
