@@ -76,7 +76,9 @@ def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_d
     )
     run_inference()
     cases = sorted(p.name for p in two_cases.iterdir())
-    assert sorted(p.name for p in bundle_out.iterdir()) == [f"{c}.nii.gz" for c in cases]
+    # each segmentation with its record of the sequences used
+    expected_files = sorted(f"{c}{ext}" for c in cases for ext in (".json", ".nii.gz"))
+    assert sorted(p.name for p in bundle_out.iterdir()) == expected_files
     cli = ["--input", str(two_cases), "--bundle", str(tiny_run_dir), "--output-dir", str(cli_out), "--device", "cpu"]
     assert infer_main(cli) == 0
     for case in cases:
@@ -120,7 +122,9 @@ def test_evaluate_yaml_writes_per_case_metrics(two_cases: Path, tiny_run_dir: Pa
     assert summary["n_evaluated"] == len(expected)
     dice_wt = [float(r["dice_wt"]) for r in rows]
     assert summary["metrics"]["dice_wt"]["mean"] == pytest.approx(np.mean(dice_wt), abs=1e-5)
-    assert sorted(p.name for p in (out / "predictions").iterdir()) == [f"{r['case_id']}.nii.gz" for r in rows]
+    # each segmentation with its record of the sequences used
+    written = sorted(p.name for p in (out / "predictions").iterdir())
+    assert written == sorted(f"{r['case_id']}{ext}" for r in rows for ext in (".json", ".nii.gz"))
 
 
 def test_verify_net_in_out(tiny_run_dir: Path):

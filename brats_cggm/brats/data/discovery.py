@@ -229,6 +229,7 @@ def discover_brats_folders(
     patterns: Mapping[str, str] | str | None = None,
     label_convention: str = "brats2021",
     require_label: bool = True,
+    allow_missing_modalities: bool = False,
 ) -> DatasetSpec:
     """Find the cases of a BraTS folder layout: every (non-hidden) sub-folder holding NIfTI files.
 
@@ -241,12 +242,16 @@ def discover_brats_folders(
             default to ``_{modality}``.
         label_convention: the label convention of the segmentations.
         require_label: raise if a case has no segmentation (else its item has no ``"label"``).
+        allow_missing_modalities: accept a case lacking some (not all) modality files: its ``image`` holds
+            None in their place and its ``"expected"`` maps each such modality's index to the file looked for
+            (for inference, which can predict without them; training cannot).
 
     Returns:
         The data set, items sorted by case id.
 
     Raises:
-        FileNotFoundError: if ``dataset_dir`` does not exist, or a case lacks a modality (or label) file.
+        FileNotFoundError: if ``dataset_dir`` does not exist, or a case lacks a modality (unless allowed; all
+            of them in any case) or label file.
         ValueError: if no case folder is found, or the patterns or label convention are unknown.
 
     Warns:
@@ -265,9 +270,14 @@ def discover_brats_folders(
     items = []
     for case_dir in case_dirs:
         case_id = case_dir.name
-        images = []
-        for modality in modalities:
+        images: list[str | None] = []
+        expected: dict[int, str] = {}
+        for index, modality in enumerate(modalities):
             found = _find_file(case_dir, f"{case_id}{suffixes[modality]}")
+            if found is None and allow_missing_modalities:
+                images.append(None)
+                expected[index] = str(case_dir / f"{case_id}{suffixes[modality]}.nii.gz")
+                continue
             if found is None:
                 hint = (
                     f" (file names detected as {detected!r}: set patterns to one of {sorted(PATTERN_PRESETS)} or "
@@ -280,7 +290,11 @@ def discover_brats_folders(
                     f"{hint}"
                 )
             images.append(str(found))
+        if len(expected) == len(modalities):
+            raise FileNotFoundError(f"case folder {case_dir} has no modality file at all: expected e.g. {expected[0]}")
         item: dict = {"case_id": case_id, "image": images}
+        if expected:
+            item["expected"] = expected
         label = _find_file(case_dir, f"{case_id}{suffixes['seg']}")
         if label is not None:
             item["label"] = str(label)
@@ -412,7 +426,7 @@ def discover_msd(
 
 
 def _validate_case_headers(item: dict, spec: DatasetSpec) -> None:
-    images = [item["image"]] if isinstance(item["image"], str) else list(item["image"])
+    images = [item["image"]] if isinstance(item["image"], str) else [p for p in item["image"] if p is not None]
     files = images + ([item["label"]] if "label" in item else [])
     needed = max(spec.channel_order or [0]) + 1
     headers = []
@@ -458,6 +472,7 @@ def discover_dataset(
     patterns: Mapping[str, str] | str | None = None,
     validate: str = "headers",
     require_label: bool = True,
+    allow_missing_modalities: bool = False,
 ) -> DatasetSpec:
     """Find, and check, the cases of a data set.
 
@@ -471,6 +486,8 @@ def discover_dataset(
             BraTS 2021 or 2023 names from the files (:func:`detect_patterns`).
         validate: ``"none"``, ``"headers"`` or ``"full"``, see :func:`validate_dataset`.
         require_label: raise if a case has no label.
+        allow_missing_modalities: for the BraTS layout, accept cases lacking some modality files (see
+            :func:`discover_brats_folders`); an MSD file holds every channel.
 
     Returns:
         The data set, items sorted by case id.
@@ -501,6 +518,7 @@ def discover_dataset(
             patterns=patterns,
             label_convention=label_convention,
             require_label=require_label,
+            allow_missing_modalities=allow_missing_modalities,
         )
     validate_dataset(spec, validate)
     return spec

@@ -27,6 +27,7 @@ from brats_cggm.core.files import atomic_path, existing_file_error, refuse_exist
 
 __all__ = [
     "DESCRIP_BYTES",
+    "MISSING_MODALITY_MODES",
     "MSD_CHANNELS",
     "CaseInput",
     "LoadedNiftiReader",
@@ -36,6 +37,8 @@ __all__ = [
     "check_output_dir",
     "find_cases",
     "inference_items",
+    "missing_file_text",
+    "missing_files_message",
     "nifti_description",
     "output_path",
     "record_path",
@@ -49,6 +52,10 @@ MSD_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 
 #: Size of a NIfTI-1 header's ``descrip`` field (``char[80]``).
 DESCRIP_BYTES = 80
+
+#: What to do with a case that lacks a modality file: refuse it; predict from the modalities present through
+#: the network's availability mask (the absence it was trained with); or give the network zeros in its place.
+MISSING_MODALITY_MODES = ("error", "drop", "zero")
 
 
 def check_case_id(case_id: str) -> str:
@@ -263,7 +270,9 @@ def check_inverted(labels: torch.Tensor, reference: str) -> np.ndarray:
 class SaveSegmentationd(MapTransform):
     """Write ``keys`` (``(1, X, Y, Z)`` labels in an input's grid) to ``output_dir`` with the input's header.
 
-    For the bundle's inference workflow; the file is named from the item's ``case_id``.
+    For the bundle's inference workflow; the file is named from the item's ``case_id``. Given ``modalities``,
+    it also records, as ``brats-cggm-infer`` does, the sequences the prediction used: in the header's
+    ``descrip`` (see :func:`sequences_note`) and in a JSON record beside the file (see :func:`record_path`).
 
     Args:
         keys: the label maps to write (usually ``"pred"``).
@@ -272,6 +281,12 @@ class SaveSegmentationd(MapTransform):
         overwrite: replace existing files.
         reference_key: item key of the input file whose header is copied.
         case_id_key: item key of the case identifier.
+        modalities: the network's modalities, in channel order; None writes no record (and a plain ``descrip``).
+        missing_modality: how cases lacking files were handled (one of :data:`MISSING_MODALITY_MODES`), for
+            the record.
+        missing_key: item key of the indices of the modalities without a file (see :func:`inference_items`).
+        inputs_key: item key of the files read.
+        model: where the weights came from, for the record.
     """
 
     def __init__(
@@ -282,13 +297,50 @@ class SaveSegmentationd(MapTransform):
         overwrite: bool = False,
         reference_key: str = "reference",
         case_id_key: str = "case_id",
+        modalities: Sequence[str] | None = None,
+        missing_modality: str = "error",
+        missing_key: str = "missing",
+        inputs_key: str = "inputs",
+        model: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(keys)
+        if missing_modality not in MISSING_MODALITY_MODES:
+            raise ValueError(f"missing_modality must be one of {MISSING_MODALITY_MODES}, got {missing_modality!r}")
         self.output_dir = Path(output_dir)
         self.name_template = name_template
         self.overwrite = overwrite
         self.reference_key = reference_key
         self.case_id_key = case_id_key
+        self.modalities = None if modalities is None else [str(m) for m in modalities]
+        self.missing_modality = missing_modality
+        self.missing_key = missing_key
+        self.inputs_key = inputs_key
+        self.model = None if model is None else str(model)
+
+    def record(self, data: Mapping[Hashable, Any], path: Path) -> dict[str, Any]:
+        """The JSON record of an item's segmentation, with the keys of ``brats-cggm-infer``'s records.
+
+        Args:
+            data: the item (``case_id``, the missing indices and the inputs, as collated and decollated).
+            path: its segmentation file.
+
+        Returns:
+            ``case_id``, ``segmentation`` (file name), ``modalities_used`` and ``modalities_missing`` (network
+            order), ``missing_modality`` (the mode), ``inputs`` (the files read) and ``model``.
+        """
+        names = self.modalities or []
+        # decollation gives back an empty list as None and the indices as ints or 0-d tensors
+        missing = {int(i) for i in (data.get(self.missing_key) or [])}
+        inputs = data.get(self.inputs_key) or [data[self.reference_key]]
+        return {
+            "case_id": str(data[self.case_id_key]),
+            "segmentation": path.name,
+            "modalities_used": [m for i, m in enumerate(names) if i not in missing],
+            "modalities_missing": [names[i] for i in sorted(missing)],
+            "missing_modality": self.missing_modality,
+            "inputs": [str(p) for p in ([inputs] if isinstance(inputs, str) else inputs)],
+            "model": self.model,
+        }
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -296,7 +348,17 @@ class SaveSegmentationd(MapTransform):
             reference = str(d[self.reference_key])
             array = check_inverted(d[key], reference)[0].astype(np.uint8)
             path = output_path(self.output_dir, str(d[self.case_id_key]), self.name_template)
-            save_like_reference(array, reference, path, overwrite=self.overwrite)
+            if self.modalities is None:
+                save_like_reference(array, reference, path, overwrite=self.overwrite)
+                continue
+            record = self.record(d, path)
+            used, missing = record["modalities_used"], record["modalities_missing"]
+            description = f"brats-cggm seq={sequences_note(used, missing, self.missing_modality)}"
+            # both checked first, so that a refused case leaves neither file; the label map is written last, as
+            # brats-cggm-infer writes it: its presence says the case is done
+            refuse_existing([path, record_path(path)], self.overwrite)
+            save_case_record(record, record_path(path), self.overwrite)
+            save_like_reference(array, reference, path, overwrite=self.overwrite, description=description)
         return d
 
 
@@ -470,20 +532,69 @@ def find_cases(
     return cases, problems
 
 
-def inference_items(items: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Data list items for the bundle workflow: ``case_id``, ``image`` and the header ``reference`` only.
+def missing_file_text(modality: str, expected: str | os.PathLike | None = None) -> str:
+    """One missing file, for :func:`missing_files_message`: ``"no t1ce file (expected <path>)"``."""
+    return f"no {modality} file" + (f" (expected {expected})" if expected else "")
 
-    Labels are dropped (inference must not load them).
+
+def missing_files_message(files: Sequence[str], flag: str) -> str:
+    """Why cases lacking modality files are refused: the missing files and the setting that accepts them.
 
     Args:
-        items: ``DatasetSpec.items`` (see :func:`brats_cggm.brats.data.discovery.discover_dataset`).
+        files: each missing file, as :func:`missing_file_text` says it (prefixed with its case where several
+            cases are refused together).
+        flag: how the user sets the mode: ``"--missing-modality"`` (``brats-cggm-infer``) or
+            ``"--missing_modality"`` (the bundle).
+
+    Returns:
+        The message.
+    """
+    return (
+        f"{'; '.join(files)}: pass {flag} drop to segment the case from the sequences it has "
+        f"(or {flag} zero for the legacy zero-filled input)"
+    )
+
+
+def inference_items(
+    items: Sequence[Mapping[str, Any]],
+    missing_modality: str = "error",
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+) -> list[dict]:
+    """Data list items for the bundle workflow: ``case_id``, ``image``, the header ``reference``, ``inputs``
+    (the files read) and ``missing`` (the indices of the modalities without a file).
+
+    Labels are dropped (inference must not load them). ``image`` lists only the files present; the
+    preprocessing puts zero channels in the ``missing`` places (see
+    :class:`brats_cggm.brats.inference.segmenter.InsertZeroChannelsd`).
+
+    Args:
+        items: ``DatasetSpec.items`` (see :func:`brats_cggm.brats.data.discovery.discover_dataset`); a missing
+            modality is None in ``image``, the file looked for in ``expected`` (``allow_missing_modalities``).
+        missing_modality: one of :data:`MISSING_MODALITY_MODES`; under ``"error"`` a case lacking a file is
+            refused here, before any case is segmented.
+        modalities: the modality names in channel order, for the message.
 
     Returns:
         New items.
+
+    Raises:
+        FileNotFoundError: under ``"error"``, naming every missing file and the ``missing_modality`` setting.
+        ValueError: for an unknown ``missing_modality``.
     """
-    out = []
+    if missing_modality not in MISSING_MODALITY_MODES:
+        raise ValueError(f"missing_modality must be one of {MISSING_MODALITY_MODES}, got {missing_modality!r}")
+    out, lacking = [], []
     for item in items:
         image = item["image"]
-        reference = image if isinstance(image, str) else image[0]
-        out.append({"case_id": item["case_id"], "image": image, "reference": reference})
+        missing = [] if isinstance(image, str) else [i for i, p in enumerate(image) if p is None]
+        expected = item.get("expected") or {}
+        lacking += [f"{item['case_id']}: {missing_file_text(modalities[i], expected.get(i))}" for i in missing]
+        present = image if isinstance(image, str) else [p for p in image if p is not None]
+        reference = present if isinstance(present, str) else present[0]
+        inputs = [present] if isinstance(present, str) else list(present)
+        out.append(
+            {"case_id": item["case_id"], "image": present, "reference": reference, "inputs": inputs, "missing": missing}
+        )
+    if lacking and missing_modality == "error":
+        raise FileNotFoundError(missing_files_message(lacking, "--missing_modality"))
     return out

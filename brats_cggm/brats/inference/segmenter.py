@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, MapTransform
 
@@ -34,28 +35,34 @@ from brats_cggm.brats.data.nifti_checks import (
 )
 from brats_cggm.brats.data.transforms import inference_transforms
 from brats_cggm.brats.inference.case_io import (
+    MISSING_MODALITY_MODES,
     CaseInput,
     LoadedNiftiReader,
     SaveSegmentationd,
     check_inverted,
     inference_items,
+    missing_file_text,
+    missing_files_message,
     save_like_reference,
 )
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model, save_run_config
 from brats_cggm.brats.inference.postprocessing_rules import PostprocessingRules
 from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 
-# save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs; CaseInput,
-# InferenceSettings, load_model, save_like_reference: for the benchmark and the valuation.
+# MISSING_MODALITY_MODES, save_run_config, SaveSegmentationd, inference_items: re-exported for the bundle configs and
+# the command line; CaseInput, InferenceSettings, load_model, save_like_reference: for the benchmark and the valuation.
 __all__ = [
+    "AVAILABLE_META_KEY",
     "MISSING_MODALITY_MODES",
     "BratsSegmenter",
     "CaseInput",
     "FlipTTA",
     "InferenceSettings",
     "InsertZeroChannelsd",
+    "MissingModalityInferer",
     "SaveSegmentationd",
     "inference_items",
+    "insert_zero_channels",
     "load_model",
     "postprocessing_transforms",
     "save_like_reference",
@@ -65,34 +72,81 @@ __all__ = [
 
 STITCH_CHOICES = ("auto", "device", "cpu")
 
-#: What to do with a case that lacks a modality file: refuse it; predict from the modalities present through
-#: the network's availability mask (the absence it was trained with); or give the network zeros in its place.
-MISSING_MODALITY_MODES = ("error", "drop", "zero")
-
 # ------------------------------------------------------------------------------------------ transforms
+
+
+#: Key, in an image's meta data, of its modalities' availability (a bool tensor, one entry per network channel),
+#: recorded by :class:`InsertZeroChannelsd` for :class:`MissingModalityInferer`.
+AVAILABLE_META_KEY = "available_modalities"
 
 
 class InsertZeroChannelsd(MapTransform):
     """Insert all-zero channels into ``keys`` so that missing modalities reach their branch as zeros.
 
+    The image's meta data also gets, under :data:`AVAILABLE_META_KEY`, which channels hold a modality: that
+    reaches the sliding window with the image (see :class:`MissingModalityInferer`).
+
     Args:
         keys: keys of the channel-first images.
-        positions: indices, in the output, of the zero channels (ascending).
+        positions: indices, in the output, of the zero channels (ascending); the same for every item.
         allow_missing_keys: do not raise if a key is missing.
+        positions_key: item key holding the positions instead (per item, e.g. ``"missing"`` of
+            :func:`~brats_cggm.brats.inference.case_io.inference_items`); replaces ``positions``.
+
+    Raises:
+        ValueError: if neither ``positions`` nor ``positions_key`` is given.
     """
 
-    def __init__(self, keys: KeysCollection, positions: Sequence[int], allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        positions: Sequence[int] | None = None,
+        allow_missing_keys: bool = False,
+        positions_key: str | None = None,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.positions = sorted(int(p) for p in positions)
+        if positions is None and positions_key is None:
+            raise ValueError("InsertZeroChannelsd needs positions or positions_key")
+        self.positions = sorted(int(p) for p in positions or ())
+        self.positions_key = positions_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        if self.positions_key is None:
+            positions = self.positions
+        else:
+            positions = sorted(int(p) for p in cast("Sequence[int]", d[self.positions_key]))
         for key in self.key_iterator(d):
             channels = list(torch.unbind(d[key], dim=0))
-            for p in self.positions:
+            for p in positions:
                 channels.insert(p, torch.zeros_like(channels[0]))
-            d[key] = torch.stack(channels, dim=0)
+            image = torch.stack(channels, dim=0) if positions else d[key]
+            if isinstance(image, MetaTensor):
+                image.meta[AVAILABLE_META_KEY] = torch.tensor([i not in positions for i in range(len(channels))])
+            d[key] = image
         return d
+
+
+def insert_zero_channels(
+    preprocessing: Compose, positions: Sequence[int] | None = None, positions_key: str | None = None
+) -> Compose:
+    """``preprocessing`` with :class:`InsertZeroChannelsd` on ``"image"`` right after loading.
+
+    Right after loading, so that every later step sees the full channel set; the step is not invertible and
+    ``Invertd`` passes over it.
+
+    Args:
+        preprocessing: a chain whose first step loads ``"image"`` (e.g.
+            :func:`~brats_cggm.brats.data.transforms.inference_transforms`).
+        positions: the zero channels, the same for every item.
+        positions_key: item key holding each item's zero channels instead.
+
+    Returns:
+        A new chain.
+    """
+    steps = list(preprocessing.transforms)
+    steps.insert(1, InsertZeroChannelsd(keys="image", positions=positions, positions_key=positions_key))
+    return Compose(steps)
 
 
 def postprocessing_transforms(
@@ -201,16 +255,79 @@ def _check_takes_mask(network: torch.nn.Module) -> None:
         )
 
 
+class MissingModalityInferer(SlidingWindowInferer):
+    """``SlidingWindowInferer`` that predicts each case from the modalities it has (the bundle's ``drop`` mode).
+
+    Under ``"drop"``, the network runs through :class:`~brats_cggm.brats.model.AvailabilityPredictor` for the
+    channels that :class:`InsertZeroChannelsd` recorded as present in the input's meta data, as
+    :meth:`BratsSegmenter.predictor_for` does; a case with every modality, and every case under ``"error"`` or
+    ``"zero"``, runs through the plain network.
+
+    Args:
+        roi_size: the window, as ``SlidingWindowInferer``.
+        args: forwarded to ``SlidingWindowInferer``.
+        missing_modality: one of :data:`MISSING_MODALITY_MODES`.
+        available_key: meta data key of the availability.
+        kwargs: forwarded to ``SlidingWindowInferer``.
+
+    Raises:
+        ValueError: for an unknown ``missing_modality``.
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int] | int,
+        *args: Any,
+        missing_modality: str = "error",
+        available_key: str = AVAILABLE_META_KEY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(roi_size, *args, **kwargs)
+        if missing_modality not in MISSING_MODALITY_MODES:
+            raise ValueError(f"missing_modality must be one of {MISSING_MODALITY_MODES}, got {missing_modality!r}")
+        self.missing_modality = missing_modality
+        self.available_key = available_key
+
+    def predictor(self, inputs: torch.Tensor, network: Any) -> Any:
+        """What the window runs for ``inputs``: the network, or its prediction from the present channels.
+
+        Args:
+            inputs: the batch ``(B, M, *spatial)``, a ``MetaTensor`` carrying the availability.
+            network: the network.
+
+        Returns:
+            A callable mapping windows to region logits.
+
+        Raises:
+            ValueError: under ``"drop"``, if the input carries no availability (the preprocessing lacks
+                :class:`InsertZeroChannelsd`), the cases of one batch differ in it, or the network takes no mask.
+        """
+        if self.missing_modality != "drop":
+            return network
+        meta = inputs.meta if isinstance(inputs, MetaTensor) else {}
+        if self.available_key not in meta:
+            raise ValueError(
+                f"missing_modality drop: the input has no {self.available_key!r} meta data; the preprocessing "
+                "needs InsertZeroChannelsd (see insert_zero_channels)"
+            )
+        available = torch.as_tensor(meta[self.available_key]).bool().reshape(-1, inputs.shape[1])
+        if bool(available.all()):
+            return network
+        # one mask per call: the predictor of a batch serves all its windows
+        if not bool((available == available[0]).all()):
+            raise ValueError("missing_modality drop: the cases of a batch lack different modalities; use batch_size 1")
+        _check_takes_mask(network)
+        present = [int(i) for i in torch.nonzero(available[0]).flatten()]
+        return AvailabilityPredictor(cast("MultiEncoderUNet", network), present)
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(inputs, self.predictor(inputs, network), *args, **kwargs)
+
+
 def _missing_message(case: CaseInput, modalities: Sequence[str]) -> str:
     """Why a case lacking files is refused: each missing file (where it was looked for) and the flag to use."""
-    files = [
-        f"no {modalities[i]} file (expected {case.expected[i]})" if i in case.expected else f"no {modalities[i]} file"
-        for i in case.missing
-    ]
-    return (
-        f"{'; '.join(files)}: pass --missing-modality drop to segment the case from the sequences it has "
-        "(or --missing-modality zero for the legacy zero-filled input)"
-    )
+    files = [missing_file_text(modalities[i], case.expected.get(i)) for i in case.missing]
+    return missing_files_message(files, "--missing-modality")
 
 
 class BratsSegmenter:
@@ -355,12 +472,7 @@ class BratsSegmenter:
         """
         reader = None if images is None else LoadedNiftiReader(images)
         transform = inference_transforms(channel_order=case.channel_order, reader=reader, **self.settings.preprocessing)
-        if case.missing:
-            # Right after loading: every later step then sees the full channel set.
-            steps = list(transform.transforms)
-            steps.insert(1, InsertZeroChannelsd(keys="image", positions=case.missing))
-            transform = Compose(steps)
-        return transform
+        return insert_zero_channels(transform, positions=case.missing) if case.missing else transform
 
     def __call__(
         self,
