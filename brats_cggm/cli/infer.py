@@ -52,7 +52,7 @@ from brats_cggm.cli.common import (
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import refuse_existing
 
-__all__ = ["CaseResult", "build_parser", "case_record", "main", "save_outputs", "segment_case"]
+__all__ = ["CaseResult", "build_parser", "main", "save_outputs", "segment_case"]
 
 PROG = "brats-cggm-infer"
 
@@ -337,32 +337,6 @@ def _check_existing(target: Path, prob_target: Path | None, args: argparse.Names
     return False
 
 
-def case_record(segmenter: BratsSegmenter, case: CaseInput, target: Path, args: argparse.Namespace) -> dict:
-    """The JSON record written beside a case's segmentation: which sequences it was predicted from.
-
-    Args:
-        segmenter: the network and its run options.
-        case: the case.
-        target: its segmentation file.
-        args: the run's options (``missing_modality``).
-
-    Returns:
-        ``case_id``, ``segmentation`` (file name), ``modalities_used`` and ``modalities_missing`` (network
-        order), ``missing_modality`` (the mode), ``inputs`` (the files read) and ``model`` (where it was loaded).
-    """
-    used, missing = segmenter.sequences(case)
-    inputs = [case.image] if isinstance(case.image, str) else [p for p in case.image if p is not None]
-    return {
-        "case_id": case.case_id,
-        "segmentation": target.name,
-        "modalities_used": used,
-        "modalities_missing": missing,
-        "missing_modality": args.missing_modality,
-        "inputs": inputs,
-        "model": segmenter.settings.source,
-    }
-
-
 def save_outputs(
     result: dict, record: dict, case: CaseInput, target: Path, prob_target: Path | None, args: argparse.Namespace
 ) -> None:
@@ -400,7 +374,7 @@ def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Name
         if not _check_existing(target, prob_target, args):
             return CaseResult(case.case_id, target, skipped=True)
         images = segmenter.check(case)
-        record = case_record(segmenter, case, target, args)
+        record = segmenter.case_record(case, target)
         if case.missing and args.missing_modality == "zero":
             names = "/".join(record["modalities_missing"])
             print_warning(f"{case.case_id}: no {names} file: that branch gets zeros, expect lower quality")

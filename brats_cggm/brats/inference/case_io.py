@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "CaseInput",
     "LoadedNiftiReader",
     "SaveSegmentationd",
+    "case_record",
     "check_case_id",
     "check_inverted",
     "check_output_dir",
@@ -219,6 +220,42 @@ def record_path(segmentation: str | os.PathLike) -> Path:
     return path.with_name(strip_nifti_extension(path.name) + ".json")
 
 
+def case_record(
+    case_id: str,
+    segmentation: str | os.PathLike,
+    modalities: Sequence[str],
+    missing: Iterable[int],
+    missing_modality: str,
+    inputs: Sequence[str | os.PathLike],
+    model: str | None,
+) -> dict[str, Any]:
+    """The JSON record of a case's segmentation: which sequences it was predicted from.
+
+    Args:
+        case_id: the case.
+        segmentation: its segmentation file.
+        modalities: the network's modalities, in order.
+        missing: indices of the modalities the case lacks.
+        missing_modality: the mode (``error``, ``drop``, ``zero``).
+        inputs: the files read.
+        model: where the weights were loaded from.
+
+    Returns:
+        ``case_id``, ``segmentation`` (file name), ``modalities_used`` and ``modalities_missing`` (network
+        order), ``missing_modality``, ``inputs`` and ``model``.
+    """
+    absent = {int(i) for i in missing}
+    return {
+        "case_id": str(case_id),
+        "segmentation": Path(segmentation).name,
+        "modalities_used": [m for i, m in enumerate(modalities) if i not in absent],
+        "modalities_missing": [modalities[i] for i in sorted(absent)],
+        "missing_modality": missing_modality,
+        "inputs": [str(p) for p in inputs],
+        "model": model,
+    }
+
+
 def save_case_record(record: Mapping[str, Any], path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a case's JSON record atomically, with the no-replace rule of :func:`save_like_reference`.
 
@@ -328,19 +365,13 @@ class SaveSegmentationd(MapTransform):
             ``case_id``, ``segmentation`` (file name), ``modalities_used`` and ``modalities_missing`` (network
             order), ``missing_modality`` (the mode), ``inputs`` (the files read) and ``model``.
         """
-        names = self.modalities or []
         # decollation gives back an empty list as None and the indices as ints or 0-d tensors
-        missing = {int(i) for i in (data.get(self.missing_key) or [])}
+        missing = [int(i) for i in (data.get(self.missing_key) or [])]
         inputs = data.get(self.inputs_key) or [data[self.reference_key]]
-        return {
-            "case_id": str(data[self.case_id_key]),
-            "segmentation": path.name,
-            "modalities_used": [m for i, m in enumerate(names) if i not in missing],
-            "modalities_missing": [names[i] for i in sorted(missing)],
-            "missing_modality": self.missing_modality,
-            "inputs": [str(p) for p in ([inputs] if isinstance(inputs, str) else inputs)],
-            "model": self.model,
-        }
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        return case_record(
+            data[self.case_id_key], path, self.modalities or [], missing, self.missing_modality, inputs, self.model
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

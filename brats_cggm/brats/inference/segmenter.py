@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, cast
@@ -39,6 +40,7 @@ from brats_cggm.brats.inference.case_io import (
     CaseInput,
     LoadedNiftiReader,
     SaveSegmentationd,
+    case_record,
     check_inverted,
     inference_items,
     missing_file_text,
@@ -440,10 +442,21 @@ class BratsSegmenter:
             raise InputFileError(case.case_id, _missing_message(case, self.settings.modalities))
         return dict(loaded)
 
-    def sequences(self, case: CaseInput) -> tuple[list[str], list[str]]:
-        """The modalities of ``case`` the prediction reads, and those it lacks (network order)."""
-        names = self.settings.modalities
-        return [m for i, m in enumerate(names) if i not in case.missing], [names[i] for i in case.missing]
+    def case_record(self, case: CaseInput, segmentation: str | os.PathLike) -> dict[str, Any]:
+        """The JSON record of ``case``'s segmentation (:func:`~brats_cggm.brats.inference.case_io.case_record`).
+
+        Args:
+            case: the case.
+            segmentation: its segmentation file.
+
+        Returns:
+            The record: the sequences used and missing, the mode, the inputs read and the model.
+        """
+        inputs = [case.image] if isinstance(case.image, str) else [p for p in case.image if p is not None]
+        modalities = self.settings.modalities
+        return case_record(
+            case.case_id, segmentation, modalities, case.missing, self.missing_modality, inputs, self.settings.source
+        )
 
     def predictor_for(self, case: CaseInput) -> torch.nn.Module:
         """What the sliding window runs for ``case``: under ``"drop"``, a case lacking modalities is predicted
