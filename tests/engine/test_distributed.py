@@ -52,7 +52,7 @@ def test_all_reduce_mean_averages_over_ranks(ranks: list[dict]):
     assert [r["mean_of_rank"] for r in ranks] == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("run", ["uninterrupted", "resumed"])
+@pytest.mark.parametrize("run", ["uninterrupted", "resumed", "modality_dropout"])
 def test_ranks_train_on_different_data_yet_hold_identical_parameters_and_coefficients(ranks: list[dict], run: str):
     first, second = ranks[0][run], ranks[1][run]
     # the shards differ, so the local losses do: identity comes from DDP and the all-reduced ε
@@ -61,6 +61,12 @@ def test_ranks_train_on_different_data_yet_hold_identical_parameters_and_coeffic
     assert _max_abs_difference(first["params"], second["params"]) <= 1e-6
     # the coefficients moved away from their start (CGGM acted)
     assert len({tuple(step["B"]) for step in first["log"]}) == len(first["log"])
+
+
+def test_missing_modality_training_runs_under_ddp(ranks: list[dict]):
+    # absent encoders and heads take no part in a step: DDP with find_unused_parameters keeps the ranks in step
+    steps = ranks[0]["modality_dropout"]["log"]
+    assert any(v > 0 for step in steps for k, v in step["dropped"].items() if k.startswith("modality_dropout/step"))
 
 
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(ranks: list[dict]):

@@ -103,6 +103,10 @@ def main(out: Path) -> None:
     result["resumed_at"] = run.trainer.state.iteration
     run.trainer.run()
     result["resumed"] = run.result()
+
+    run = build(out / "modality_dropout", modality_dropout=0.5)
+    run.trainer.run()
+    result["modality_dropout"] = run.result()
     result["validation"] = validation_metric()
     result["output_dir"] = output_dir_decisions(out)
     torch.save(result, out / f"rank{rank}.pt")
