@@ -29,6 +29,7 @@ from brats_cggm.brats.inference.segmenter import (
 from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 from brats_cggm.cli.infer import main as infer_main
 from tests.helpers.inference_cases import MODALITIES, ROI, write_brats_case
+from tests.helpers.tiny_setup import trained_norms
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
@@ -40,14 +41,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
 
 def _network() -> MultiEncoderUNet:
     torch.manual_seed(0)
-    network = MultiEncoderUNet(MODALITIES, features=(4, 8, 16)).eval()
-    # Shifts as a trained network has: an encoder then maps a zero image to non-zero features, which drop leaves
-    # out (with the initial zero shifts, instance norm maps it to zeros and drop and zero agree).
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.InstanceNorm3d) and module.bias is not None:
-                module.bias.normal_(0.0, 0.5)
-    return network
+    return trained_norms(MultiEncoderUNet(MODALITIES, features=(4, 8, 16)).eval())
 
 
 @pytest.fixture(scope="module")

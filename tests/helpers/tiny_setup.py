@@ -43,3 +43,19 @@ def make_trainer(balancer: Balancer, batches: list, max_epochs: int = 1, seed: i
         aux_optimizer=torch.optim.SGD(heads.parameters(), lr=0.05),
         **kwargs,
     )
+
+
+def trained_norms(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give ``network``'s affine instance norms random scales and shifts, as training leaves them, in place.
+
+    At initialisation (scale 1, shift 0) an instance-normalised encoder maps a flat (zero) image to zero
+    features, and the fusion's normalisation cancels the mask's rescaling: an absent modality and a zeroed
+    image then predict the same, and a test could not tell the two definitions apart.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.instancenorm._InstanceNorm) and module.affine:
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.5)
+    return network

@@ -16,6 +16,7 @@ from brats_cggm.brats.model import build_network
 from brats_cggm.core.availability import availability_of
 from brats_cggm.core.shapley import all_subsets, mask_modalities, subset_key
 from tests.helpers.inference_cases import SHAPE, write_brats_case
+from tests.helpers.tiny_setup import trained_norms
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
 
@@ -27,13 +28,7 @@ def _tiny_network() -> torch.nn.Module:
     the fusion's normalisation cancels the mask's rescaling, so the two definitions would give the same values.
     """
     torch.manual_seed(0)
-    network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16)).eval()
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.modules.instancenorm._InstanceNorm) and module.affine:
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.5)
-    return network
+    return trained_norms(build_network("cpu", modalities=MODALITIES, features=(4, 8, 16)).eval())
 
 
 def test_mask_fast_path_equals_forward_features_for_every_subset():
@@ -140,12 +135,7 @@ def test_valuate_cases_values_differ_between_definitions_and_are_recorded():
 def test_a_subset_value_is_the_prediction_inference_drop_makes_from_only_those_files(tmp_path, absent_files):
     """One definition of absence: valuation's subset prediction on the full case equals ``--missing-modality
     drop`` on a folder holding only that subset's files (same weights, same case)."""
-    torch.manual_seed(0)
-    network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16)).eval()
-    with torch.no_grad():  # shifts as training leaves them, so that absence and a zero image differ
-        for module in network.modules():
-            if isinstance(module, torch.nn.InstanceNorm3d) and module.bias is not None:
-                module.bias.normal_(0.0, 0.5)
+    network = _tiny_network()
     # one window over the whole volume and no crop, so both see the same preprocessed grid
     settings = InferenceSettings(modalities=MODALITIES, roi_size=SHAPE, preprocessing={"crop_foreground": False})
     full_case = find_cases(write_brats_case(tmp_path / "full", "c", "ras"))[0][0]

@@ -36,6 +36,7 @@ from tests.helpers.inference_cases import (
     write_brats_case,
     write_msd_file,
 )
+from tests.helpers.tiny_setup import trained_norms
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +154,7 @@ def test_drop_predicts_with_the_availability_mask(tmp_path: Path):
     # one window over the whole volume and no crop: the output is the network's on the preprocessed input
     settings = InferenceSettings(modalities=MODALITIES, roi_size=SHAPE, preprocessing={"crop_foreground": False})
     torch.manual_seed(0)
-    network = MultiEncoderUNet(MODALITIES, features=(4, 8, 16)).eval()
-    # Shifts as a trained network has: an encoder then maps a zero image to non-zero features, which drop leaves
-    # out (with the initial zero shifts, instance norm maps it to zeros and the two modes agree).
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.InstanceNorm3d) and module.bias is not None:
-                module.bias.normal_(0.0, 0.5)
+    network = trained_norms(MultiEncoderUNet(MODALITIES, features=(4, 8, 16)).eval())
     drop = BratsSegmenter(network, settings, missing_modality="drop")
     x = drop.preprocessing(case)({"image": [p for p in case.image if p is not None]})["image"]
     assert tuple(x.shape) == (len(MODALITIES), *SHAPE)
