@@ -28,6 +28,7 @@ from brats_cggm.brats.inference.segmenter import (
 )
 from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 from brats_cggm.cli.infer import main as infer_main
+from tests.helpers.bundle_runs import error_messages
 from tests.helpers.inference_cases import MODALITIES, ROI, write_brats_case
 from tests.helpers.tiny_setup import trained_norms
 
@@ -77,14 +78,6 @@ def _run(bundle_dir: Path, dataset: Path, output_dir: Path, **overrides) -> None
     )
 
 
-def _messages(error: BaseException | None) -> str:
-    text = ""
-    while error is not None:
-        text += f"{error}\n"
-        error = error.__cause__ or error.__context__
-    return text
-
-
 def _labels(path: Path) -> np.ndarray:
     return np.asanyarray(nib.load(str(path)).dataobj)
 
@@ -93,7 +86,7 @@ def test_error_is_the_default_and_names_the_file_and_the_key(bundle_dir: Path, d
     out = tmp_path / "out"
     with pytest.raises(Exception) as excinfo:
         _run(bundle_dir, dataset, out)
-    message = _messages(excinfo.value)
+    message = error_messages(excinfo.value)
     assert f"b: no t1ce file (expected {dataset / 'b' / 'b_t1ce.nii.gz'})" in message
     assert "--missing_modality drop" in message
     assert not out.exists() or not any(out.iterdir())

@@ -14,6 +14,8 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 
+from tests.helpers.bundle_runs import error_messages
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "brats_cggm" / "configs"
 TINY = {
@@ -42,14 +44,6 @@ def _rewrite(path: Path, change) -> None:
     nib.save(nib.Nifti1Image(data, image.affine), str(path))
 
 
-def _messages(error: BaseException | None) -> str:
-    text = ""
-    while error is not None:
-        text += f"{error}\n"
-        error = error.__cause__ or error.__context__
-    return text
-
-
 def _train_in_process(dataset_dir: Path, output_dir: Path, **overrides) -> None:
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "train.yaml"),
@@ -67,7 +61,7 @@ def _fails_before_training(dataset_dir: Path, output_dir: Path, **overrides) -> 
     with pytest.raises(Exception) as excinfo:
         _train_in_process(dataset_dir, output_dir, **overrides)
     assert not (output_dir / "models").exists(), "no iteration may run (and no checkpoint be written)"
-    return _messages(excinfo.value)
+    return error_messages(excinfo.value)
 
 
 @pytest.mark.parametrize(
@@ -189,7 +183,7 @@ def test_inference_bundle_rejects_a_nan_case(phantom_dataset: Path, tiny_run_dir
             output_dir=str(out),
             device="cpu",
         )
-    assert f"{flair}: contains NaN or infinite values" in _messages(excinfo.value)
+    assert f"{flair}: contains NaN or infinite values" in error_messages(excinfo.value)
     assert not (out / "BraTS2021_00001.nii.gz").exists()
 
 

@@ -43,3 +43,13 @@ def train_tiny_run(output_dir: Path, dataset_dir: Path, overlays: tuple[str, ...
     workflow.run()
     workflow.finalize()
     return output_dir
+
+
+def error_messages(error: BaseException | None) -> str:
+    """The messages of an exception and of every exception it was raised from or during, one per line
+    (a bundle workflow wraps the error it met, so the cause holds the message a user reads)."""
+    text = ""
+    while error is not None:
+        text += f"{error}\n"
+        error = error.__cause__ or error.__context__
+    return text
