@@ -58,7 +58,19 @@ def test_balancer_overlays_replace_the_default(bundle: str):
     for overlay in sorted((REPO / "configs" / "balancers").glob("*.yaml")):
         name = overlay.stem
         balancer = _balancer(bundle, *extra, f"configs/balancers/{overlay.name}")
-        assert balancer.name == name
+        # the dropout baseline is joint training with the missing-modality option, not a balancer
+        assert balancer.name == ("joint" if name == "dropout" else name)
+
+
+@pytest.mark.parametrize("bundle", [BRATS, MULTIMODAL])
+def test_the_dropout_overlay_turns_on_missing_modality_training_in_both_bundles(bundle: str):
+    extra = ["configs/tasks/mosi.yaml"] if bundle == MULTIMODAL else []
+    parser = ConfigParser()
+    parser.read_config([str(REPO / f) for f in (bundle, *extra)])
+    assert parser.get_parsed_content("modality_dropout_sampler").p == 0.0  # off by default
+    parser = ConfigParser()
+    parser.read_config([str(REPO / f) for f in (bundle, *extra, "configs/balancers/dropout.yaml")])
+    assert parser.get_parsed_content("modality_dropout_sampler").p == 0.25
 
 
 def test_cggm_block_is_the_same_everywhere_and_holds_no_settings():
