@@ -46,7 +46,7 @@ def read_rows(root: Path) -> list[dict]:
                 if subset == "none":
                     continue
                 for region in REGIONS:
-                    rows.append(_row(model, run, subset, region, dice[region], summary["absent"]))
+                    rows.append(_row(model, run, root, subset, region, dice[region], summary["absent"]))
     for modality in MODALITIES:
         for run in sorted((root / "reference" / f"unimodal-{modality}").glob("seed*")):
             metrics = run / "metrics.json"
@@ -54,11 +54,12 @@ def read_rows(root: Path) -> list[dict]:
                 continue
             validation = json.loads(metrics.read_text())["validation"]
             for region in REGIONS:
-                rows.append(_row(f"{modality} only", run, modality, region, validation[f"val/dice/{region.lower()}"]))
+                dice = validation[f"val/dice/{region.lower()}"]
+                rows.append(_row(f"{modality} only", run, root, modality, region, dice))
     return rows
 
 
-def _row(model: str, run: Path, subset: str, region: str, dice: float, absent: str = "dedicated") -> dict:
+def _row(model: str, run: Path, root: Path, subset: str, region: str, dice: float, absent: str = "dedicated") -> dict:
     return {
         "model": model,
         "seed": int(run.name.removeprefix("seed")),
@@ -66,7 +67,7 @@ def _row(model: str, run: Path, subset: str, region: str, dice: float, absent: s
         "region": region,
         "dice": float(dice),
         "absent": absent,
-        "run": str(run),
+        "run": str(run.relative_to(root)),
     }
 
 
