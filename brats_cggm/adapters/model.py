@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from brats_cggm.core.availability import check_availability, select_rows
+from brats_cggm.core.availability import check_availability, fused_modalities, select_rows
 from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
@@ -297,12 +297,7 @@ class MultimodalTransformer(nn.Module):
         if available is not None:
             available = check_availability(available, batch, num)
         features, masks = self.encode(x, available)
-        fused = available
-        if fusion_mask is not None:
-            base = available if available is not None else torch.ones(batch, num, dtype=torch.bool)
-            fused = check_availability(fusion_mask, batch, num, allow_empty=True).cpu() & base.cpu()
-            fused = torch.where(fused.any(1, keepdim=True), fused, base.cpu())
-        head_input = self.fuse(features, masks, fused)
+        head_input = self.fuse(features, masks, fused_modalities(available, fusion_mask, batch, num))
         return MultimodalOutput(
             logits=self.output_layer(head_input), features=features, head_input=head_input, available=available
         )

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution, UnetResBlock, UnetUpBlock
 from monai.networks.layers.factories import Conv
 
-from brats_cggm.core.availability import availability_of, check_availability, fusion_weights
+from brats_cggm.core.availability import availability_of, check_availability, fused_modalities, fusion_weights
 from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
@@ -309,7 +309,7 @@ class MultiEncoderUNet(nn.Module):
                     parts.append(modality[k])
                 else:
                     shape = (-1,) + (1,) * (modality[k].ndim - 1)
-                    parts.append(modality[k] * weights[:, i].to(modality[k].dtype).view(shape))
+                    parts.append(modality[k] * weights[:, i].to(modality[k]).view(shape))
             fused.append(fuse(torch.cat(parts, dim=1)))
         return self.decoder(fused)
 
@@ -348,11 +348,7 @@ class MultiEncoderUNet(nn.Module):
         if available is not None:
             available = check_availability(available, batch, num).to(x.device)
         features = self.encode(x, available)
-        fused = available
-        if fusion_mask is not None:
-            base = available if available is not None else torch.ones(batch, num, dtype=torch.bool, device=x.device)
-            fused = check_availability(fusion_mask, batch, num, allow_empty=True).to(x.device) & base
-            fused = torch.where(fused.any(1, keepdim=True), fused, base)
+        fused = fused_modalities(available, fusion_mask, batch, num)
         weights = None if fused is None else fusion_weights(fused)
         h = self.fuse_and_decode(features, weights)
         return MultimodalOutput(logits=self.output_layer(h), features=features, head_input=h, available=available)

@@ -21,7 +21,14 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-__all__ = ["availability_of", "check_availability", "draw_availability", "fusion_weights", "select_rows"]
+__all__ = [
+    "availability_of",
+    "check_availability",
+    "draw_availability",
+    "fused_modalities",
+    "fusion_weights",
+    "select_rows",
+]
 
 SelectedT = TypeVar("SelectedT")
 
@@ -109,6 +116,30 @@ def draw_availability(
             pick = torch.randint(num, (int(empty.sum()),), generator=generator)
             available[empty.nonzero().flatten(), pick] = True
     return available
+
+
+def fused_modalities(
+    available: torch.Tensor | None, fusion_mask: torch.Tensor | None, batch_size: int, num_modalities: int
+) -> torch.Tensor | None:
+    """The modalities each sample fuses: the available ones that a balancer's fusion mask keeps.
+
+    A sample the fusion mask would leave without a modality fuses all its available ones.
+
+    Args:
+        available: ``(B, M)`` availability mask, already checked (None: every modality).
+        fusion_mask: ``(B, M)`` booleans of a balancer's drop (None: no drop).
+        batch_size: B.
+        num_modalities: M.
+
+    Returns:
+        ``(B, M)`` boolean mask, on ``available``'s (else ``fusion_mask``'s) device; None when both are None.
+    """
+    if fusion_mask is None:
+        return available
+    mask = check_availability(fusion_mask, batch_size, num_modalities, allow_empty=True)
+    base = available if available is not None else torch.ones_like(mask)
+    mask = mask.to(base.device) & base
+    return torch.where(mask.any(1, keepdim=True), mask, base)
 
 
 def fusion_weights(available: torch.Tensor) -> torch.Tensor:
