@@ -119,6 +119,7 @@ class InfoRegBalancer(Balancer):
         regulate = self.window & (gaps > 0) & active
         self._scalars = {}
         for i, name in enumerate(self.modalities):
+            self.activity_statistics.flag(f"inforeg/regulated/{name}", bool(regulate[i]))
             self._scalars[f"inforeg/grad_sq/{name}"] = float(squared[i])
             self._scalars[f"inforeg/gap/{name}"] = float(gaps[i])
             self._scalars[f"inforeg/window/{name}"] = float(self.window[i])
@@ -126,6 +127,7 @@ class InfoRegBalancer(Balancer):
             if not regulate[i]:
                 continue
             self.regulated_steps[i] += 1
+            self.activity_statistics.observe(f"inforeg/alpha/{name}", float(alphas[i]))
             params = list(module_list(ctx.network, "encoders")[i].parameters())
             for p, ref in zip(params, self.reference[i], strict=True):
                 if p.grad is None:
@@ -141,6 +143,9 @@ class InfoRegBalancer(Balancer):
         self.trace_steps = 0
         if len(self.traces) >= 2:
             self.window = prime_window(self.traces[-1], self.traces[-2], self.threshold)
+            # activity (docs/methods.md §0.3): epochs whose window is open, per modality
+            for i, name in enumerate(self.modalities):
+                self.activity_statistics.add(f"inforeg/window_epochs/{name}", float(self.window[i]))
         self._epoch_scalars = {}
         for i, name in enumerate(self.modalities):
             self._epoch_scalars[f"inforeg/trace/{name}"] = float(mean[i])
@@ -159,6 +164,7 @@ class InfoRegBalancer(Balancer):
             "window": self.window.clone(),
             "reference": None if self.reference is None else [[t.cpu().clone() for t in r] for r in self.reference],
             "regulated_steps": self.regulated_steps.clone(),
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -173,3 +179,4 @@ class InfoRegBalancer(Balancer):
                 device = next(self.network.parameters()).device
             self.reference = [[t.clone().to(device) if device else t.clone() for t in r] for r in reference]
         self.regulated_steps = state_dict["regulated_steps"].clone().float()
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

@@ -98,13 +98,23 @@ class OPMBalancer(Balancer):
 
     def fusion_mask(self, epoch: int, batch_size: int) -> torch.Tensor | None:
         self.steps += 1
-        executed = epoch > self.warmup_epochs and bool(self.probabilities.sum() > 0)
+        after_warmup = epoch > self.warmup_epochs
+        executed = after_warmup and bool(self.probabilities.sum() > 0)
         executed = executed and float(torch.rand(())) < self.p_exe
         self._scalars["opm/executed"] = float(executed)
+        # activity (docs/methods.md §0.3): executed steps / steps, q per modality after the warm-up, and the
+        # fraction of an executed step's samples left out of fusion per modality
+        self.activity_statistics.flag("opm/executed", executed)
+        if after_warmup:
+            for i, name in enumerate(self.modalities):
+                self.activity_statistics.observe(f"opm/q/{name}", float(self.probabilities[i]))
         if not executed:
             return None
         self.executed += 1
-        return draw_availability(batch_size, self.probabilities, self.keep_one)
+        mask = draw_availability(batch_size, self.probabilities, self.keep_one)
+        for i, name in enumerate(self.modalities):
+            self.activity_statistics.observe(f"opm/dropped/{name}", 1.0 - float(mask[:, i].float().mean()))
+        return mask
 
     def extra_loss(self, ctx: StepContext) -> None:
         scores = modality_scores(ctx, self.score)
@@ -122,6 +132,7 @@ class OPMBalancer(Balancer):
             "probabilities": self.probabilities.clone(),
             "executed": self.executed,
             "steps": self.steps,
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -129,3 +140,4 @@ class OPMBalancer(Balancer):
         self.probabilities = state_dict["probabilities"].clone().float()
         self.executed = int(state_dict["executed"])
         self.steps = int(state_dict["steps"])
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

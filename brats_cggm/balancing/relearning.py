@@ -295,6 +295,10 @@ class RelearningBalancer(Balancer):
             self._scalars[f"relearning/gap/{name}"] = float(gaps[i])
             self._scalars[f"relearning/alpha/{name}"] = float(alphas[i])
         self._scalars["relearning/reinit_count"] = float(self.reinit_count)
+        # activity (docs/methods.md §0.3): the number of resets and each reset's α per modality
+        self.activity_statistics.add("relearning/resets")
+        for i, name in enumerate(self.modalities):
+            self.activity_statistics.record(f"relearning/alpha/{name}/reset{self.reinit_count}", float(alphas[i]))
 
     @torch.no_grad()
     def diagnose(
@@ -356,6 +360,7 @@ class RelearningBalancer(Balancer):
             "reinit_count": self.reinit_count,
             "initial": self.initial,
             "last": {k: v.clone() for k, v in self.last.items()},
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -363,3 +368,4 @@ class RelearningBalancer(Balancer):
         if state_dict.get("initial") is not None:
             self.initial = [[t.clone() for t in r] for r in state_dict["initial"]]
         self.last = {k: v.clone().float() for k, v in state_dict["last"].items()}
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

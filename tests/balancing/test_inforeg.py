@@ -97,3 +97,25 @@ def test_epoch_trace_scalars_survive_the_next_steps():
     assert scalars["inforeg/trace/flair"] == pytest.approx(1.5)
     assert scalars["inforeg/grad_sq/t2"] == pytest.approx(1.5)
     assert all(tag.startswith("inforeg/") for tag in scalars)
+
+
+def test_activity_counts_window_epochs_and_regulated_steps():
+    net = FakeNet()
+    balancer = InfoRegBalancer(MODALITIES, threshold=0.04)
+    balancer.attach(SimpleNamespace(network=net))
+    for epoch, squares in enumerate([[1.0, 1.0, 1.0, 1.0], [2.0, 1.0, 1.01, 0.5]], start=1):
+        for i, enc in enumerate(net.encoders):
+            enc.weight.grad = torch.zeros_like(enc.weight)
+            enc.weight.grad[0, 0] = math.sqrt(squares[i])
+        balancer.after_backward(SimpleNamespace(network=net, utilization=torch.zeros(4), epoch=epoch))
+        balancer.epoch_completed(epoch)
+    # window after epoch 2: flair only; a step of epoch 3 in which flair outperforms the others is regulated
+    balancer.after_backward(SimpleNamespace(network=net, utilization=torch.tensor([0.8, 0.5, 0.3, 0.3]), epoch=3))
+    activity = balancer.activity()
+    assert activity["inforeg/window_epochs/flair"] == 1.0 and activity["inforeg/window_epochs/t1ce"] == 0.0
+    assert activity["inforeg/regulated/flair"] == pytest.approx(1 / 3)  # one of three steps
+    assert activity["inforeg/regulated/t1ce"] == 0.0  # outperforms some, but its window is closed
+    assert activity["inforeg/alpha/flair/mean"] == pytest.approx(math.exp(0.9 * math.tanh((0.3 + 0.5 + 0.5) / 3)))
+    restored = InfoRegBalancer(MODALITIES)
+    restored.load_state_dict(balancer.state_dict())
+    assert restored.activity() == activity

@@ -110,6 +110,11 @@ def test_epoch_end_schedule_and_blend_towards_init():
     restored = RelearningBalancer(MODALITIES)
     restored.load_state_dict(balancer.state_dict())
     assert restored.reinit_count == 1 and restored.initial is not None
+    # activity (docs/methods.md §0.3): one reset, its α per modality, kept across a resume
+    activity = balancer.activity()
+    assert activity["relearning/resets"] == 1.0
+    assert activity[f"relearning/alpha/{MODALITIES[0]}/reset1"] == scalars[f"relearning/alpha/{MODALITIES[0]}"]
+    assert restored.activity() == activity
 
 
 def test_per_sample_features_for_classification_tasks():
