@@ -72,11 +72,15 @@ class Balancer:
         name: the registry name; also the TensorBoard prefix of :meth:`scalars`.
         detach_aux_features: whether the auxiliary heads see detached encoder features (CGGM) or
             train through the encoders (MMPareto).
+        exclude_unfused: whether a sample that :meth:`fusion_mask` leaves without any of its available
+            modalities takes no part in the fused prediction's loss of the step (OPM's
+            ``all_dropped="exclude"``); otherwise such a sample fuses every modality it has.
         activity_statistics: the run's activity statistics, fed by the subclass (see :meth:`activity`).
     """
 
     name: str = "joint"
     detach_aux_features: bool = True
+    exclude_unfused: bool = False
 
     def __init__(self, modalities: Sequence[str] = ()) -> None:
         self.modalities = tuple(modalities)

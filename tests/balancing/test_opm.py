@@ -77,3 +77,17 @@ def test_activity_drop_rate_q_and_dropped_fraction():
     other = OPMBalancer(MODALITIES)
     other.load_state_dict(balancer.state_dict())
     assert other.activity() == activity
+
+
+def test_all_dropped_exclude_leaves_empty_samples_to_the_trainer():
+    torch.manual_seed(0)
+    balancer = OPMBalancer(("flair", "t1ce"), warmup_epochs=0, p_exe=1.0, all_dropped="exclude")
+    assert balancer.exclude_unfused and not OPMBalancer(("flair", "t1ce")).exclude_unfused
+    balancer.probabilities = torch.tensor([0.9, 0.9])
+    mask = balancer.fusion_mask(1, 400)
+    assert mask is not None
+    empty = float((~mask.any(1)).float().mean())
+    assert empty == pytest.approx(0.81, abs=0.06)  # no sample is given a modality back
+    assert balancer.activity()["opm/excluded/mean"] == pytest.approx(empty)
+    with pytest.raises(ValueError, match="all_dropped"):
+        OPMBalancer(MODALITIES, all_dropped="skip")
