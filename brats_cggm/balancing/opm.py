@@ -22,9 +22,9 @@ Scores: as OGM (the paper's summed true-class softmax has no segmentation counte
 heads' utilization (BraTS: mean Dice of TC, WT, ET; ``score="utilization"``) or ``exp(−L_u)``
 (``score="loss"``).
 
-Step order: the feature hook runs before the heads score the batch, so q is computed from the previous
-step's scores (a one-step lag; the paper computes the scores with an extra forward pass on the same
-batch, which costs a full forward per step).
+Step order: the fusion mask is drawn before the forward pass and the heads score the batch after it, so q
+is computed from the previous step's scores (a one-step lag; the authors' code scores the batch from the
+same forward pass's encoder features, through the fusion head's weights, before it drops).
 """
 
 from __future__ import annotations
