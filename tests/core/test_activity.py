@@ -72,3 +72,15 @@ def test_load_rejects_an_unknown_record_and_accepts_none():
 
 def test_joint_training_reports_no_activity():
     assert Balancer(("a", "b")).activity() == {}
+
+
+def test_state_survives_a_weights_only_checkpoint(tmp_path):
+    stats = ActivityStatistics()
+    stats.observe("x", 0.5)
+    stats.flag("f", True)
+    stats.add("n", 2)
+    stats.record("v", 0.1)  # its min and max stay infinite
+    torch.save({"activity": stats.state_dict()}, tmp_path / "checkpoint.pt")
+    restored = ActivityStatistics()
+    restored.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["activity"])
+    assert restored.summary() == stats.summary()
