@@ -128,6 +128,8 @@ class CGGMBalancer(Balancer):
         coefficients = cggm_coefficients(delta, self.rho, self.s_min, self.clamp)
         active = self.is_active(ctx.epoch)
         self.coefficients = coefficients if active else torch.ones_like(coefficients)
+        if active:
+            self._record_activity(delta, coefficients)
         scalars: dict[str, Any] = {}
         for i, name in enumerate(self.modalities):
             scalars[f"cggm/epsilon/{name}"] = self.previous_epsilon[i]
@@ -182,6 +184,16 @@ class CGGMBalancer(Balancer):
             self._scalars[f"cggm/cos/{self.modalities[i]}"] = cosine.detach()
         self._scalars["cggm/L_gm"] = loss.detach()
 
+    def _record_activity(self, delta: torch.Tensor, coefficients: torch.Tensor) -> None:
+        """Activity of a modulated step (``docs/methods.md`` §0.3): B per modality, whether the neutral value
+        was used (|S| < s_min) and, per modality, whether the clamp changed B."""
+        stats = self.activity_statistics
+        stats.flag("cggm/neutral", self.s_min > 0 and abs(float(delta.sum())) < self.s_min)
+        unclamped = cggm_coefficients(delta, self.rho, self.s_min, clamp=False)
+        for i, name in enumerate(self.modalities):
+            stats.observe(f"cggm/B/{name}", float(coefficients[i]))
+            stats.flag(f"cggm/clamped/{name}", bool(unclamped[i] != coefficients[i]))
+
     @torch.no_grad()
     def after_backward(self, ctx: StepContext) -> None:
         if not self.is_active(ctx.epoch):
@@ -199,6 +211,7 @@ class CGGMBalancer(Balancer):
             "coefficients": self.coefficients.clone(),
             "stale_value": self.stale_value,
             "stale_grad": self.stale_grad,
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -209,3 +222,4 @@ class CGGMBalancer(Balancer):
         self.coefficients = state_dict["coefficients"].clone().float()
         self.stale_value = state_dict.get("stale_value")
         self.stale_grad = state_dict.get("stale_grad")
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

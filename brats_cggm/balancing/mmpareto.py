@@ -112,13 +112,21 @@ class MMParetoBalancer(Balancer):
                 conflict = cos <= 0
                 self.conflicts[i] += float(conflict)
                 name = self.modalities[i] if i < len(self.modalities) else str(i)
+                # activity (docs/methods.md §0.3): how often the two gradients conflict, the fused one's weight
+                self.activity_statistics.flag(f"mmpareto/conflict/{name}", bool(conflict))
+                self.activity_statistics.observe(f"mmpareto/c_mm/{name}", float(c_mm))
                 self._scalars[f"mmpareto/cos/{name}"] = cos
                 self._scalars[f"mmpareto/c_mm/{name}"] = c_mm
                 self._scalars[f"mmpareto/conflict/{name}"] = float(conflict)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"conflicts": self.conflicts.clone(), "steps": self.steps}
+        return {
+            "conflicts": self.conflicts.clone(),
+            "steps": self.steps,
+            "activity": self.activity_statistics.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.conflicts = state_dict["conflicts"].clone().float()
         self.steps = int(state_dict["steps"])
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

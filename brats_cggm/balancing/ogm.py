@@ -143,6 +143,10 @@ class OGMGEBalancer(Balancer):
         ratios = discrepancy_ratios(scores, self.reference)
         active = self.is_active(ctx.epoch)
         self.coefficients = ogm_coefficients(ratios, self.alpha) if active else torch.ones_like(ratios)
+        if active:  # activity (docs/methods.md §0.3): k per modality and how often it throttled (k < 1)
+            for i, name in enumerate(self.modalities):
+                self.activity_statistics.observe(f"ogm_ge/k/{name}", float(self.coefficients[i]))
+                self.activity_statistics.flag(f"ogm_ge/throttled/{name}", bool(self.coefficients[i] < 1.0))
         self._scalars = {}
         for i, name in enumerate(self.modalities):
             self._scalars[f"ogm_ge/score/{name}"] = float(scores[i])
@@ -169,11 +173,13 @@ class OGMGEBalancer(Balancer):
             "coefficients": self.coefficients.clone(),
             "steps": self.steps,
             "generators": {k: g.get_state() for k, g in self._generators.items()},
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.coefficients = state_dict["coefficients"].clone().float()
         self.steps = int(state_dict["steps"])
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))
         self._generators = {}
         for key, gen_state in state_dict.get("generators", {}).items():
             try:

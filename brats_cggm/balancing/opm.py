@@ -7,22 +7,24 @@ often a dominant modality's features are dropped before fusion: with ``ρ_u > 1`
 
 every sample's modality u is left out of fusion with probability ``q_u`` (the network's fusion mask:
 all levels together; its encoder and auxiliary head still run). The fused modalities are rescaled by the
-one fusion rule of :mod:`brats_cggm.core.availability` (``M/|S|`` per sample), where the paper rescales
-modality u by ``1/(1 − q_u)`` (inverted dropout, θ = q_u): both keep the fusion's input at its expected
-scale, and one rule serves training-time absence, valuation and inference alike. Dropping happens on a
-batch with probability ``p_exe`` and after ``warmup_epochs`` epochs of plain joint training.
+one fusion rule of :mod:`brats_cggm.core.availability` (``M/|S|`` per sample), where the authors' code
+rescales every modality's features by ``1/(1 − θ)`` with ``θ = Σ_m d_m q_m / Σ_m d_m`` (d_m: modality m's
+feature width): both keep the fusion's input at its expected scale, and one rule serves training-time
+absence, valuation and inference alike. Dropping happens on a batch with probability ``p_exe`` and after
+``warmup_epochs`` epochs of plain joint training.
 
 M > 2: ratio against the **mean** of the other modalities by default (``reference="min"`` available);
-several modalities can be dominant, each is dropped with its own q_u, and ``keep_one`` never drops all
-modalities of a sample.
+several modalities can be dominant, each is dropped with its own q_u. A sample drawn without any modality
+keeps one (``all_dropped="keep_one"``, default) or, as in the authors' code, takes no part in the fused
+loss of that step (``all_dropped="exclude"``).
 
 Scores: as OGM (the paper's summed true-class softmax has no segmentation counterpart): the auxiliary
 heads' utilization (BraTS: mean Dice of TC, WT, ET; ``score="utilization"``) or ``exp(−L_u)``
 (``score="loss"``).
 
-Step order: the feature hook runs before the heads score the batch, so q is computed from the previous
-step's scores (a one-step lag; the paper computes the scores with an extra forward pass on the same
-batch, which costs a full forward per step).
+Step order: the fusion mask is drawn before the forward pass and the heads score the batch after it, so q
+is computed from the previous step's scores (a one-step lag; the authors' code scores the batch from the
+same forward pass's encoder features, through the fusion head's weights, before it drops).
 """
 
 from __future__ import annotations
@@ -37,11 +39,25 @@ from brats_cggm.balancing.registry import register_balancer
 from brats_cggm.core.availability import draw_availability
 from brats_cggm.core.balancer import Balancer, StepContext
 
-__all__ = ["OPMBalancer", "opm_drop_probabilities"]
+__all__ = ["ALL_DROPPED", "OPMBalancer", "opm_drop_probabilities"]
+
+#: What happens to a sample whose every modality is drawn dropped (``OPMBalancer(all_dropped=...)``).
+ALL_DROPPED = ("keep_one", "exclude")
 
 
 def opm_drop_probabilities(ratios: torch.Tensor, q_base: float, lam: float, q_max: float = 0.95) -> torch.Tensor:
-    """``q_u = q_base·(1 + λ·tanh(ρ_u − 1))`` where ``ρ_u > 1``, else 0; capped at ``q_max``."""
+    """OPM's drop probabilities ``q_u = q_base·(1 + λ·tanh(ρ_u − 1))`` where ``ρ_u > 1``, else 0 (``docs/methods.md``
+    §2.3).
+
+    Args:
+        ratios: the discrepancy ratios ρ, shape ``(M,)``.
+        q_base: the base drop probability.
+        lam: λ, the ratio's weight.
+        q_max: the cap of q.
+
+    Returns:
+        q, shape ``(M,)``, in ``[0, q_max]``.
+    """
     q = q_base * (1.0 + lam * torch.tanh(ratios.float() - 1.0))
     return torch.where(ratios > 1.0, q, torch.zeros_like(q)).clamp(0.0, q_max)
 
@@ -59,7 +75,11 @@ class OPMBalancer(Balancer):
         reference: ``"mean"`` or ``"min"`` of the other modalities' scores.
         score: ``"utilization"`` or ``"loss"``, as :class:`~brats_cggm.balancing.ogm.OGMGEBalancer`.
         q_max: cap of q (a probability of 1 would make the rescaling infinite).
-        keep_one: never drop every modality of a sample.
+        keep_one: with ``all_dropped="keep_one"``, never drop every modality of a sample (one, chosen
+            uniformly, stays); False lets such a sample fuse every modality it has (no drop for it).
+        all_dropped: what happens to a sample whose every modality is drawn dropped: ``"keep_one"`` (as
+            ``keep_one`` says) or ``"exclude"`` (the authors' code: the sample takes no part in the fused
+            prediction's loss of that step; see ``docs/methods.md`` §2.4).
     """
 
     @classmethod
@@ -78,6 +98,7 @@ class OPMBalancer(Balancer):
         score: str = "utilization",
         q_max: float = 0.95,
         keep_one: bool = True,
+        all_dropped: str = "keep_one",
     ) -> None:
         super().__init__(modalities)
         if len(self.modalities) < 2:
@@ -90,7 +111,11 @@ class OPMBalancer(Balancer):
             raise ValueError(f"q_max must be in [0, 1), got {q_max}")
         self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
         self.warmup_epochs, self.reference, self.score = int(warmup_epochs), reference, score
-        self.q_max, self.keep_one = float(q_max), bool(keep_one)
+        if all_dropped not in ALL_DROPPED:
+            raise ValueError(f"all_dropped must be one of {ALL_DROPPED}, got {all_dropped!r}")
+        self.q_max, self.keep_one, self.all_dropped = float(q_max), bool(keep_one), all_dropped
+        # read by the trainer on this instance: the samples the drop leaves empty leave the fused loss
+        self.exclude_unfused = all_dropped == "exclude"
         self.ratios = torch.ones(len(self.modalities))
         self.probabilities = torch.zeros(len(self.modalities))
         self.executed = 0
@@ -98,13 +123,25 @@ class OPMBalancer(Balancer):
 
     def fusion_mask(self, epoch: int, batch_size: int) -> torch.Tensor | None:
         self.steps += 1
-        executed = epoch > self.warmup_epochs and bool(self.probabilities.sum() > 0)
+        after_warmup = epoch > self.warmup_epochs
+        executed = after_warmup and bool(self.probabilities.sum() > 0)
         executed = executed and float(torch.rand(())) < self.p_exe
         self._scalars["opm/executed"] = float(executed)
+        # activity (docs/methods.md §0.3): executed steps / steps, q per modality after the warm-up, and the
+        # fraction of an executed step's samples left out of fusion per modality
+        self.activity_statistics.flag("opm/executed", executed)
+        if after_warmup:
+            for i, name in enumerate(self.modalities):
+                self.activity_statistics.observe(f"opm/q/{name}", float(self.probabilities[i]))
         if not executed:
             return None
         self.executed += 1
-        return draw_availability(batch_size, self.probabilities, self.keep_one)
+        mask = draw_availability(batch_size, self.probabilities, self.keep_one and not self.exclude_unfused)
+        for i, name in enumerate(self.modalities):
+            self.activity_statistics.observe(f"opm/dropped/{name}", 1.0 - float(mask[:, i].float().mean()))
+        if self.exclude_unfused:
+            self.activity_statistics.observe("opm/excluded", 1.0 - float(mask.any(1).float().mean()))
+        return mask
 
     def extra_loss(self, ctx: StepContext) -> None:
         scores = modality_scores(ctx, self.score)
@@ -122,6 +159,7 @@ class OPMBalancer(Balancer):
             "probabilities": self.probabilities.clone(),
             "executed": self.executed,
             "steps": self.steps,
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -129,3 +167,4 @@ class OPMBalancer(Balancer):
         self.probabilities = state_dict["probabilities"].clone().float()
         self.executed = int(state_dict["executed"])
         self.steps = int(state_dict["steps"])
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

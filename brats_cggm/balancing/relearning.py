@@ -44,10 +44,12 @@ from brats_cggm.core.distributed import all_reduce_mean, unwrap
 from brats_cggm.core.modules import forward_features, module_list
 
 __all__ = [
+    "SCALES",
     "RelearningBalancer",
     "cluster_purity",
     "find_validation_loader",
     "kmeans",
+    "minmax_scale",
     "reinit_alpha",
     "soft_reinit_",
     "voxel_samples",
@@ -94,6 +96,31 @@ def kmeans(
             break
         assign = updated
     return assign, c
+
+
+#: How features are scaled before k-means (``RelearningBalancer(scale=...)``).
+SCALES = ("none", "minmax")
+
+
+def minmax_scale(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+    """Each feature (column) mapped linearly onto ``[low, high]`` over the samples (``docs/methods.md`` §4.1).
+
+    The authors' code scales the features this way (scikit-learn's ``MinMaxScaler(feature_range=(-1, 1))``)
+    before k-means, each set of samples on its own; a constant feature goes to ``low``, as there.
+
+    Args:
+        x: ``(N, D)`` samples.
+        low: the lower end.
+        high: the upper end.
+
+    Returns:
+        ``(N, D)`` scaled samples (float).
+    """
+    x = x.float()
+    minimum = x.min(0, keepdim=True).values
+    spread = x.max(0, keepdim=True).values - minimum
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    return low + (x - minimum) / spread * (high - low)
 
 
 def cluster_purity(assignments: torch.Tensor, labels: torch.Tensor) -> float:
@@ -208,6 +235,8 @@ class RelearningBalancer(Balancer):
             size of the training batches (no crop where they match; never used for ``(B, C)`` inputs).
         kmeans_iters: Lloyd iterations.
         seed: seed of the voxel draws, crops and k-means seeding.
+        scale: ``"none"`` (the features as they are) or ``"minmax"`` (each feature onto [−1, 1] over the samples
+            of the set being clustered, the authors' code; :func:`minmax_scale`).
     """
 
     @classmethod
@@ -234,10 +263,14 @@ class RelearningBalancer(Balancer):
         crop_size: Sequence[int] | None = None,
         kmeans_iters: int = 30,
         seed: int = 0,
+        scale: str = "none",
     ) -> None:
         super().__init__(modalities)
         if reinit_epoch < 1:
             raise ValueError(f"reinit_epoch must be at least 1, got {reinit_epoch}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        self.scale = scale
         self.heldout_loader = heldout_loader
         self.lam, self.reinit_epoch, self.reinit_num = float(lam), int(reinit_epoch), int(reinit_num)
         self.num_clusters = None if num_clusters is None else int(num_clusters)
@@ -295,6 +328,10 @@ class RelearningBalancer(Balancer):
             self._scalars[f"relearning/gap/{name}"] = float(gaps[i])
             self._scalars[f"relearning/alpha/{name}"] = float(alphas[i])
         self._scalars["relearning/reinit_count"] = float(self.reinit_count)
+        # activity (docs/methods.md §0.3): the number of resets and each reset's α per modality
+        self.activity_statistics.add("relearning/resets")
+        for i, name in enumerate(self.modalities):
+            self.activity_statistics.record(f"relearning/alpha/{name}/reset{self.reinit_count}", float(alphas[i]))
 
     @torch.no_grad()
     def diagnose(
@@ -346,6 +383,8 @@ class RelearningBalancer(Balancer):
         purities = torch.zeros(len(self.modalities))
         for i in range(len(self.modalities)):
             x, y = torch.cat(samples[i]), torch.cat(labels[i])
+            if self.scale == "minmax":
+                x = minmax_scale(x)
             k = self.num_clusters or (region_channels + 1 if region_channels else int(torch.unique(y).numel()))
             assign, _ = kmeans(x, k, self.kmeans_iters, generator)
             purities[i] = cluster_purity(assign, y)
@@ -356,6 +395,7 @@ class RelearningBalancer(Balancer):
             "reinit_count": self.reinit_count,
             "initial": self.initial,
             "last": {k: v.clone() for k, v in self.last.items()},
+            "activity": self.activity_statistics.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -363,3 +403,4 @@ class RelearningBalancer(Balancer):
         if state_dict.get("initial") is not None:
             self.initial = [[t.clone() for t in r] for r in state_dict["initial"]]
         self.last = {k: v.clone().float() for k, v in state_dict["last"].items()}
+        self.activity_statistics.load_state_dict(state_dict.get("activity"))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brats_cggm.core.activity import ActivityStatistics
 from brats_cggm.core.modules import module_list
 from brats_cggm.core.outputs import MultimodalOutput
 
@@ -62,22 +63,29 @@ class Balancer:
     The trainer calls :meth:`attach` once; then, each training step, in this order:
     :meth:`fusion_mask` (before the forward pass), :meth:`extra_loss` (after the forward pass and the auxiliary
     heads), :meth:`backward`, :meth:`after_backward` (gradient edits, before clipping and the optimizer
-    step); and :meth:`epoch_completed` after every epoch. Anything a subclass decides from batch
-    statistics must come from ``StepContext.utilization`` (already all-reduced) or be all-reduced by
-    the subclass.
+    step); and :meth:`epoch_completed` after every epoch. :meth:`activity` is read at every epoch end and when
+    training completes (how often and how strongly the balancer acted, ``docs/methods.md`` §0.3). Anything a
+    subclass decides from batch statistics must come from ``StepContext.utilization`` (already all-reduced) or
+    be all-reduced by the subclass.
 
     Attributes:
         name: the registry name; also the TensorBoard prefix of :meth:`scalars`.
         detach_aux_features: whether the auxiliary heads see detached encoder features (CGGM) or
             train through the encoders (MMPareto).
+        exclude_unfused: whether a sample that :meth:`fusion_mask` leaves without any of its available
+            modalities takes no part in the fused prediction's loss of the step (OPM's
+            ``all_dropped="exclude"``); otherwise such a sample fuses every modality it has.
+        activity_statistics: the run's activity statistics, fed by the subclass (see :meth:`activity`).
     """
 
     name: str = "joint"
     detach_aux_features: bool = True
+    exclude_unfused: bool = False
 
     def __init__(self, modalities: Sequence[str] = ()) -> None:
         self.modalities = tuple(modalities)
         self._scalars: dict[str, torch.Tensor | float] = {}
+        self.activity_statistics = ActivityStatistics()
 
     @classmethod
     def short_run_kwargs(cls, max_epochs: int) -> dict[str, Any]:
@@ -124,6 +132,20 @@ class Balancer:
     def scalars(self) -> dict[str, torch.Tensor | float]:
         """The last step's decisions, keyed by TensorBoard tag (``<name>/...``)."""
         return self._scalars
+
+    def activity(self) -> dict[str, float]:
+        """How often and how strongly the balancer acted so far in the run, as flat ``name → number`` entries.
+
+        The summary of :attr:`activity_statistics` (:meth:`~brats_cggm.core.activity.ActivityStatistics.summary`):
+        names ``<balancer>/<quantity>[/<modality>][/<statistic>]``. No-op default: a balancer that feeds
+        nothing (joint training) reports ``{}``. A subclass that feeds it keeps its state in
+        :meth:`state_dict` (``"activity"``), so a resumed run reports the same numbers.
+
+        Returns:
+            The statistics; TensorBoard logs them as ``activity/<name>`` at every epoch end and ``metrics.json``
+            holds the final ones under ``"activity"``.
+        """
+        return self.activity_statistics.summary()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly after a restart."""

@@ -17,7 +17,10 @@ from brats_cggm.core.files import remove_stale_temporaries, write_json
 if TYPE_CHECKING:
     from monai.engines import SupervisedTrainer
 
-__all__ = ["MetricsJSONWriter", "TrainingScalarsHandler", "is_scalar", "to_float"]
+__all__ = ["ACTIVITY_TAG", "MetricsJSONWriter", "TrainingScalarsHandler", "is_scalar", "to_float", "training_activity"]
+
+#: The TensorBoard prefix of the activity statistics (and the ``metrics.json`` entry that holds them).
+ACTIVITY_TAG = "activity"
 
 
 def to_float(value: Any) -> float:
@@ -27,13 +30,33 @@ def to_float(value: Any) -> float:
     return float(value)
 
 
+def training_activity(engine: Any) -> dict[str, float]:
+    """How often and how strongly the trainer's balancer and modality dropout acted so far (``docs/methods.md`` §0.3).
+
+    Args:
+        engine: a :class:`~brats_cggm.engine.trainer.BalancedTrainer` (an engine without a balancer or modality
+            dropout contributes nothing of it).
+
+    Returns:
+        ``Balancer.activity()`` and ``ModalityDropout.activity()`` merged (``{}`` for joint training without
+        modality dropout).
+    """
+    activity: dict[str, float] = {}
+    for source in (getattr(engine, "balancer", None), getattr(engine, "modality_dropout", None)):
+        if source is not None and hasattr(source, "activity"):
+            activity.update(source.activity())
+    return activity
+
+
 class TrainingScalarsHandler:
     """Writes a :class:`~brats_cggm.engine.trainer.BalancedTrainer`'s step scalars to TensorBoard.
 
     Tags: ``train/loss``, ``train/task_loss``, ``train/aux_loss``, ``train/lr``,
     ``<utilization_tag>/<modality>`` (the auxiliary heads' ε), ``grad_norm/<modality>``, the
     balancer's own scalars (``<balancer>/...``) and, with missing-modality training, the fraction of samples
-    without each modality (``modality_dropout/step/<modality>``, ``modality_dropout/run/<modality>``).
+    without each modality (``modality_dropout/step/<modality>``, ``modality_dropout/run/<modality>``); at every
+    epoch end, the run's activity statistics so far (:func:`training_activity`) as ``activity/<name>`` at the
+    epoch's last iteration (a decision taken at an epoch's end, e.g. InfoReg's window, shows at the next one).
     Only rank 0 writes. At the first iteration it also writes the
     custom-scalars layout of :func:`~brats_cggm.engine.tensorboard_layout.modality_balance_layout` (the
     balancer's tags are known from then on).
@@ -72,6 +95,12 @@ class TrainingScalarsHandler:
     def attach(self, engine: Engine) -> None:
         if is_main_process():
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_activity)
+
+    def write_activity(self, engine: Engine) -> None:
+        """Write the run's activity statistics so far as ``activity/<name>`` (see :func:`training_activity`)."""
+        for name, value in training_activity(engine).items():
+            self.writer.add_scalar(f"{ACTIVITY_TAG}/{name}", float(value), engine.state.iteration)
 
     def __call__(self, engine: SupervisedTrainer) -> None:
         output, step, writer = engine.state.output, engine.state.iteration, self.writer
@@ -96,6 +125,9 @@ class TrainingScalarsHandler:
 
 class MetricsJSONWriter:
     """Writes ``metrics.json`` (the last validation metrics, the best key metric) when training ends.
+
+    With a balancer or modality dropout that acted, ``"activity"`` holds the run's final activity statistics
+    (:func:`training_activity`).
 
     It also reports the mean training step time (``seconds_per_iteration``: forward, backward and
     optimizer steps, without data loading or validation; the first iteration is left out as warm-up).
@@ -149,6 +181,9 @@ class MetricsJSONWriter:
             "seconds_per_iteration": _mean(self._step_times[1:] or self._step_times),
             **self.extra,
         }
+        activity = training_activity(engine)
+        if activity:  # how often and how strongly the balancer acted (docs/methods.md §0.3)
+            report[ACTIVITY_TAG] = activity
         write_json(self.path, report)
 
 

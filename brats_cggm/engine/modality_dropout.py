@@ -88,6 +88,18 @@ class ModalityDropout:
             scalars[f"modality_dropout/run/{name}"] = float(self.dropped[i]) / total
         return scalars
 
+    def activity(self) -> dict[str, float]:
+        """The run's activity (``docs/methods.md`` §0.3): per modality, the fraction of the samples drawn
+        that were trained without it, and the number of samples drawn; ``{}`` when the option is off."""
+        if self.p <= 0:
+            return {}
+        total = max(self.samples, 1)
+        activity = {
+            f"modality_dropout/dropped/{name}": float(self.dropped[i]) / total for i, name in enumerate(self.modalities)
+        }
+        activity["modality_dropout/samples"] = float(self.samples)
+        return activity
+
     def state_dict(self) -> dict[str, Any]:
         """The counts and the carried ε, so a resumed run continues exactly."""
         return {"dropped": self.dropped.clone(), "samples": self.samples, "utilization": self.utilization.clone()}

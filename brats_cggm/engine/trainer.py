@@ -161,7 +161,9 @@ class BalancedTrainer(SupervisedTrainer):
             output = engine._forward_features(inputs, available, fusion_mask)
             engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: output.logits.detach()}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            task_loss = task.loss(output.logits, targets)
+            # OPM's all_dropped="exclude": a sample its drop left without a modality is not in the fused loss
+            excluding = fusion_mask if balancer.exclude_unfused else None
+            task_loss = _fused_loss(task, output.logits, targets, excluding, available)
             features = _detach(output.features) if balancer.detach_aux_features else output.features
             aux = _auxiliary_step(engine.aux_heads, task, features, targets, output.available)
             aux_logits, aux_targets, aux_losses, utilization, present = aux
@@ -258,6 +260,39 @@ def _auxiliary_step(
     totals = all_reduce_mean(torch.stack([scores * present, present.float()]))
     utilization = torch.where(totals[1] > 0, totals[0] / totals[1].clamp_min(1e-12), float("nan"))
     return aux_logits, aux_targets, aux_losses, utilization.float(), present
+
+
+def _fused_loss(
+    task: Task,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    fusion_mask: torch.Tensor | None,
+    available: torch.Tensor | None,
+) -> torch.Tensor:
+    """The fused prediction's task loss, over the samples that fused at least one modality of the fusion mask.
+
+    Args:
+        task: the task (``loss``).
+        logits: the fused logits ``(B, ...)``.
+        targets: the targets ``(B, ...)``.
+        fusion_mask: the balancer's fusion mask ``(B, M)`` when it excludes the samples it leaves without a
+            modality (:attr:`Balancer.exclude_unfused`), else None (every sample counts).
+        available: the step's availability mask ``(B, M)`` (None: every modality).
+
+    Returns:
+        The loss; where no sample fused a modality, a zero that keeps the graph (the step trains the heads only).
+    """
+    if fusion_mask is None:
+        return task.loss(logits, targets)
+    fused = fusion_mask.to(logits.device)
+    if available is not None:
+        fused = fused & available.to(logits.device)
+    rows = fused.any(1)
+    if bool(rows.all()):
+        return task.loss(logits, targets)
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    return task.loss(select_rows(logits, rows), select_rows(targets, rows))
 
 
 def _present_rows(features: Any, rows: torch.Tensor | None) -> Any:

@@ -42,6 +42,7 @@ from brats_cggm.experiments.comparison_columns import (
     GAP_COLUMNS,
     LESIONWISE_COLUMNS,
     ROBUSTNESS_COLUMNS,
+    activity_columns,
     gap_key,
     is_valuation_key,
     lesionwise_key,
@@ -496,6 +497,7 @@ def _measure(progress: ComparisonProgress, position: int) -> bool:
     row, run_dir = progress.rows[position], run.run_dir(settings.out_dir)
     validation = row["validation"]
     before = (dict(validation), row.get(ABSENCE_FIELD))
+    validation.update(activity_columns(row))
     args = (settings.dataset_dir, run.seed, settings.val_fraction, progress.device)
     if LESIONWISE_COLUMNS[0] not in validation:
         validation.update(lesionwise_of_run(run_dir, *args))

@@ -1,4 +1,5 @@
-"""The columns of a comparison row: validation, lesion-wise, per-modality and Shapley Dice, gaps, robustness.
+"""The columns of a comparison row: validation, lesion-wise, per-modality and Shapley Dice, gaps, robustness,
+and the training run's balancer activity (``activity/...``, from ``metrics.json``'s ``"activity"``).
 
 The valuation's columns (Shapley values, robustness, subset Dice) depend on what an absent modality is
 (:mod:`brats_cggm.brats.analysis.absence`); a row holding them records the definition as ``row["absent"]``
@@ -16,12 +17,15 @@ from brats_cggm.brats.data.labels import REGIONS
 
 __all__ = [
     "ABSENCE_FIELD",
+    "ACTIVITY_FIELD",
     "DICE_COLUMNS",
     "GAP_COLUMNS",
     "LESIONWISE_COLUMNS",
     "MODALITY_DICE_COLUMNS",
     "ROBUSTNESS_COLUMNS",
     "SHAPLEY_COLUMNS",
+    "activity_columns",
+    "activity_key",
     "dice_key",
     "gap_key",
     "is_valuation_key",
@@ -33,8 +37,32 @@ __all__ = [
     "subset_dice_key",
 ]
 
+#: The row entry (from ``metrics.json``) holding the run's activity statistics (``docs/methods.md`` §0.3).
+ACTIVITY_FIELD = "activity"
+
 #: The row entry naming the definition of an absent modality its valuation columns were measured with.
 ABSENCE_FIELD = "absent"
+
+
+def activity_key(name: str) -> str:
+    """A balancer activity statistic (e.g. ``cggm/B/flair/mean``) as a column, as in TensorBoard."""
+    return f"activity/{name}"
+
+
+def activity_columns(row: Mapping[str, Any]) -> dict[str, float]:
+    """A row's activity statistics as columns of its ``validation`` (so the tables and the CSV carry them).
+
+    They describe the training run, not its validation: how often and how strongly the balancer (and modality
+    dropout) acted (``docs/methods.md`` §0.3).
+
+    Args:
+        row: a comparison row (``metrics.json``'s entries; :data:`ACTIVITY_FIELD` absent for joint training,
+            or for a run trained before runs recorded it).
+
+    Returns:
+        ``{activity_key(name): value}``; empty without activity.
+    """
+    return {activity_key(name): float(value) for name, value in row.get(ACTIVITY_FIELD, {}).items()}
 
 
 def dice_key(region: str) -> str:

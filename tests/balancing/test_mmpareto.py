@@ -71,6 +71,15 @@ def test_backward_edits_encoders_only():
         else:  # fusion head and auxiliary heads keep their plain gradients
             torch.testing.assert_close(p.grad, ga)
     assert set(balancer.scalars()) >= {"mmpareto/cos/a", "mmpareto/c_mm/b", "mmpareto/conflict/a"}
+    # activity (docs/methods.md §0.3): one step's conflict flag and fused weight per encoder
+    activity = balancer.activity()
+    for name in ("a", "b"):
+        scalars = balancer.scalars()
+        assert activity[f"mmpareto/conflict/{name}"] == scalars[f"mmpareto/conflict/{name}"]
+        assert activity[f"mmpareto/c_mm/{name}/mean"] == pytest.approx(scalars[f"mmpareto/c_mm/{name}"])
+    restored = MMParetoBalancer(("a", "b"))
+    restored.load_state_dict(balancer.state_dict())
+    assert restored.activity() == activity
 
 
 def test_state_roundtrip():

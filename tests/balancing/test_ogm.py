@@ -132,3 +132,20 @@ def test_cuda_noise_state_resumes_on_cpu():
     state["generators"] = {"cuda:0": torch.Generator().get_state()}
     balancer.load_state_dict(state)
     assert balancer._generators == {}  # reseeded from seed + steps on first use
+
+
+def test_activity_counts_the_modulated_steps_only():
+    balancer = OGMGEBalancer(MODALITIES, alpha=0.5, start_epoch=2)
+    net = _net_with_grads()
+    balancer.extra_loss(_ctx(net, [0.8, 0.4, 0.2, 0.2], epoch=1))  # not modulated yet: no activity
+    assert balancer.activity() == {}
+    balancer.extra_loss(_ctx(net, [0.8, 0.4, 0.2, 0.2], epoch=2))
+    balancer.extra_loss(_ctx(net, [0.2, 0.4, 0.2, 0.8], epoch=2))
+    activity = balancer.activity()
+    k_flair = 1 - math.tanh(0.5 * 3.0)
+    assert activity["ogm_ge/k/flair/mean"] == pytest.approx((k_flair + 1.0) / 2)
+    assert activity["ogm_ge/k/flair/min"] == pytest.approx(k_flair)
+    assert activity["ogm_ge/throttled/flair"] == 0.5 and activity["ogm_ge/throttled/t1"] == 0.0
+    other = OGMGEBalancer(MODALITIES)
+    other.load_state_dict(balancer.state_dict())
+    assert other.activity() == activity

@@ -60,3 +60,34 @@ def test_state_roundtrip():
     other = OPMBalancer(MODALITIES)
     other.load_state_dict(balancer.state_dict())
     torch.testing.assert_close(other.probabilities, balancer.probabilities)
+
+
+def test_activity_drop_rate_q_and_dropped_fraction():
+    torch.manual_seed(0)
+    balancer = OPMBalancer(MODALITIES, warmup_epochs=1, p_exe=1.0)
+    balancer.extra_loss(SimpleNamespace(utilization=torch.tensor([0.8, 0.4, 0.2, 0.2])))
+    assert balancer.fusion_mask(1, 8) is None  # warm-up: a step that did not execute, no q recorded
+    mask = balancer.fusion_mask(2, 8)
+    assert mask is not None
+    activity = balancer.activity()
+    assert activity["opm/executed"] == 0.5  # executed steps / steps
+    assert activity["opm/q/flair/mean"] == pytest.approx(float(balancer.probabilities[0]))
+    assert activity["opm/q/t1ce/max"] == 0.0
+    assert activity["opm/dropped/flair/mean"] == pytest.approx(1 - float(mask[:, 0].float().mean()))
+    other = OPMBalancer(MODALITIES)
+    other.load_state_dict(balancer.state_dict())
+    assert other.activity() == activity
+
+
+def test_all_dropped_exclude_leaves_empty_samples_to_the_trainer():
+    torch.manual_seed(0)
+    balancer = OPMBalancer(("flair", "t1ce"), warmup_epochs=0, p_exe=1.0, all_dropped="exclude")
+    assert balancer.exclude_unfused and not OPMBalancer(("flair", "t1ce")).exclude_unfused
+    balancer.probabilities = torch.tensor([0.9, 0.9])
+    mask = balancer.fusion_mask(1, 400)
+    assert mask is not None
+    empty = float((~mask.any(1)).float().mean())
+    assert empty == pytest.approx(0.81, abs=0.06)  # no sample is given a modality back
+    assert balancer.activity()["opm/excluded/mean"] == pytest.approx(empty)
+    with pytest.raises(ValueError, match="all_dropped"):
+        OPMBalancer(MODALITIES, all_dropped="skip")

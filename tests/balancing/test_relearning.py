@@ -13,6 +13,7 @@ from brats_cggm.balancing.relearning import (
     cluster_purity,
     find_validation_loader,
     kmeans,
+    minmax_scale,
     reinit_alpha,
     soft_reinit_,
     voxel_samples,
@@ -110,6 +111,11 @@ def test_epoch_end_schedule_and_blend_towards_init():
     restored = RelearningBalancer(MODALITIES)
     restored.load_state_dict(balancer.state_dict())
     assert restored.reinit_count == 1 and restored.initial is not None
+    # activity (docs/methods.md §0.3): one reset, its α per modality, kept across a resume
+    activity = balancer.activity()
+    assert activity["relearning/resets"] == 1.0
+    assert activity[f"relearning/alpha/{MODALITIES[0]}/reset1"] == scalars[f"relearning/alpha/{MODALITIES[0]}"]
+    assert restored.activity() == activity
 
 
 def test_per_sample_features_for_classification_tasks():
@@ -136,3 +142,23 @@ def test_heldout_loader_defaults_to_the_trainers_validator():
     balancer.engine = SimpleNamespace(network=None)
     with pytest.raises(RuntimeError, match="held-out"):
         balancer.epoch_completed(1)
+
+
+def test_minmax_scale_per_feature():
+    x = torch.tensor([[0.0, 5.0, 2.0], [10.0, 5.0, 4.0], [5.0, 5.0, 3.0]])
+    scaled = minmax_scale(x)
+    assert scaled[:, 0].tolist() == pytest.approx([-1.0, 1.0, 0.0])
+    assert scaled[:, 1].tolist() == pytest.approx([-1.0, -1.0, -1.0])  # constant: the lower end, as scikit-learn
+    assert scaled[:, 2].tolist() == pytest.approx([-1.0, 1.0, 0.0])
+
+
+def test_minmax_scale_lets_a_small_feature_separate_the_clusters():
+    # the classes differ only in a feature with a tiny range; a wide noise feature dominates raw distances
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2
+    x = torch.stack([labels.float() * 0.01, torch.rand(200, generator=g) * 10], 1)
+    raw = cluster_purity(kmeans(x, 2, generator=torch.Generator().manual_seed(1))[0], labels)
+    scaled = cluster_purity(kmeans(minmax_scale(x), 2, generator=torch.Generator().manual_seed(1))[0], labels)
+    assert scaled > raw
+    with pytest.raises(ValueError, match="scale"):
+        RelearningBalancer(MODALITIES, scale="zscore")

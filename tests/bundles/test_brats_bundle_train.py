@@ -68,6 +68,12 @@ def test_default_run_generates_phantoms_trains_and_reports(tmp_path: Path, balan
     expected |= {f"grad_norm/{m}" for m in ("flair", "t1ce", "t1", "t2")}
     if balancer is None:
         expected |= {"cggm/L_gm", "cggm/B/flair", "cggm/epsilon/t2", "cggm/delta/t1", "cggm/cos/t1ce"}
+        # the balancer's activity (docs/methods.md §0.3): at every epoch end and in metrics.json
+        expected |= {"activity/cggm/B/flair/mean", "activity/cggm/neutral", "activity/cggm/clamped/t2"}
+        assert 0.0 <= metrics["activity"]["cggm/neutral"] <= 1.0
+        assert metrics["activity"]["cggm/B/t1/min"] <= metrics["activity"]["cggm/B/t1/max"]
+    else:  # joint training acts on nothing
+        assert "activity" not in metrics and not any(tag.startswith("activity/") for tag in tags)
     assert expected <= tags, expected - tags
 
 

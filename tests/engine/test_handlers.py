@@ -177,3 +177,47 @@ def test_to_float():
     assert to_float(torch.tensor([[2]], dtype=torch.int64)) == 2.0
     assert to_float(torch.tensor([1.0, 2.0])) == 1.5  # a tensor's mean
     assert to_float(torch.tensor(1.5, dtype=torch.float16)) == 1.5
+
+
+class _ActingBalancer:
+    """Stands in for a balancer whose activity grows with the iterations."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def activity(self) -> dict[str, float]:
+        return {"cggm/B/flair/mean": float(self.engine.state.iteration)}
+
+
+def test_activity_is_logged_at_every_epoch_end_and_written_to_metrics(tmp_path):
+    from brats_cggm.engine.modality_dropout import ModalityDropout
+
+    engine = _trainer()
+    engine.balancer = _ActingBalancer(engine)
+    engine.modality_dropout = ModalityDropout(MODALITIES, p=0.5)
+    engine.modality_dropout.draw(4)
+    handler = TrainingScalarsHandler(MODALITIES, log_dir=tmp_path / "tb", interval=100)
+    handler.attach(engine)
+    MetricsJSONWriter(tmp_path, _evaluator({})).attach(engine)
+    engine.run(range(3), max_epochs=2)
+    handler.writer.close()
+    values = read_scalars(tmp_path / "tb")
+    assert values["activity/cggm/B/flair/mean"] == [(3, 3.0), (6, 6.0)]  # at each epoch's last iteration
+    assert values["activity/modality_dropout/samples"][-1] == (6, 4.0)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    dropped = engine.modality_dropout.dropped / 4
+    assert report["activity"] == pytest.approx(
+        {
+            "cggm/B/flair/mean": 6.0,
+            "modality_dropout/dropped/flair": float(dropped[0]),
+            "modality_dropout/dropped/t1ce": float(dropped[1]),
+            "modality_dropout/samples": 4.0,
+        }
+    )
+
+
+def test_joint_training_writes_no_activity(tmp_path):
+    engine = _trainer()
+    MetricsJSONWriter(tmp_path, _evaluator({})).attach(engine)
+    engine.run(range(1), max_epochs=1)
+    assert "activity" not in json.loads((tmp_path / "metrics.json").read_text())

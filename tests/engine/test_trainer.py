@@ -261,3 +261,56 @@ def test_absent_modalities_get_no_head_no_loss_no_gradient_and_keep_their_last_u
     assert torch.isfinite(second["utilization"]).all()
     rates = trainer.state.output["modality_dropout"]
     assert rates["modality_dropout/step/t1ce"] == 1.0 and rates["modality_dropout/run/t1ce"] == 0.75
+
+
+class _DropFirstSample(RecordingBalancer):
+    """Leaves the first sample of every batch without any modality in the fusion."""
+
+    def fusion_mask(self, epoch: int, batch_size: int):
+        mask = torch.ones(batch_size, len(MODALITIES), dtype=torch.bool)
+        mask[0] = False
+        return mask
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_a_sample_left_without_modalities_leaves_the_fused_loss_only_when_the_balancer_excludes_it(exclude):
+    balancer = _DropFirstSample([])
+    balancer.exclude_unfused = exclude
+    batches = make_batches(1, side=16)
+    trainer = make_trainer(balancer, batches)
+    logits = []
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: logits.append(e.state.output["pred"]))
+    trainer.run()
+    label = batches[0]["label"]
+    rows = slice(1, None) if exclude else slice(None)  # without exclusion, sample 0 fuses every modality
+    expected = trainer.task.loss(logits[0][rows], label[rows])
+    assert float(trainer.state.output["task_loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_fused_loss_of_a_batch_without_any_fused_sample_is_a_zero_with_a_graph():
+    from brats_cggm.engine.trainer import _fused_loss
+
+    logits = torch.randn(2, 3, requires_grad=True)
+    loss = _fused_loss(
+        _MeanSquare(),
+        logits,
+        torch.zeros(2, 3),
+        torch.zeros(2, 2, dtype=torch.bool),
+        torch.ones(2, 2, dtype=torch.bool),
+    )
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and logits.grad is not None and float(logits.grad.abs().sum()) == 0.0
+    # a sample whose only kept modality is absent from the step is left out too
+    only = _fused_loss(
+        _MeanSquare(),
+        torch.tensor([[1.0], [3.0]]),
+        torch.zeros(2, 1),
+        torch.tensor([[True, False], [True, True]]),
+        torch.tensor([[False, True], [True, True]]),
+    )
+    assert float(only) == 9.0
+
+
+class _MeanSquare:
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return ((logits - targets) ** 2).mean()
