@@ -261,3 +261,37 @@ def test_absent_modalities_get_no_head_no_loss_no_gradient_and_keep_their_last_u
     assert torch.isfinite(second["utilization"]).all()
     rates = trainer.state.output["modality_dropout"]
     assert rates["modality_dropout/step/t1ce"] == 1.0 and rates["modality_dropout/run/t1ce"] == 0.75
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("joint", {}),
+        ("cggm", {"direction": "grad"}),
+        ("cggm", {"direction": "param", "s_min": 0.0, "clamp": False}),
+        ("ogm_ge", {}),
+        ("opm", {"warmup_epochs": 0}),
+        ("mmpareto", {}),
+    ],
+    ids=["joint", "cggm-grad", "cggm-param", "ogm_ge", "opm", "mmpareto"],
+)
+def test_one_step_with_decoder_heads_trains_every_head_at_full_resolution(name: str, kwargs: dict):
+    from brats_cggm.balancing.registry import create_balancer
+
+    balancer = create_balancer(name, modalities=MODALITIES, **kwargs)
+    contexts: list[StepContext] = []
+    extra_loss = balancer.extra_loss
+    balancer.extra_loss = lambda ctx: contexts.append(ctx) or extra_loss(ctx)  # type: ignore[method-assign]
+    trainer = make_trainer(balancer, make_batches(1), aux_head="decoder")
+    before = {k: v.clone() for k, v in trainer.aux_heads.state_dict().items()}
+    trainer.run()
+    (ctx,) = contexts
+    # a full-resolution head is scored against the targets themselves (nothing down-sampled)
+    assert all(lg is not None and lg.shape == ctx.targets.shape for lg in ctx.aux_logits)
+    assert ctx.aux_targets.shape == ctx.targets.shape and torch.equal(ctx.aux_targets, ctx.targets)
+    assert torch.isfinite(trainer.state.output["loss"]) and bool(
+        ((ctx.utilization >= 0) & (ctx.utilization <= 1)).all()
+    )
+    for i in range(len(MODALITIES)):  # every head's last layer took a step
+        key = f"{i}.output_layer.weight"
+        assert not torch.equal(trainer.aux_heads.state_dict()[key], before[key]), key
