@@ -62,3 +62,27 @@ def test_the_authors_optimizer_overlay_trains_without_clipping():
     assert _parser().get_parsed_content("train#trainer#grad_clip") == 12.0  # the bundle's
     parser = _parser(str(config_path("optimizers", "sgd_paper.yaml")))
     assert parser.get_parsed_content("train#trainer#grad_clip") is None  # the trainer clips only when not None
+
+
+def test_the_authors_setup_trains_validates_and_resumes_with_decoder_heads(tmp_path, phantom_dataset):
+    import torch
+
+    from tests.helpers.bundle_runs import train_tiny_run
+
+    overlays = (
+        "configs/balancers/cggm.yaml",
+        "configs/ablations/cggm/authors.yaml",
+        "configs/ablations/cggm/epsilon_epoch.yaml",
+        "configs/optimizers/sgd_paper.yaml",
+    )
+    out = train_tiny_run(tmp_path / "run", phantom_dataset, overlays, warmup_epochs=1)
+    checkpoint = torch.load(out / "models" / "checkpoint.pt", weights_only=False)
+    assert any(".decoder.blocks." in key for key in checkpoint["aux_heads"])  # the heads that trained: decoders
+    assert checkpoint["balancer"]["epoch_count"].sum() == 0  # epoch 1 ended: its ε became the held B
+    held = checkpoint["balancer"]["held_coefficients"]
+    # the saved model is the network alone: no head
+    assert torch.load(out / "models" / "model.pt", weights_only=True).keys() == checkpoint["network"].keys()
+    train_tiny_run(out, phantom_dataset, overlays, warmup_epochs=1, max_epochs=2, resume=True)
+    resumed = torch.load(out / "models" / "checkpoint.pt", weights_only=False)
+    assert resumed["trainer"]["iteration"] == 2 * checkpoint["trainer"]["iteration"]  # the second epoch ran
+    assert not torch.equal(resumed["balancer"]["held_coefficients"], held)
