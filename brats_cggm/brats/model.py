@@ -3,18 +3,19 @@
 The network has one convolutional encoder per MRI modality, fuses the modality features at every scale
 (concatenation followed by a 1x1x1 convolution), decodes the fused pyramid with a single shared decoder and
 predicts the three BraTS regions (TC, WT, ET) as raw logits. ``forward_features`` exposes the per-modality
-encoder outputs so that Classifier-Guided Gradient Modulation (CGGM) can attach one light auxiliary
-segmentation head per modality (:class:`AuxiliaryHeads`) whose last layer has the same shape as the fusion
-head's last layer (``network.output_layer``).
+encoder outputs so that Classifier-Guided Gradient Modulation (CGGM) can attach one auxiliary segmentation
+head per modality (:class:`AuxiliaryHeads`) whose last layer has the same shape as the fusion head's last
+layer (``network.output_layer``): a light head (:class:`SegmentationAuxHead`, the default) or a full decoder
+like the network's (:class:`DecoderAuxHead`, as the CGGM authors' classifiers).
 
 Parameter counts measured for 4 modalities and 3 output regions (``sum(p.numel() for p in m.parameters())``):
 
-============  =======================  ============  ==============================================
-preset        features                 network       auxiliary heads (4 heads, ``channels=8``)
-============  =======================  ============  ==============================================
-``"cpu"``     (8, 16, 32, 64)          1,045,091     ``output_stride=2``: 11,084; ``=1``: 11,372
-``"full"``    (32, 64, 128, 256, 320)  43,286,083    ``output_stride=2``: 33,260; ``=1``: 34,316
-============  =======================  ============  ==============================================
+============  =======================  ============  ==============================================  ==================
+preset        features                 network       light heads (4 heads, ``channels=8``)           decoder heads (4)
+============  =======================  ============  ==============================================  ==================
+``"cpu"``     (8, 16, 32, 64)          1,045,091     ``output_stride=2``: 11,084; ``=1``: 11,372     522,476
+``"full"``    (32, 64, 128, 256, 320)  43,286,083    ``output_stride=2``: 33,260; ``=1``: 34,316     32,206,732
+============  =======================  ============  ==============================================  ==================
 
 For comparison, MONAI ``SegResNet(init_filters=32, in_channels=4, out_channels=3)`` has 18.8 M parameters
 and a single-encoder residual ``DynUNet`` with the ``"full"`` widths 16.7 M. The ``"full"`` preset spends
