@@ -37,4 +37,5 @@ def test_wheel_holds_every_bundle_and_overlay_file(tmp_path):
         assert expected <= names, f"{wheel.name} lacks {sorted(expected - names)}"
     assert "brats_cggm/_resources/bundles/brats_cggm/configs/train.yaml" in names
     assert "brats_cggm/_resources/configs/balancers/cggm.yaml" in names
+    assert "brats_cggm/_resources/configs/ablations/cggm/authors.yaml" in names
     assert "brats_cggm/core/resources.py" in names

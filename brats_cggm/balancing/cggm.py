@@ -8,7 +8,8 @@ task-loss gradient of the fusion head's last layer and g_i that of head i's last
 
 Departures from the paper, each an option (see ``docs/methods.md`` §1): the neutral value
 ρ(M−1)/M when |S| < ``s_min`` and ``clamp`` of B to [0, ρ(M−1)] (the paper's B is unbounded and may
-flip the sign of a gradient), an optional EMA of ε, and three ways to build L_gm: ``grad`` (default;
+flip the sign of a gradient), an optional EMA of ε, ε per epoch in place of per batch (``epsilon``),
+the magnitude term switched off (``magnitude``), and three ways to build L_gm: ``grad`` (default;
 differentiable with respect to the fusion head's last layer only, in the same step), ``param`` (the
 authors' code: cosine of the last layers' *weights*, ρ dropped, added one step late) and ``none``.
 """
@@ -23,11 +24,14 @@ import torch.nn.functional as F
 
 from brats_cggm.balancing.registry import register_balancer
 from brats_cggm.core.balancer import Balancer, StepContext
+from brats_cggm.core.distributed import all_reduce_mean
 from brats_cggm.core.modules import child_module, output_weight, tensor_attribute
 
 __all__ = ["CGGMBalancer", "cggm_coefficients"]
 
 DIRECTIONS = ("grad", "param", "none")
+#: Granularity of ε: every batch (the paper) or the mean of an epoch's batches, B held for the next epoch.
+EPSILON_GRANULARITIES = ("batch", "epoch")
 
 
 def cggm_coefficients(delta: torch.Tensor, rho: float = 1.0, s_min: float = 1e-4, clamp: bool = True) -> torch.Tensor:
@@ -72,8 +76,13 @@ class CGGMBalancer(Balancer):
         direction: ``"grad"``, ``"param"`` or ``"none"`` (see the module docstring).
         s_min: |S| under which the neutral coefficient is used; 0 reproduces the paper.
         clamp: clamp B to [0, ρ(M−1)]; False reproduces the paper.
-        ema: smoothing of ε (ε ← ema·ε_prev + (1 − ema)·ε); 0 is the paper.
+        ema: smoothing of ε (ε ← ema·ε_prev + (1 − ema)·ε, per batch or per epoch as ``epsilon``); 0 is the
+            paper.
         start_epoch: number of epochs trained without modulation (ε is still tracked).
+        epsilon: ``"batch"`` (the paper: ε, Δε and B every step) or ``"epoch"`` (ε of an epoch is the mean of
+            its steps' ε, Δε is taken at the epoch's end and the resulting B holds through the next epoch; the
+            first epoch uses the neutral ρ(M−1)/M).
+        magnitude: scale the encoders' gradients by B; False leaves them unscaled (direction term only).
     """
 
     detach_aux_features = True
@@ -88,6 +97,8 @@ class CGGMBalancer(Balancer):
         clamp: bool = True,
         ema: float = 0.0,
         start_epoch: int = 0,
+        epsilon: str = "batch",
+        magnitude: bool = True,
     ) -> None:
         super().__init__(modalities)
         if len(self.modalities) < 2:
@@ -96,6 +107,10 @@ class CGGMBalancer(Balancer):
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {ema}")
+        if epsilon not in EPSILON_GRANULARITIES:
+            raise ValueError(f"epsilon must be one of {EPSILON_GRANULARITIES}, got {epsilon!r}")
+        if not magnitude and direction == "none":
+            raise ValueError("magnitude false with direction none leaves CGGM nothing to do; use the joint balancer")
         self.rho, self.lam, self.direction = float(rho), float(lam), direction
         self.s_min, self.clamp, self.ema, self.start_epoch = float(s_min), bool(clamp), float(ema), int(start_epoch)
         num = len(self.modalities)
@@ -107,6 +122,13 @@ class CGGMBalancer(Balancer):
         self.stale_value: torch.Tensor | None = None
         self.stale_grad: torch.Tensor | None = None
         self.coefficients = torch.ones(num)
+        self.epsilon, self.magnitude = epsilon, bool(magnitude)
+        # ``epoch`` granularity: this epoch's sum and count of ε per modality (steps where its head ran), and
+        # the B and Δε decided at the last epoch's end (neutral before the first one ends).
+        self.epoch_sum = torch.zeros(num)
+        self.epoch_count = torch.zeros(num)
+        self.held_coefficients = torch.full((num,), self.rho * (num - 1) / num)
+        self.held_delta = torch.zeros(num)
 
     def is_active(self, epoch: int) -> bool:
         """Whether modulation acts in (1-based) ``epoch``."""
@@ -123,9 +145,34 @@ class CGGMBalancer(Balancer):
         self.steps += 1
         return delta
 
+    def _accumulate_epsilon(self, ctx: StepContext) -> None:
+        ran = torch.ones(len(self.modalities)) if ctx.present is None else ctx.present.detach().float().cpu()
+        # ε of a head that did not run may be NaN (no rank saw its modality): it must not enter the sum
+        utilization = ctx.utilization.detach().float().cpu()
+        self.epoch_sum += torch.where(ran > 0, utilization, torch.zeros_like(utilization))
+        self.epoch_count += ran
+
+    def epoch_completed(self, epoch: int) -> None:
+        """``epsilon="epoch"``: ε(e) from the epoch's steps, Δε = ε(e) − ε(e−1) and the B of the next epoch."""
+        if self.epsilon != "epoch" or not bool(self.epoch_count.any()):
+            return
+        # sums and counts over every rank's steps (each step's ε is already rank-averaged), so all ranks agree
+        totals = all_reduce_mean(torch.stack([self.epoch_sum, self.epoch_count]))
+        seen = totals[1] > 0
+        # a modality no step saw keeps its ε (Δε = 0)
+        mean = torch.where(seen, totals[0] / totals[1].clamp_min(1e-12), self.previous_epsilon)
+        self.held_delta = self._update_epsilon(mean)
+        self.held_coefficients = cggm_coefficients(self.held_delta, self.rho, self.s_min, self.clamp)
+        self.epoch_sum.zero_()
+        self.epoch_count.zero_()
+
     def extra_loss(self, ctx: StepContext) -> torch.Tensor | None:
-        delta = self._update_epsilon(ctx.utilization)
-        coefficients = cggm_coefficients(delta, self.rho, self.s_min, self.clamp)
+        if self.epsilon == "epoch":
+            self._accumulate_epsilon(ctx)
+            delta, coefficients = self.held_delta, self.held_coefficients
+        else:
+            delta = self._update_epsilon(ctx.utilization)
+            coefficients = cggm_coefficients(delta, self.rho, self.s_min, self.clamp)
         active = self.is_active(ctx.epoch)
         self.coefficients = coefficients if active else torch.ones_like(coefficients)
         if active:
@@ -196,7 +243,7 @@ class CGGMBalancer(Balancer):
 
     @torch.no_grad()
     def after_backward(self, ctx: StepContext) -> None:
-        if not self.is_active(ctx.epoch):
+        if not self.magnitude or not self.is_active(ctx.epoch):
             return
         for i, coefficient in enumerate(self.coefficients.tolist()):
             grads = self.encoder_grads(ctx.network, i)
@@ -212,6 +259,10 @@ class CGGMBalancer(Balancer):
             "stale_value": self.stale_value,
             "stale_grad": self.stale_grad,
             "activity": self.activity_statistics.state_dict(),
+            "epoch_sum": self.epoch_sum.clone(),
+            "epoch_count": self.epoch_count.clone(),
+            "held_coefficients": self.held_coefficients.clone(),
+            "held_delta": self.held_delta.clone(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -223,3 +274,7 @@ class CGGMBalancer(Balancer):
         self.stale_value = state_dict.get("stale_value")
         self.stale_grad = state_dict.get("stale_grad")
         self.activity_statistics.load_state_dict(state_dict.get("activity"))
+        # absent from checkpoints written before ``epsilon`` existed (batch granularity): keep the initial values
+        for key in ("epoch_sum", "epoch_count", "held_coefficients", "held_delta"):
+            if key in state_dict:
+                setattr(self, key, state_dict[key].clone().float())

@@ -3,18 +3,19 @@
 The network has one convolutional encoder per MRI modality, fuses the modality features at every scale
 (concatenation followed by a 1x1x1 convolution), decodes the fused pyramid with a single shared decoder and
 predicts the three BraTS regions (TC, WT, ET) as raw logits. ``forward_features`` exposes the per-modality
-encoder outputs so that Classifier-Guided Gradient Modulation (CGGM) can attach one light auxiliary
-segmentation head per modality (:class:`AuxiliaryHeads`) whose last layer has the same shape as the fusion
-head's last layer (``network.output_layer``).
+encoder outputs so that Classifier-Guided Gradient Modulation (CGGM) can attach one auxiliary segmentation
+head per modality (:class:`AuxiliaryHeads`) whose last layer has the same shape as the fusion head's last
+layer (``network.output_layer``): a light head (:class:`SegmentationAuxHead`, the default) or a full decoder
+like the network's (:class:`DecoderAuxHead`, as the CGGM authors' classifiers).
 
 Parameter counts measured for 4 modalities and 3 output regions (``sum(p.numel() for p in m.parameters())``):
 
-============  =======================  ============  ==============================================
-preset        features                 network       auxiliary heads (4 heads, ``channels=8``)
-============  =======================  ============  ==============================================
-``"cpu"``     (8, 16, 32, 64)          1,045,091     ``output_stride=2``: 11,084; ``=1``: 11,372
-``"full"``    (32, 64, 128, 256, 320)  43,286,083    ``output_stride=2``: 33,260; ``=1``: 34,316
-============  =======================  ============  ==============================================
+============  =======================  ============  ==============================================  ==================
+preset        features                 network       light heads (4 heads, ``channels=8``)           decoder heads (4)
+============  =======================  ============  ==============================================  ==================
+``"cpu"``     (8, 16, 32, 64)          1,045,091     ``output_stride=2``: 11,084; ``=1``: 11,372     522,476
+``"full"``    (32, 64, 128, 256, 320)  43,286,083    ``output_stride=2``: 33,260; ``=1``: 34,316     32,206,732
+============  =======================  ============  ==============================================  ==================
 
 For comparison, MONAI ``SegResNet(init_filters=32, in_channels=4, out_channels=3)`` has 18.8 M parameters
 and a single-encoder residual ``DynUNet`` with the ``"full"`` widths 16.7 M. The ``"full"`` preset spends
@@ -36,9 +37,11 @@ from brats_cggm.core.availability import availability_of, check_availability, fu
 from brats_cggm.core.outputs import MultimodalOutput
 
 __all__ = [
+    "AUX_HEAD_KINDS",
     "NETWORK_PRESETS",
     "AuxiliaryHeads",
     "AvailabilityPredictor",
+    "DecoderAuxHead",
     "FusedAndAuxiliaryPredictor",
     "ModalityEncoder",
     "MultiEncoderUNet",
@@ -450,18 +453,71 @@ class SegmentationAuxHead(nn.Module):
         return self.output_layer(self.project(self.refine(h)))
 
 
+class DecoderAuxHead(nn.Module):
+    """Full per-modality segmentation decoder (a CGGM classifier ``f_i`` as the CGGM authors built it).
+
+    A :class:`UNetDecoder` of the network's widths applied to one modality's whole feature pyramid (its
+    encoder outputs at every level) and an ``output_layer`` of the network's shape: the network's decoder
+    and last layer without the fusion, predicting at full resolution.
+
+    Args:
+        features: the encoder widths, finest first (as ``MultiEncoderUNet.features``).
+        out_channels: number of predicted regions; must match the network.
+        spatial_dims: number of spatial dimensions.
+        norm: normalisation type and arguments.
+        act: activation type and arguments.
+        dropout: dropout probability inside the decoder's convolution blocks.
+    """
+
+    def __init__(
+        self,
+        features: Sequence[int],
+        out_channels: int = 3,
+        spatial_dims: int = 3,
+        norm: tuple | str = ("instance", {"affine": True}),
+        act: tuple | str = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.features = tuple(int(f) for f in features)
+        self.output_stride = 1
+        self.decoder = UNetDecoder(self.features, spatial_dims, norm, act, dropout)
+        self.output_layer = Conv[Conv.CONV, spatial_dims](self.features[0], out_channels, kernel_size=1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Predict region logits from one modality's feature pyramid.
+
+        Args:
+            features: that modality's encoder outputs, finest first.
+
+        Returns:
+            Logits of shape (B, out_channels, *spatial) at the resolution of ``features[0]``.
+        """
+        if len(features) != len(self.features):
+            raise ValueError(f"expected {len(self.features)} feature levels, got {len(features)}.")
+        return self.output_layer(self.decoder(list(features)))
+
+
+#: The kinds of auxiliary head (``AuxiliaryHeads(kind=...)``; the BraTS bundle's ``aux_head``).
+AUX_HEAD_KINDS = ("light", "decoder")
+
+
 class AuxiliaryHeads(nn.ModuleList):
-    """One :class:`SegmentationAuxHead` per modality; kept outside the network (and its export).
+    """One auxiliary head per modality; kept outside the network (and its export).
 
     Args:
         modalities: modality names, in the network's order.
         features: the encoder widths, finest first.
         out_channels: number of predicted regions.
-        channels: width of each head's internal path.
-        output_stride: resolution reduction of the heads' outputs.
+        channels: width of each light head's internal path (``kind="light"`` only).
+        output_stride: resolution reduction of the light heads' outputs (``kind="light"`` only; a decoder
+            head predicts at full resolution).
         spatial_dims: number of spatial dimensions.
         norm: normalisation type and arguments.
         act: activation type and arguments.
+        kind: ``"light"`` (:class:`SegmentationAuxHead`, the default) or ``"decoder"`` (:class:`DecoderAuxHead`,
+            a full U-Net decoder per modality, as the CGGM authors' classifiers; ``docs/methods.md`` §1.1).
+        dropout: dropout probability inside a decoder head (``kind="decoder"`` only).
     """
 
     def __init__(
@@ -474,22 +530,36 @@ class AuxiliaryHeads(nn.ModuleList):
         spatial_dims: int = 3,
         norm: tuple | str = ("instance", {"affine": True}),
         act: tuple | str = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        kind: str = "light",
+        dropout: float = 0.0,
     ) -> None:
-        super().__init__(
-            SegmentationAuxHead(features, out_channels, channels, output_stride, spatial_dims, norm, act)
-            for _ in modalities
-        )
+        if kind not in AUX_HEAD_KINDS:
+            raise ValueError(f"kind must be one of {AUX_HEAD_KINDS}, got {kind!r}.")
+        heads: Iterable[nn.Module]
+        if kind == "light":
+            heads = (
+                SegmentationAuxHead(features, out_channels, channels, output_stride, spatial_dims, norm, act)
+                for _ in modalities
+            )
+        else:
+            heads = (DecoderAuxHead(features, out_channels, spatial_dims, norm, act, dropout) for _ in modalities)
+            output_stride = 1
+        super().__init__(heads)
         self.modalities = tuple(modalities)
+        self.kind = kind
         self.output_stride = output_stride
 
     @classmethod
-    def for_network(cls, network: MultiEncoderUNet, output_stride: int = 2, channels: int = 8) -> AuxiliaryHeads:
+    def for_network(
+        cls, network: MultiEncoderUNet, output_stride: int = 2, channels: int = 8, kind: str = "light"
+    ) -> AuxiliaryHeads:
         """Build heads matched to ``network``'s modalities, widths, outputs, normalisation and activation.
 
         Args:
             network: the multi-encoder network whose ``forward_features(...).features`` the heads read.
-            output_stride: resolution reduction of the heads' outputs.
-            channels: width of each head's internal path.
+            output_stride: resolution reduction of the light heads' outputs.
+            channels: width of each light head's internal path.
+            kind: ``"light"`` or ``"decoder"`` (a decoder head also takes the network's dropout).
 
         Returns:
             The auxiliary heads.
@@ -503,6 +573,8 @@ class AuxiliaryHeads(nn.ModuleList):
             spatial_dims=network.spatial_dims,
             norm=network.norm,
             act=network.act,
+            kind=kind,
+            dropout=network.dropout,
         )
 
     def forward(self, features: list) -> list[torch.Tensor | None]:

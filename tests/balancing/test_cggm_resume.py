@@ -1,4 +1,5 @@
-"""CGGM state survives a checkpoint: a fresh process resumes with the uninterrupted run's B, L_gm and parameters."""
+"""CGGM state survives a checkpoint: a fresh process resumes with the uninterrupted run's B, L_gm and parameters
+(ε per batch with both direction modes; ε per epoch, whose B is decided at the epoch's end, with decoder heads)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.engine import Events
 
@@ -15,6 +17,12 @@ from brats_cggm.engine.checkpoint import atomic_torch_save
 from tests.helpers.tiny_setup import MODALITIES, make_batches, make_trainer
 
 STEPS_PER_EPOCH = 3
+#: ``name: (direction, epsilon, aux_head)``
+SETUPS = {
+    "grad": ("grad", "batch", "light"),
+    "param": ("param", "batch", "light"),
+    "epoch": ("grad", "epoch", "decoder"),
+}
 
 
 def _objects(trainer) -> dict:
@@ -28,10 +36,11 @@ def _objects(trainer) -> dict:
     }
 
 
-def _run(direction: str, epochs: int, resume_from: str | None = None, save_to: str | None = None) -> dict:
+def _run(setup: str, epochs: int, resume_from: str | None = None, save_to: str | None = None) -> dict:
     """Train ``epochs`` epochs of 3 steps (resuming from a checkpoint if given); return B, L_gm and parameters."""
-    balancer = CGGMBalancer(MODALITIES, rho=1.0, lam=0.1, direction=direction)
-    trainer = make_trainer(balancer, make_batches(STEPS_PER_EPOCH), max_epochs=epochs)
+    direction, epsilon, aux_head = SETUPS[setup]
+    balancer = CGGMBalancer(MODALITIES, rho=1.0, lam=0.1, direction=direction, epsilon=epsilon)
+    trainer = make_trainer(balancer, make_batches(STEPS_PER_EPOCH), max_epochs=epochs, aux_head=aux_head)
     if resume_from is not None:
         state = torch.load(resume_from, weights_only=True)
         for name, obj in _objects(trainer).items():
@@ -48,14 +57,18 @@ def _run(direction: str, epochs: int, resume_from: str | None = None, save_to: s
 
 
 def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(tmp_path: Path):
-    for direction in ("grad", "param"):
-        uninterrupted = _run(direction, epochs=2)
-        checkpoint = tmp_path / f"{direction}.pt"
-        first_half = _run(direction, epochs=1, save_to=str(checkpoint))
+    for setup in SETUPS:
+        uninterrupted = _run(setup, epochs=2)
+        checkpoint = tmp_path / f"{setup}.pt"
+        first_half = _run(setup, epochs=1, save_to=str(checkpoint))
         assert first_half["log"] == uninterrupted["log"][:STEPS_PER_EPOCH]
+        if SETUPS[setup][1] == "epoch":  # the second epoch's B comes from the first epoch's ε, in the checkpoint
+            b_first, b_second = uninterrupted["log"][0], uninterrupted["log"][STEPS_PER_EPOCH]
+            assert all(v == pytest.approx(0.75) for k, v in b_first.items() if "/B/" in k)  # neutral ρ(M−1)/M
+            assert b_first != b_second
 
-        result = tmp_path / f"{direction}-resumed.pt"
-        argv = ["x", direction, str(checkpoint), str(result), str(torch.get_num_threads())]
+        result = tmp_path / f"{setup}-resumed.pt"
+        argv = ["x", setup, str(checkpoint), str(result), str(torch.get_num_threads())]
         code = f"import sys; sys.argv = {argv!r}; exec(open({__file__!r}).read())"
         # the repository root, for ``tests.helpers``; conftest's thread count, for the same float reductions
         # (from the start: OMP_NUM_THREADS; then set exactly as conftest sets it, see below)

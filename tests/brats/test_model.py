@@ -10,6 +10,7 @@ from brats_cggm.brats.model import (
     NETWORK_PRESETS,
     AuxiliaryHeads,
     AvailabilityPredictor,
+    DecoderAuxHead,
     FusedAndAuxiliaryPredictor,
     MultiEncoderUNet,
     SegmentationAuxHead,
@@ -67,6 +68,59 @@ def test_aux_heads_shapes(net, x, stride):
         assert isinstance(head, SegmentationAuxHead)
         assert head.output_layer.weight.shape == net.output_layer.weight.shape
         assert head.output_layer.bias.shape == net.output_layer.bias.shape
+
+
+def test_decoder_heads_predict_at_full_resolution_with_the_networks_last_layer(net, x):
+    heads = AuxiliaryHeads.for_network(net, kind="decoder")
+    assert heads.kind == "decoder" and heads.output_stride == 1 and len(heads) == len(MODALITIES)
+    out = net.forward_features(x)
+    preds = heads([[t.detach() for t in f] for f in out.features])
+    assert [tuple(p.shape) for p in preds] == [(2, 3, SIZE, SIZE, SIZE)] * len(MODALITIES)
+    for head in heads:
+        assert isinstance(head, DecoderAuxHead)
+        assert head.output_layer.weight.shape == net.output_layer.weight.shape
+        assert head.output_layer.bias.shape == net.output_layer.bias.shape
+        # the network's decoder, module for module: the same parameter shapes
+        assert [p.shape for p in head.decoder.parameters()] == [p.shape for p in net.decoder.parameters()]
+    with pytest.raises(ValueError, match="feature levels"):
+        heads[0](out.features[0][1:])
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_decoder_heads_cost_one_network_decoder_per_modality(net):
+    decoder = AuxiliaryHeads.for_network(net, kind="decoder")
+    per_decoder = _count(net.decoder) + _count(net.output_layer)
+    assert _count(decoder) == len(MODALITIES) * per_decoder
+    # the cpu preset's counts stated in docs/methods.md §1.1
+    cpu = build_network("cpu", modalities=MODALITIES)
+    assert (_count(AuxiliaryHeads.for_network(cpu)), _count(AuxiliaryHeads.for_network(cpu, kind="decoder"))) == (
+        11084,
+        522476,
+    )
+
+
+def test_light_heads_are_built_as_before_by_default(net, x):
+    torch.manual_seed(3)
+    default = AuxiliaryHeads.for_network(net)
+    torch.manual_seed(3)
+    before = torch.nn.ModuleList(
+        SegmentationAuxHead(FEATURES, 3, 8, 2, 3, net.norm, net.act) for _ in MODALITIES
+    )  # the construction before ``kind`` existed
+    assert default.kind == "light"
+    assert default.state_dict().keys() == before.state_dict().keys()
+    for key, value in before.state_dict().items():
+        assert torch.equal(default.state_dict()[key], value), key
+    features = net.forward_features(x).features
+    for new, old, f in zip(default, before, features, strict=True):
+        assert torch.equal(new(f), old(f))
+
+
+def test_unknown_head_kind(net):
+    with pytest.raises(ValueError, match="kind"):
+        AuxiliaryHeads.for_network(net, kind="deep")
 
 
 def test_invalid_output_stride():
@@ -190,8 +244,9 @@ def test_torchscript_matches_eager(net, x):
         torch.testing.assert_close(scripted(x), net(x))
 
 
-def test_fused_and_auxiliary_predictor(net, x):
-    predictor = FusedAndAuxiliaryPredictor(net, AuxiliaryHeads.for_network(net)).eval()
+@pytest.mark.parametrize("kind", ["light", "decoder"])
+def test_fused_and_auxiliary_predictor(net, x, kind):
+    predictor = FusedAndAuxiliaryPredictor(net, AuxiliaryHeads.for_network(net, kind=kind)).eval()
     keys = {"pred", *(f"pred_{m}" for m in MODALITIES)}
     with torch.no_grad():
         preds = predictor(x)

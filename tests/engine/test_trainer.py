@@ -314,3 +314,37 @@ def test_fused_loss_of_a_batch_without_any_fused_sample_is_a_zero_with_a_graph()
 class _MeanSquare:
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return ((logits - targets) ** 2).mean()
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("joint", {}),
+        ("cggm", {"direction": "grad"}),
+        ("cggm", {"direction": "param", "s_min": 0.0, "clamp": False}),
+        ("ogm_ge", {}),
+        ("opm", {"warmup_epochs": 0}),
+        ("mmpareto", {}),
+    ],
+    ids=["joint", "cggm-grad", "cggm-param", "ogm_ge", "opm", "mmpareto"],
+)
+def test_one_step_with_decoder_heads_trains_every_head_at_full_resolution(name: str, kwargs: dict):
+    from brats_cggm.balancing.registry import create_balancer
+
+    balancer = create_balancer(name, modalities=MODALITIES, **kwargs)
+    contexts: list[StepContext] = []
+    extra_loss = balancer.extra_loss
+    balancer.extra_loss = lambda ctx: contexts.append(ctx) or extra_loss(ctx)  # type: ignore[method-assign]
+    trainer = make_trainer(balancer, make_batches(1), aux_head="decoder")
+    before = {k: v.clone() for k, v in trainer.aux_heads.state_dict().items()}
+    trainer.run()
+    (ctx,) = contexts
+    # a full-resolution head is scored against the targets themselves (nothing down-sampled)
+    assert all(lg is not None and lg.shape == ctx.targets.shape for lg in ctx.aux_logits)
+    assert ctx.aux_targets.shape == ctx.targets.shape and torch.equal(ctx.aux_targets, ctx.targets)
+    assert torch.isfinite(trainer.state.output["loss"]) and bool(
+        ((ctx.utilization >= 0) & (ctx.utilization <= 1)).all()
+    )
+    for i in range(len(MODALITIES)):  # every head's last layer took a step
+        key = f"{i}.output_layer.weight"
+        assert not torch.equal(trainer.aux_heads.state_dict()[key], before[key]), key

@@ -16,13 +16,22 @@ def train_tiny_run(output_dir: Path, dataset_dir: Path, overlays: tuple[str, ...
     """One epoch of ``train.yaml`` (plus ``overlays``, paths relative to the repository) on ``dataset_dir``.
 
     The network has widths :data:`TINY_FEATURES`; 32³ patches and sliding window; ``overrides`` are
-    further bundle keys.
+    further bundle keys (they may replace these settings, e.g. ``max_epochs``).
 
     Returns:
         ``output_dir``.
     """
     from monai.bundle import ConfigWorkflow
 
+    settings: dict[str, Any] = {
+        "device": "cpu",
+        "max_epochs": 1,
+        "val_interval": 1,
+        "patch_size": [32, 32, 32],
+        "num_samples": 1,
+        "sw_batch_size": 1,
+        "network_def#features": list(TINY_FEATURES),
+    }
     workflow = ConfigWorkflow(
         config_file=[str(CONFIGS / "train.yaml"), *(str(REPO / o) for o in overlays)],
         meta_file=str(CONFIGS / "metadata.json"),
@@ -30,14 +39,7 @@ def train_tiny_run(output_dir: Path, dataset_dir: Path, overlays: tuple[str, ...
         workflow_type="train",
         dataset_dir=str(dataset_dir),
         output_dir=str(output_dir),
-        device="cpu",
-        max_epochs=1,
-        val_interval=1,
-        patch_size=[32, 32, 32],
-        num_samples=1,
-        sw_batch_size=1,
-        **{"network_def#features": list(TINY_FEATURES)},
-        **overrides,
+        **(settings | overrides),
     )
     workflow.initialize()
     workflow.run()

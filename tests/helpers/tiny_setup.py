@@ -26,11 +26,14 @@ def make_batches(n: int, seed: int = 0, side: int = 16, batch: int = 2) -> list[
     return batches
 
 
-def make_trainer(balancer: Balancer, batches: list, max_epochs: int = 1, seed: int = 0, **kwargs) -> BalancedTrainer:
-    """A ``BalancedTrainer`` over a tiny ``MultiEncoderUNet`` (widths 4, 8, 16) and its heads, on ``batches``."""
+def make_trainer(
+    balancer: Balancer, batches: list, max_epochs: int = 1, seed: int = 0, aux_head: str = "light", **kwargs
+) -> BalancedTrainer:
+    """A ``BalancedTrainer`` over a tiny ``MultiEncoderUNet`` (widths 4, 8, 16) and its heads (``aux_head``: their
+    kind, light or decoder), on ``batches``."""
     torch.manual_seed(seed)
     network = build_network("cpu", modalities=MODALITIES, features=(4, 8, 16))
-    heads = AuxiliaryHeads.for_network(network)
+    heads = AuxiliaryHeads.for_network(network, kind=aux_head)
     return BalancedTrainer(
         device="cpu",
         max_epochs=max_epochs,
