@@ -36,6 +36,9 @@ but necrosis and enhancing rim alike; T2 shows edema but about as bright as CSF;
 and the dark necrosis inside it but hardly the edema, and haemorrhage looks like enhancement on it; T1 shows
 necrosis as hypointense and haemorrhage as hyperintense, and is what tells haemorrhage from enhancement.
 
+The variant ``t2-flair-mismatch`` (:data:`VARIANTS`) is a positive control for modality balancing, not anatomy: the
+same labels, but the edema farther than :data:`SHORTCUT_MM` from the core is seen on T2 only (docs/phantoms.md).
+
 References:
     Stanisz G. J. et al., "T1, T2 relaxation and magnetization transfer in tissue at 3T", Magn. Reson. Med. 54,
     507-512 (2005): WM and GM T1/T2.

@@ -326,12 +326,13 @@ def test_mismatch_variant_needs_t2_for_the_outer_edema(train_seeds, test_seeds) 
     # The default phantoms of the same seeds (same labels): FLAIR, not T2, carries the outer edema there.
     train = [generate_anatomical_case(seed, spacing=4.0) for seed in train_seeds]
     test = [generate_anatomical_case(seed, spacing=4.0) for seed in test_seeds]
-    sets = {k: _CONTROL_FEATURE_SETS[k] for k in ("flair", "all", "all but t2")}
-    dice = _bayes_dice(train, test, sets, (0.0,), regions)
-    print("default variant, sigmas (0.0,)")
-    for name, row in dice.items():
-        print(f"| {name} | " + " | ".join(f"{row[r]:.3f}" for r in ("NCR", "ED", "ED outer", "ED inner", "ET")))
-    assert dice["all but t2"]["ED outer"] > dice["all"]["ED outer"] - 0.05
+    sets = {k: _CONTROL_FEATURE_SETS[k] for k in ("flair", "t2", "t1+t2", "all", "all but t2")}
+    for sigmas in ((0.0,), (0.0, 1.0, 2.0)):
+        dice = _bayes_dice(train, test, sets, sigmas, regions)
+        print(f"default variant, sigmas {sigmas}")
+        for name, row in dice.items():
+            print(f"| {name} | " + " | ".join(f"{row[r]:.3f}" for r in ("NCR", "ED", "ED outer", "ED inner", "ET")))
+        assert dice["all but t2"]["ED outer"] > dice["all"]["ED outer"] - 0.05
 
 
 def test_write_dataset(tmp_path) -> None:
