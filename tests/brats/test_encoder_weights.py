@@ -11,6 +11,7 @@ from brats_cggm.brats.encoder_weights import combine_unimodal_encoders, load_enc
 from brats_cggm.brats.model import MultiEncoderUNet, build_network
 from brats_cggm.core.safe_load import WeightsLoadError
 from brats_cggm.engine.checkpoint import BestModelSaver
+from tests.helpers.bundle_runs import TINY_FEATURES, train_tiny_run
 from tests.helpers.crafted_files import code_running_checkpoint, unsafe_advice
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
@@ -121,3 +122,23 @@ def test_bad_runs_are_refused_naming_the_file_and_nothing_is_written(tmp_path: P
     assert not (tmp_path / "code_ran").exists()
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("encoders")] == []
+
+
+def test_encoders_of_trained_unimodal_bundle_runs(tmp_path: Path, phantom_dataset: Path) -> None:
+    """Real one-epoch uni-modal runs of the bundle (joint balancer, as ``brats-cggm-compare --unimodal`` trains
+    them): their ``models/model.pt`` combine into the encoders of a joint network."""
+    runs = {
+        m: train_tiny_run(
+            tmp_path / f"unimodal-{m}" / "seed0", phantom_dataset, ("configs/balancers/joint.yaml",), modalities=[m]
+        )
+        for m in ("t2", "flair")
+    }
+    path = combine_unimodal_encoders(tmp_path / "encoders.pt", runs, modalities=["flair", "t2"])
+    joint = load_encoder_weights(build_network("cpu", ("flair", "t2"), features=TINY_FEATURES), path)
+    for modality, encoder in zip(("flair", "t2"), joint.encoders):
+        trained = torch.load(runs[modality] / "models" / "model.pt", weights_only=True)
+        for key, value in encoder.state_dict().items():
+            assert torch.equal(value, trained[f"encoders.0.{key}"]), (modality, key)
+    # the two runs trained apart (same seed, other data): a mix-up of the runs would show
+    first, second = (e.levels[0].conv1.conv.weight for e in joint.encoders)
+    assert not torch.equal(first, second)
