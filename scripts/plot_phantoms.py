@@ -1,6 +1,7 @@
 """Plot one axial slice of each modality and the labels for a few anatomical phantom cases.
 
     python scripts/plot_phantoms.py --out docs/anatomical_phantoms.png --seeds 0 1 2 --spacing 1
+    python scripts/plot_phantoms.py --out docs/mismatch_phantoms.png --seeds 0 4 --variant t2-flair-mismatch
 
 Needs matplotlib (the ``plots`` extra) and nilearn (the ``anatomy`` extra): ``pip install -e ".[plots,anatomy]"``.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_cggm.brats.phantoms.anatomical import generate_anatomical_case
+from brats_cggm.brats.phantoms.anatomical import VARIANTS, generate_anatomical_case
 from brats_cggm.brats.phantoms.geometric import MODALITIES
 
 __all__ = ["main", "plot_cases"]
@@ -27,13 +28,14 @@ def _display(image: np.ndarray) -> np.ndarray:
     return np.rot90(image[::-1, :], k=1)[::-1, :]
 
 
-def plot_cases(seeds: Sequence[int], spacing: float, out: Path) -> None:
+def plot_cases(seeds: Sequence[int], spacing: float, out: Path, variant: str = "default") -> None:
     """Write a figure: one row per case, columns FLAIR, T1, T1ce, T2 and the labels over T1ce.
 
     Args:
         seeds: the cases' seeds.
         spacing: voxel size in mm.
         out: the PNG to write.
+        variant: the phantom variant (``generate_anatomical_case``).
     """
     import matplotlib
 
@@ -43,7 +45,7 @@ def plot_cases(seeds: Sequence[int], spacing: float, out: Path) -> None:
     fig, axes = plt.subplots(len(seeds), 5, figsize=(12.5, 2.9 * len(seeds)), facecolor="black")
     axes = np.atleast_2d(axes)
     for row, seed in enumerate(seeds):
-        case = generate_anatomical_case(seed, spacing)
+        case = generate_anatomical_case(seed, spacing, variant)
         seg = case["seg"]
         # The axial slice through the most tumour voxels.
         z = int(np.argmax((seg > 0).sum(axis=(0, 1))))
@@ -68,13 +70,14 @@ def plot_cases(seeds: Sequence[int], spacing: float, out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python scripts/plot_phantoms.py [--out PNG] [--seeds S ...] [--spacing MM]``."""
+    """Command line: ``python scripts/plot_phantoms.py [--out PNG] [--seeds S ...] [--spacing MM] [--variant V]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/anatomical_phantoms.png"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--spacing", type=float, default=1.0, help="voxel size in mm (default: 1)")
+    parser.add_argument("--variant", choices=VARIANTS, default="default", help="phantom variant (default: default)")
     args = parser.parse_args(argv)
-    plot_cases(args.seeds, args.spacing, args.out)
+    plot_cases(args.seeds, args.spacing, args.out, args.variant)
     print(f"wrote {args.out}")
     return 0
 

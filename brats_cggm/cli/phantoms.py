@@ -2,10 +2,13 @@
 
     brats-cggm-phantoms data/brats_phantoms --n 8 --shape 48 48 48
     brats-cggm-phantoms data/anatomical --anatomy mni152 --n 20 --spacing 2
+    brats-cggm-phantoms data/mismatch --anatomy mni152 --variant t2-flair-mismatch --n 20 --spacing 4
 
 ``--anatomy geometric`` (the default) writes the geometric phantoms of :mod:`brats_cggm.brats.phantoms.geometric`
 (``--shape``); ``--anatomy mni152`` the phantoms on real anatomy of :mod:`brats_cggm.brats.phantoms.anatomical`
-(``--spacing``: the BraTS 240 x 240 x 155 mm field of view sampled at that voxel size). The data set folder stays
+(``--spacing``: the BraTS 240 x 240 x 155 mm field of view sampled at that voxel size; ``--variant``: one of
+:data:`~brats_cggm.brats.phantoms.anatomical.VARIANTS`, e.g. the positive control ``t2-flair-mismatch``). The data
+set folder stays
 a positional argument (the one thing the command writes).
 """
 
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from brats_cggm.brats.phantoms.anatomical import VARIANTS
 from brats_cggm.brats.phantoms.geometric import MIN_SIDE, write_phantom_dataset
 from brats_cggm.cli.common import CommandParser
 
@@ -52,6 +56,12 @@ def build_parser() -> CommandParser:
         metavar="MM",
         help="voxel size of mni152 phantoms in mm, one number or three, 1 to 8 (default: 1, the BraTS grid)",
     )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=None,
+        help="mni152 phantom variant (default: default; t2-flair-mismatch: the positive control of docs/phantoms.md)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of case 0; case i uses seed + i")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
     return parser
@@ -70,6 +80,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.anatomy == "geometric":
         if args.spacing is not None:
             parser.error("--spacing is for --anatomy mni152; geometric phantoms take --shape")
+        if args.variant is not None:
+            parser.error("--variant is for --anatomy mni152")
         args.shape = list(DEFAULT_SHAPE) if args.shape is None else args.shape
         if min(args.shape) < MIN_SIDE:
             parser.error(f"--shape: every side must be at least {MIN_SIDE} voxels, got {args.shape}")
@@ -80,6 +92,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         if len(spacing) not in (1, 3) or not all(1.0 <= s <= 8.0 for s in spacing):
             parser.error(f"--spacing: one or three voxel sizes between 1 and 8 mm, got {spacing}")
         args.spacing = spacing[0] if len(spacing) == 1 else tuple(spacing)
+        args.variant = "default" if args.variant is None else args.variant
     return args
 
 
@@ -93,9 +106,10 @@ def _write(args: argparse.Namespace) -> tuple[list[Path], str]:
     from brats_cggm.brats.phantoms.anatomical import brats_grid_shape, write_anatomical_phantom_dataset
 
     case_dirs = write_anatomical_phantom_dataset(
-        args.out_dir, n=args.n, seed=args.seed, spacing=args.spacing, overwrite=args.overwrite
+        args.out_dir, n=args.n, seed=args.seed, spacing=args.spacing, overwrite=args.overwrite, variant=args.variant
     )
-    return case_dirs, f"on MNI152 anatomy, shape {brats_grid_shape(args.spacing)} at {args.spacing} mm"
+    variant = "" if args.variant == "default" else f", variant {args.variant}"
+    return case_dirs, f"on MNI152 anatomy, shape {brats_grid_shape(args.spacing)} at {args.spacing} mm{variant}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,6 +50,19 @@ def test_cli_mni152(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert abs(image.affine - brats_grid_affine(8)).max() < 1e-6
     assert main([str(out), "--anatomy", "mni152", "--n", "1", "--spacing", "8"]) == 1
     assert "already exists" in capsys.readouterr().err
+    # The default variant is what --anatomy mni152 writes; the positive control differs in its images only.
+    default = nib.load(out / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").get_fdata()
+    control_dir = tmp_path / "control"
+    args = [str(control_dir), "--anatomy", "mni152", "--n", "1", "--spacing", "8", "--seed", "3"]
+    assert main([*args, "--variant", "t2-flair-mismatch"]) == 0
+    assert "at 8.0 mm, variant t2-flair-mismatch" in capsys.readouterr().out
+    control = nib.load(control_dir / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").get_fdata()
+    assert (control != default).any()
+    for key in ("seg", "flair"):
+        name = f"BraTS2021_00000_{key}.nii.gz"
+        assert (nib.load(control_dir / "BraTS2021_00000" / name).get_fdata() == 0).sum() == (
+            nib.load(out / "BraTS2021_00000" / name).get_fdata() == 0
+        ).sum()
 
 
 @pytest.mark.parametrize(
@@ -60,6 +73,8 @@ def test_cli_mni152(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["--anatomy", "mni152", "--spacing", "0.5"], "between 1 and 8 mm"),
         (["--anatomy", "mni152", "--spacing", "2", "2"], "one or three voxel sizes"),
         (["--anatomy", "ellipsoid"], "invalid choice"),
+        (["--variant", "t2-flair-mismatch"], "--variant is for --anatomy mni152"),
+        (["--anatomy", "mni152", "--variant", "mismatch"], "invalid choice"),
     ],
 )
 def test_cli_anatomy_bad_arguments(

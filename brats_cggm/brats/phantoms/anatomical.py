@@ -36,6 +36,9 @@ but necrosis and enhancing rim alike; T2 shows edema but about as bright as CSF;
 and the dark necrosis inside it but hardly the edema, and haemorrhage looks like enhancement on it; T1 shows
 necrosis as hypointense and haemorrhage as hyperintense, and is what tells haemorrhage from enhancement.
 
+The variant ``t2-flair-mismatch`` (:data:`VARIANTS`) is a positive control for modality balancing, not anatomy: the
+same labels, but the edema farther than :data:`SHORTCUT_MM` from the core is seen on T2 only (docs/phantoms.md).
+
 References:
     Stanisz G. J. et al., "T1, T2 relaxation and magnetization transfer in tissue at 3T", Magn. Reson. Med. 54,
     507-512 (2005): WM and GM T1/T2.
@@ -71,6 +74,7 @@ from brats_cggm.brats.phantoms.geometric import (
 from brats_cggm.brats.phantoms.mr_signal import (
     GADOLINIUM_CONCENTRATION_MM,
     GADOLINIUM_R1_PER_MM_MS,
+    MISMATCH_RELAXATION_3T,
     SEQUENCE_PROTOCOLS,
     TISSUE_RELAXATION_3T,
     Relaxation,
@@ -80,6 +84,7 @@ from brats_cggm.brats.phantoms.mr_signal import (
 
 __all__ = [
     "BRATS_SHAPE",
+    "VARIANTS",
     "brats_grid_affine",
     "brats_grid_shape",
     "generate_anatomical_case",
@@ -89,6 +94,19 @@ __all__ = [
 
 #: The BraTS grid (1 mm isotropic voxels).
 BRATS_SHAPE: tuple[int, int, int] = (240, 240, 155)
+
+#: The phantom variants. ``default``: the phantoms described above. ``t2-flair-mismatch``: a positive control for
+#: modality balancing (docs/phantoms.md, "Positive control"): the same labels, but the edema farther than
+#: :data:`SHORTCUT_MM` from the tumour core is seen on T2 only (weakly), the edema near the core on FLAIR as before.
+VARIANTS: tuple[str, ...] = ("default", "t2-flair-mismatch")
+
+#: ``t2-flair-mismatch``: edema within this distance (mm) of the tumour core keeps the default contrast (the FLAIR
+#: shortcut, "edema = a few mm around the core"); beyond it, edema is infiltrated mismatch tissue.
+SHORTCUT_MM = 8.0
+# ``t2-flair-mismatch``: the infiltrated fraction of the outer edema, mean and per-voxel spread (fine texture,
+# correlation length about 1 mm: independent from voxel to voxel at 2 mm and coarser), clipped to [0, 1].
+_INFILTRATION_MEAN = 0.8
+_INFILTRATION_SPREAD = 0.2
 
 # The MNI152 2009 template nilearn ships is 197 x 233 x 189 at 1 mm, RAS; its skull-stripped brain spans
 # x 26..170, y 27..207, z 0..154. BraTS index (i, j, k) takes template voxel (218 - i, 237 - j, k): the brain is
@@ -432,22 +450,66 @@ _WM_COUNTS: dict[str, float] = {"flair": 400.0, "t1": 600.0, "t1ce": 700.0, "t2"
 _TEXTURE: dict[str, float] = {"edema": 0.08, "enhancing": 0.12, "necrosis": 0.2, "haemorrhage": 0.15}
 
 
-def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1.0) -> dict[str, np.ndarray]:
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    return variant
+
+
+def _mismatch_compartments(
+    edema: np.ndarray, core: np.ndarray, seed: int, spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray, Relaxation]:
+    """``t2-flair-mismatch``: split the edema fraction into the part near the core and the infiltrated outer part.
+
+    Draws from its own generator (seeded by ``(seed, 28)``) so that the default draws, hence the labels, anatomy,
+    lesions and acquisition, are those of the default case of the same seed.
+
+    Args:
+        edema: the edema fraction (box).
+        core: the tumour core fraction (box).
+        seed: the case seed.
+        spacing: voxel size in mm.
+
+    Returns:
+        The edema fraction within :data:`SHORTCUT_MM` of the core (default edema tissue), the fraction of mismatch
+        tissue beyond it (outer edema times the infiltrated fraction; the rest of the outer edema shows the
+        anatomy), and the case's mismatch tissue relaxation (about 3 % per-case spread).
+    """
+    rng = np.random.default_rng((seed, 28))
+    f1, f2 = np.exp(rng.normal(0.0, 0.03, 2))
+    base = MISMATCH_RELAXATION_3T
+    relaxation = Relaxation(base.proton_density, base.t1_ms * float(f1), base.t2_ms * float(f2))
+    distance = ndimage.distance_transform_edt(core < 0.5, sampling=spacing).astype(np.float32)
+    near = _sigmoid((np.float32(SHORTCUT_MM) - distance) / np.float32(1.0))
+    fine = _smooth_noise(rng, edema.shape, [1.0 / s for s in spacing])
+    infiltrated = np.clip(np.float32(_INFILTRATION_MEAN) + np.float32(_INFILTRATION_SPREAD) * fine, 0.0, 1.0)
+    return edema * near, edema * (1 - near) * infiltrated, relaxation
+
+
+def generate_anatomical_case(
+    seed: int = 0, spacing: float | Sequence[float] = 1.0, variant: str = "default"
+) -> dict[str, np.ndarray]:
     """Generate one BraTS-like case on MNI152 anatomy (see the module docstring for the model).
 
     Args:
-        seed: random seed; the same ``(seed, spacing)`` gives bit-identical arrays.
+        seed: random seed; the same ``(seed, spacing, variant)`` gives bit-identical arrays.
         spacing: voxel size in mm, one number or one per axis (1 to 8); the grid is :func:`brats_grid_shape`.
+        variant: one of :data:`VARIANTS`. ``t2-flair-mismatch`` has the labels of ``default`` (same seed) and
+            images that differ only in the edema farther than :data:`SHORTCUT_MM` from the core: a fraction of it
+            (fine texture, mean 0.8) is tissue of :data:`.mr_signal.MISMATCH_RELAXATION_3T`, about white matter on
+            FLAIR (the inversion nulls its long T1), bright on T2, and imaged as white matter on T1 and T1ce (not
+            physical: a control in which one modality alone carries the outer edema).
 
     Returns:
         ``{"flair", "t1", "t1ce", "t2"}``: int16 images, 0 outside the brain mask; ``"seg"``: uint8 labels
         (0 background, 1 necrosis, 2 edema, 4 enhancing tumour), all of shape :func:`brats_grid_shape`.
 
     Raises:
-        ValueError: if ``spacing`` is invalid.
+        ValueError: if ``spacing`` or ``variant`` is invalid.
         ImportError: if nilearn (the ``anatomy`` extra) is not installed.
     """
     sizes = _check_spacing(spacing)
+    _check_variant(variant)
     rng = np.random.default_rng(seed)
     anatomy = load_mni152_anatomy(sizes)
     maps = {name: np.array(volume) for name, volume in anatomy.items()}
@@ -480,6 +542,10 @@ def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1
     # Edema replaces most of a voxel's signal (vasogenic water) but lets the anatomy show through a little.
     edema = np.float32(0.85) * edema * (1 - core) * inside
     normal = 1 - core - edema
+    if variant == "t2-flair-mismatch":
+        edema_shown, mismatch, mismatch_relaxation = _mismatch_compartments(edema, core, seed, sizes)
+        # Where the outer edema is not infiltrated the anatomy shows through, as it does around any compartment.
+        image_normal = 1 - core - edema_shown - mismatch
 
     fractions = np.stack([1 - core - edema, necrosis, edema, enhancing])
     labels_box = np.array([0, 1, 2, 4], dtype=np.uint8)[np.argmax(fractions, axis=0)]
@@ -511,13 +577,22 @@ def generate_anatomical_case(seed: int = 0, spacing: float | Sequence[float] = 1
             + maps["gm"] * np.float32(signal["gm"] / wm_signal)
             + maps["csf"] * np.float32(signal["csf"] / wm_signal)
         )
-        tumour_image = image[box] * normal
-        compartments = (
+        compartments: tuple[tuple[str, np.ndarray], ...] = (
             ("necrosis", necrosis),
             ("haemorrhage", haemorrhage),
             ("edema", edema),
             ("enhancing", enhancing),
         )
+        if variant == "default":
+            tumour_image = image[box] * normal
+        else:
+            tumour_image = image[box] * image_normal
+            compartments = (*compartments[:2], ("edema", edema_shown), compartments[3])
+            # The control's one departure from the signal equations: T1 and T1ce image mismatch tissue as white
+            # matter (a real T2-FLAIR mismatch lesion is T1-hypointense), so that T2 alone carries the outer edema.
+            rel = relaxation["wm"] if protocol.kind == "gre" else mismatch_relaxation
+            mismatch_signal = signal_intensity(protocol, rel.proton_density, rel.t1_ms, rel.t2_ms)
+            tumour_image += mismatch * np.float32(mismatch_signal / wm_signal)
         for tissue, fraction in compartments:
             rel = relaxation[tissue]
             # Log-normal texture: more free water lengthens T1 and T2 together, and never makes them negative.
@@ -547,6 +622,7 @@ def write_anatomical_phantom_dataset(
     seed: int = 0,
     spacing: float | Sequence[float] = 1.0,
     overwrite: bool = False,
+    variant: str = "default",
 ) -> list[Path]:
     """Write anatomical phantom cases in the BraTS 2021 folder layout.
 
@@ -560,20 +636,22 @@ def write_anatomical_phantom_dataset(
         seed: seed of case 0.
         spacing: voxel size in mm, one number or one per axis (1 to 8; 1 gives the BraTS 240 x 240 x 155 grid).
         overwrite: replace existing case folders.
+        variant: one of :data:`VARIANTS` (:func:`generate_anatomical_case`).
 
     Returns:
         The case folders, in order.
 
     Raises:
-        ValueError: if ``n`` or ``spacing`` is invalid.
+        ValueError: if ``n``, ``spacing`` or ``variant`` is invalid.
         NotADirectoryError: if ``out_dir`` exists and is not a directory.
         FileExistsError: if a case folder exists and ``overwrite`` is False (nothing is written then).
         ImportError: if nilearn (the ``anatomy`` extra) is not installed.
     """
     sizes = _check_spacing(spacing)
+    _check_variant(variant)
     _import_nilearn_datasets()
     case_dirs = phantom_case_dirs(out_dir, n, overwrite)
     affine = brats_grid_affine(sizes)
     for i, case_dir in enumerate(case_dirs):
-        write_brats_case(case_dir, generate_anatomical_case(seed + i, sizes), affine, overwrite)
+        write_brats_case(case_dir, generate_anatomical_case(seed + i, sizes, variant), affine, overwrite)
     return case_dirs

@@ -22,6 +22,7 @@ def resolve_dataset_dir(
     seed: int = 0,
     anatomy: str = "geometric",
     spacing: float | Sequence[float] = 4.0,
+    variant: str = "default",
 ) -> Path:
     """The data set folder, with phantoms generated first when it is the bundle's default and empty.
 
@@ -37,17 +38,26 @@ def resolve_dataset_dir(
         anatomy: ``geometric`` (:mod:`brats_cggm.brats.phantoms.geometric`, ``shape``) or ``mni152``
             (:mod:`brats_cggm.brats.phantoms.anatomical`, ``spacing``; needs the ``anatomy`` extra).
         spacing: voxel size in mm of ``mni152`` phantoms (one number or three, 1 to 8).
+        variant: ``mni152`` phantom variant (:data:`brats_cggm.brats.phantoms.anatomical.VARIANTS`), e.g. the
+            positive control ``t2-flair-mismatch``; geometric phantoms have only ``default``.
 
     Returns:
         ``dataset_dir`` as a path.
 
     Raises:
-        ValueError: an unknown ``anatomy``.
+        ValueError: an unknown ``anatomy`` or ``variant``, or a variant other than ``default`` for ``geometric``.
     """
     from brats_cggm.brats.phantoms.geometric import ensure_phantom_dataset
 
     if anatomy not in ("geometric", "mni152"):
         raise ValueError(f"phantoms: anatomy must be 'geometric' or 'mni152', got {anatomy!r}")
+    if anatomy == "geometric" and variant != "default":
+        raise ValueError(f"phantoms: variant {variant!r} is for anatomy 'mni152'; geometric phantoms have none")
+    if anatomy == "mni152":
+        from brats_cggm.brats.phantoms.anatomical import VARIANTS
+
+        if variant not in VARIANTS:
+            raise ValueError(f"phantoms: variant must be one of {list(VARIANTS)}, got {variant!r}")
     dataset_dir = Path(dataset_dir).expanduser()
     if dataset_dir.resolve() == Path(default_dir).expanduser().resolve():
         empty = not dataset_dir.is_dir() or not any(not p.name.startswith(".") for p in dataset_dir.iterdir())
@@ -58,6 +68,6 @@ def resolve_dataset_dir(
         elif empty:
             from brats_cggm.brats.phantoms.anatomical import write_anatomical_phantom_dataset
 
-            logger.info(f"generating {n} anatomical phantom BraTS cases at {spacing} mm in {dataset_dir}")
-            write_anatomical_phantom_dataset(dataset_dir, n=n, seed=seed, spacing=spacing)
+            logger.info(f"generating {n} anatomical phantom BraTS cases ({variant}) at {spacing} mm in {dataset_dir}")
+            write_anatomical_phantom_dataset(dataset_dir, n=n, seed=seed, spacing=spacing, variant=variant)
     return dataset_dir

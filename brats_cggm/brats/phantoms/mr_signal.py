@@ -15,6 +15,7 @@ from brats_cggm.brats.phantoms.geometric import MODALITIES
 __all__ = [
     "GADOLINIUM_CONCENTRATION_MM",
     "GADOLINIUM_R1_PER_MM_MS",
+    "MISMATCH_RELAXATION_3T",
     "SEQUENCE_PROTOCOLS",
     "TISSUE_RELAXATION_3T",
     "Relaxation",
@@ -51,6 +52,15 @@ TISSUE_RELAXATION_3T: dict[str, Relaxation] = {
     "necrosis": Relaxation(0.90, 2400.0, 250.0),
     "haemorrhage": Relaxation(0.85, 600.0, 160.0),
 }
+
+
+#: The infiltrated outer edema of the ``t2-flair-mismatch`` phantom variant (a positive control, not a measured
+#: tissue): a fluid-rich tissue whose long T1 brings it near the FLAIR inversion null, so that it is about as bright
+#: as white matter on FLAIR (1.03 x WM) while bright on T2 (3.09 x WM), the "T2-FLAIR mismatch" sign of some
+#: gliomas (Patel S. H. et al., "T2-FLAIR mismatch, an imaging biomarker for IDH and 1p/19q status in lower-grade
+#: gliomas", Clin. Cancer Res. 23, 6078-6085 (2017)). Kept out of :data:`TISSUE_RELAXATION_3T`, whose tissues every
+#: default phantom draws.
+MISMATCH_RELAXATION_3T = Relaxation(0.95, 3000.0, 300.0)
 
 
 #: Gadopentetate T1 relaxivity at 3 T in plasma, about 3.7 L mmol^-1 s^-1 (Rohrer et al. 2005), per ms.

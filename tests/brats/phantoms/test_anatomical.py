@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -163,31 +164,71 @@ def test_mass_effect_displacement_by_hand() -> None:
     assert maps["x"][0, 0, 0] == pytest.approx(0.0, abs=1e-3)
 
 
-def _features(case: dict[str, np.ndarray], modalities: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    case: dict[str, np.ndarray], modalities: list[str], sigmas: tuple[float, ...] = (0.0,)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per brain voxel: each modality normalised by its brain median and IQR, as is (sigma 0) or locally averaged
+    (Gaussian of ``sigma`` voxels, over the brain only)."""
     brain = case["flair"] > 0
     columns = []
     for modality in modalities:
-        values = case[modality][brain].astype(np.float64)
-        q25, q50, q75 = np.percentile(values, [25, 50, 75])
-        columns.append((values - q50) / (q75 - q25))
+        image = case[modality].astype(np.float64)
+        q25, q50, q75 = np.percentile(image[brain], [25, 50, 75])
+        for sigma in sigmas:
+            if sigma > 0:
+                weight = ndimage.gaussian_filter(brain.astype(np.float64), sigma)
+                image_at = ndimage.gaussian_filter(image * brain, sigma) / np.maximum(weight, 1e-3)
+            else:
+                image_at = image
+            columns.append((image_at[brain] - q50) / (q75 - q25))
     return np.stack(columns, axis=1), case["seg"][brain]
+
+
+def _bayes_dice(
+    train: list[dict[str, np.ndarray]],
+    test: list[dict[str, np.ndarray]],
+    feature_sets: dict[str, list[str]],
+    sigmas: tuple[float, ...] = (0.0,),
+    regions: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Dice of a per-voxel Bayes classifier (Gaussian classes, QDA) fitted on ``train``, scored on ``test``.
+
+    Args:
+        train: cases to fit on.
+        test: cases to score.
+        feature_sets: row name -> modalities.
+        sigmas: the features of each modality (:func:`_features`).
+        regions: extra rows' masks: name -> boolean mask over the test cases' brain voxels (concatenated); the
+            Dice of label 2 within that mask, reported as ``ED <name>``.
+
+    Returns:
+        Row name -> region (``NCR``, ``ED``, ``ET``, ``ED <name>``) -> Dice.
+    """
+    qda = pytest.importorskip("sklearn.discriminant_analysis", reason="scikit-learn (the adapters extra) is needed")
+    dice: dict[str, dict[str, float]] = {}
+    for name, modalities in feature_sets.items():
+        fit = [_features(c, modalities, sigmas) for c in train]
+        score = [_features(c, modalities, sigmas) for c in test]
+        x_train, y_train = (np.concatenate(a) for a in zip(*fit, strict=True))
+        x_test, y_test = (np.concatenate(a) for a in zip(*score, strict=True))
+        classifier = qda.QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(x_train, y_train)
+        predicted = classifier.predict(x_test)
+        masks = {"NCR": (1, None), "ED": (2, None), "ET": (4, None)}
+        masks.update({f"ED {region}": (2, mask) for region, mask in (regions or {}).items()})
+        dice[name] = {}
+        for region, (label, mask) in masks.items():
+            p, t = predicted == label, y_test == label
+            if mask is not None:
+                p, t = p & mask, t & mask
+            dice[name][region] = 2 * (p & t).sum() / (p.sum() + t.sum())
+    return dice
 
 
 def test_no_single_modality_suffices() -> None:
     """A per-voxel Bayes classifier (Gaussian classes, QDA) fitted on two cases, Dice on two others (3 mm)."""
-    qda = pytest.importorskip("sklearn.discriminant_analysis", reason="scikit-learn (the adapters extra) is needed")
     train = [generate_anatomical_case(seed, spacing=3.0) for seed in (0, 1)]
     test = [generate_anatomical_case(seed, spacing=3.0) for seed in (2, 3)]
-    dice: dict[str, dict[str, float]] = {}
-    for name, modalities in [*((m, [m]) for m in MODALITIES), ("all", list(MODALITIES))]:
-        x_train, y_train = (np.concatenate(a) for a in zip(*(_features(c, modalities) for c in train), strict=True))
-        x_test, y_test = (np.concatenate(a) for a in zip(*(_features(c, modalities) for c in test), strict=True))
-        classifier = qda.QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(x_train, y_train)
-        predicted = classifier.predict(x_test)
-        dice[name] = {}
-        for region, label in (("NCR", 1), ("ED", 2), ("ET", 4)):
-            p, t = predicted == label, y_test == label
-            dice[name][region] = 2 * (p & t).sum() / (p.sum() + t.sum())
+    dice = _bayes_dice(train, test, {**{m: [m] for m in MODALITIES}, "all": list(MODALITIES)})
     print(dice)
     singles = list(MODALITIES)
     # Every single modality is clearly below the four together for some region.
@@ -197,6 +238,101 @@ def test_no_single_modality_suffices() -> None:
     assert max(singles, key=lambda m: dice[m]["ED"]) == "flair"
     assert max(singles, key=lambda m: dice[m]["ET"]) == "t1ce"
     assert dice["all"]["NCR"] > max(dice[m]["NCR"] for m in singles) + 0.2
+
+
+# Recorded from the phantoms before variants existed (commit 38eee6c): the default variant must not change them.
+_DEFAULT_CASE_SHA256_6MM = {
+    0: "8bbef39040b7fc0a4b9dbfb6c7b1ffd05aaafed8c1f6d486d5579e112094999d",
+    1: "f947493b84b164909827078970bf9a3a1e5cf6903f556c24d8514b97a7938753",
+}
+
+
+def _case_digest(case: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(case):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(case[key]).tobytes())
+    return digest.hexdigest()
+
+
+def test_default_variant_is_bit_identical() -> None:
+    for seed, expected in _DEFAULT_CASE_SHA256_6MM.items():
+        assert _case_digest(generate_anatomical_case(seed, spacing=6.0)) == expected
+        assert _case_digest(generate_anatomical_case(seed, spacing=6.0, variant="default")) == expected
+    with pytest.raises(ValueError, match="variant must be one of"):
+        generate_anatomical_case(0, spacing=6.0, variant="mismatch")
+
+
+def test_mismatch_variant_changes_only_the_images_near_the_edema() -> None:
+    default = generate_anatomical_case(2, spacing=4.0)
+    control = generate_anatomical_case(2, spacing=4.0, variant="t2-flair-mismatch")
+    np.testing.assert_array_equal(control["seg"], default["seg"])
+    assert _case_digest(control) == _case_digest(generate_anatomical_case(2, spacing=4.0, variant="t2-flair-mismatch"))
+    # Far from the tumour (beyond the blur and misregistration) every image is the default's, up to the float32
+    # rounding of the filters, which can move a voxel by one count.
+    far = ndimage.distance_transform_edt(default["seg"] == 0, sampling=4.0) > 30.0
+    for modality in MODALITIES:
+        difference = np.abs(control[modality][far].astype(np.int32) - default[modality][far])
+        assert difference.max() <= 1 and (difference == 0).mean() > 0.999, modality
+    # The outer edema: no longer bright on FLAIR; on T2 brighter than the brain (grey matter and CSF included).
+    core_distance = ndimage.distance_transform_edt(~np.isin(default["seg"], (1, 4)), sampling=4.0)
+    outer = (default["seg"] == 2) & (core_distance > 2 * anatomical_phantoms.SHORTCUT_MM)
+    assert outer.sum() > 20
+    assert np.median(control["flair"][outer]) < 0.75 * np.median(default["flair"][outer])
+    assert np.median(control["t2"][outer]) > 1.2 * np.median(control["t2"][control["flair"] > 0])
+
+
+#: The positive control's probe: the rows of docs/phantoms.md ("Positive control").
+_CONTROL_FEATURE_SETS = {
+    "flair": ["flair"],
+    "t1": ["t1"],
+    "t1ce": ["t1ce"],
+    "t2": ["t2"],
+    "t1+t2": ["t1", "t2"],
+    "all": list(MODALITIES),
+    "all but flair": ["t1", "t1ce", "t2"],
+    "all but t1": ["flair", "t1ce", "t2"],
+    "all but t1ce": ["flair", "t1", "t2"],
+    "all but t2": ["flair", "t1", "t1ce"],
+}
+
+
+@pytest.mark.parametrize(("train_seeds", "test_seeds"), [((0, 1), (2, 3)), ((4, 5), (6, 7))])
+def test_mismatch_variant_needs_t2_for_the_outer_edema(train_seeds, test_seeds) -> None:
+    """The positive control at 4 mm: the outer edema is out of reach without T2, the FLAIR shortcut covers the rest."""
+    variant = "t2-flair-mismatch"
+    train = [generate_anatomical_case(seed, spacing=4.0, variant=variant) for seed in train_seeds]
+    test = [generate_anatomical_case(seed, spacing=4.0, variant=variant) for seed in test_seeds]
+    outer = []
+    for case in test:
+        core_distance = ndimage.distance_transform_edt(~np.isin(case["seg"], (1, 4)), sampling=4.0)
+        outer.append((core_distance > anatomical_phantoms.SHORTCUT_MM)[case["flair"] > 0])
+    regions = {"outer": np.concatenate(outer), "inner": ~np.concatenate(outer)}
+    labels = np.concatenate([case["seg"][case["flair"] > 0] for case in test])
+    print(f"outer share of ED: {(regions['outer'] & (labels == 2)).sum() / (labels == 2).sum():.3f}")
+    for sigmas in ((0.0,), (0.0, 1.0, 2.0)):
+        dice = _bayes_dice(train, test, _CONTROL_FEATURE_SETS, sigmas, regions)
+        print(f"sigmas {sigmas}")
+        for name, row in dice.items():
+            print(f"| {name} | " + " | ".join(f"{row[r]:.3f}" for r in ("NCR", "ED", "ED outer", "ED inner", "ET")))
+        # (b) the FLAIR shortcut reaches the inner edema, far less of the outer.
+        assert dice["flair"]["ED inner"] > dice["flair"]["ED outer"] + 0.2
+        # (c) without T2 the outer edema is clearly lower; with it, T1 (blind to it) adds only anatomy.
+        assert dice["all"]["ED outer"] > dice["all but t2"]["ED outer"] + 0.15
+        assert dice["t1"]["ED"] < 0.05
+        assert dice["t1+t2"]["ED outer"] > dice["all but t2"]["ED outer"] + 0.1
+        if sigmas == (0.0,):
+            assert dice["all"]["ED outer"] > dice["all but t2"]["ED outer"] + 0.5
+    # The default phantoms of the same seeds (same labels): FLAIR, not T2, carries the outer edema there.
+    train = [generate_anatomical_case(seed, spacing=4.0) for seed in train_seeds]
+    test = [generate_anatomical_case(seed, spacing=4.0) for seed in test_seeds]
+    sets = {k: _CONTROL_FEATURE_SETS[k] for k in ("flair", "t2", "t1+t2", "all", "all but t2")}
+    for sigmas in ((0.0,), (0.0, 1.0, 2.0)):
+        dice = _bayes_dice(train, test, sets, sigmas, regions)
+        print(f"default variant, sigmas {sigmas}")
+        for name, row in dice.items():
+            print(f"| {name} | " + " | ".join(f"{row[r]:.3f}" for r in ("NCR", "ED", "ED outer", "ED inner", "ET")))
+        assert dice["all but t2"]["ED outer"] > dice["all"]["ED outer"] - 0.05
 
 
 def test_write_dataset(tmp_path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
+from brats_cggm.brats.phantoms.anatomical import generate_anatomical_case
 from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
 
 
@@ -27,6 +28,15 @@ def test_resolve_dataset_dir_generates_the_chosen_phantoms(tmp_path: Path) -> No
     assert not named.exists()
     with pytest.raises(ValueError, match="anatomy must be"):
         resolve_dataset_dir(default, default, anatomy="brainweb")
+    # the variant reaches the generator; a bad one, or one for geometric phantoms, is refused before writing
+    control = tmp_path / "control"
+    resolve_dataset_dir(control, control, n=1, seed=0, anatomy="mni152", spacing=8, variant="t2-flair-mismatch")
+    expected = generate_anatomical_case(0, spacing=8, variant="t2-flair-mismatch")["t2"]
+    assert (nib.load(control / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").get_fdata() == expected).all()
+    for anatomy, variant in (("mni152", "mismatch"), ("geometric", "t2-flair-mismatch")):
+        with pytest.raises(ValueError, match="variant"):
+            resolve_dataset_dir(tmp_path / "bad", tmp_path / "bad", n=1, anatomy=anatomy, variant=variant)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bundle_phantoms_anatomy_reaches_resolve_dataset_dir(tmp_path: Path) -> None:
@@ -37,6 +47,7 @@ def test_bundle_phantoms_anatomy_reaches_resolve_dataset_dir(tmp_path: Path) -> 
     parser.read_config(str(config))
     assert parser["phantoms"]["anatomy"] == "geometric"  # the default stays the geometric phantoms
     parser["phantom_dir"] = str(tmp_path / "phantoms")
-    parser["phantoms"] = {"n": 1, "seed": 0, "anatomy": "mni152", "spacing": 8}
+    parser["phantoms"] = {"n": 1, "seed": 0, "anatomy": "mni152", "spacing": 8, "variant": "t2-flair-mismatch"}
     root = parser.get_parsed_content("dataset_root")
-    assert nib.load(root / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").shape == (30, 30, 20)
+    t2 = nib.load(root / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").get_fdata()
+    assert (t2 == generate_anatomical_case(0, spacing=8, variant="t2-flair-mismatch")["t2"]).all()
