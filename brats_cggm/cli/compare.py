@@ -264,15 +264,16 @@ def _refuse_existing(settings: ComparisonSettings, overwrite: bool) -> bool:
     return False
 
 
-def _plot_saver(out_dir: Path) -> Callable[[Sequence[dict[str, Any]]], None]:
-    """Draws the comparison's figures; without matplotlib it says so once and the comparison goes on."""
+def _plot_saver(out_dir: Path, family: Sequence[str]) -> Callable[[Sequence[dict[str, Any]]], None]:
+    """Draws the comparison's figures (``seeds.png``: the family's metrics); without matplotlib it says so once and
+    the comparison goes on."""
     warned: list[bool] = []
 
     def save_plots(rows: Sequence[dict[str, Any]]) -> None:
         from brats_cggm.experiments.comparison_plots import write_comparison_plots
 
         try:
-            write_comparison_plots(rows, out_dir)
+            write_comparison_plots(rows, out_dir, metrics=family)
         except ImportError as exc:
             if not warned:
                 print(f"{PROG}: warning: no figures: {exc}", file=sys.stderr)
@@ -295,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_args(argv)
     if _refuse_existing(settings, args.overwrite):
         return 1
-    save_plots = _plot_saver(settings.out_dir)
+    save_plots = _plot_saver(settings.out_dir, settings.family)
 
     def save_partial(rows: list[dict[str, Any]]) -> None:
         # The comparison owns the folder from here on: each call replaces the previous partial reports.
