@@ -7,8 +7,9 @@ each), scores each run's last-epoch network lesion-wise and valuates it on its v
 contribution of each modality to the mean Dice, the 15 modality subsets; ``--no-shapley`` skips it; ``--absent``
 says what an absent modality is there: ``mask``, the network's availability mask, by default, or ``zero-input``,
 the image replaced by zeros, as in the figures before 0.2; each row and ``summary.md`` record it) and writes
-``summary.md`` (markdown tables, mean ± std over seeds), ``runs.csv`` (one line per run), ``rows.json`` and, with
-matplotlib, ``modalities.png`` and ``subset_dice.png``
+``summary.md`` (the tests against joint, then markdown tables, mean ± std over seeds), ``runs.csv`` (one line per
+run), ``rows.json``, ``statistics.json`` and, with matplotlib, ``modalities.png``, ``subset_dice.png`` and
+``seeds.png`` (each seed's value beside the mean)
 (:mod:`~brats_cggm.experiments.comparison_plots`) into ``--output-dir``.
 
 Budget: ``--max-epochs`` for every method; validation once, at the end, unless ``val_interval`` is overridden.
