@@ -487,7 +487,8 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
         settings: the comparison.
 
     Returns:
-        The planned runs; ``info`` holds ``balancer``, ``optimizer`` and ``modalities`` (None: all).
+        The planned runs; ``info`` holds ``balancer``, ``optimizer``, ``modalities`` (None: all) and, for a named
+        method, its ``overlays``. With ``phantoms_per_seed`` each run's overrides name its seed's phantoms.
     """
     schedules = settings.scaled_schedules()
     planned = []
