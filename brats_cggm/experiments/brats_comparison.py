@@ -20,13 +20,29 @@ measured (:func:`brats_cggm.brats.analysis.diagnostics.diagnose_run`). Each run'
 missing-modality robustness, lesion-wise Dice, encoder gaps) is saved in its folder as ``comparison_row.json``
 as soon as each is measured (a run's gaps once its unimodal runs are done), so a comparison run again with
 ``resume`` reuses finished runs and diagnostics and trains and measures only what is missing.
+
+Methods: a name of ``configs/balancers`` is that overlay; a named method of ``method_overlays`` is a list of
+overlays applied in order after the bundle's ``train.yaml`` (ablations: ``cggm-decoder`` =
+``configs/balancers/cggm.yaml`` then ``configs/ablations/cggm/decoder.yaml``); its balancer (for the schedule
+scaling and the rows' ``balancer``) is its first overlay's stem.
+
+Data (phantoms only; :func:`run_phantoms` and :func:`held_out_phantoms` say which draw each run gets): with
+``phantoms_per_seed``, the runs of seed k train on their own phantom set ``out_dir/phantoms/seed<k>`` whose
+generator seed is ``s0 + PHANTOM_SEED_STRIDE · k`` (s0: the ``phantoms`` mapping's seed, 0 by default; case i of
+that set is drawn from seed ``s0 + PHANTOM_SEED_STRIDE · k + i``), so seeds vary the data as well as the
+initialisation; the run seed also chooses the validation cases (the bundle's split). With ``test_phantoms`` = N,
+seed k also gets a held-out test set ``out_dir/test_phantoms/seed<k>`` of N phantoms with the same generator
+settings and generator seed ``s0 + PHANTOM_SEED_STRIDE · k + TEST_SEED_OFFSET``: a seed range no training set
+draws from (as long as sets have fewer than ``TEST_SEED_OFFSET`` cases), used for nothing but the ``test/``
+columns (:func:`held_out_of_run`), never for training, validation or the budget.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -43,6 +59,7 @@ from brats_cggm.experiments.comparison_columns import (
     LESIONWISE_COLUMNS,
     ROBUSTNESS_COLUMNS,
     activity_columns,
+    dice_key,
     gap_key,
     is_valuation_key,
     lesionwise_key,
@@ -50,25 +67,38 @@ from brats_cggm.experiments.comparison_columns import (
     shapley_key,
     subset_dice_key,
 )
+from brats_cggm.experiments.comparison_statistics import (
+    DEFAULT_ALPHA,
+    DEFAULT_FAMILY,
+    DEFAULT_MARGIN,
+    TEST_PREFIX,
+    held_out_key,
+)
 from brats_cggm.experiments.runs import PlannedRun, short_run_overrides, train_planned_runs
 
 __all__ = [
     "BASELINE",
     "OPTIMIZER_OVERLAYS",
+    "PHANTOM_SEED_STRIDE",
     "ROW_FILE",
     "SMOKE_OVERRIDES",
+    "TEST_FIELD",
+    "TEST_SEED_OFFSET",
     "ComparisonProgress",
     "ComparisonSettings",
     "balancer_overlay",
     "bundle_config",
     "default_methods",
     "gap_of_run",
+    "held_out_of_run",
+    "held_out_phantoms",
     "lesionwise_of_run",
     "optimizer_overlay",
     "plan_runs",
     "prepare_phantoms",
     "run_and_valuate",
     "run_name",
+    "run_phantoms",
     "shapley_of_run",
 ]
 
@@ -83,6 +113,14 @@ OPTIMIZER_OVERLAYS: dict[str, str | None] = {
 DEFAULT_OPTIMIZER = "adamw"
 #: A finished run's complete row (metrics and diagnostics), in its folder; what ``resume`` reuses.
 ROW_FILE = "comparison_row.json"
+
+#: Generator seeds of seed k's phantom sets start at ``s0 + PHANTOM_SEED_STRIDE · k`` (:func:`run_phantoms`).
+PHANTOM_SEED_STRIDE = 100_000
+#: A held-out test set's generator seed is its training set's plus this (:func:`held_out_phantoms`); no set may hold
+#: more cases, so the two seed ranges never meet.
+TEST_SEED_OFFSET = 50_000
+#: A row's record of the held-out test set its ``test/`` columns were measured on (outside ``validation``).
+TEST_FIELD = "test_set"
 
 #: ``smoke``: a pipeline check on tiny phantoms (overrides of the BraTS bundle); its numbers mean nothing.
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -149,6 +187,13 @@ class ComparisonSettings:
             ``metrics.json``).
         absent: what an absent modality is in the valuation, one of
             :data:`~brats_cggm.brats.analysis.absence.ABSENCE_MODES`.
+        method_overlays: named method → its overlays, applied in order after the bundle's ``train.yaml``; a
+            method of ``methods`` not named here is ``configs/balancers/<method>.yaml``.
+        phantoms_per_seed: each seed's runs train on their own phantom draw (:func:`run_phantoms`).
+        test_phantoms: the number of phantoms of each seed's held-out test set (:func:`held_out_phantoms`); 0: none.
+        family: the metrics of the summary's tests (:mod:`~brats_cggm.experiments.comparison_statistics`).
+        equivalence_margin: the TOST margin, in the metrics' units.
+        alpha: the family-wise level of the tests.
     """
 
     out_dir: Path
@@ -164,6 +209,12 @@ class ComparisonSettings:
     unimodal: bool = False
     resume: bool = False
     absent: str = ABSENCE_MODES[0]
+    method_overlays: Mapping[str, Sequence[str | Path]] = field(default_factory=dict)
+    phantoms_per_seed: bool = False
+    test_phantoms: int = 0
+    family: Sequence[str] = DEFAULT_FAMILY
+    equivalence_margin: float = DEFAULT_MARGIN
+    alpha: float = DEFAULT_ALPHA
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -174,6 +225,68 @@ class ComparisonSettings:
         unknown = [o for o in self.optimizers if o not in OPTIMIZER_OVERLAYS]
         if unknown:
             raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from {sorted(OPTIMIZER_OVERLAYS)}")
+        self.method_overlays = {name: tuple(files) for name, files in self.method_overlays.items()}
+        self.family = list(self.family)
+        if not self.equivalence_margin > 0.0 or not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"need a positive margin and 0 < alpha < 1, got {self.equivalence_margin}, {self.alpha}")
+        if self.test_phantoms < 0 or self.test_phantoms >= TEST_SEED_OFFSET:
+            raise ValueError(f"test_phantoms must be in [0, {TEST_SEED_OFFSET}), got {self.test_phantoms}")
+        if self.phantoms_per_seed or self.test_phantoms:
+            if not self.reads_phantoms():
+                raise ValueError("phantoms per seed and test phantoms need runs that train on the bundle's phantoms")
+            if any(seed < 0 for seed in self.seeds):
+                raise ValueError("phantoms per seed and test phantoms need seeds >= 0 (their generator seeds)")
+            if self.phantoms_per_seed and "phantom_dir" in self.extra_overrides:
+                raise ValueError("phantoms per seed go to <out_dir>/phantoms/seed<k>: do not override phantom_dir")
+            if int(self.phantom_settings().get("n", 16)) >= TEST_SEED_OFFSET:
+                raise ValueError(f"phantom sets of {TEST_SEED_OFFSET} cases or more would share generator seeds")
+
+    def _shared_dataset_dir(self) -> str:
+        overrides = self.overrides()
+        return str(overrides.get("dataset_dir", overrides.get("phantom_dir", _bundle_defaults()["phantom_dir"])))
+
+    def reads_phantoms(self) -> bool:
+        """Whether the runs train on the bundle's phantom folder (not on a data set of their own)."""
+        phantom_dir = Path(self.overrides().get("phantom_dir", _bundle_defaults()["phantom_dir"]))
+        return Path(self._shared_dataset_dir()).resolve() == phantom_dir.resolve()
+
+    def phantom_settings(self) -> dict[str, Any]:
+        """The runs' ``phantoms`` mapping (generator settings), from the overrides or the bundle.
+
+        Raises:
+            ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
+        """
+        overrides = self.overrides()
+        if any(key.startswith("phantoms#") for key in overrides):
+            raise ValueError("override the whole phantoms mapping, e.g. phantoms={'n': 8}, not one of its keys")
+        phantoms = overrides.get("phantoms", _bundle_defaults()["phantoms"])
+        if isinstance(phantoms, str):
+            phantoms = ast.literal_eval(phantoms)  # how the bundle's command line reads it
+        return dict(phantoms)
+
+    def method_files(self, method: str) -> tuple[str | Path, ...]:
+        """A method's overlays, in order (after the bundle's ``train.yaml``, before an optimiser's).
+
+        Args:
+            method: a name of ``methods``.
+
+        Returns:
+            Its overlays of ``method_overlays``, else ``(configs/balancers/<method>.yaml,)``.
+        """
+        return tuple(self.method_overlays.get(method, (balancer_overlay(method),)))
+
+    def method_balancer(self, method: str) -> str:
+        """The balancer a method trains with: its own name, or a named method's first overlay's stem.
+
+        Args:
+            method: a name of ``methods``.
+
+        Returns:
+            The balancer's name (the key of its schedule overrides and the rows' ``balancer``).
+        """
+        if method in self.method_overlays:
+            return Path(self.method_overlays[method][0]).stem
+        return method
 
     def overrides(self) -> dict[str, Any]:
         """The bundle overrides shared by every run."""
@@ -189,13 +302,37 @@ class ComparisonSettings:
         """Method → its schedule overrides for this budget (empty with ``paper_schedules``)."""
         if self.paper_schedules:
             return {}
-        return {m: short_run_overrides(m, self.max_epochs) for m in self.methods}
+        schedules = {}
+        for method in self.methods:
+            balancer = self.method_balancer(method)
+            try:
+                schedules[balancer] = short_run_overrides(balancer, self.max_epochs)
+            except ValueError:
+                if method not in self.method_overlays:
+                    raise
+                schedules[balancer] = {}  # a named method whose first overlay is no balancer of configs/balancers
+        return schedules
+
+    def run_overrides(self, seed: int) -> dict[str, Any]:
+        """The bundle overrides of seed ``seed``'s runs: :meth:`overrides` and, with ``phantoms_per_seed``, the
+        seed's phantom folder and generator settings (:func:`run_phantoms`)."""
+        overrides = self.overrides()
+        if self.phantoms_per_seed:
+            folder, phantoms = run_phantoms(self, seed)
+            overrides.update({"phantom_dir": str(folder), "phantoms": phantoms})
+        return overrides
+
+    def dataset_dir_of(self, seed: int) -> str:
+        """Where the runs of seed ``seed`` read (or generate) their data."""
+        return str(run_phantoms(self, seed)[0]) if self.phantoms_per_seed else self.dataset_dir
 
     @property
     def dataset_dir(self) -> str:
-        """Where the runs read (or generate) their data."""
-        overrides = self.overrides()
-        return str(overrides.get("dataset_dir", overrides.get("phantom_dir", _bundle_defaults()["phantom_dir"])))
+        """Where the runs read (or generate) their data; with ``phantoms_per_seed``, the folder the seeds'
+        folders are in (:meth:`dataset_dir_of`)."""
+        if self.phantoms_per_seed:
+            return str(self.out_dir / "phantoms")
+        return self._shared_dataset_dir()
 
     @property
     def val_fraction(self) -> float:
@@ -203,8 +340,49 @@ class ComparisonSettings:
         return float(self.overrides().get("val_fraction", _bundle_defaults()["val_fraction"]))
 
 
+def run_phantoms(settings: ComparisonSettings, seed: int) -> tuple[Path, dict[str, Any]]:
+    """The phantom folder and generator settings of seed ``seed``'s runs with ``phantoms_per_seed``.
+
+    Args:
+        settings: the comparison.
+        seed: the run seed k.
+
+    Returns:
+        ``out_dir/phantoms/seed<k>`` and the runs' ``phantoms`` mapping with its ``seed`` s0 replaced by
+        ``s0 + PHANTOM_SEED_STRIDE · k``.
+    """
+    phantoms = settings.phantom_settings()
+    phantoms["seed"] = int(phantoms.get("seed", 0)) + PHANTOM_SEED_STRIDE * seed
+    return settings.out_dir / "phantoms" / f"seed{seed}", phantoms
+
+
+def held_out_phantoms(settings: ComparisonSettings, seed: int) -> tuple[Path, dict[str, Any]]:
+    """The held-out test set of seed ``seed``: its folder and generator settings (``test_phantoms`` cases).
+
+    Args:
+        settings: the comparison (``test_phantoms`` > 0).
+        seed: the run seed k.
+
+    Returns:
+        ``out_dir/test_phantoms/seed<k>`` and the runs' ``phantoms`` mapping with ``n`` = ``test_phantoms`` and
+        ``seed`` = ``s0 + PHANTOM_SEED_STRIDE · k + TEST_SEED_OFFSET``.
+    """
+    phantoms = settings.phantom_settings()
+    phantoms["seed"] = int(phantoms.get("seed", 0)) + PHANTOM_SEED_STRIDE * seed + TEST_SEED_OFFSET
+    phantoms["n"] = settings.test_phantoms
+    return settings.out_dir / "test_phantoms" / f"seed{seed}", phantoms
+
+
+def _generate(folder: str | Path, phantoms: Mapping[str, Any]) -> Path:
+    """Generate phantoms into ``folder`` unless it holds cases (the bundle's own call)."""
+    from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
+
+    return resolve_dataset_dir(folder, folder, **phantoms)
+
+
 def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
-    """Generate the runs' phantom data set now, as each run's bundle would, unless it already holds cases.
+    """Generate the runs' phantom data set now (each seed's, with ``phantoms_per_seed``), as each run's bundle
+    would, unless it already holds cases.
 
     Runs trained at the same time would otherwise all start writing it, and a run that starts while
     another is writing would find a partial data set.
@@ -214,23 +392,20 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
             command line) or the bundle's ``phantoms`` say what to generate.
 
     Returns:
-        The phantom folder, or None when the runs read another data set.
+        The phantom folder (the seeds' parent folder with ``phantoms_per_seed``), or None when the runs read
+        another data set.
 
     Raises:
         ValueError: ``phantoms#<key>`` overrides (give the whole ``phantoms`` mapping instead).
     """
-    from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
-
-    overrides, defaults = settings.overrides(), _bundle_defaults()
-    phantom_dir = Path(overrides.get("phantom_dir", defaults["phantom_dir"]))
-    if Path(settings.dataset_dir).resolve() != phantom_dir.resolve():
+    if not settings.reads_phantoms():
         return None
-    if any(key.startswith("phantoms#") for key in overrides):
-        raise ValueError("override the whole phantoms mapping, e.g. phantoms={'n': 8}, not one of its keys")
-    phantoms = overrides.get("phantoms", defaults["phantoms"])
-    if isinstance(phantoms, str):
-        phantoms = ast.literal_eval(phantoms)  # how the bundle's command line reads it
-    return resolve_dataset_dir(settings.dataset_dir, phantom_dir, **phantoms)  # the bundle's own call
+    phantoms = settings.phantom_settings()
+    if settings.phantoms_per_seed:
+        for seed in settings.seeds:
+            _generate(*run_phantoms(settings, seed))
+        return Path(settings.dataset_dir)
+    return _generate(settings.dataset_dir, phantoms)
 
 
 def _validation_case_ids(dataset_dir: str, seed: int, val_fraction: float) -> list[str]:
@@ -279,6 +454,11 @@ def shapley_of_run(
         overwrite=True,  # the run was just trained into this folder
         absent=absent,
     )
+    return _valuation_columns(summary)
+
+
+def _valuation_columns(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The Shapley, robustness and subset Dice columns of a valuation's summary (``shapley.json``)."""
     values = {shapley_key(m): summary["shapley"][m]["mean"] for m in summary["modalities"]}
     present = {subset: dice["mean"] for subset, dice in summary["subset_dice"].items() if subset != "none"}
     values[ROBUSTNESS_COLUMNS[0]] = sum(present.values()) / len(present)
@@ -308,10 +488,10 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
         settings: the comparison.
 
     Returns:
-        The planned runs; ``info`` holds ``balancer``, ``optimizer`` and ``modalities`` (None: all).
+        The planned runs; ``info`` holds ``balancer``, ``optimizer``, ``modalities`` (None: all) and, for a named
+        method, its ``overlays``. With ``phantoms_per_seed`` each run's overrides name its seed's phantoms.
     """
     schedules = settings.scaled_schedules()
-    shared = settings.overrides()
     planned = []
     for optimizer in settings.optimizers:
         overlay = optimizer_overlay(optimizer)
@@ -326,19 +506,23 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
                             run_name(f"unimodal-{modality}", optimizer),
                             seed,
                             (bundle, joint, *optimizer_files),
-                            {**shared, "modalities": [modality]},
+                            {**settings.run_overrides(seed), "modalities": [modality]},
                             {"balancer": BASELINE, "optimizer": optimizer, "modalities": [modality]},
                         )
                     )
         for method in settings.methods:
+            balancer = settings.method_balancer(method)
+            info: dict[str, Any] = {"balancer": balancer, "optimizer": optimizer, "modalities": None}
+            if method in settings.method_overlays:
+                info["overlays"] = [str(f) for f in settings.method_overlays[method]]
             for seed in settings.seeds:
                 planned.append(
                     PlannedRun(
                         run_name(method, optimizer),
                         seed,
-                        (bundle, balancer_overlay(method), *optimizer_files),
-                        {**shared, **schedules.get(method, {})},
-                        {"balancer": method, "optimizer": optimizer, "modalities": None},
+                        (bundle, *settings.method_files(method), *optimizer_files),
+                        {**settings.run_overrides(seed), **schedules.get(balancer, {})},
+                        info,
                     )
                 )
     return planned
@@ -364,6 +548,63 @@ def lesionwise_of_run(run_dir: Path, dataset_dir: str, seed: int, val_fraction: 
 
     run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights="last")
     return {lesionwise_key(region.lower()): value for region, value in lesionwise_dice(run, device).items()}
+
+
+def held_out_of_run(
+    run_dir: Path,
+    dataset_dir: str,
+    seed: int,
+    val_fraction: float,
+    test_dir: Path,
+    device: str,
+    shapley: bool = True,
+    absent: str = ABSENCE_MODES[0],
+) -> dict[str, float]:
+    """The run's last-epoch network on its held-out test set: whole-volume Dice, lesion-wise Dice and, with
+    ``shapley``, the valuation's columns (Shapley values, robustness, subset Dice), each under its
+    :func:`~brats_cggm.experiments.comparison_statistics.held_out_key` (``test/dice/mean``, ...).
+
+    The same measurements as on the validation cases (:func:`lesionwise_of_run`, :func:`shapley_of_run`), on every
+    case of ``test_dir``; the valuation's reports go to ``run_dir/test_valuation``.
+
+    Args:
+        run_dir: the run's ``output_dir``.
+        dataset_dir: the data set the run trained on (its split is checked as for the validation measurements).
+        seed: the run's seed.
+        val_fraction: the run's validation share.
+        test_dir: the held-out test set (:func:`held_out_phantoms`).
+        device: where the network runs.
+        shapley: also valuate the network (multimodal runs).
+        absent: what an absent modality is in the valuation.
+
+    Returns:
+        ``test/...`` column → mean over the test cases.
+    """
+    from brats_cggm.brats.analysis.lesionwise import lesionwise_dice
+    from brats_cggm.brats.analysis.runs import load_run, mean_dice, run_weights
+    from brats_cggm.brats.data.discovery import discover_dataset
+    from brats_cggm.brats.data.transforms import val_transforms
+
+    run = load_run(run_dir, dataset_dir, seed, val_fraction, device, weights="last")
+    cases = list(discover_dataset(test_dir, run.modalities, validate="none").items)
+    run = dataclasses.replace(run, val_cases=cases)
+    dice = mean_dice(run.network, cases, val_transforms(**run.options), run.inferer, device)
+    values = {dice_key(region.lower()): float(v) for region, v in zip(("tc", "wt", "et", "mean"), dice)}
+    values.update({lesionwise_key(region.lower()): v for region, v in lesionwise_dice(run, device).items()})
+    if shapley:
+        from brats_cggm.brats.analysis.valuation import valuate_bundle
+
+        summary = valuate_bundle(
+            run_dir,
+            test_dir,
+            run_dir / "test_valuation",
+            checkpoint=run_weights(run_dir, "last"),
+            device=device,
+            overwrite=True,
+            absent=absent,
+        )
+        values.update(_valuation_columns(summary))
+    return {held_out_key(key): value for key, value in values.items()}
 
 
 #: The unimodal runs' probes and Dice, measured once per process: every multimodal run of an optimiser and seed is
@@ -496,15 +737,16 @@ def _measure(progress: ComparisonProgress, position: int) -> bool:
     settings, run = progress.settings, progress.planned[position]
     row, run_dir = progress.rows[position], run.run_dir(settings.out_dir)
     validation = row["validation"]
-    before = (dict(validation), row.get(ABSENCE_FIELD))
+    before = (dict(validation), row.get(ABSENCE_FIELD), row.get(TEST_FIELD))
     validation.update(activity_columns(row))
-    args = (settings.dataset_dir, run.seed, settings.val_fraction, progress.device)
+    args = (settings.dataset_dir_of(run.seed), run.seed, settings.val_fraction, progress.device)
     if LESIONWISE_COLUMNS[0] not in validation:
         validation.update(lesionwise_of_run(run_dir, *args))
     multimodal = run.info.get("modalities") is None
     if multimodal and settings.shapley and row_absence(row) not in (None, settings.absent):
         # Valuated with the other definition (e.g. before 0.2): valuated again rather than mixed into one table.
-        for key in [key for key in validation if is_valuation_key(key)]:
+        # The test set's columns are all measured again with the valuation (one test set, one definition).
+        for key in [key for key in validation if is_valuation_key(key) or key.startswith(TEST_PREFIX)]:
             del validation[key]
     if multimodal and settings.shapley and not any(key.startswith(subset_dice_key("")) for key in validation):
         validation.update(shapley_of_run(run_dir, *args, absent=settings.absent))
@@ -512,10 +754,46 @@ def _measure(progress: ComparisonProgress, position: int) -> bool:
     references = _unimodal_dirs(progress, run) if multimodal and settings.unimodal else None
     if references and not any(key in validation for key in GAP_COLUMNS):
         validation.update(gap_of_run(run_dir, references, *args))
-    if (validation, row.get(ABSENCE_FIELD)) == before:
+    if settings.test_phantoms:
+        _measure_test(settings, run, row, progress.device)
+    if (validation, row.get(ABSENCE_FIELD), row.get(TEST_FIELD)) == before:
         return False
     write_json(run_dir / ROW_FILE, row)
     return True
+
+
+def _measure_test(settings: ComparisonSettings, run: PlannedRun, row: dict[str, Any], device: str) -> None:
+    """Add a run's ``test/`` columns unless its row has them for this test set (other ones are replaced).
+
+    Args:
+        settings: the comparison (``test_phantoms`` > 0).
+        run: the run.
+        row: its row; its :data:`TEST_FIELD` records the test set (folder, generator settings).
+        device: where the network runs.
+    """
+    validation = row["validation"]
+    test_dir, phantoms = held_out_phantoms(settings, run.seed)
+    record = json.loads(json.dumps({"dir": str(test_dir), "phantoms": phantoms}))  # as read back from the row
+    if row.get(TEST_FIELD) != record:
+        for key in [key for key in validation if key.startswith(TEST_PREFIX)]:
+            del validation[key]
+    if any(key.startswith(TEST_PREFIX) for key in validation):
+        return
+    _generate(test_dir, phantoms)
+    multimodal = run.info.get("modalities") is None
+    validation.update(
+        held_out_of_run(
+            run.run_dir(settings.out_dir),
+            settings.dataset_dir_of(run.seed),
+            run.seed,
+            settings.val_fraction,
+            test_dir,
+            device,
+            shapley=multimodal and settings.shapley,
+            absent=settings.absent,
+        )
+    )
+    row[TEST_FIELD] = record
 
 
 def _measure_all(progress: ComparisonProgress) -> None:
@@ -540,7 +818,7 @@ def _finish(progress: ComparisonProgress, run: PlannedRun, row: dict[str, Any]) 
     position = progress.position(run.name, run.seed)
     if position is None:
         raise ValueError(f"run {run.name} seed {run.seed} is not in the comparison's plan")
-    row["schedule_overrides"] = progress.schedules.get(run.info.get("balancer", run.name), {})
+    row["schedule_overrides"] = progress.schedules.get(run.info.get("balancer", run.name), {})  # by balancer
     progress.rows[position] = row
     if not _measure(progress, position):
         write_json(run.run_dir(progress.settings.out_dir) / ROW_FILE, row)

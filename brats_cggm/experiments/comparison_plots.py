@@ -4,6 +4,8 @@
   encoder gap and the auxiliary head's Dice; one column of panels per optimiser.
 - ``subset_dice.png``: the mean Dice of every non-empty modality subset (the others absent, as the rows' ``absent``
   says) per method, as a heat map.
+- ``seeds.png``: per metric (the tests' family, and its held-out test columns when measured), each seed's value as a
+  point beside the method's mean (a bar), so the spread behind a mean ± std is visible.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from brats_cggm.experiments.comparison_columns import (
     shapley_key,
     subset_dice_key,
 )
+from brats_cggm.experiments.comparison_statistics import DEFAULT_FAMILY, held_out_key
 from brats_cggm.experiments.reports import summarize
 
 __all__ = ["MODALITY_PANELS", "PLOT_NAMES", "write_comparison_plots"]
 
 #: What :func:`write_comparison_plots` may write.
-PLOT_NAMES = ("modalities.png", "subset_dice.png")
+PLOT_NAMES = ("modalities.png", "subset_dice.png", "seeds.png")
 
 #: (a modality's column, panel title): the rows of ``modalities.png``.
 MODALITY_PANELS: tuple[tuple[Callable[[str], str], str], ...] = (
@@ -95,8 +98,39 @@ def _subset_figure(plt: Any, groups: Mapping[str, list[dict[str, Any]]], absent:
     return figure
 
 
+def _seed_figure(plt: Any, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> Any:
+    """Per metric, one column of points per method (its seeds, labelled) beside a bar at their mean."""
+    multimodal = [row for row in rows if row.get("modalities") is None]
+    columns = [c for m in metrics for c in (m, held_out_key(m)) if any(c in r["validation"] for r in multimodal)]
+    if not columns:
+        return None
+    methods = list(dict.fromkeys(row["method"] for row in multimodal))
+    figure, axes = plt.subplots(1, len(columns), figsize=(max(4.0, 0.8 * len(methods) + 2) * len(columns), 3.5))
+    for axis, column in zip(np.atleast_1d(axes), columns):
+        for x, method in enumerate(methods):
+            seeds = [
+                (r["seed"], r["validation"][column])
+                for r in multimodal
+                if r["method"] == method and column in r["validation"]
+            ]
+            if not seeds:
+                continue
+            values = [value for _, value in seeds]
+            axis.hlines(np.mean(values), x - 0.3, x + 0.05, color="k", linewidth=2)  # the mean
+            offsets = x + 0.15 + 0.1 * np.linspace(-1, 1, len(values)) if len(values) > 1 else [x + 0.15]
+            axis.scatter(offsets, values, s=14, zorder=3)
+            for offset, (seed, value) in zip(offsets, seeds):
+                axis.annotate(str(seed), (offset, value), xytext=(2, 2), textcoords="offset points", fontsize=5)
+        axis.set_xticks(np.arange(len(methods)), methods, rotation=45, ha="right", fontsize=7)
+        axis.set_title(f"{column}: seeds (points, labelled) and mean (bar)", fontsize=8)
+    return figure
+
+
 def write_comparison_plots(
-    rows: Sequence[Mapping[str, Any]], out_dir: str | Path, modalities: Sequence[str] = DEFAULT_MODALITIES
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    modalities: Sequence[str] = DEFAULT_MODALITIES,
+    metrics: Sequence[str] = DEFAULT_FAMILY,
 ) -> list[Path]:
     """Draw the comparison's figures (the module docstring) from its rows, finished so far.
 
@@ -104,6 +138,7 @@ def write_comparison_plots(
         rows: :func:`~brats_cggm.experiments.brats_comparison.run_and_valuate`'s rows.
         out_dir: the comparison's folder.
         modalities: the modalities, in order.
+        metrics: the columns of ``seeds.png`` (each also with its held-out test column, when measured).
 
     Returns:
         The files written: a figure without any data yet is not drawn.
@@ -117,6 +152,7 @@ def write_comparison_plots(
     for name, figure in (
         (PLOT_NAMES[0], _modality_figure(plt, groups, modalities) if groups else None),
         (PLOT_NAMES[1], _subset_figure(plt, groups, " + ".join(rows_absence(rows))) if groups else None),
+        (PLOT_NAMES[2], _seed_figure(plt, rows, metrics) if groups else None),
     ):
         if figure is not None:
             figure.tight_layout()

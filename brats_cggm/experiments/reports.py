@@ -21,13 +21,14 @@ __all__ = [
     "csv_text",
     "existing_reports",
     "markdown_table",
+    "publish_reports",
     "summarize",
     "write_csv",
     "write_reports",
 ]
 
-#: The files :func:`write_reports` writes into the output folder.
-REPORT_NAMES = ("summary.md", "runs.csv", "rows.json")
+#: The files :func:`write_reports` writes into the output folder (``statistics.json`` when given its content).
+REPORT_NAMES = ("summary.md", "runs.csv", "rows.json", "statistics.json")
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], baseline: str = "joint") -> list[dict[str, Any]]:
@@ -113,15 +114,21 @@ def existing_reports(out_dir: str | Path, run_folders: Sequence[str] = ()) -> li
 
 
 def write_reports(
-    out_dir: str | Path, summary_markdown: str, rows: Sequence[Mapping[str, Any]], overwrite: bool = False
+    out_dir: str | Path,
+    summary_markdown: str,
+    rows: Sequence[Mapping[str, Any]],
+    overwrite: bool = False,
+    statistics: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Write ``summary.md``, ``runs.csv`` and ``rows.json`` into ``out_dir``.
+    """Write ``summary.md``, ``runs.csv``, ``rows.json`` and, when given, ``statistics.json`` into ``out_dir``.
 
     Args:
         out_dir: the comparison's folder (created).
         summary_markdown: the text of ``summary.md``.
         rows: one per run (the rows of :func:`~brats_cggm.experiments.runs.train_planned_runs` or of a comparison).
         overwrite: replace reports that exist.
+        statistics: the tests and their criterion
+            (:func:`~brats_cggm.experiments.comparison_summary.summary_statistics`).
 
     Returns:
         The paths written.
@@ -132,8 +139,44 @@ def write_reports(
     existing = existing_reports(out_dir)
     refuse_existing(existing, overwrite, "or another folder")
     out_dir = Path(out_dir)
-    return [
+    written = [
         atomic_write_text(out_dir / "summary.md", summary_markdown),
         atomic_write_text(out_dir / "rows.json", json.dumps(to_jsonable(list(rows)), indent=2)),
         write_csv(rows, out_dir / "runs.csv"),
     ]
+    if statistics is not None:
+        written.append(atomic_write_text(out_dir / "statistics.json", json.dumps(to_jsonable(statistics), indent=2)))
+    return written
+
+
+def publish_reports(out_dir: str | Path, dest: str | Path, overwrite: bool = False) -> list[Path]:
+    """Copy a comparison's reports (:data:`REPORT_NAMES` that exist) to ``dest`` (e.g. ``docs/raw/<name>``), every
+    path into the comparison's folder made relative to it (``<out_dir>/cggm/seed0`` → ``cggm/seed0``, the folder
+    itself → ``.``), so the published rows name no machine's folders.
+
+    Args:
+        out_dir: the comparison's folder.
+        dest: the folder to publish to (created).
+        overwrite: replace reports that exist in ``dest``.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no report.
+        FileExistsError: a report exists in ``dest`` and ``overwrite`` is False (nothing is written).
+    """
+    out_dir, dest = Path(out_dir), Path(dest)
+    names = [name for name in REPORT_NAMES if (out_dir / name).is_file()]
+    if not names:
+        raise FileNotFoundError(f"{out_dir} holds no report ({', '.join(REPORT_NAMES)})")
+    refuse_existing([dest / name for name in names if (dest / name).exists()], overwrite, "or another folder")
+    # The longest spelling first: the absolute folder contains the relative one.
+    spellings = sorted({str(out_dir.resolve()), str(out_dir)}, key=len, reverse=True)
+    written = []
+    for name in names:
+        text = (out_dir / name).read_text()
+        for spelling in spellings:
+            text = text.replace(spelling + "/", "").replace(spelling, ".")
+        written.append(atomic_write_text(dest / name, text))
+    return written

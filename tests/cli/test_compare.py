@@ -321,3 +321,166 @@ def test_absent_is_checked(capsys: pytest.CaptureFixture, tmp_path: Path):
     assert settings.absent == "mask"
     with pytest.raises(ValueError, match="absent must be one of"):
         brats_comparison.ComparisonSettings(out_dir=tmp_path, absent="zeros")
+
+
+#: cggm's mean Dice above joint's, per seed: mean +0.02, sample std 0.01.
+CGGM_GAIN = {0: 0.01, 1: 0.03, 2: 0.02}
+
+
+@pytest.fixture
+def fake_runs_by_method(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Training and measurements faked: joint scores 0.5 + 0.1·seed, cggm that plus :data:`CGGM_GAIN`; the test set
+    scores 0.1 less. Records run folder → (configs, overrides) and the test measurements' arguments."""
+    record: dict = {"trained": {}, "tested": []}
+
+    def fake_train_run(configs, run_dir, overrides, threads=None):
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record["trained"][f"{run_dir.parent.name}/{run_dir.name}"] = ([str(c) for c in configs], dict(overrides))
+        seed = overrides["seed"]
+        dice = 0.5 + 0.1 * seed + (CGGM_GAIN[seed] if run_dir.parent.name.startswith("cggm") else 0.0)
+        metrics = {
+            "seconds_per_iteration": 1.0,
+            "validation": {f"val/dice/{r}": dice for r in ("tc", "wt", "et", "mean")},
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    def fake_shapley(run_dir, dataset_dir, seed, val_fraction, device, absent):
+        return {"robustness/mean_subsets": 0.3 + 0.01 * seed, "robustness/worst_subset": 0.0}
+
+    def fake_test(run_dir, dataset_dir, seed, val_fraction, test_dir, device, shapley=True, absent="mask"):
+        record["tested"].append((f"{run_dir.parent.name}/{run_dir.name}", dataset_dir, Path(test_dir), shapley))
+        validation = json.loads((run_dir / "metrics.json").read_text())["validation"]
+        return {"test/dice/mean": validation["val/dice/mean"] - 0.1, "test/robustness/mean_subsets": 0.2}
+
+    monkeypatch.setattr(runs, "train_run", fake_train_run)
+    monkeypatch.setattr(brats_comparison, "shapley_of_run", fake_shapley)
+    monkeypatch.setattr(brats_comparison, "lesionwise_of_run", fake_lesionwise)
+    monkeypatch.setattr(brats_comparison, "held_out_of_run", fake_test)
+    monkeypatch.setattr(brats_comparison, "gap_of_run", lambda run_dir, unimodal_dirs, *args: {"gap/t1": 0.1})
+    return record
+
+
+def test_tests_against_joint_fixed_before_the_runs(fake_runs_by_method, tmp_path: Path):
+    from brats_cggm.core.stats import paired_t_test
+
+    out = tmp_path / "cmp"
+    argv = ["--output-dir", str(out), "--methods", "joint", "cggm", "--seeds", "0", "1", "2", "--device", "cpu"]
+    assert cli.main([*argv, "--equivalence-margin", "0.05"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "Statistics fixed before the runs: family = ['val/dice/mean', 'robustness/mean_subsets']" in summary
+    assert "(m = 2 tests)" in summary and "α = 0.05" in summary and "margin ±0.05" in summary
+    statistics = json.loads((out / "statistics.json").read_text())
+    assert statistics["family"] == ["val/dice/mean", "robustness/mean_subsets"]
+    assert statistics["equivalence"]["margin"] == 0.05 and statistics["alpha"] == 0.05
+    dice, robustness = statistics["tests"]
+    assert dice["method"] == "cggm" and dice["baseline"] == "joint" and dice["source"] == "validation"
+    assert dice["seeds"] == [0, 1, 2] and dice["mean"] == pytest.approx(0.02)
+    assert dice["p"] == pytest.approx(paired_t_test([0.01, 0.03, 0.02])["p"])  # 0.074
+    assert dice["p_holm"] == pytest.approx(2 * dice["p"]) and dice["significant"] is False
+    assert dice["tost"]["verdict"] == "equivalent"  # the 90% interval lies inside ±0.05
+    # the robustness differences are all 0: no test, said so, and counted in the family
+    assert robustness["p"] is None and "zero variance" in robustness["note"] and robustness["p_holm"] is None
+    assert "| cggm | joint | val/dice/mean (validation) | 3 | +0.020 | [-0.005, +0.045] |" in summary
+    assert "| not shown equivalent | zero variance of the differences: no t statistic, no test |" in summary
+
+    # a family of one metric at the default margin
+    other = tmp_path / "other"
+    argv = ["--output-dir", str(other), "--methods", "joint", "cggm", "--seeds", "0", "1", "2", "--device", "cpu"]
+    assert cli.main([*argv, "--family", "val/dice/mean", "--no-shapley"]) == 0
+    (dice,) = json.loads((other / "statistics.json").read_text())["tests"]
+    assert dice["p_holm"] == pytest.approx(dice["p"]) and dice["tost"]["verdict"] == "not shown equivalent"
+
+
+def test_held_out_test_set_and_phantoms_per_seed(fake_runs_by_method, tmp_path: Path):
+    record, out = fake_runs_by_method, tmp_path / "cmp"
+    argv = ["--output-dir", str(out), "--methods", "joint", "cggm", "--seeds", "0", "1", "--device", "cpu"]
+    argv += ["--smoke", "--phantoms-per-seed", "--test-phantoms", "1", "--unimodal"]
+    assert cli.main(argv) == 0
+    overrides = record["trained"]["cggm/seed1"][1]
+    assert overrides["phantom_dir"] == str(out / "phantoms" / "seed1")
+    assert overrides["phantoms"] == {"n": 6, "shape": [32, 32, 32], "seed": 100_000}
+    assert record["trained"]["unimodal-t1/seed0"][1]["phantom_dir"] == str(out / "phantoms" / "seed0")
+    # every run, unimodal ones too, is measured on its seed's test set, generated apart from the training data
+    tested = {name: (data, test, shapley) for name, data, test, shapley in record["tested"]}
+    assert len(tested) == 12
+    assert tested["cggm/seed1"] == (str(out / "phantoms" / "seed1"), out / "test_phantoms" / "seed1", True)
+    assert tested["unimodal-t2/seed0"][2] is False
+    assert sorted(p.name for p in (out / "test_phantoms" / "seed1").iterdir()) == ["BraTS2021_00000"]
+    rows = {(r["method"], r["seed"]): r for r in json.loads((out / "rows.json").read_text())}
+    assert rows[("cggm", 1)]["validation"]["test/dice/mean"] == pytest.approx(0.53)
+    assert rows[("cggm", 1)]["test_set"]["phantoms"]["seed"] == 150_000
+    summary = (out / "summary.md").read_text()
+    assert "a phantom draw per seed k, generator seed s0 + 100000·k" in summary
+    assert "held-out test set: 1 phantoms per seed k" in summary and "seed s0 + 100000·k + 50000" in summary
+    assert "| cggm | joint | val/dice/mean (test) | 2 | +0.020 |" in summary  # the tests read the test set
+    assert (
+        "| method | test/dice/tc | test/dice/wt | test/dice/et | test/dice/mean | test/lesionwise_dice/mean |"
+        in summary
+    )
+    assert "| cggm | — | — | — | 0.470 ± 0.085 | — | 0.200 ± 0.000 |" in summary
+    statistics = json.loads((out / "statistics.json").read_text())
+    assert statistics["tests"][0]["column"] == "test/dice/mean"
+    # resumed: nothing trained or measured again
+    record["trained"], record["tested"] = {}, []
+    assert cli.main([*argv, "--resume"]) == 0
+    assert record["trained"] == {} and record["tested"] == []
+
+
+def test_named_methods_apply_their_overlays_in_order(fake_runs_by_method, tmp_path: Path, capsys):
+    overlay = tmp_path / "decoder.yaml"
+    overlay.write_text("balancer#mode: decoder\n")
+    out = tmp_path / "cmp"
+    cggm, opm = brats_comparison.balancer_overlay("cggm"), brats_comparison.balancer_overlay("opm")
+    argv = ["--output-dir", str(out), "--seeds", "0", "--device", "cpu", "--no-shapley"]
+    argv += ["--method", f"cggm-decoder={cggm},{overlay}", "--method", f"opm-decoder={opm},{overlay}"]
+    assert cli.main(argv) == 0
+    trained = record = fake_runs_by_method["trained"]
+    assert sorted(record) == ["cggm-decoder/seed0", "joint/seed0", "opm-decoder/seed0"]  # joint: the baseline
+    assert trained["cggm-decoder/seed0"][0] == [str(brats_comparison.bundle_config()), str(cggm), str(overlay)]
+    assert trained["opm-decoder/seed0"][1]["balancer#warmup_epochs"] == 2  # opm's schedule, scaled
+    rows = {r["method"]: r for r in json.loads((out / "rows.json").read_text())}
+    assert rows["cggm-decoder"]["balancer"] == "cggm" and rows["cggm-decoder"]["overlays"] == [str(cggm), str(overlay)]
+    summary = (out / "summary.md").read_text()
+    assert (
+        f"Named methods (overlays after the bundle's train.yaml, in order): cggm-decoder = {cggm}, {overlay}" in summary
+    )
+    assert "| cggm-decoder | joint | val/dice/mean (validation) | 1 |" in summary
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "x"], "expected NAME=OVERLAY"),
+        (["--method", "x=/no/such.yaml"], "no file /no/such.yaml"),
+        (["--method", "cggm=/dev/null"], "the name must be new"),
+        (["--family", "val/dice/nope"], "not a column of the rows"),
+        (["--equivalence-margin", "0"], "--equivalence-margin must be positive"),
+        (["--phantoms-per-seed", "--override", "dataset_dir=/data"], "train on the bundle's phantoms"),
+    ],
+)
+def test_bad_statistics_and_data_options(argv: list[str], message: str, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit):
+        cli.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_publish_copies_the_reports_with_relative_paths(fake_runs_by_method, tmp_path: Path):
+    out, dest = tmp_path / "cmp", tmp_path / "docs" / "raw" / "cmp"
+    argv = [
+        "--output-dir",
+        str(out),
+        "--methods",
+        "joint",
+        "--seeds",
+        "0",
+        "--smoke",
+        "--no-shapley",
+        "--device",
+        "cpu",
+    ]
+    assert cli.main([*argv, "--publish", str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["rows.json", "runs.csv", "statistics.json", "summary.md"]
+    assert "data phantoms (--smoke" in (dest / "summary.md").read_text()
+    assert str(tmp_path) not in "".join(p.read_text() for p in dest.iterdir())

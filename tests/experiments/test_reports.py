@@ -53,8 +53,9 @@ def test_csv_one_line_per_run_with_every_metric(tmp_path: Path):
 
 def test_reports_are_written_once_unless_overwrite(tmp_path: Path):
     rows = [_row("joint", 0, 0.5, 1.0)]
-    written = reports.write_reports(tmp_path / "out", "# table\n", rows)
+    written = reports.write_reports(tmp_path / "out", "# table\n", rows, statistics={"alpha": 0.05})
     assert sorted(p.name for p in written) == sorted(reports.REPORT_NAMES)
+    assert json.loads((tmp_path / "out" / "statistics.json").read_text()) == {"alpha": 0.05}
     assert json.loads((tmp_path / "out" / "rows.json").read_text()) == rows
     assert (tmp_path / "out" / "summary.md").read_text() == "# table\n"
     with pytest.raises(FileExistsError, match=r"summary\.md: exists"):
@@ -70,3 +71,20 @@ def test_existing_reports_include_run_folders(tmp_path: Path):
     (tmp_path / "joint").mkdir()
     (tmp_path / "runs.csv").write_text("")
     assert reports.existing_reports(tmp_path, ["joint", "cggm"]) == [tmp_path / "runs.csv", tmp_path / "joint"]
+
+
+def test_published_reports_name_no_machine_folder(tmp_path: Path):
+    out = tmp_path / "cmp"
+    rows = [{**_row("joint", 0, 0.5, 1.0), "run_dir": str(out / "joint" / "seed0")}]
+    reports.write_reports(out, f"data {out / 'phantoms'}, reports in {out}\n", rows)
+    dest = tmp_path / "docs" / "raw" / "cmp"
+    written = reports.publish_reports(out, dest)
+    assert sorted(p.name for p in written) == ["rows.json", "runs.csv", "summary.md"]  # no statistics.json here
+    assert (dest / "summary.md").read_text() == "data phantoms, reports in .\n"
+    assert json.loads((dest / "rows.json").read_text())[0]["run_dir"] == "joint/seed0"
+    assert str(tmp_path) not in "".join(p.read_text() for p in written)
+    with pytest.raises(FileExistsError):
+        reports.publish_reports(out, dest)
+    reports.publish_reports(out, dest, overwrite=True)
+    with pytest.raises(FileNotFoundError, match="holds no report"):
+        reports.publish_reports(tmp_path / "empty", dest)
