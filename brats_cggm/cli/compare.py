@@ -117,6 +117,13 @@ def build_parser() -> CommandParser:
         help="a named method: overlays applied in order after the bundle's train.yaml (e.g. an ablation)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="default: %(default)s")
+    parser.add_argument(
+        "--extra-seeds",
+        action="append",
+        default=[],
+        metavar="NAME=SEED[,SEED...]",
+        help="more seeds for one method (e.g. the key arms at five seeds, the others at --seeds)",
+    )
     parser.add_argument("--max-epochs", type=int, default=20, help="epochs of every run (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (step times then not comparable)")
     parser.add_argument("--device", default=None, help="training and valuation device (default: the bundle's)")
@@ -198,6 +205,21 @@ def _parse_methods(parser: argparse.ArgumentParser, items: Sequence[str]) -> dic
     return named
 
 
+def _parse_extra_seeds(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, list[int]]:
+    """``--extra-seeds NAME=SEED[,SEED...]`` → method name → seeds."""
+    extra: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, seeds = item.partition("=")
+        try:
+            values = [int(seed) for seed in seeds.split(",")]
+        except ValueError:
+            values = []
+        if not sep or not name or not values:
+            parser.error(f"--extra-seeds {item!r}: expected NAME=SEED[,SEED...]")
+        extra.setdefault(name, []).extend(values)
+    return extra
+
+
 def _check_family(parser: argparse.ArgumentParser, family: Sequence[str]) -> list[str]:
     for metric in family:
         if metric not in FAMILY_COLUMNS and not metric.startswith(subset_dice_key("")):
@@ -230,6 +252,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ComparisonSettings, a
             out_dir=args.output_dir,
             methods=[*dict.fromkeys(methods), *named],
             seeds=args.seeds,
+            extra_seeds=_parse_extra_seeds(parser, args.extra_seeds),
             max_epochs=args.max_epochs,
             device=args.device,
             paper_schedules=args.paper_schedules,

@@ -172,6 +172,9 @@ class ComparisonSettings:
         out_dir: each run goes to ``out_dir/<method>/seed<k>``; the reports to ``out_dir``.
         methods: method names, each an overlay (:func:`balancer_overlay`).
         seeds: the seeds of every method.
+        extra_seeds: method → seeds it runs with besides ``seeds`` (e.g. five seeds for the key arms of a
+            comparison whose other methods run three); the tests pair each method with joint over their common
+            seeds.
         max_epochs: the budget of every run; validation runs once, after the last epoch.
         device: training and valuation device (e.g. ``cuda:0``); None: the bundle's for training, and CUDA
             when available for the valuation.
@@ -199,6 +202,7 @@ class ComparisonSettings:
     out_dir: Path
     methods: Sequence[str] = field(default_factory=default_methods)
     seeds: Sequence[int] = (0, 1)
+    extra_seeds: Mapping[str, Sequence[int]] = field(default_factory=dict)
     max_epochs: int = 20
     device: str | None = None
     paper_schedules: bool = False
@@ -219,6 +223,10 @@ class ComparisonSettings:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.methods, self.seeds, self.optimizers = list(self.methods), list(self.seeds), list(self.optimizers)
+        unplanned = [name for name in self.extra_seeds if name not in self.methods]
+        if unplanned:
+            raise ValueError(f"extra seeds for {unplanned[0]!r}, which is not a method of the comparison")
+        self.extra_seeds = {name: sorted(set(seeds) - set(self.seeds)) for name, seeds in self.extra_seeds.items()}
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
         check_absence(self.absent)
@@ -234,12 +242,20 @@ class ComparisonSettings:
         if self.phantoms_per_seed or self.test_phantoms:
             if not self.reads_phantoms():
                 raise ValueError("phantoms per seed and test phantoms need runs that train on the bundle's phantoms")
-            if any(seed < 0 for seed in self.seeds):
+            if any(seed < 0 for seed in self.all_seeds()):
                 raise ValueError("phantoms per seed and test phantoms need seeds >= 0 (their generator seeds)")
             if self.phantoms_per_seed and "phantom_dir" in self.extra_overrides:
                 raise ValueError("phantoms per seed go to <out_dir>/phantoms/seed<k>: do not override phantom_dir")
             if int(self.phantom_settings().get("n", 16)) >= TEST_SEED_OFFSET:
                 raise ValueError(f"phantom sets of {TEST_SEED_OFFSET} cases or more would share generator seeds")
+
+    def seeds_of(self, method: str) -> list[int]:
+        """The seeds ``method`` runs with: :attr:`seeds`, then its :attr:`extra_seeds`."""
+        return [*self.seeds, *self.extra_seeds.get(method, ())]
+
+    def all_seeds(self) -> list[int]:
+        """Every seed some run of the comparison has, in order of first appearance."""
+        return list(dict.fromkeys([*self.seeds, *(seed for seeds in self.extra_seeds.values() for seed in seeds)]))
 
     def _shared_dataset_dir(self) -> str:
         overrides = self.overrides()
@@ -402,7 +418,7 @@ def prepare_phantoms(settings: ComparisonSettings) -> Path | None:
         return None
     phantoms = settings.phantom_settings()
     if settings.phantoms_per_seed:
-        for seed in settings.seeds:
+        for seed in settings.all_seeds():
             _generate(*run_phantoms(settings, seed))
         return Path(settings.dataset_dir)
     return _generate(settings.dataset_dir, phantoms)
@@ -515,7 +531,7 @@ def plan_runs(settings: ComparisonSettings) -> list[PlannedRun]:
             info: dict[str, Any] = {"balancer": balancer, "optimizer": optimizer, "modalities": None}
             if method in settings.method_overlays:
                 info["overlays"] = [str(f) for f in settings.method_overlays[method]]
-            for seed in settings.seeds:
+            for seed in settings.seeds_of(method):
                 planned.append(
                     PlannedRun(
                         run_name(method, optimizer),

@@ -92,6 +92,11 @@ def summary_statistics(rows: Sequence[dict[str, Any]], settings: ComparisonSetti
     return statistics_metadata(tests, settings.family, settings.equivalence_margin, settings.alpha)
 
 
+def _extra_seeds_text(settings: ComparisonSettings) -> str:
+    extra = [f"{name} also {seeds}" for name, seeds in settings.extra_seeds.items() if seeds]
+    return f" ({'; '.join(extra)})" if extra else ""
+
+
 def _data_text(settings: ComparisonSettings) -> str:
     """Where the runs' data and the held-out test set come from."""
     if settings.phantoms_per_seed:
@@ -134,7 +139,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
     smoke = " (--smoke: tiny pipeline check, numbers meaningless)" if settings.smoke else ""
     tests = summary_tests(rows, settings)
     text = [
-        f"{len(settings.seeds)} seed(s) {settings.seeds}, {settings.max_epochs} epochs each, data "
+        f"{len(settings.seeds)} seed(s) {settings.seeds}{_extra_seeds_text(settings)}, {settings.max_epochs} epochs each, data "
         f"{_data_text(settings)}{smoke}; mean ± std over seeds (a value without ± is a single run); "
         "validation Dice on whole volumes of the last epoch's network (every diagnostic uses it too); "
         "step time = mean training iteration time relative to joint with the same optimiser "

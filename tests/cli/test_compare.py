@@ -324,7 +324,7 @@ def test_absent_is_checked(capsys: pytest.CaptureFixture, tmp_path: Path):
 
 
 #: cggm's mean Dice above joint's, per seed: mean +0.02, sample std 0.01.
-CGGM_GAIN = {0: 0.01, 1: 0.03, 2: 0.02}
+CGGM_GAIN = {0: 0.01, 1: 0.03, 2: 0.02, 3: 0.015}
 
 
 @pytest.fixture
@@ -449,9 +449,28 @@ def test_named_methods_apply_their_overlays_in_order(fake_runs_by_method, tmp_pa
     assert "| cggm-decoder | joint | val/dice/mean (validation) | 1 |" in summary
 
 
+def test_extra_seeds_run_the_key_arms_longer_and_the_tests_pair_common_seeds(fake_runs_by_method, tmp_path: Path):
+    out = tmp_path / "cmp"
+    argv = ["--output-dir", str(out), "--methods", "joint", "cggm", "opm", "--seeds", "0", "1", "--device", "cpu"]
+    argv += ["--no-shapley", "--extra-seeds", "joint=2,3", "--extra-seeds", "cggm=1,2,3", "--phantoms-per-seed"]
+    assert cli.main([*argv, "--smoke"]) == 0
+    trained = sorted(fake_runs_by_method["trained"])
+    assert [name for name in trained if name.startswith("joint/")] == [f"joint/seed{k}" for k in range(4)]
+    assert [name for name in trained if name.startswith("cggm/")] == [f"cggm/seed{k}" for k in range(4)]
+    assert [name for name in trained if name.startswith("opm/")] == ["opm/seed0", "opm/seed1"]
+    assert fake_runs_by_method["trained"]["joint/seed3"][1]["phantom_dir"] == str(out / "phantoms" / "seed3")
+    tested = json.loads((out / "statistics.json").read_text())["tests"]
+    tests = {t["method"]: t for t in tested if t["column"] == "val/dice/mean"}
+    assert tests["cggm"]["n"] == 4 and tests["opm"]["n"] == 2  # paired with joint over the common seeds
+    assert "joint also [2, 3]; cggm also [2, 3]" in (out / "summary.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--extra-seeds", "joint"], "expected NAME=SEED"),
+        (["--extra-seeds", "joint=a"], "expected NAME=SEED"),
+        (["--methods", "joint", "--extra-seeds", "cggm=3"], "not a method of the comparison"),
         (["--method", "x"], "expected NAME=OVERLAY"),
         (["--method", "x=/no/such.yaml"], "no file /no/such.yaml"),
         (["--method", "cggm=/dev/null"], "the name must be new"),
