@@ -139,7 +139,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], settings: ComparisonSetting
     smoke = " (--smoke: tiny pipeline check, numbers meaningless)" if settings.smoke else ""
     tests = summary_tests(rows, settings)
     text = [
-        f"{len(settings.seeds)} seed(s) {settings.seeds}{_extra_seeds_text(settings)}, {settings.max_epochs} epochs each, data "
+        f"{len(settings.seeds)} seed(s) {settings.seeds}{_extra_seeds_text(settings)}, "
+        f"{settings.max_epochs} epochs each, data "
         f"{_data_text(settings)}{smoke}; mean ± std over seeds (a value without ± is a single run); "
         "validation Dice on whole volumes of the last epoch's network (every diagnostic uses it too); "
         "step time = mean training iteration time relative to joint with the same optimiser "
