@@ -38,6 +38,7 @@ from brats_cggm.brats.inference.case_io import (
     save_like_reference,
     sequences_note,
 )
+from brats_cggm.brats.inference.device_preprocessing import PREPROCESS_CHOICES
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY
 from brats_cggm.brats.inference.segmenter import MISSING_MODALITY_MODES, STITCH_CHOICES, BratsSegmenter
@@ -165,6 +166,13 @@ def build_parser() -> CommandParser:
         "windows on the GPU (auto: CPU when it would take more than half the free GPU memory)",
     )
     run.add_argument(
+        "--preprocess-on",
+        choices=PREPROCESS_CHOICES,
+        default="auto",
+        help="where orientation, resampling, crop, normalisation and their inversion run after the read: the CPU, "
+        "or the compute device (auto: the device when it is a GPU, unless --stitch cpu)",
+    )
+    run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
     return p
@@ -257,6 +265,7 @@ def load_segmenter(args: argparse.Namespace, device: torch.device) -> BratsSegme
         stitch=args.stitch,
         postprocess=rules,
         missing_modality=args.missing_modality,
+        preprocess_on=args.preprocess_on,
     )
 
 

@@ -23,7 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
-from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, MapTransform
+from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, Invertd, MapTransform, ToDeviced
 
 from brats_cggm.brats.data.labels import REGIONS, ConvertToLabelsd
 from brats_cggm.brats.data.nifti_checks import (
@@ -47,6 +47,7 @@ from brats_cggm.brats.inference.case_io import (
     missing_files_message,
     save_like_reference,
 )
+from brats_cggm.brats.inference.device_preprocessing import on_device, preprocessing_device
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model, save_run_config
 from brats_cggm.brats.inference.postprocessing_rules import PostprocessingRules
 from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
@@ -152,17 +153,22 @@ def insert_zero_channels(
 
 
 def postprocessing_transforms(
-    preprocessing: Compose, label_convention: str = "brats2021", probabilities_key: str | None = None
+    preprocessing: Compose,
+    label_convention: str = "brats2021",
+    probabilities_key: str | None = None,
+    output_device: str | torch.device | None = None,
 ) -> Compose:
     """Logits to labels in the input's voxel grid: sigmoid, inversion of ``preprocessing``, threshold, labels.
 
     Probabilities, not labels, are inverted, so that resampling (when the preprocessing resamples) is
-    linear and the threshold is applied in the original grid.
+    linear and the threshold is applied in the original grid. Every step runs where ``"pred"`` lies (with
+    :func:`~brats_cggm.brats.inference.device_preprocessing.on_device`, on the GPU).
 
     Args:
         preprocessing: the transform that produced ``"image"`` (its operations are undone on ``"pred"``).
         label_convention: the labels written (see :data:`~brats_cggm.brats.data.labels.LABEL_CONVENTIONS`).
         probabilities_key: also keep the inverted TC/WT/ET probabilities under this key.
+        output_device: move the labels (and probabilities) there at the end; None leaves them where they are.
 
     Returns:
         The transform, acting on ``"pred"`` (logits, channel-first) next to ``"image"``.
@@ -177,6 +183,9 @@ def postprocessing_transforms(
         AsDiscreted(keys="pred", threshold=0.5),
         ConvertToLabelsd(keys="pred", convention=label_convention),
     ]
+    if output_device is not None:
+        moved = ["pred", probabilities_key] if probabilities_key else ["pred"]
+        transforms.append(ToDeviced(keys=moved, device=output_device))
     return Compose(transforms)
 
 
@@ -354,10 +363,13 @@ class BratsSegmenter:
             from its present modalities through the availability mask (``"drop"``, needs a network with
             ``forward_features(x, available=...)``), or given zeros in the missing channels (``"zero"``). In
             every mode the missing channels hold zeros; under ``"drop"`` they are never read.
+        preprocess_on: where the preprocessing after the read and the inversion run (see
+            :func:`~brats_cggm.brats.inference.device_preprocessing.preprocessing_device`): ``"cpu"``, the
+            compute ``"device"``, or ``"auto"`` (the device when it is a GPU).
 
     Raises:
-        ValueError: if no sliding-window size is known, ``stitch`` or ``missing_modality`` is unknown, or
-            ``"drop"`` is asked of a network that takes no availability mask (TorchScript).
+        ValueError: if no sliding-window size is known, ``stitch``, ``preprocess_on`` or ``missing_modality`` is
+            unknown, or ``"drop"`` is asked of a network that takes no availability mask (TorchScript).
     """
 
     def __init__(
@@ -375,6 +387,7 @@ class BratsSegmenter:
         stitch: str = "auto",
         postprocess: PostprocessingRules | None = None,
         missing_modality: str = "error",
+        preprocess_on: str = "auto",
     ) -> None:
         self.postprocess = postprocess
         if missing_modality not in MISSING_MODALITY_MODES:
@@ -386,6 +399,8 @@ class BratsSegmenter:
             raise ValueError(f"stitch must be one of {STITCH_CHOICES}, got {stitch!r}")
         self.stitch = stitch
         self.device = torch.device(device)
+        #: where the device chain runs (see :meth:`preprocessing`); None: the CPU chain
+        self.preprocess_device = preprocessing_device(preprocess_on, self.device, stitch)
         self.settings = settings
         self.network = network.to(self.device).eval()
         self.tta = tta
@@ -477,7 +492,8 @@ class BratsSegmenter:
 
     def preprocessing(self, case: CaseInput, images: Mapping[str, nib.Nifti1Image] | None = None) -> Compose:
         """The training preprocessing for ``case`` (with zero channels for missing modalities, which under
-        ``"drop"`` only hold their place).
+        ``"drop"`` only hold their place); with the device chain, every step after the read runs on
+        ``preprocess_device`` (see :func:`~brats_cggm.brats.inference.device_preprocessing.on_device`).
 
         Args:
             case: the case.
@@ -485,6 +501,8 @@ class BratsSegmenter:
         """
         reader = None if images is None else LoadedNiftiReader(images)
         transform = inference_transforms(channel_order=case.channel_order, reader=reader, **self.settings.preprocessing)
+        if self.preprocess_device is not None:
+            transform = on_device(transform, self.preprocess_device)
         return insert_zero_channels(transform, positions=case.missing) if case.missing else transform
 
     def __call__(
@@ -524,12 +542,13 @@ class BratsSegmenter:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         with torch.no_grad(), autocast:
             logits = self.inferer(batch, self.predictor_for(case), **stitch_device)
-        data["pred"] = logits[0].float().cpu()
+        # inverted where the preprocessing ran (the device chain's device, or the CPU), unless stitched on the CPU
+        data["pred"] = logits[0].float().to("cpu" if stitch_device else self.preprocess_device or "cpu")
         times["predict"] = time.perf_counter() - start
 
         start = time.perf_counter()
         key = "probabilities" if probabilities else None
-        data = postprocessing_transforms(preprocessing, label_convention, key)(data)
+        data = postprocessing_transforms(preprocessing, label_convention, key, output_device="cpu")(data)
         labels = check_inverted(data["pred"], case.reference)[0].astype(np.uint8)
         if self.postprocess is not None:
             spacing = tuple(float(z) for z in load_nifti(case.reference).header.get_zooms()[:3])
