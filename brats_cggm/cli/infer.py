@@ -44,7 +44,7 @@ from brats_cggm.brats.inference.case_io import (
     sequences_note,
 )
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model
-from brats_cggm.brats.inference.pipeline import DEFAULT_WORKERS, Finished, detach_item, run_pipeline
+from brats_cggm.brats.inference.pipeline import DEFAULT_WORKERS, STAGES, Finished, detach_item, run_pipeline
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY
 from brats_cggm.brats.inference.segmenter import (
     MISSING_MODALITY_MODES,
@@ -64,12 +64,9 @@ from brats_cggm.cli.common import (
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import refuse_existing
 
-__all__ = ["STAGES", "CaseResult", "CaseStages", "build_parser", "main", "save_outputs", "segment_case"]
+__all__ = ["CaseResult", "CaseStages", "build_parser", "main", "save_outputs", "segment_case"]
 
 PROG = "brats-cggm-infer"
-
-#: The stages of a case whose seconds each case line reports, in their order.
-STAGES = ("read", "check", "preprocess", "network", "invert", "postprocess", "write")
 
 
 def _parse_pattern(text: str) -> tuple[str, str]:
@@ -215,7 +212,8 @@ def _failure_line(case_id: str, message: str) -> str:
 
 @dataclass
 class CaseResult:
-    """What became of one case: its output file, stage times (:data:`STAGES`) and the sequences it was predicted
+    """What became of one case: its output file, stage times
+    (:data:`~brats_cggm.brats.inference.pipeline.STAGES`) and the sequences it was predicted
     from (see :func:`~brats_cggm.brats.inference.case_io.sequences_note`), the one-line reason it failed, or that it
     was skipped (``--skip-existing``, its outputs all there); ``warnings`` are printed before its line.
 

@@ -31,11 +31,9 @@ import torch
 from brats_cggm.benchmarking.config import MODALITIES, BenchmarkConfig, StepSpec
 from brats_cggm.benchmarking.memory import peak_rss, run_worker
 from brats_cggm.benchmarking.timing import sync
+from brats_cggm.brats.inference.pipeline import STAGES
 
-__all__ = ["STAGES", "folder_run", "inference_benchmark", "inference_worker", "phantom_dice", "write_case"]
-
-#: The stages of a case, as ``brats-cggm-infer`` reports them.
-STAGES = ("read", "check", "preprocess", "network", "invert", "postprocess", "write")
+__all__ = ["folder_run", "inference_benchmark", "inference_worker", "phantom_dice", "write_case"]
 
 
 def write_case(folder: Path, shape: Sequence[int], seed: int = 0) -> list[str]:

@@ -30,7 +30,12 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
-__all__ = ["DEFAULT_WORKERS", "Finished", "detach_item", "run_pipeline", "worker_threads"]
+__all__ = ["DEFAULT_WORKERS", "STAGES", "Finished", "detach_item", "run_pipeline", "worker_threads"]
+
+#: The stages of a case whose seconds ``brats-cggm-infer`` and the benchmark report, in their order: reading and
+#: decompressing the files, their checks, preprocessing, the network (sliding window), inversion to the input's
+#: grid with threshold and labels, post-processing rules, writing.
+STAGES = ("read", "check", "preprocess", "network", "invert", "postprocess", "write")
 
 #: Loader workers of ``brats-cggm-infer`` by default. One worker hides reading, checking and preprocessing
 #: (~1 s per BraTS case on a CPU core) behind the network whenever the network is the slower stage (always on
