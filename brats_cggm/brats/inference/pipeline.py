@@ -205,14 +205,21 @@ def run_pipeline(
     )
     pending: queue.Queue = queue.Queue(maxsize=queue_size)
     results: queue.Queue = queue.Queue()
+    broken: list[BaseException] = []
 
     def write() -> None:
         while True:
             entry = pending.get()
             if entry is _STOP:
                 return
+            if broken:  # drained, so that the main thread never blocks on a full queue
+                continue
             item, value = entry
-            value = _run_stage(finish, describe, item, value)
+            try:
+                value = _run_stage(finish, describe, item, value)
+            except BaseException as exc:  # not a case's failure (describe failed, an interrupt): the run's
+                broken.append(exc)
+                continue
             results.put(value.result if isinstance(value, Finished) else value)
 
     writer = threading.Thread(target=write, name="case-writer", daemon=True)
@@ -222,15 +229,19 @@ def run_pipeline(
         for item, value in zip(items, loader, strict=True):
             value = _run_stage(predict, describe, item, value)
             pending.put((item, value))  # blocks while the writer is queue_size cases behind
-            while True:
+            while not broken:
                 try:
                     yield results.get_nowait()
                 except queue.Empty:
                     break
                 done += 1
+            if broken:
+                raise broken[0]
     finally:
         pending.put(_STOP)
         writer.join()
+    if broken:
+        raise broken[0]
     while done < len(items):
         yield results.get_nowait()
         done += 1

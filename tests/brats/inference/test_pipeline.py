@@ -108,3 +108,11 @@ def test_detach_item_drops_the_chain_and_the_ids():
     assert "chain" not in out and out["image"] is image
     op = image.applied_operations[0]
     assert op[TraceKeys.ID] == TraceKeys.NONE and op[TraceKeys.EXTRA_INFO]["nested"][0][TraceKeys.ID] == TraceKeys.NONE
+
+
+def test_an_error_that_is_no_case_failure_stops_the_run():
+    def finish(predicted: dict) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        list(run_pipeline(range(6), _load, _predict, finish, _describe, workers=1, queue_size=1))
