@@ -37,10 +37,11 @@ __all__ = ["DEFAULT_WORKERS", "STAGES", "Finished", "detach_item", "run_pipeline
 #: grid with threshold and labels, post-processing rules, writing.
 STAGES = ("read", "check", "preprocess", "network", "invert", "postprocess", "write")
 
-#: Loader workers of ``brats-cggm-infer`` by default. One worker hides reading, checking and preprocessing
-#: (~1 s per BraTS case on a CPU core) behind the network whenever the network is the slower stage (always on
-#: a CPU, where the sliding window takes seconds; see docs/performance.md), and takes one core and one case of
-#: memory; more workers only pay where preprocessing outlasts the network (a fast GPU) and cores are free.
+#: Loader workers of ``brats-cggm-infer`` by default. One worker hides reading, checking and preprocessing behind
+#: the network whenever the network is the slower stage, as it always is on a CPU (2 cores: 2.4 s of reading
+#: and preprocessing against about a minute of sliding window per 240x240x155 case, docs/performance.md), for one
+#: core and one case of memory; more workers only pay where preprocessing outlasts the network (a fast GPU) and
+#: cores are free.
 DEFAULT_WORKERS = 1
 
 T = TypeVar("T")
