@@ -15,7 +15,9 @@ What is timed:
   --worker ...``): the peak resident set size above the one after setup on CPU, the CUDA peak on GPU.
 * **Inference** — one 240×240×155 four-modality phantom case written as NIfTI, segmented end to end with
   :class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter` as ``brats-cggm-infer`` does, against the sliding window
-  alone on the same preprocessed tensor.
+  alone on the same preprocessed tensor, stage by stage; then a folder of phantom cases as ``brats-cggm-infer``
+  runs it, one case after the other and pipelined (cases per minute, end to end / network), and the default
+  inference setting against a candidate (mean Dice on the phantoms, time ratio).
 * **Data pipeline** — the step with the bundle's own loader (``train#dataloader`` of its ``train.yaml``)
   against the same step on one preloaded batch from that loader.
 * **Scaling** — step time against the patch size and the number of modalities; on CUDA also AMP (bf16),

@@ -78,6 +78,13 @@ class BenchmarkConfig:
         infer_overlap: sliding-window overlap.
         infer_sw_batch: windows per forward pass.
         infer_reps: end-to-end and network-only repetitions (alternated).
+        infer_folder_cases: phantom cases of the folder runs (0: none).
+        infer_folder_shape: shape of the folder's phantom cases.
+        infer_workers: loader workers of the pipelined folder run (``brats-cggm-infer --workers``).
+        infer_candidate_roi: window of the candidate setting compared with the default (None: ``infer_roi``).
+        infer_candidate_overlap: overlap of the candidate setting.
+        infer_bundle: trained bundle whose weights and preprocessing the inference section uses (None: random
+            weights of ``base``, and Dice values that only show the comparison runs).
         data_shape: shape of the data-pipeline phantom cases.
         data_rounds: alternation rounds of loader epochs and preloaded blocks.
         data_workers: ``DataLoader`` workers (the bundle's ``num_workers``).
@@ -111,6 +118,12 @@ class BenchmarkConfig:
     infer_overlap: float = 0.5
     infer_sw_batch: int = 2
     infer_reps: int = 1
+    infer_folder_cases: int = 8
+    infer_folder_shape: tuple[int, int, int] = (240, 240, 155)
+    infer_workers: int = 1
+    infer_candidate_roi: tuple[int, int, int] | None = None
+    infer_candidate_overlap: float = 0.0
+    infer_bundle: str | None = None
     data_shape: tuple[int, int, int] = (240, 240, 155)
     data_rounds: int = 3
     data_workers: int = 0
@@ -155,6 +168,7 @@ def benchmark_config(
             infer_shape=(40, 40, 32),
             infer_roi=(16, 16, 16),
             infer_overlap=0.25,
+            infer_folder_shape=(32, 32, 24),
             data_shape=(40, 40, 32),
             data_rounds=1,
             scaling_patches=[(16, 16, 16)],
@@ -187,6 +201,8 @@ def benchmark_config(
             config.skipped.append("quick on CPU: each step_scaling point is one step without warm-up")
             config.infer_overlap = 0.25
             config.skipped.append("quick on CPU: inference uses sliding-window overlap 0.25 instead of 0.5")
+            config.infer_folder_shape = (128, 128, 80)
+            config.skipped.append("quick on CPU: the inference folder runs use 8 phantom cases of 128x128x80")
             config.scale_patches = [(64, 64, 64)]
             config.skipped.append("quick on CPU: the dataset_scale section's loader comparison runs at 64³ only")
             # validation's whole-volume buffers do not depend on the overlap; its time is ~6x smaller at 0

@@ -66,6 +66,33 @@ def _mib(value: Any) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MiB"
 
 
+def _folder_lines(r: dict[str, Any]) -> list[str]:
+    """The inference section's folder runs and its two settings (absent from reports older than them)."""
+    if "folder" not in r:
+        return []
+    f = r["folder"]
+    lines = [f"  folder of {f['cases']} phantom cases {f['case_shape']} (weights: {r.get('weights', 'random')}):"]
+    for run in f["runs"]:
+        stages = ", ".join(f"{k} {_fmt(v)}" for k, v in run["stages_s"].items())
+        lines.append(
+            f"    workers {run['workers']}: {_fmt(run['seconds_per_case'], ' s')} per case, "
+            f"{_fmt(run['cases_per_minute'])} cases/min, end to end / network {_fmt(run['e2e_over_network'])}; "
+            f"stages per case (s): {stages}"
+        )
+    lines.append(f"    pipeline speed-up over workers 0: x{_fmt(f['pipeline_speedup'])}")
+    for s in r["settings"]:
+        dice = ", ".join(f"{k.upper()} {v:.4f}" for k, v in s["dice"].items())
+        lines.append(
+            f"    {s['setting']:<9} window {s['roi']}, overlap {s['overlap']}: "
+            f"{_fmt(s['seconds_per_case'], ' s')} per case, mean Dice {s['mean_dice']:.4f} ({dice})"
+        )
+    lines.append(
+        f"    default / candidate time: x{_fmt(r['candidate_speedup'])}; "
+        f"candidate - default mean Dice: {r['candidate_dice_change']:+.4f}"
+    )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of a report from :func:`~brats_cggm.benchmarking.runner.run_benchmarks`.
 
@@ -100,8 +127,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_fmt(r['network_only_s'], ' s')}, ratio {_fmt(r['infer_ratio'])}, "
             f"peak RSS {_mib(r.get('peak_rss_bytes'))}"
             + (f", CUDA peak {_mib(r['cuda_peak_bytes'])}" if "cuda_peak_bytes" in r else ""),
-            f"  stages: {r['stages_s']}",
+            "  stages (s): " + ", ".join(f"{k} {_fmt(v)}" for k, v in r["stages_s"].items()),
         ]
+        lines += _folder_lines(r)
     if "data" in report:
         r = report["data"]
         lines += [

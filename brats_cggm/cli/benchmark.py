@@ -21,7 +21,7 @@ import torch
 from brats_cggm.benchmarking.config import BenchmarkConfig, benchmark_config
 from brats_cggm.benchmarking.report import format_report, write_report
 from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
-from brats_cggm.cli.common import CommandParser
+from brats_cggm.cli.common import CommandParser, non_negative_int, overlap_fraction, positive_int
 from brats_cggm.core import resources
 from brats_cggm.core.files import refuse_existing
 
@@ -64,6 +64,33 @@ def build_parser(prog: str = PROG) -> CommandParser:
         default=None,
         help="train.yaml whose loader is benchmarked (default: bundles/brats_cggm/configs/train.yaml, of the "
         "checkout brats_cggm is imported from or of the installed package; see brats_cggm.core.resources)",
+    )
+    inference = p.add_argument_group("inference section")
+    inference.add_argument(
+        "--infer-workers",
+        type=non_negative_int,
+        default=None,
+        help="loader workers of the pipelined folder run (default: brats-cggm-infer's --workers default)",
+    )
+    inference.add_argument(
+        "--infer-candidate-roi",
+        type=positive_int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=None,
+        help="window of the candidate setting timed and scored beside the default one (default: the default's)",
+    )
+    inference.add_argument(
+        "--infer-candidate-overlap",
+        type=overlap_fraction,
+        default=None,
+        help="overlap of the candidate setting (default 0)",
+    )
+    inference.add_argument(
+        "--infer-bundle",
+        default=None,
+        help="trained bundle (or training output_dir) whose weights the inference section runs, so that its Dice "
+        "values mean something (default: random weights of --preset)",
     )
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -141,6 +168,13 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
         batch=config.base.batch if args.batch is None else args.batch,
         patch=config.base.patch if args.patch is None else tuple(args.patch),
     )
+    if args.infer_workers is not None:
+        config.infer_workers = args.infer_workers
+    if args.infer_candidate_roi is not None:
+        config.infer_candidate_roi = tuple(args.infer_candidate_roi)
+    if args.infer_candidate_overlap is not None:
+        config.infer_candidate_overlap = args.infer_candidate_overlap
+    config.infer_bundle = args.infer_bundle
     config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "dataset_scale"} & set(sections)))
     return config
 

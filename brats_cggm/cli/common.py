@@ -14,6 +14,7 @@ __all__ = [
     "CommandParser",
     "finite_float",
     "non_negative_float",
+    "non_negative_int",
     "overlap_fraction",
     "positive_int",
     "print_error",
@@ -87,6 +88,21 @@ def overlap_fraction(text: str) -> float:
     value = finite_float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (a count that may be none, e.g. worker processes).
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
     return value
 
 

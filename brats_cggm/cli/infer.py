@@ -6,6 +6,10 @@ The python API (:class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter`, t
 :mod:`brats_cggm.brats.inference.case_io`) does the work; this module reads the command line, checks it, and
 reports one line per case. A case that fails is reported and skipped; the others are still segmented.
 
+A folder runs as a pipeline (:mod:`brats_cggm.brats.inference.pipeline`): ``--workers`` processes read, check and
+preprocess the next cases while the network runs on the current one, and a background thread inverts and
+writes the finished ones; ``--workers 0`` runs the stages one case after the other. The outputs are the same.
+
 Each segmentation records the sequences it was predicted from: in a JSON file beside it (``<name>.json``) and in
 its NIfTI header's ``descrip`` field.
 """
@@ -17,9 +21,10 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,11 +45,18 @@ from brats_cggm.brats.inference.case_io import (
 )
 from brats_cggm.brats.inference.device_preprocessing import PREPROCESS_CHOICES
 from brats_cggm.brats.inference.model_loading import InferenceSettings, load_model
+from brats_cggm.brats.inference.pipeline import DEFAULT_WORKERS, STAGES, Finished, detach_item, run_pipeline
 from brats_cggm.brats.inference.postprocessing_rules import RULES_KEY
-from brats_cggm.brats.inference.segmenter import MISSING_MODALITY_MODES, STITCH_CHOICES, BratsSegmenter
+from brats_cggm.brats.inference.segmenter import (
+    MISSING_MODALITY_MODES,
+    PREPROCESSING_KEY,
+    STITCH_CHOICES,
+    BratsSegmenter,
+)
 from brats_cggm.cli.common import (
     CommandParser,
     non_negative_float,
+    non_negative_int,
     overlap_fraction,
     positive_int,
     print_error,
@@ -53,7 +65,7 @@ from brats_cggm.cli.common import (
 from brats_cggm.core.devices import resolve_device
 from brats_cggm.core.files import refuse_existing
 
-__all__ = ["CaseResult", "build_parser", "main", "save_outputs", "segment_case"]
+__all__ = ["CaseResult", "CaseStages", "build_parser", "main", "save_outputs", "segment_case"]
 
 PROG = "brats-cggm-infer"
 
@@ -173,6 +185,13 @@ def build_parser() -> CommandParser:
         "or the compute device (auto: the device when it is a GPU, unless --stitch cpu)",
     )
     run.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=DEFAULT_WORKERS,
+        help=f"processes that read, check and preprocess the next cases while the network runs (default "
+        f"{DEFAULT_WORKERS}); 0: every step in this process, one case after the other",
+    )
+    run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
     return p
@@ -201,9 +220,13 @@ def _failure_line(case_id: str, message: str) -> str:
 
 @dataclass
 class CaseResult:
-    """What became of one case: its output file, step times and the sequences it was predicted from (see
-    :func:`~brats_cggm.brats.inference.case_io.sequences_note`), the one-line reason it failed, or that it was
-    skipped (``--skip-existing``, its outputs all there)."""
+    """What became of one case: its output file, stage times
+    (:data:`~brats_cggm.brats.inference.pipeline.STAGES`) and the sequences it was predicted
+    from (see :func:`~brats_cggm.brats.inference.case_io.sequences_note`), the one-line reason it failed, or that it
+    was skipped (``--skip-existing``, its outputs all there); ``warnings`` are printed before its line.
+
+    ``seconds`` is the sum of its stage times: in a pipeline the stages of different cases overlap, so a case's
+    work, not the wall-clock time between its start and its end."""
 
     case_id: str
     target: Path | None = None
@@ -212,6 +235,7 @@ class CaseResult:
     failure: str | None = None
     skipped: bool = False
     sequences: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
@@ -364,37 +388,116 @@ def save_outputs(
     save_like_reference(result["labels"], case.reference, target, args.overwrite, description)
 
 
+@dataclass
+class _LoadedCase:
+    """A case between its stages: its outputs, record, preprocessed item (or, until it is preprocessed in this
+    process, its images) and stage times so far."""
+
+    case: CaseInput
+    target: Path
+    prob_target: Path | None
+    record: dict[str, Any]
+    data: dict[Any, Any]
+    times: dict[str, float]
+    warnings: list[str]
+    images: Mapping[str, Any] | None = None
+
+
+class CaseStages:
+    """The stages of ``brats-cggm-infer`` for one case, as :func:`~brats_cggm.brats.inference.pipeline.run_pipeline`
+    runs them: :meth:`load` (outputs checked, files read and checked, preprocessing), :meth:`predict` (the
+    network), :meth:`finish` (inversion, post-processing, writing); :meth:`describe` turns a stage's exception into
+    the case's failure line.
+
+    Args:
+        segmenter: the network and its run options (``missing_modality`` among them).
+        args: the output options (``output_dir``, ``name_template``, ``labels``, ``save_probabilities``,
+            ``overwrite``, ``skip_existing``, ``missing_modality``).
+        detach: :meth:`load` runs in another process: its item leaves the preprocessing chain behind (see
+            :func:`~brats_cggm.brats.inference.pipeline.detach_item`). When the segmenter preprocesses on a GPU,
+            the workers only read and check, and :meth:`predict` preprocesses (CUDA stays in this process).
+    """
+
+    def __init__(self, segmenter: BratsSegmenter, args: argparse.Namespace, detach: bool = False) -> None:
+        self.segmenter = segmenter
+        self.args = args
+        self.detach = detach
+        device = segmenter.preprocess_device
+        self.prepare_in_predict = detach and device is not None and torch.device(device).type != "cpu"
+
+    def load(self, case: CaseInput) -> _LoadedCase | Finished[CaseResult]:
+        """Check the case's outputs (skipped under ``--skip-existing``), read and check its files, preprocess."""
+        target, prob_target = case_outputs(case.case_id, self.args)
+        if not _check_existing(target, prob_target, self.args):
+            return Finished(CaseResult(case.case_id, target, skipped=True))
+        times: dict[str, float] = {}
+        images = self.segmenter.check(case, times=times)
+        record = self.segmenter.case_record(case, target)
+        warnings = []
+        if case.missing and self.args.missing_modality == "zero":
+            names = "/".join(record["modalities_missing"])
+            warnings.append(f"{case.case_id}: no {names} file: that branch gets zeros, expect lower quality")
+        if self.prepare_in_predict:
+            return _LoadedCase(case, target, prob_target, record, {}, times, warnings, images=images)
+        start = time.perf_counter()
+        data = self.segmenter.prepare(case, images)
+        del images  # the decompressed files: the worker holds no more than the item it hands on
+        if self.detach:
+            data = detach_item(data, PREPROCESSING_KEY)
+        times["preprocess"] = time.perf_counter() - start
+        return _LoadedCase(case, target, prob_target, record, data, times, warnings)
+
+    def predict(self, loaded: _LoadedCase) -> _LoadedCase:
+        """The sliding window, on the segmenter's device (preprocessing first when it runs on that device)."""
+        if loaded.images is not None:
+            start = time.perf_counter()
+            loaded.data = self.segmenter.prepare(loaded.case, loaded.images)
+            loaded.images = None
+            loaded.times["preprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        loaded.data = self.segmenter.predict(loaded.case, loaded.data)
+        loaded.times["network"] = time.perf_counter() - start
+        return loaded
+
+    def finish(self, loaded: _LoadedCase) -> CaseResult:
+        """Invert, post-process and write the case's outputs (each atomically, the label map last)."""
+        case, args = loaded.case, self.args
+        result = self.segmenter.finish(
+            case, loaded.data, args.labels, probabilities=args.save_probabilities, times=loaded.times
+        )
+        loaded.data = {}  # the whole-volume logits: freed before writing
+        start = time.perf_counter()
+        save_outputs(result, loaded.record, case, loaded.target, loaded.prob_target, args)
+        loaded.times["write"] = time.perf_counter() - start
+        record = loaded.record
+        sequences = sequences_note(record["modalities_used"], record["modalities_missing"], args.missing_modality)
+        times = {k: loaded.times.get(k, 0.0) for k in STAGES}
+        return CaseResult(
+            case.case_id, loaded.target, times, sum(times.values()), sequences=sequences, warnings=loaded.warnings
+        )
+
+    def describe(self, case: CaseInput, exc: Exception) -> CaseResult:
+        """The failure of ``case``: ``"<case_id>: <problem>"`` (the exception's type named unless it is a plain
+        input, existing-file or value error)."""
+        plain = (InputFileError, FileExistsError, ValueError)
+        message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
+        return CaseResult(case.case_id, failure=_failure_line(case.case_id, message))
+
+
 def segment_case(segmenter: BratsSegmenter, case: CaseInput, args: argparse.Namespace) -> CaseResult:
     """Check, segment and save one case; any failure is returned, not raised, so that the batch goes on.
 
     Args:
         segmenter: the network and its run options (``missing_modality`` among them).
         case: the case's files.
-        args: the output options (``output_dir``, ``name_template``, ``labels``, ``save_probabilities``,
-            ``overwrite``, ``skip_existing``, ``missing_modality``).
+        args: the output options (see :class:`CaseStages`).
 
     Returns:
         The output file, times and sequences used; the output file and ``skipped`` (``--skip-existing``, every
         output there, nothing read); or the failure line ``"<case_id>: <problem>"`` (nothing written).
     """
-    start = time.perf_counter()
-    try:
-        target, prob_target = case_outputs(case.case_id, args)
-        if not _check_existing(target, prob_target, args):
-            return CaseResult(case.case_id, target, skipped=True)
-        images = segmenter.check(case)
-        record = segmenter.case_record(case, target)
-        if case.missing and args.missing_modality == "zero":
-            names = "/".join(record["modalities_missing"])
-            print_warning(f"{case.case_id}: no {names} file: that branch gets zeros, expect lower quality")
-        result = segmenter(case, args.labels, probabilities=args.save_probabilities, images=images)
-        save_outputs(result, record, case, target, prob_target, args)
-    except Exception as exc:  # one case's failure must not stop the batch
-        plain = (InputFileError, FileExistsError, ValueError)
-        message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
-        return CaseResult(case.case_id, failure=_failure_line(case.case_id, message))
-    sequences = sequences_note(record["modalities_used"], record["modalities_missing"], args.missing_modality)
-    return CaseResult(case.case_id, target, result["times"], time.perf_counter() - start, sequences=sequences)
+    stages = CaseStages(segmenter, args)
+    return next(run_pipeline([case], stages.load, stages.predict, stages.finish, stages.describe, workers=0))
 
 
 def report_model(segmenter: BratsSegmenter, args: argparse.Namespace, n_cases: int) -> None:
@@ -411,6 +514,8 @@ def report_model(segmenter: BratsSegmenter, args: argparse.Namespace, n_cases: i
 
 def report_case(index: int, n_cases: int, result: CaseResult) -> None:
     """The line of a segmented case (its times and output file) or a skipped one, or its failure line on stderr."""
+    for warning in result.warnings:
+        print_warning(warning)
     if result.failure is not None:
         print_error(result.failure)
         return
@@ -420,9 +525,9 @@ def report_case(index: int, n_cases: int, result: CaseResult) -> None:
     t = result.times
     if t is None:  # never: a segmented case has its times
         raise ValueError(f"{result.case_id}: segmented without step times")
+    stages = ", ".join(f"{k} {t[k]:.2f}" for k in STAGES if k in t)
     print(
-        f"[{index}/{n_cases}] {result.case_id}: {result.seconds:.2f} s "
-        f"(preprocess {t['preprocess']:.2f}, predict {t['predict']:.2f}, postprocess {t['postprocess']:.2f}); "
+        f"[{index}/{n_cases}] {result.case_id}: {result.seconds:.2f} s ({stages}); "
         f"sequences {result.sequences} -> {result.target}",
         flush=True,
     )
@@ -483,8 +588,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error(line)
     total_start = time.perf_counter()
     done = skipped = 0
-    for index, case in enumerate(cases, start=1):
-        result = segment_case(segmenter, case, args)
+    # a worker beyond the cases that come after the first would have nothing to read ahead
+    workers = min(args.workers, max(len(cases) - 1, 0))
+    stages = CaseStages(segmenter, args, detach=workers > 0)
+    results = run_pipeline(cases, stages.load, stages.predict, stages.finish, stages.describe, workers=workers)
+    # in case order: the pipeline hands the results back in the order of the cases
+    for index, result in enumerate(results, start=1):
         report_case(index, len(cases), result)
         if result.failure is not None:
             failures.append(result.failure)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import pytest
 
+from brats_cggm.benchmarking.report import format_report
 from brats_cggm.benchmarking.runner import run_benchmarks
 from tests.helpers.bench_tiny import one_thread, tiny_config  # noqa: F401
 
@@ -40,7 +42,26 @@ def test_inference_and_data_pipeline_report(tmp_path):
     assert inf["seconds_per_case"] > 0 and inf["network_only_s"] > 0
     assert report["infer_ratio"] == pytest.approx(inf["seconds_per_case"] / inf["network_only_s"])
     assert inf["peak_rss_bytes"] > 0
-    assert set(inf["stages_s"]) == {"check", "preprocess", "predict", "postprocess", "write"}
+    stages = ["read", "check", "preprocess", "network", "invert", "postprocess", "write"]
+    assert list(inf["stages_s"]) == stages and min(inf["stages_s"].values()) >= 0.0
+    # the folder: 8 cases, one after the other and pipelined, then the candidate setting beside the default
+    folder = inf["folder"]
+    assert folder["cases"] == 8 and [r["workers"] for r in folder["runs"]] == [0, config.infer_workers]
+    for run in folder["runs"]:
+        assert list(run["stages_s"]) == stages and min(run["stages_s"].values()) >= 0.0
+        assert run["cases_per_minute"] == pytest.approx(60.0 / run["seconds_per_case"])
+        assert run["e2e_over_network"] == pytest.approx(run["seconds_per_case"] / run["stages_s"]["network"], rel=1e-3)
+    outputs = [sorted(p.name for p in Path(r["out_dir"]).iterdir()) for r in folder["runs"]]
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 16  # a label map and a record per case
+    default, candidate = inf["settings"]
+    assert (default["roi"], default["overlap"]) == ([16, 16, 16], 0.25)
+    assert (candidate["roi"], candidate["overlap"]) == ([16, 16, 16], 0.0)
+    assert 0.0 <= default["mean_dice"] <= 1.0 and set(default["dice"]) == {"wt", "tc", "et"}
+    assert inf["candidate_speedup"] == pytest.approx(default["seconds_per_case"] / candidate["seconds_per_case"])
+    assert inf["weights"] == "random"
+    text = format_report(report)
+    assert "workers 0:" in text and f"workers {config.infer_workers}:" in text and "cases/min" in text
+    assert "candidate window [16, 16, 16], overlap 0.0" in text and "default / candidate time: x" in text
     # the end-to-end run really wrote a segmentation in the input's grid
     (run_dir,) = tmp_path.glob("run_*")
     assert report["work_dir"] == str(run_dir)

@@ -53,6 +53,20 @@ def test_cli_times_the_step_it_is_given(tmp_path):
     assert (base["optimizer"], base["batch"], base["patch"]) == ("sgd", 3, [16, 16, 8])
 
 
+def test_cli_inference_options_reach_the_configuration():
+    from brats_cggm.brats.inference.pipeline import DEFAULT_WORKERS
+
+    args = cli.build_parser().parse_args(["--out", "b.json", "--tiny"])
+    config = cli._configuration(args, ["inference"])
+    assert config.infer_workers == DEFAULT_WORKERS and config.infer_candidate_roi is None
+    assert config.infer_folder_cases >= 8  # "cases per minute over a folder of >= 8 cases"
+    argv = ["--out", "b.json", "--tiny", "--infer-workers", "2", "--infer-candidate-roi", "32", "32", "16"]
+    args = cli.build_parser().parse_args([*argv, "--infer-candidate-overlap", "0.125", "--infer-bundle", "run"])
+    config = cli._configuration(args, ["inference"])
+    assert (config.infer_workers, config.infer_candidate_roi) == (2, (32, 32, 16))
+    assert (config.infer_candidate_overlap, config.infer_bundle) == (0.125, "run")
+
+
 def test_cli_keeps_finished_sections_when_a_later_one_fails(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")

@@ -493,3 +493,103 @@ def test_an_msd_entry_outside_its_folder_is_warned_about(msd_dataset: Path, tiny
     assert _run(["--input", str(root)], _bundle(tiny_run_dir), tmp_path / "out", "--name-template", "x.nii.gz") == 1
     err = capsys.readouterr().err
     assert f"warning: 1 case(s) read from outside the data set folder {root}: {outside}" in err
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """The bytes of every output file; the records' ``inputs`` and output names are the same in both runs."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_pipelined_folder_writes_what_the_case_loop_writes(
+    phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    model = [*_bundle(tiny_run_dir), "--save-probabilities"]
+    runs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"out_{workers}"
+        assert _run(["--input", str(phantom_dataset)], model, out, "--workers", workers) == 0
+        runs[workers] = (_outputs(out), capsys.readouterr().out)
+    assert len(runs["0"][0]) == 4 * 3
+    assert runs["2"][0] == runs["0"][0]  # label maps, probabilities and JSON records, byte for byte
+    for workers, (_, log) in runs.items():
+        lines = [line for line in log.splitlines() if line.startswith("[")]
+        assert [line.split(":")[0] for line in lines] == [f"[{i}/4] BraTS2021_0000{i - 1}" for i in range(1, 5)]
+        for line in lines:  # every stage timed, none negative
+            stages = dict(part.rsplit(" ", 1) for part in line.split("(", 1)[1].split(")")[0].split(", "))
+            assert list(stages) == ["read", "check", "preprocess", "network", "invert", "postprocess", "write"]
+            assert all(float(s) >= 0.0 for s in stages.values()), (workers, line)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_bad_case_in_the_middle_fails_alone(
+    workers: str, phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    batch = tmp_path / "batch"
+    cases = [f"BraTS2021_0000{i}" for i in range(4)]
+    for case in cases:
+        shutil.copytree(phantom_dataset / case, batch / case)
+    _corrupt(batch / cases[1] / f"{cases[1]}_t2.nii.gz")
+    _with_nan(batch / cases[2] / f"{cases[2]}_flair.nii.gz")
+    out = tmp_path / "out"
+    assert _run(["--input", str(batch)], _bundle(tiny_run_dir), out, "--workers", workers) == 1
+    log = capsys.readouterr()
+    assert "summary: 2 segmented, 2 failed" in log.out
+    errors = _error_lines(log.err)
+    assert len(errors) == 2 and errors[0].startswith(f"error: {cases[1]}: ") and "corrupt gzip" in errors[0]
+    assert errors[1].startswith(f"error: {cases[2]}: ")
+    assert f"[4/4] {cases[3]}:" in log.out
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"{c}{ext}" for c in (cases[0], cases[3]) for ext in (".json", ".nii.gz")]
+
+
+def test_workers_must_not_be_negative(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exc:
+        main(["--input", "x", "--bundle", "b", "--output-dir", "o", "--workers", "-1"])
+    assert exc.value.code == 2 and "--workers: must be at least 0" in capsys.readouterr().err
+
+
+class _StageRecorder:
+    """A segmenter that records which of its stages ran, with its preprocessing on ``device``."""
+
+    def __init__(self, device: str | None) -> None:
+        self.preprocess_device = None if device is None else torch.device(device)  # only its type is read
+        self.calls: list[str] = []
+
+    def check(self, case, times=None):
+        self.calls.append("check")
+        return {"flair": "image"}
+
+    def case_record(self, case, target):
+        return {"modalities_used": ["flair"], "modalities_missing": []}
+
+    def prepare(self, case, images):
+        self.calls.append(f"prepare {images['flair']}")
+        return {"image": "item"}
+
+    def predict(self, case, data):
+        self.calls.append(f"predict {data['image']}")
+        return {"pred": "logits"}
+
+
+@pytest.mark.parametrize(
+    ("device", "detach", "in_load"),
+    [("cuda", True, False), ("cuda", False, True), ("cpu", True, True), (None, True, True)],
+)
+def test_workers_never_preprocess_on_a_gpu(device, detach, in_load, tmp_path: Path):
+    import argparse
+
+    from brats_cggm.brats.inference.case_io import CaseInput
+    from brats_cggm.cli.infer import CaseStages
+
+    segmenter = _StageRecorder(device)
+    args = argparse.Namespace(
+        output_dir=tmp_path, name_template="{case_id}.nii.gz", save_probabilities=False, overwrite=False,
+        skip_existing=False, missing_modality="error",
+    )  # fmt: skip
+    stages = CaseStages(segmenter, args, detach=detach)  # type: ignore[arg-type]
+    case = CaseInput("case", [str(tmp_path / "flair.nii.gz")])
+    loaded = stages.load(case)
+    assert segmenter.calls == (["check", "prepare image"] if in_load else ["check"])
+    stages.predict(loaded)
+    assert segmenter.calls == ["check", "prepare image", "predict item"]
+    assert loaded.data == {"pred": "logits"} and loaded.images is None and "preprocess" in loaded.times

@@ -57,6 +57,7 @@ from brats_cggm.brats.model import AvailabilityPredictor, MultiEncoderUNet
 __all__ = [
     "AVAILABLE_META_KEY",
     "MISSING_MODALITY_MODES",
+    "PREPROCESSING_KEY",
     "BratsSegmenter",
     "CaseInput",
     "FlipTTA",
@@ -74,6 +75,10 @@ __all__ = [
 ]
 
 STITCH_CHOICES = ("auto", "device", "cpu")
+
+#: Item key, in :meth:`BratsSegmenter.prepare`'s output, of the preprocessing chain that :meth:`BratsSegmenter.finish`
+#: inverts.
+PREPROCESSING_KEY = "preprocessing"
 
 # ------------------------------------------------------------------------------------------ transforms
 
@@ -424,13 +429,17 @@ class BratsSegmenter:
             sw_device=self.device,
         )
 
-    def check(self, case: CaseInput, allow_missing: bool | None = None) -> dict[str, nib.Nifti1Image]:
+    def check(
+        self, case: CaseInput, allow_missing: bool | None = None, times: dict[str, float] | None = None
+    ) -> dict[str, nib.Nifti1Image]:
         """Read every file of ``case`` and check it (see :mod:`brats_cggm.brats.data.nifti_checks`).
 
         Args:
             case: the case.
             allow_missing: accept a case that lacks a modality file; None: unless ``missing_modality`` is
                 ``"error"``.
+            times: if given, gets ``"read"`` (seconds reading and decompressing the files) and ``"check"`` (the
+                rest: header, value and grid checks); one pass does both, each file is read once.
 
         Returns:
             The images read, by path: passed to :meth:`__call__`, they spare reading the files again.
@@ -438,9 +447,23 @@ class BratsSegmenter:
         Raises:
             InputFileError: naming the file and the problem.
         """
+        start = time.perf_counter()
+        timings: dict[str, float] = {"read": 0.0}
+        images = self._check(case, allow_missing, timings)
+        if times is not None:
+            times["read"] = timings["read"]
+            times["check"] = max(time.perf_counter() - start - timings["read"], 0.0)
+        return images
+
+    def _check(
+        self, case: CaseInput, allow_missing: bool | None, timings: dict[str, float]
+    ) -> dict[str, nib.Nifti1Image]:
+        """:meth:`check`, adding the seconds spent reading to ``timings["read"]``."""
         if isinstance(case.image, str):
             order = case.channel_order or list(range(len(self.settings.modalities)))
-            image, data = load_checked_volume(case.image, ndim=4, min_channels=max(order) + 1, check_values=False)
+            image, data = load_checked_volume(
+                case.image, ndim=4, min_channels=max(order) + 1, check_values=False, timings=timings
+            )
             for name, channel in zip(self.settings.modalities, order, strict=True):
                 check_volume_values(case.image, data[..., channel], f"channel {channel} ({name})")
             return {case.image: image}
@@ -449,7 +472,7 @@ class BratsSegmenter:
         if len(case.missing) == len(case.image):
             raise InputFileError(case.case_id, "no modality file at all")
         # The files given first: a missing modality is reported only for an otherwise usable case.
-        loaded = [(p, load_checked_volume(p, ndim=3)[0]) for p in case.image if p is not None]
+        loaded = [(p, load_checked_volume(p, ndim=3, timings=timings)[0]) for p in case.image if p is not None]
         check_same_grid(loaded, tolerance=self.affine_tolerance)
         if allow_missing is None:
             allow_missing = self.missing_modality != "error"
@@ -505,33 +528,34 @@ class BratsSegmenter:
             transform = on_device(transform, self.preprocess_device)
         return insert_zero_channels(transform, positions=case.missing) if case.missing else transform
 
-    def __call__(
-        self,
-        case: CaseInput,
-        label_convention: str = "brats2021",
-        probabilities: bool = False,
-        images: Mapping[str, nib.Nifti1Image] | None = None,
-    ) -> dict[str, Any]:
-        """Segment one (checked) case.
+    def prepare(self, case: CaseInput, images: Mapping[str, nib.Nifti1Image] | None = None) -> dict[Hashable, Any]:
+        """The preprocessing stage: ``case``'s images through :meth:`preprocessing`.
 
         Args:
-            case: the case.
-            label_convention: labels of the output.
-            probabilities: also return the TC/WT/ET probabilities.
-            images: the case's images as :meth:`check` returned them; None reads the files again.
+            case: the (checked) case.
+            images: its images as :meth:`check` returned them; None reads the files again.
 
         Returns:
-            ``"labels"``: ``(X, Y, Z)`` uint8 in the input's grid; ``"probabilities"`` (if asked):
-            ``(X, Y, Z, 3)`` float32; ``"times"``: seconds spent preprocessing, predicting, postprocessing.
+            The item: ``"image"`` (channel-first, its applied operations recorded for the inversion) and, under
+            :data:`PREPROCESSING_KEY`, the chain that made it (for :meth:`finish`).
         """
-        times = {}
-        start = time.perf_counter()
         preprocessing = self.preprocessing(case, images)
         image = case.image if isinstance(case.image, str) else [p for p in case.image if p is not None]
-        data = preprocessing({"image": image})
-        times["preprocess"] = time.perf_counter() - start
+        data: dict[Hashable, Any] = dict(preprocessing({"image": image}))
+        data[PREPROCESSING_KEY] = preprocessing
+        return data
 
-        start = time.perf_counter()
+    def predict(self, case: CaseInput, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """The network stage: the sliding window over ``data["image"]`` on :attr:`device`.
+
+        Args:
+            case: the case (under ``"drop"`` its missing modalities choose the predictor).
+            data: the item from :meth:`prepare`.
+
+        Returns:
+            A new item with ``"pred"``: region logits ``(3, *spatial)``, float32, in CPU memory.
+        """
+        data = dict(data)
         batch = data["image"].unsqueeze(0)
         channels = batch.shape[1] + len(REGIONS)
         if stitch_on_cpu(self.stitch, self.device, batch[0, 0].numel(), channels):
@@ -544,18 +568,84 @@ class BratsSegmenter:
             logits = self.inferer(batch, self.predictor_for(case), **stitch_device)
         # inverted where the preprocessing ran (the device chain's device, or the CPU), unless stitched on the CPU
         data["pred"] = logits[0].float().to("cpu" if stitch_device else self.preprocess_device or "cpu")
-        times["predict"] = time.perf_counter() - start
+        return data
 
+    def finish(
+        self,
+        case: CaseInput,
+        data: Mapping[Hashable, Any],
+        label_convention: str = "brats2021",
+        probabilities: bool = False,
+        times: dict[str, float] | None = None,
+    ) -> dict[str, Any]:
+        """The inversion and post-processing stage: logits to labels in the input's grid.
+
+        Args:
+            case: the case.
+            data: the item from :meth:`predict`. Without :data:`PREPROCESSING_KEY` (an item that crossed a
+                process boundary) the chain is built again from ``case``; its recorded operations must then
+                carry no transform ids (see :func:`~brats_cggm.brats.inference.pipeline.detach_item`).
+            label_convention: labels of the output.
+            probabilities: also return the TC/WT/ET probabilities.
+            times: if given, gets ``"invert"`` (sigmoid, inversion, threshold, labels) and ``"postprocess"``
+                (the post-processing rules; 0 without them).
+
+        Returns:
+            ``"labels"``: ``(X, Y, Z)`` uint8 in the input's grid; ``"probabilities"`` (if asked):
+            ``(X, Y, Z, 3)`` float32.
+        """
         start = time.perf_counter()
+        data = dict(data)
+        preprocessing = data.pop(PREPROCESSING_KEY, None)
+        if preprocessing is None:  # built again: inverting reads no file
+            preprocessing = self.preprocessing(case)
         key = "probabilities" if probabilities else None
         data = postprocessing_transforms(preprocessing, label_convention, key, output_device="cpu")(data)
         labels = check_inverted(data["pred"], case.reference)[0].astype(np.uint8)
-        if self.postprocess is not None:
-            spacing = tuple(float(z) for z in load_nifti(case.reference).header.get_zooms()[:3])
-            labels = self.postprocess.apply(labels, label_convention, spacing)
         out: dict[str, Any] = {"labels": labels}
         if probabilities:
             out["probabilities"] = np.moveaxis(np.asarray(data["probabilities"], dtype=np.float32), 0, -1)
-        times["postprocess"] = time.perf_counter() - start
+        inverted = time.perf_counter()
+        if self.postprocess is not None:
+            spacing = tuple(float(z) for z in load_nifti(case.reference).header.get_zooms()[:3])
+            out["labels"] = self.postprocess.apply(labels, label_convention, spacing)
+        if times is not None:
+            times["invert"] = inverted - start
+            times["postprocess"] = time.perf_counter() - inverted
+        return out
+
+    def __call__(
+        self,
+        case: CaseInput,
+        label_convention: str = "brats2021",
+        probabilities: bool = False,
+        images: Mapping[str, nib.Nifti1Image] | None = None,
+    ) -> dict[str, Any]:
+        """Segment one (checked) case: :meth:`prepare`, :meth:`predict` and :meth:`finish`, one after the other.
+
+        Args:
+            case: the case.
+            label_convention: labels of the output.
+            probabilities: also return the TC/WT/ET probabilities.
+            images: the case's images as :meth:`check` returned them; None reads the files again.
+
+        Returns:
+            ``"labels"``: ``(X, Y, Z)`` uint8 in the input's grid; ``"probabilities"`` (if asked):
+            ``(X, Y, Z, 3)`` float32; ``"times"``: seconds spent preprocessing, predicting (the network),
+            inverting and postprocessing (``"postprocess"``: inversion and rules together, as before;
+            ``"invert"`` and ``"rules"`` apart).
+        """
+        times = {}
+        start = time.perf_counter()
+        data = self.prepare(case, images)
+        times["preprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        data = self.predict(case, data)
+        times["predict"] = time.perf_counter() - start
+        finish_times: dict[str, float] = {}
+        out = self.finish(case, data, label_convention, probabilities, finish_times)
+        times["invert"] = finish_times["invert"]
+        times["rules"] = finish_times["postprocess"]
+        times["postprocess"] = finish_times["invert"] + finish_times["postprocess"]
         out["times"] = times
         return out

@@ -342,3 +342,45 @@ def test_run_config_without_pixdim_is_not_resampled(tmp_path: Path):
     case = find_cases(write_brats_case(tmp_path, "c", "lps_anisotropic_qform_only"))[0][0]
     image = BratsSegmenter(network, settings).preprocessing(case)({"image": case.image})["image"]
     torch.testing.assert_close(image.pixdim.float(), torch.tensor([0.9, 1.1, 2.5]))
+
+
+@pytest.mark.parametrize("header", ["permuted_int16_scaled", "oblique"])
+def test_stages_compose_to_the_call_and_invert_after_a_process_boundary(
+    tmp_path: Path, threshold_segmenter: BratsSegmenter, header: str
+):
+    import pickle
+
+    from brats_cggm.brats.inference.pipeline import detach_item
+    from brats_cggm.brats.inference.segmenter import PREPROCESSING_KEY
+
+    cases, _ = find_cases(write_brats_case(tmp_path, "c", header))
+    times: dict[str, float] = {}
+    images = threshold_segmenter.check(cases[0], times=times)
+    assert set(times) == {"read", "check"} and min(times.values()) >= 0.0
+    whole = threshold_segmenter(cases[0], probabilities=True, images=images)
+    assert {"preprocess", "predict", "invert", "postprocess"} <= set(whole["times"])
+
+    data = threshold_segmenter.prepare(cases[0], images)
+    # as a loader worker hands it on: no chain, pickled; the chain is built again to invert it
+    detached = pickle.loads(pickle.dumps(detach_item(data, PREPROCESSING_KEY)))
+    assert PREPROCESSING_KEY not in detached
+    for item in (data, detached):
+        stage_times: dict[str, float] = {}
+        out = threshold_segmenter.finish(
+            cases[0], threshold_segmenter.predict(cases[0], item), probabilities=True, times=stage_times
+        )
+        np.testing.assert_array_equal(out["labels"], whole["labels"])
+        np.testing.assert_array_equal(out["probabilities"], whole["probabilities"])
+        assert set(stage_times) == {"invert", "postprocess"} and min(stage_times.values()) >= 0.0
+    np.testing.assert_array_equal(whole["labels"], expected_labels())
+
+
+def test_a_chain_built_again_refuses_operations_that_keep_their_ids(
+    tmp_path: Path, threshold_segmenter: BratsSegmenter
+):
+    # why detach_item exists: MONAI's inversion checks the transform objects' ids
+    cases, _ = find_cases(write_brats_case(tmp_path, "c", "oblique"))
+    data = threshold_segmenter.prepare(cases[0])
+    del data["preprocessing"]
+    with pytest.raises(RuntimeError):
+        threshold_segmenter.finish(cases[0], threshold_segmenter.predict(cases[0], data))
