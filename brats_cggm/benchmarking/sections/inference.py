@@ -6,7 +6,8 @@ Three measurements, in one process:
   :class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter`'s stages one after the other (read, check,
   preprocess, network, invert, write); the reference is the sliding window alone on the same preprocessed tensor;
 - **a folder**: ``infer_folder_cases`` phantom cases segmented as ``brats-cggm-infer --input FOLDER`` does it
-  (:class:`~brats_cggm.cli.infer.CaseStages` through :func:`~brats_cggm.brats.inference.pipeline.run_pipeline`),
+  (:class:`~brats_cggm.brats.inference.folder.CaseStages` through
+  :func:`~brats_cggm.brats.inference.pipeline.run_pipeline`),
   with ``--workers 0`` (one case after the other) and with ``infer_workers``: cases per minute, seconds per case
   and per stage, and the ratio end to end / network;
 - **two settings**: the folder again with the candidate window and overlap (``infer_candidate_roi``,
@@ -223,13 +224,10 @@ def folder_run(segmenter: Any, cases: Sequence[Any], out_dir: Path, workers: int
     Raises:
         RuntimeError: a case failed (its failure line).
     """
+    from brats_cggm.brats.inference.folder import CaseStages, OutputOptions
     from brats_cggm.brats.inference.pipeline import run_pipeline
-    from brats_cggm.cli.infer import CaseStages, build_parser
 
-    args = build_parser().parse_args(
-        ["--input", "-", "--bundle", "-", "--output-dir", str(out_dir), "--workers", str(workers)]
-    )
-    stages = CaseStages(segmenter, args, detach=workers > 0)
+    stages = CaseStages(segmenter, OutputOptions(Path(out_dir)), detach=workers > 0)
     start = time.perf_counter()
     results = list(run_pipeline(cases, stages.load, stages.predict, stages.finish, stages.describe, workers=workers))
     wall = time.perf_counter() - start

@@ -1,8 +1,11 @@
-"""Segmenting cases with a trained model: the segmenter, its file I/O, model loading, post-processing and its fit."""
+"""Segmenting cases with a trained model: segmenter, file I/O, folder pipeline, model loading, post-processing."""
 
 __all__ = [
     "case_io",
+    "device_preprocessing",
+    "folder",
     "model_loading",
+    "pipeline",
     "postprocessing",
     "postprocessing_fit",
     "postprocessing_rules",
