@@ -30,7 +30,7 @@ INFERENCE_SWEEP: tuple[str, ...] = (
     "threads=1",
     "dtype=bf16",
     "channels_last",
-    "window=2,overlap=0.25,dtype=bf16",
+    "compile",
 )
 
 
@@ -161,7 +161,7 @@ class BenchmarkConfig:
     sweep_split: str | None = None
     sweep_cases: int = 6
     sweep_shape: tuple[int, int, int] = (48, 48, 48)
-    sweep_rounds: int = 2
+    sweep_rounds: int = 3
     data_shape: tuple[int, int, int] = (240, 240, 155)
     data_rounds: int = 3
     data_workers: int = 0

@@ -124,7 +124,7 @@ def build_parser(prog: str = PROG) -> CommandParser:
     )
     sweep.add_argument("--sweep-split", default=None, help="split.json: only its validation cases are segmented")
     sweep.add_argument("--sweep-cases", type=positive_int, default=None, help="cases per folder (default 6)")
-    sweep.add_argument("--sweep-rounds", type=positive_int, default=None, help="timed rounds (default 2)")
+    sweep.add_argument("--sweep-rounds", type=positive_int, default=None, help="timed rounds (default 3)")
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="toy sizes for smoke tests; the numbers mean nothing")

@@ -195,10 +195,9 @@ def _predictor(network: torch.nn.Module, setting: SweepSetting) -> torch.nn.Modu
     return predictor
 
 
-def _segment(
-    segmenter: Any, setting: SweepSetting, patch: Sequence[int], case: Any, out_file: Path
-) -> dict[str, float]:
-    """Segment ``case`` with ``setting`` as ``brats-cggm-infer --workers 0`` does; the seconds of it."""
+def _segment(segmenter: Any, setting: SweepSetting, patch: Sequence[int], case: Any, out_file: Path) -> dict[str, Any]:
+    """Segment ``case`` with ``setting`` as ``brats-cggm-infer --workers 0`` does: its seconds (``total``,
+    ``network``), window (``roi``) and preprocessed shape (``shape``)."""
     from brats_cggm.brats.inference.segmenter import save_like_reference
 
     start = time.perf_counter()
@@ -218,7 +217,8 @@ def _segment(
     network = time.perf_counter() - t
     result = segmenter.finish(case, data)
     save_like_reference(result["labels"], case.reference, out_file)
-    return {"total": time.perf_counter() - start, "network": network, "roi": list(roi)}  # type: ignore[dict-item]
+    timing = {"total": time.perf_counter() - start, "network": network}
+    return {**timing, "roi": list(roi), "shape": list(shape)}
 
 
 def _cases(config: BenchmarkConfig, work_dir: Path, modalities: Sequence[str], log: Callable[[str], None]) -> list:
@@ -263,8 +263,8 @@ def inference_settings_benchmark(
         ``settings``: one entry per setting, the reference first (``setting``, ``label``, ``mean_dice``, ``dice``
         per region, ``dice_by_dataset``, ``seconds_per_case``, ``network_s_per_case``, their runs per round,
         ``speedup`` and ``network_speedup`` (reference seconds over the setting's, medians of the same run),
-        ``dice_change``, ``warmup_s``, ``windows`` (per case), ``peak_rss_bytes``, or ``error``); ``cases``,
-        ``rounds``, ``memory_method``.
+        ``dice_change``, ``warmup_s``, ``windows`` and ``preprocessed_shapes`` (per case), ``peak_rss_bytes``, or
+        ``error``); ``cases``, ``rounds``, ``memory_method``.
 
     Raises:
         ValueError: no ``infer_bundle``, or a bad setting.
@@ -322,11 +322,13 @@ def inference_settings_benchmark(
                 continue
             torch.set_num_threads(int(s.threads or base_threads))
             reset_peak_rss()
-            folder = out_root / entry["setting"]
+            # one folder per round: outputs are never overwritten, and the Dice is of the last round's
+            folder = out_root / entry["setting"] / f"round_{r}"
             folder.mkdir(parents=True, exist_ok=True)
             runs = [_segment(segmenter, s, patch, c, folder / f"{c.case_id}.nii.gz") for _, c in cases]
             entry["peak_rss_bytes"] = max(entry.get("peak_rss_bytes") or 0, peak_rss() or 0) or None
             entry["windows"] = [run["roi"] for run in runs]
+            entry["preprocessed_shapes"] = [run["shape"] for run in runs]
             entry["runs"].append(
                 {
                     "seconds_per_case": statistics.mean(run["total"] for run in runs),
@@ -340,7 +342,7 @@ def inference_settings_benchmark(
             continue
         entry["seconds_per_case"] = statistics.median(run["seconds_per_case"] for run in entry["runs"])
         entry["network_s_per_case"] = statistics.median(run["network_s_per_case"] for run in entry["runs"])
-        folder = out_root / entry["setting"]
+        folder = out_root / entry["setting"] / f"round_{config.sweep_rounds - 1}"
         by_dataset: dict[str, Any] = {}
         for name in dict.fromkeys(n for n, _ in cases):
             by_dataset[name] = phantom_dice([c for n, c in cases if n == name], folder)

@@ -36,7 +36,7 @@ def test_sweep_reference_dice_is_brats_cggm_infer_dice_and_ratios_come_from_the_
         sweep_data=[str(one_case)],
         sweep_settings=["window=whole,overlap=0,blend=constant"],
         sweep_cases=1,
-        sweep_rounds=1,
+        sweep_rounds=2,
     )
     result = inference_settings_benchmark(config, tmp_path / "work", log=lambda m: None)
     reference, other = result["settings"]
@@ -56,6 +56,7 @@ def test_sweep_reference_dice_is_brats_cggm_infer_dice_and_ratios_come_from_the_
     assert other["network_speedup"] == pytest.approx(reference["network_s_per_case"] / other["network_s_per_case"])
     assert other["dice_change"] == pytest.approx(other["mean_dice"] - reference["mean_dice"])
     assert reference["speedup"] == 1.0
+    assert len(reference["runs"]) == len(other["runs"]) == 2
     assert len(format_sweep_table(result).splitlines()) == 4
 
 
