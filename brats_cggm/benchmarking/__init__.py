@@ -18,6 +18,9 @@ What is timed:
   alone on the same preprocessed tensor, stage by stage; then a folder of phantom cases as ``brats-cggm-infer``
   runs it, one case after the other and pipelined (cases per minute, end to end / network), and the default
   inference setting against a candidate (mean Dice on the phantoms, time ratio).
+* **Inference settings** (``--sections inference_settings``, with a trained model) — a grid of CPU inference
+  settings (window, overlap, blending, threads, bf16, channels_last, ``torch.compile``), each segmenting labelled
+  phantom folders: mean Dice and seconds per case, and the ratio to today's setting, interleaved in one run.
 * **Data pipeline** — the step with the bundle's own loader (``train#dataloader`` of its ``train.yaml``)
   against the same step on one preloaded batch from that loader.
 * **Scaling** — step time against the patch size and the number of modalities; on CUDA also AMP (bf16),

@@ -5,13 +5,33 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["MODALITIES", "TARGETS", "BenchmarkConfig", "StepSpec", "benchmark_config"]
+__all__ = ["INFERENCE_SWEEP", "MODALITIES", "TARGETS", "BenchmarkConfig", "StepSpec", "benchmark_config"]
 
 #: Upper bounds of the headline ratios on CPU with the default preset (see docs/performance.md).
 TARGETS: dict[str, float] = {"cggm_time_ratio": 1.10, "cggm_mem_ratio": 1.05, "infer_ratio": 1.25, "load_ratio": 1.10}
 
 #: The BraTS modalities in the network's input order.
 MODALITIES: tuple[str, ...] = ("flair", "t1ce", "t1", "t2")
+
+
+#: The inference_settings section's default grid (see
+#: :func:`~brats_cggm.benchmarking.sections.inference_settings.parse_setting`): one factor at a time around the
+#: reference, and the window/overlap pairs likely to be faster at the same Dice.
+INFERENCE_SWEEP: tuple[str, ...] = (
+    "window=2",
+    "window=3",
+    "window=whole",
+    "overlap=0.25",
+    "overlap=0",
+    "blend=constant",
+    "window=2,overlap=0.25",
+    "window=2,overlap=0",
+    "window=whole,overlap=0",
+    "threads=1",
+    "dtype=bf16",
+    "channels_last",
+    "compile",
+)
 
 
 @dataclasses.dataclass
@@ -85,6 +105,17 @@ class BenchmarkConfig:
         infer_candidate_overlap: overlap of the candidate setting.
         infer_bundle: trained bundle whose weights and preprocessing the inference section uses (None: random
             weights of ``base``, and Dice values that only show the comparison runs).
+        sweep_settings: the inference_settings section's grid, each a setting string of
+            :func:`~brats_cggm.benchmarking.sections.inference_settings.parse_setting` (keys left out: the
+            reference's).
+        sweep_reference: the setting every other is compared with (``""``: today's inference: the training patch,
+            the bundle's overlap, gaussian blending, the process's threads, fp32).
+        sweep_data: labelled phantom folders the sweep segments (empty: ``sweep_cases`` fresh geometric phantoms of
+            ``sweep_shape``).
+        sweep_split: a ``split.json`` whose ``validation`` cases alone are used (None: every case).
+        sweep_cases: cases per folder (the first ones).
+        sweep_shape: shape of the fresh phantoms.
+        sweep_rounds: timed rounds (each segments every case with every setting, in rotated order).
         data_shape: shape of the data-pipeline phantom cases.
         data_rounds: alternation rounds of loader epochs and preloaded blocks.
         data_workers: ``DataLoader`` workers (the bundle's ``num_workers``).
@@ -124,6 +155,13 @@ class BenchmarkConfig:
     infer_candidate_roi: tuple[int, int, int] | None = None
     infer_candidate_overlap: float = 0.0
     infer_bundle: str | None = None
+    sweep_settings: list[str] = dataclasses.field(default_factory=lambda: list(INFERENCE_SWEEP))
+    sweep_reference: str = ""
+    sweep_data: list[str] = dataclasses.field(default_factory=list)
+    sweep_split: str | None = None
+    sweep_cases: int = 6
+    sweep_shape: tuple[int, int, int] = (48, 48, 48)
+    sweep_rounds: int = 3
     data_shape: tuple[int, int, int] = (240, 240, 155)
     data_rounds: int = 3
     data_workers: int = 0
@@ -169,6 +207,10 @@ def benchmark_config(
             infer_roi=(16, 16, 16),
             infer_overlap=0.25,
             infer_folder_shape=(32, 32, 24),
+            sweep_settings=["window=2,overlap=0"],
+            sweep_cases=1,
+            sweep_shape=(32, 32, 24),
+            sweep_rounds=1,
             data_shape=(40, 40, 32),
             data_rounds=1,
             scaling_patches=[(16, 16, 16)],

@@ -130,6 +130,15 @@ def format_report(report: dict[str, Any]) -> str:
             "  stages (s): " + ", ".join(f"{k} {_fmt(v)}" for k, v in r["stages_s"].items()),
         ]
         lines += _folder_lines(r)
+    if "inference_settings" in report:
+        from brats_cggm.benchmarking.sections.inference_settings import format_sweep_table
+
+        r = report["inference_settings"]
+        lines += [
+            "",
+            f"inference settings: {len(r['cases'])} case(s), {r['rounds']} round(s), training patch {r['patch']}",
+            format_sweep_table(r),
+        ]
     if "data" in report:
         r = report["data"]
         lines += [

@@ -19,13 +19,16 @@ from brats_cggm.benchmarking.sections.balancers import balancer_benchmark
 from brats_cggm.benchmarking.sections.data import data_pipeline_benchmark
 from brats_cggm.benchmarking.sections.dataset_scale import dataset_scale_benchmark
 from brats_cggm.benchmarking.sections.inference import inference_benchmark
+from brats_cggm.benchmarking.sections.inference_settings import inference_settings_benchmark
 from brats_cggm.benchmarking.sections.step_scaling import step_scaling_benchmark
 from brats_cggm.benchmarking.sections.variants import variants_benchmark
 
-__all__ = ["SECTIONS", "run_benchmarks"]
+__all__ = ["DEFAULT_SECTIONS", "SECTIONS", "run_benchmarks"]
 
 #: The report's sections, in the order they run.
-SECTIONS = ("balancers", "inference", "data", "step_scaling", "variants", "dataset_scale")
+SECTIONS = ("balancers", "inference", "inference_settings", "data", "step_scaling", "variants", "dataset_scale")
+#: The sections a run without ``--sections`` runs: the inference_settings sweep needs a trained model and is asked for.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "inference_settings")
 
 MEMORY_METHOD = {
     "cuda": "CUDA: torch.cuda.max_memory_allocated in a fresh subprocess per configuration",
@@ -40,7 +43,7 @@ TIMING_METHOD = (
 
 def run_benchmarks(
     config: BenchmarkConfig,
-    sections: Sequence[str] = SECTIONS,
+    sections: Sequence[str] = DEFAULT_SECTIONS,
     work_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
     on_section: Callable[[dict[str, Any]], object] | None = None,
@@ -92,6 +95,7 @@ def run_benchmarks(
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("balancers", lambda: balancer_benchmark(config, log)),
             ("inference", lambda: inference_benchmark(config, work, log)),
+            ("inference_settings", lambda: inference_settings_benchmark(config, work, log)),
             ("data", lambda: data_pipeline_benchmark(config, work, log)),
             ("step_scaling", lambda: step_scaling_benchmark(config, log)),
             ("variants", lambda: variants_benchmark(config, log)),

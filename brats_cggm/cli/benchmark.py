@@ -20,7 +20,7 @@ import torch
 
 from brats_cggm.benchmarking.config import BenchmarkConfig, benchmark_config
 from brats_cggm.benchmarking.report import format_report, write_report
-from brats_cggm.benchmarking.runner import SECTIONS, run_benchmarks
+from brats_cggm.benchmarking.runner import DEFAULT_SECTIONS, SECTIONS, run_benchmarks
 from brats_cggm.cli.common import CommandParser, non_negative_int, overlap_fraction, positive_int
 from brats_cggm.core import resources
 from brats_cggm.core.files import refuse_existing
@@ -48,7 +48,11 @@ def build_parser(prog: str = PROG) -> CommandParser:
     p.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (CPU: < 10 min on 2 cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--preset", choices=("cpu", "full"), default="cpu", help="network preset of build_network")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument(
+        "--sections",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but inference_settings)",
+    )
     p.add_argument("--balancers", default=None, help="comma-separated balancer names (default: all registered)")
     p.add_argument("--no-memory", action="store_true", help="skip the subprocess peak-memory measurements")
     p.add_argument("--patch", type=int, nargs=3, default=None, help="training patch (default: the preset's)")
@@ -92,6 +96,35 @@ def build_parser(prog: str = PROG) -> CommandParser:
         help="trained bundle (or training output_dir) whose weights the inference section runs, so that its Dice "
         "values mean something (default: random weights of --preset)",
     )
+    sweep = p.add_argument_group(
+        "inference_settings section (a sweep of CPU inference settings; needs --infer-bundle, a trained model)"
+    )
+    sweep.add_argument(
+        "--sweep-setting",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="a setting to compare with the reference, e.g. window=2,overlap=0.25,blend=constant,threads=1,"
+        "dtype=bf16,channels_last,compile (window: multiple of the training patch or whole); repeat it; "
+        "given, it replaces the default grid",
+    )
+    sweep.add_argument(
+        "--sweep-reference",
+        default=None,
+        metavar="SPEC",
+        help="the reference setting (default: today's inference: the training patch, the bundle's overlap, "
+        "gaussian, the process's threads, fp32)",
+    )
+    sweep.add_argument(
+        "--sweep-data",
+        nargs="+",
+        default=None,
+        metavar="FOLDER",
+        help="labelled phantom folders to segment (brats-cggm-phantoms output; default: fresh geometric phantoms)",
+    )
+    sweep.add_argument("--sweep-split", default=None, help="split.json: only its validation cases are segmented")
+    sweep.add_argument("--sweep-cases", type=positive_int, default=None, help="cases per folder (default 6)")
+    sweep.add_argument("--sweep-rounds", type=positive_int, default=None, help="timed rounds (default 3)")
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="toy sizes for smoke tests; the numbers mean nothing")
@@ -175,8 +208,41 @@ def _configuration(args: argparse.Namespace, sections: Sequence[str]) -> Benchma
     if args.infer_candidate_overlap is not None:
         config.infer_candidate_overlap = args.infer_candidate_overlap
     config.infer_bundle = args.infer_bundle
+    _sweep_configuration(config, args, sections)
     config.bundle_config = _bundle_config(args.bundle_config, needed=bool({"data", "dataset_scale"} & set(sections)))
     return config
+
+
+def _sweep_configuration(config: BenchmarkConfig, args: argparse.Namespace, sections: Sequence[str]) -> None:
+    """The ``--sweep-*`` options into ``config``, each setting checked here (a typo fails before any run)."""
+    from brats_cggm.benchmarking.sections.inference_settings import parse_setting
+
+    if args.sweep_setting is not None:
+        config.sweep_settings = list(args.sweep_setting)
+    if args.sweep_reference is not None:
+        config.sweep_reference = args.sweep_reference
+    for option, spec in [("--sweep-reference", config.sweep_reference)] + [
+        ("--sweep-setting", s) for s in config.sweep_settings
+    ]:
+        try:
+            parse_setting(spec)
+        except ValueError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+    if args.sweep_data is not None:
+        missing = [f for f in args.sweep_data if not Path(f).is_dir()]
+        if missing:
+            raise UsageError(f"--sweep-data: not a folder: {', '.join(missing)}")
+        config.sweep_data = list(args.sweep_data)
+    if args.sweep_split is not None:
+        if not Path(args.sweep_split).is_file():
+            raise UsageError(f"--sweep-split {args.sweep_split}: no such file")
+        config.sweep_split = args.sweep_split
+    if args.sweep_cases is not None:
+        config.sweep_cases = args.sweep_cases
+    if args.sweep_rounds is not None:
+        config.sweep_rounds = args.sweep_rounds
+    if "inference_settings" in sections and not config.infer_bundle:
+        raise UsageError("--sections inference_settings needs --infer-bundle (a trained run or bundle)")
 
 
 def _run(config: BenchmarkConfig, sections: Sequence[str], work_dir: str | None, out: Path) -> dict[str, Any] | None:
