@@ -91,19 +91,23 @@ def overlap_fraction(text: str) -> float:
     return value
 
 
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (a count that may be none, e.g. worker processes).
 
     Raises:
         argparse.ArgumentTypeError: otherwise.
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
@@ -112,10 +116,4 @@ def positive_int(text: str) -> int:
     Raises:
         argparse.ArgumentTypeError: otherwise.
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+    return _int_at_least(text, 1)
