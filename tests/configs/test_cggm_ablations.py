@@ -76,13 +76,13 @@ def test_the_authors_setup_trains_validates_and_resumes_with_decoder_heads(tmp_p
         "configs/optimizers/sgd_paper.yaml",
     )
     out = train_tiny_run(tmp_path / "run", phantom_dataset, overlays, warmup_epochs=1)
-    checkpoint = torch.load(out / "models" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
     assert any(".decoder.blocks." in key for key in checkpoint["aux_heads"])  # the heads that trained: decoders
     assert checkpoint["balancer"]["epoch_count"].sum() == 0  # epoch 1 ended: its ε became the held B
     held = checkpoint["balancer"]["held_coefficients"]
     # the saved model is the network alone: no head
     assert torch.load(out / "models" / "model.pt", weights_only=True).keys() == checkpoint["network"].keys()
     train_tiny_run(out, phantom_dataset, overlays, warmup_epochs=1, max_epochs=2, resume=True)
-    resumed = torch.load(out / "models" / "checkpoint.pt", weights_only=False)
+    resumed = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
     assert resumed["trainer"]["iteration"] == 2 * checkpoint["trainer"]["iteration"]  # the second epoch ran
     assert not torch.equal(resumed["balancer"]["held_coefficients"], held)
