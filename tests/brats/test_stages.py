@@ -14,7 +14,7 @@ STAGES = sorted(p.name for p in BRATS.iterdir() if (p / "__init__.py").is_file()
 
 
 def test_the_stages_are_the_documented_ones():
-    assert STAGES == ["analysis", "data", "inference", "metrics", "phantoms"]
+    assert STAGES == ["analysis", "data", "inference", "metrics", "phantoms", "reporting"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
