@@ -306,7 +306,8 @@ thead th button { font: inherit; font-weight: bold; border: 0; background: none;
 th[aria-sort="ascending"] button::after { content: " \\25B2"; }
 th[aria-sort="descending"] button::after { content: " \\25BC"; }
 tr.flagged { background: #fff4e0; }
-.flag { color: #a40; }
+td.flags ul { margin: 0; padding-left: 1.2em; }
+.flag { color: #a40; font-weight: bold; }
 .missing { color: #a00; }
 img { display: block; }
 """
@@ -373,7 +374,7 @@ def _header(label: str, kind: str | None, title: str = "") -> str:
 
 
 def _row_html(row: QcRow, regions: Sequence[str]) -> str:
-    cells = [f'<td class="number" data-sort="{len(row.flags)}">{_flags_html(row.flags)}</td>']
+    cells = [f'<td class="flags" data-sort="{len(row.flags)}">{_flags_html(row.flags)}</td>']
     cells.append(f"<td>{_e(row.case_id)}</td>")
     if row.overlay is None:
         cells.append("<td>none</td>")
