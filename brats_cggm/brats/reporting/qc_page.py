@@ -212,7 +212,7 @@ def thumbnail_data_uri(path: str | os.PathLike, pixels: int = THUMBNAIL_PIXELS) 
             small.thumbnail((pixels, pixels))
             buffer = io.BytesIO()
             small.save(buffer, format="PNG", optimize=True)
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
