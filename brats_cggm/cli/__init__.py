@@ -3,6 +3,7 @@
 - :mod:`~brats_cggm.cli.phantoms`: ``brats-cggm-phantoms``, write synthetic BraTS cases.
 - :mod:`~brats_cggm.cli.prepare`: ``brats-cggm-prepare``, build the training cache ahead of a run.
 - :mod:`~brats_cggm.cli.infer`: ``brats-cggm-infer``, segment NIfTI cases with a trained network.
+- :mod:`~brats_cggm.cli.qc`: ``brats-cggm-qc``, the QC page of a folder of segmentations with reports.
 - :mod:`~brats_cggm.cli.evaluate`: ``brats-cggm-evaluate``, Dice and HD95 of a folder of segmentations.
 - :mod:`~brats_cggm.cli.fit_postprocessing`: ``brats-cggm-fit-postprocessing``, post-processing chosen on validation.
 - :mod:`~brats_cggm.cli.valuate`: ``brats-cggm-valuate``, Shapley contribution of each modality.
