@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from brats_cggm.brats.data.dicom import DicomSeriesError, read_dicom_series, sitk_affine
-from brats_cggm.brats.data.nifti_checks import InputFileError, load_checked_volume, load_nifti, read_checked_header
+from brats_cggm.brats.data.nifti_checks import (
+    InputFileError,
+    check_same_grid,
+    load_checked_volume,
+    load_nifti,
+    read_checked_header,
+)
 from tests.helpers.dicom_series import write_dicom_series
 from tests.helpers.inference_cases import HEADERS
 
@@ -79,3 +85,12 @@ def test_folder_with_two_series(tmp_path: Path):
         f.unlink()
     assert read_dicom_series(folder).shape == SHAPE
     shutil.rmtree(folder)
+
+
+def test_series_on_other_grids_disagree_as_files_do(tmp_path: Path):
+    first = write_dicom_series(_volume(0), HEADERS["ras"][0], tmp_path / "flair")
+    second = write_dicom_series(_volume(1), HEADERS["oblique"][0], tmp_path / "t2")
+    images = [(p, load_checked_volume(p)[0]) for p in (first, second)]
+    with pytest.raises(InputFileError, match=f"affine differs from that of {first}") as exc:
+        check_same_grid(images)
+    assert str(exc.value).startswith(f"{second}: ")
