@@ -56,6 +56,7 @@ BRATS_STAGES: dict[str, set[str]] = {
     "model": set(),
     "encoder_weights": {"model"},
     "task": set(),
+    "validation_images": {"data"},
 }
 #: What model.py and task.py import of brats_cggm: core only, so that every stage may build on them.
 BRATS_CORE_ONLY = ("model", "task")

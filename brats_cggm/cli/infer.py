@@ -90,9 +90,17 @@ def build_parser() -> CommandParser:
         description="Segment brain tumours (BraTS labels) in NIfTI scans with a brats_cggm bundle or TorchScript file.",
     )
     src = p.add_argument_group("input")
-    src.add_argument("--input", help="case folder, folder of case folders, MSD folder or MSD 4-D file")
+    src.add_argument(
+        "--input",
+        help="case folder (NIfTI files, or DICOM series folders named for their modality), folder of case folders, "
+        "MSD folder or MSD 4-D file",
+    )
     for m in DEFAULT_MODALITIES:
-        src.add_argument(f"--{m}", metavar="FILE", help=f"{m} file of a single case (instead of --input)")
+        src.add_argument(
+            f"--{m}",
+            metavar="PATH",
+            help=f"{m} NIfTI file or DICOM series folder of a single case (instead of --input)",
+        )
     src.add_argument(
         "--case-id", type=_case_id_arg, help="case identifier with explicit files (default: from the first file name)"
     )
@@ -207,6 +215,12 @@ def _explicit_case(args: argparse.Namespace, modalities: Sequence[str]) -> CaseI
     if not case_id:
         case_id = strip_nifti_extension(Path(first).name)
         first_modality = modalities[image.index(first)]
+        # a DICOM series folder named for its modality alone (case/flair/) names no case: its parent does
+        bare = {first_modality.lower()} | {
+            p[first_modality].lstrip("_-. ").lower() for p in PATTERN_PRESETS.values() if first_modality in p
+        }
+        if Path(first).is_dir() and case_id.lower() in bare:
+            case_id = Path(first).resolve().parent.name
         for preset in PATTERN_PRESETS.values():
             case_id = case_id.removesuffix(preset.get(first_modality, "\0"))
     return CaseInput(case_id, image)

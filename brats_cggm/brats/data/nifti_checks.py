@@ -1,5 +1,9 @@
 """Checks of user-supplied NIfTI inputs, each failing with a one-line message that names the file and the problem.
 
+Where a function reads a file, it also accepts a DICOM series folder (one series, read by
+:func:`brats_cggm.brats.data.dicom.read_dicom_series` into an in-memory NIfTI image in the series' geometry):
+the checks are then the same as for a NIfTI file, and the errors name the folder.
+
 Scans may be missing, truncated, of the wrong dimensionality, misregistered, without a usable affine, hold
 NaN or be empty. Catching these up front turns a stack trace deep in MONAI (or, worse, a silently wrong
 segmentation or a NaN loss) into an error the user can act on. Training (the data set header check and the
@@ -20,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from brats_cggm.brats.data.dicom import DicomSeriesError, read_dicom_series
+
 __all__ = [
     "AFFINE_TOLERANCE",
     "NIFTI_EXTENSIONS",
@@ -32,6 +38,7 @@ __all__ = [
     "load_checked_volume",
     "load_nifti",
     "read_checked_header",
+    "read_series_folder",
     "strip_nifti_extension",
 ]
 
@@ -69,18 +76,39 @@ def strip_nifti_extension(name: str) -> str:
     return name
 
 
-def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
-    """``nib.load`` for a file that must be NIfTI (1 or 2); its voxels are not read yet.
+def read_series_folder(path: str | os.PathLike) -> nib.Nifti1Image:
+    """The DICOM series of folder ``path`` as a NIfTI image (:func:`~brats_cggm.brats.data.dicom.read_dicom_series`).
 
     Args:
-        path: the file.
+        path: the series folder.
+
+    Returns:
+        The image, voxels read, in the series' geometry.
+
+    Raises:
+        InputFileError: naming the folder, if it holds no series, several, or an unreadable one.
+    """
+    try:
+        return read_dicom_series(path)
+    except DicomSeriesError as exc:
+        raise InputFileError(path, str(exc)) from None
+
+
+def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
+    """``nib.load`` for a file that must be NIfTI (1 or 2), its voxels not read yet; a folder is read as its
+    DICOM series (:func:`read_series_folder`, voxels read).
+
+    Args:
+        path: the file, or a DICOM series folder.
 
     Returns:
         The image.
 
     Raises:
-        InputFileError: nibabel read the file as another format.
+        InputFileError: nibabel read the file as another format, or the folder is not one DICOM series.
     """
+    if Path(path).is_dir():
+        return read_series_folder(path)
     image = nib.load(str(path))
     if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
         raise InputFileError(path, f"is not a NIfTI file (nibabel read it as {type(image).__name__})")
@@ -90,8 +118,10 @@ def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
 def read_checked_header(path: str | os.PathLike, ndim: int = 3, min_channels: int = 1) -> nib.Nifti1Image:
     """Open a NIfTI file (its header only) and check it with :func:`check_header`.
 
+    A folder is read as a DICOM series (:func:`read_series_folder`, voxels and all) and checked the same way.
+
     Args:
-        path: the file.
+        path: the file, or a DICOM series folder.
         ndim: 3 for one volume, 4 for a channel-last stack of volumes (MSD layout).
         min_channels: for ``ndim=4``, the least number of volumes the file must hold.
 
@@ -106,7 +136,9 @@ def read_checked_header(path: str | os.PathLike, ndim: int = 3, min_channels: in
     if not p.exists():
         raise InputFileError(p, "does not exist")
     if p.is_dir():
-        raise InputFileError(p, "is a directory, expected a NIfTI file (.nii or .nii.gz)")
+        series = read_series_folder(p)
+        check_header(p, series.shape, series.affine, ndim=ndim, min_channels=min_channels)
+        return series
     if not is_nifti_name(p):
         raise InputFileError(p, "is not a NIfTI file (expected a name ending in .nii or .nii.gz)")
     try:
@@ -200,10 +232,10 @@ def load_checked_volume(
     check_values: bool = True,
     timings: dict[str, float] | None = None,
 ) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Load a NIfTI file completely and check it.
+    """Load a NIfTI file (or a DICOM series folder, see :func:`read_series_folder`) completely and check it.
 
     Args:
-        path: the file.
+        path: the file, or a DICOM series folder.
         ndim: 3 for one volume, 4 for a channel-last stack of volumes (MSD layout).
         min_channels: for ``ndim=4``, the least number of volumes the file must hold.
         check_values: also reject non-finite values and all-zero volumes (channels).
@@ -217,7 +249,8 @@ def load_checked_volume(
     Raises:
         InputFileError: if the file does not exist, is not a NIfTI file, cannot be decompressed (a ``.gz``
             file's checksum is verified) or read entirely, has the wrong dimensionality or an unusable
-            affine (:func:`check_affine`), holds NaN or infinite values, or is all zero.
+            affine (:func:`check_affine`), holds NaN or infinite values, or is all zero; or a folder is not one
+            readable DICOM series.
     """
     p = Path(path)
     start = time.perf_counter()

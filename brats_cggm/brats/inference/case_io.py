@@ -1,6 +1,11 @@
 """Inference inputs and outputs: finding the cases of an input path, writing segmentations with the input's header.
 
 Files are only located here; they are read and checked by :mod:`brats_cggm.brats.data.nifti_checks`.
+
+A modality may also be a DICOM series folder (read by :mod:`brats_cggm.brats.data.dicom`). In a case folder,
+the sub-folder of a modality is found by name (see :func:`series_folder_matches`): it ends in the modality's
+file name suffix (``<case>_flair/``), or it is the modality's name or its suffix without the separator
+(``flair/``, ``t2f/``; either case). A modality's NIfTI file takes no folder beside it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ __all__ = [
     "save_case_record",
     "save_like_reference",
     "sequences_note",
+    "series_folder_matches",
 ]
 
 #: Channel order of MSD Task01 4-D files (FLAIR, T1w, T1gd, T2w) in this package's modality names.
@@ -402,7 +408,8 @@ class CaseInput:
 
     Attributes:
         case_id: identifier, used to name the output.
-        image: the modality files in network order (None where missing), or the path of a 4-D MSD file.
+        image: the modality files (or DICOM series folders) in network order (None where missing), or the path
+            of a 4-D MSD file.
         channel_order: for a 4-D file, its channel of each network modality.
         expected: for a missing modality (its network channel), the file it was looked for as, for the error.
     """
@@ -431,7 +438,7 @@ class LoadedNiftiReader(NibabelReader):
     ``brats-cggm-infer`` reads and checks every file of a case before segmenting it
     (:meth:`brats_cggm.brats.inference.segmenter.BratsSegmenter.check`); given to ``LoadImaged``, this reader hands
     those images to the preprocessing, so each file is decompressed once. A path it does not hold is read
-    from disk.
+    from disk; a folder as a DICOM series (:func:`~brats_cggm.brats.data.nifti_checks.load_nifti`).
 
     Args:
         images: image by path, e.g. as :func:`brats_cggm.brats.data.nifti_checks.load_checked_volume` returned it.
@@ -445,10 +452,11 @@ class LoadedNiftiReader(NibabelReader):
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> Any:
         names = [str(Path(p).expanduser()) for p in ensure_tuple(data)]
-        if not all(name in self.images for name in names):
+        if not all(name in self.images or Path(name).is_dir() for name in names):
             return super().read(data, **kwargs)
         self.filenames = names
-        images = [correct_nifti_header_if_necessary(self.images[name]) for name in names]
+        # a folder not read before is a DICOM series: read here, as load_nifti reads it for the checks
+        images = [correct_nifti_header_if_necessary(self.images.get(name) or load_nifti(name)) for name in names]
         return images if len(images) > 1 else images[0]
 
 
@@ -462,7 +470,42 @@ def _suffixes(patterns: Mapping[str, str] | str | None, modalities: Sequence[str
     return suffixes
 
 
-def _find_modality(case_dir: Path, case_id: str, suffix: str) -> str | None:
+def series_folder_matches(name: str, modality: str, suffix: str) -> bool:
+    """Whether a sub-folder of a case folder named ``name`` is the DICOM series of ``modality``.
+
+    Args:
+        name: the folder's name.
+        modality: the network's name of the modality (``flair``).
+        suffix: its file name suffix (``_flair``, ``-t2f``).
+
+    Returns:
+        True if ``name`` ends in ``suffix`` (as the file name would without its extension), or is, ignoring
+        case, ``modality`` or ``suffix`` without its leading separator.
+    """
+    bare = {modality.lower(), suffix.lstrip("_-. ").lower()}
+    return name.endswith(suffix) or name.lower() in bare
+
+
+def _series_folders(case_dir: Path, modality: str, suffix: str) -> list[Path]:
+    return sorted(
+        p
+        for p in case_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and series_folder_matches(p.name, modality, suffix)
+    )
+
+
+def _find_modality(case_dir: Path, case_id: str, suffix: str, modality: str = "") -> str | None:
+    file = _find_modality_file(case_dir, case_id, suffix)
+    folders = _series_folders(case_dir, modality or suffix.lstrip("_-. "), suffix)
+    if file is not None and folders:
+        raise InputFileError(case_dir, f"both a file ({Path(file).name}) and a folder ({folders[0].name}) for {suffix}")
+    if len(folders) > 1:
+        names = ", ".join(p.name + "/" for p in folders)
+        raise InputFileError(case_dir, f"several DICOM series folders for {modality or suffix}: {names}")
+    return str(folders[0]) if folders else file
+
+
+def _find_modality_file(case_dir: Path, case_id: str, suffix: str) -> str | None:
     for ext in (".nii.gz", ".nii"):
         exact = case_dir / f"{case_id}{suffix}{ext}"
         if exact.is_file():
@@ -476,7 +519,7 @@ def _find_modality(case_dir: Path, case_id: str, suffix: str) -> str | None:
 
 
 def _case_from_folder(case_dir: Path, modalities: Sequence[str], suffixes: Mapping[str, str]) -> CaseInput:
-    image = [_find_modality(case_dir, case_dir.name, suffixes[m]) for m in modalities]
+    image = [_find_modality(case_dir, case_dir.name, suffixes[m], m) for m in modalities]
     expected = {
         i: str(case_dir / f"{case_dir.name}{suffixes[m]}.nii.gz") for i, m in enumerate(modalities) if image[i] is None
     }
@@ -494,6 +537,14 @@ def _nifti_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti_name(p.name) and not p.name.startswith("."))
 
 
+def _has_series_folders(folder: Path, suffixes: Mapping[str, str]) -> bool:
+    """Whether ``folder`` is a case folder of DICOM series: it has a sub-folder named for a modality that holds no
+    folder itself (a series folder holds its slice files; a case folder named ``x_t1`` in a batch holds folders)."""
+    return any(
+        not any(p.is_dir() for p in sub.iterdir()) for m, s in suffixes.items() for sub in _series_folders(folder, m, s)
+    )
+
+
 def find_cases(
     input_path: str | os.PathLike,
     modalities: Sequence[str] = DEFAULT_MODALITIES,
@@ -503,8 +554,9 @@ def find_cases(
     """Find the cases of an inference input.
 
     ``input_path`` may be: a 4-D MSD file; an MSD folder (with ``dataset.json``); one case folder (NIfTI
-    files named ``<case><suffix>.nii.gz``); a folder of case folders; or a folder of 4-D files (when none
-    of its files has a modality suffix). Files are not read here.
+    files named ``<case><suffix>.nii.gz``, or DICOM series folders named for their modality, see
+    :func:`series_folder_matches`); a folder of case folders; or a folder of 4-D files (when none of its files
+    has a modality suffix). Files are not read here.
 
     Args:
         input_path: the input.
@@ -548,16 +600,22 @@ def find_cases(
         ]
         check_unique_case_ids(((c.case_id, f) for c, f in zip(cases, files)), path)
         return cases, []
+    if _has_series_folders(path, suffixes):
+        return [_case_from_folder(path, modalities, suffixes)], []
     cases, problems = [], []
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not _nifti_files(sub):
+        if not _nifti_files(sub) and not _has_series_folders(sub, suffixes):
             continue
         try:
             cases.append(_case_from_folder(sub, modalities, suffixes))
         except InputFileError as exc:
             problems.append((sub.name, str(exc)))
     if not cases and not problems:
-        raise InputFileError(path, "holds no NIfTI files nor case folders with NIfTI files")
+        raise InputFileError(
+            path,
+            "holds no NIfTI files, nor case folders with NIfTI files or DICOM series folders named for their "
+            "modality (a single DICOM series is given with --flair, --t1ce, --t1 or --t2)",
+        )
     # folder names are unique in one folder: checked all the same, every input through the one check
     check_unique_case_ids(((c.case_id, path / c.case_id) for c in cases), path)
     return cases, problems

@@ -520,9 +520,13 @@ class BratsSegmenter:
 
         Args:
             case: the case.
-            images: its images already read (see :meth:`check`); None reads the files.
+            images: its images already read (see :meth:`check`); None reads the files (a DICOM series folder
+                as :func:`~brats_cggm.brats.data.nifti_checks.load_nifti` reads it).
         """
-        reader = None if images is None else LoadedNiftiReader(images)
+        paths = [case.image] if isinstance(case.image, str) else [p for p in case.image if p is not None]
+        # MONAI has no reader for a DICOM series folder: the reader that holds the images read has one
+        series = any(os.path.isdir(p) for p in paths)
+        reader = None if images is None and not series else LoadedNiftiReader(images or {})
         transform = inference_transforms(channel_order=case.channel_order, reader=reader, **self.settings.preprocessing)
         if self.preprocess_device is not None:
             transform = on_device(transform, self.preprocess_device)

@@ -103,3 +103,43 @@ def test_case_record_is_written_once_unless_overwrite(tmp_path: Path):
     save_case_record({"case_id": "P02"}, path, overwrite=True)
     assert path.read_text() == '{\n  "case_id": "P02"\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["P01.json"]  # no temporary left
+
+
+def _series_case(root: Path, case_id: str, names: dict[str, str]) -> Path:
+    """A case folder of (empty) series folders: located only, never read, by find_cases."""
+    for name in names.values():
+        (root / case_id / name).mkdir(parents=True)
+    return root / case_id
+
+
+def test_find_cases_dicom_series_folders(tmp_path: Path):
+    # one case folder, sub-folders named for their modality (either case) or with the file name suffix
+    names = {"flair": "FLAIR", "t1ce": "t1ce", "t1": "A_t1", "t2": "t2"}
+    case = _series_case(tmp_path, "A", names)
+    cases, problems = find_cases(case)
+    assert problems == [] and [c.case_id for c in cases] == ["A"]
+    assert cases[0].image == [str(case / names[m]) for m in MODALITIES]
+
+    # a folder of such case folders, beside a NIfTI case; BraTS 2023 suffixes as bare names
+    write_brats_case(tmp_path / "batch", "B", "ras")
+    _series_case(tmp_path / "batch", "C", {"flair": "t2f", "t1ce": "t1c", "t1": "t1n", "t2": "t2w"})
+    cases, problems = find_cases(tmp_path / "batch", patterns="brats2023")
+    assert problems == [] and [c.case_id for c in cases] == ["B", "C"]
+    assert cases[1].image[0] == str(tmp_path / "batch" / "C" / "t2f")
+    # a folder that names no modality is not a case; a missing modality is reported as for files
+    (tmp_path / "batch" / "C" / "t2w").rmdir()
+    (tmp_path / "batch" / "notes").mkdir()
+    cases, _ = find_cases(tmp_path / "batch", patterns="brats2023")
+    assert [c.case_id for c in cases] == ["B", "C"] and cases[1].missing == [3]
+
+
+def test_find_cases_refuses_ambiguous_series_folders(tmp_path: Path):
+    _series_case(tmp_path / "batch", "A", {m: m for m in MODALITIES})
+    (tmp_path / "batch" / "A" / "A_flair").mkdir()
+    write_brats_case(tmp_path / "batch", "B", "ras")
+    (tmp_path / "batch" / "B" / "t1").mkdir()
+    cases, problems = find_cases(tmp_path / "batch")
+    assert [c.case_id for c in cases] == []
+    messages = dict(problems)
+    assert "several DICOM series folders for flair: A_flair/, flair/" in messages["A"]
+    assert "both a file (B_t1.nii.gz) and a folder (t1)" in messages["B"]
