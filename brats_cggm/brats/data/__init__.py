@@ -1,7 +1,8 @@
-"""Finding BraTS cases, checking NIfTI files, labels and regions, transforms, and the disk cache."""
+"""Finding BraTS cases, checking NIfTI files and reading DICOM series, labels and regions, transforms, and the disk cache."""
 
 __all__ = [
     "cache",
+    "dicom",
     "discovery",
     "labels",
     "nifti_checks",
