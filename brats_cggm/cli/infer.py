@@ -11,7 +11,9 @@ preprocess the next cases while the network runs on the current one, and a backg
 writes the finished ones; ``--workers 0`` runs the stages one case after the other. The outputs are the same.
 
 Each segmentation records the sequences it was predicted from: in a JSON file beside it (``<name>.json``) and in
-its NIfTI header's ``descrip`` field.
+its NIfTI header's ``descrip`` field. With ``--report`` that JSON file also holds the case's report (region volumes,
+lesions, input grid, model, quality flags; :mod:`brats_cggm.brats.reporting`) and an overlay picture ``<name>.png``
+is written beside it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ from brats_cggm.brats.inference.segmenter import (
     STITCH_CHOICES,
     BratsSegmenter,
 )
+from brats_cggm.brats.reporting.overlay import require_pillow
+from brats_cggm.brats.reporting.report_inputs import model_description
 from brats_cggm.cli.common import (
     CommandParser,
     non_negative_float,
@@ -147,6 +151,13 @@ def build_parser() -> CommandParser:
         action="store_true",
         help="apply the post-processing rules of the model's config (its postprocessing_rules entry, written by "
         "brats-cggm-fit-postprocessing): small components removed, small enhancing tumour relabelled",
+    )
+    out.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add the case report (region volumes and lesions, input grid, model, quality flags) to each <name>.json "
+        "and write an overlay picture <name>.png beside it (needs Pillow; default --no-report)",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument(
@@ -320,6 +331,19 @@ def output_options(args: argparse.Namespace) -> OutputOptions:
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
         missing_modality=args.missing_modality,
+        report=args.report,
+    )
+
+
+def model_record(args: argparse.Namespace, segmenter: BratsSegmenter) -> dict:
+    """The reports' ``model_details``: the bundle, the weights file and its SHA-256 (read once), the post-processing."""
+    if args.torchscript is not None:
+        weights = Path(args.torchscript)
+    else:
+        weights = Path(args.checkpoint) if args.checkpoint else Path(args.bundle) / "models" / "model.pt"
+    rules = segmenter.postprocess
+    return model_description(
+        weights, args.bundle, segmenter.settings.source, None if rules is None else rules.to_config()
     )
 
 
@@ -388,9 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error(str(exc))
         return 1
     try:
+        if args.report:
+            require_pillow()  # before any work: the pictures would otherwise fail every case
         segmenter = load_segmenter(args, device)
         cases, failures = collect_cases(args, segmenter.settings)
-    except (ValueError, FileNotFoundError, InputFileError) as exc:
+        model = model_record(args, segmenter) if args.report else None
+    except (ValueError, FileNotFoundError, InputFileError, ImportError) as exc:
         print_error(str(exc))
         return 1
     report_model(segmenter, args, len(cases))
@@ -401,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = skipped = 0
     # a worker beyond the cases that come after the first would have nothing to read ahead
     workers = min(args.workers, max(len(cases) - 1, 0))
-    stages = CaseStages(segmenter, output_options(args), detach=workers > 0)
+    stages = CaseStages(segmenter, output_options(args), detach=workers > 0, model=model)
     results = run_pipeline(cases, stages.load, stages.predict, stages.finish, stages.describe, workers=workers)
     # in case order: the pipeline hands the results back in the order of the cases
     for index, result in enumerate(results, start=1):
