@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -599,3 +600,24 @@ def test_no_report_writes_no_picture_and_a_report_follows_the_overwrite_rules(
     assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report", "--overwrite") == 0
     assert json.loads((out / f"{CASE}.json").read_text())["overlay"] == f"{CASE}.png"
     assert (out / f"{CASE}.png").is_file()
+
+
+def test_report_without_pillow_fails_before_any_work(case_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "PIL.ImageDraw", None)
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], ["--bundle", str(tmp_path / "no_bundle")], out, "--report") == 1
+    assert "needs Pillow: pip install Pillow" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_case_whose_report_fails_leaves_no_file(
+    case_dir: Path, tiny_run_dir: Path, tmp_path: Path, monkeypatch, capsys
+):
+    def broken_report(*args, **kwargs):
+        raise RuntimeError("report broke")
+
+    monkeypatch.setattr("brats_cggm.brats.inference.folder.build_report", broken_report)
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report", "--save-probabilities") == 1
+    assert f"error: {CASE}: RuntimeError: report broke" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
