@@ -621,3 +621,17 @@ def test_a_case_whose_report_fails_leaves_no_file(
     assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report", "--save-probabilities") == 1
     assert f"error: {CASE}: RuntimeError: report broke" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_of_an_msd_4d_file_shows_its_channels(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path):
+    pytest.importorskip("PIL")
+    image = msd_dataset / "imagesTr" / "BRATS_001.nii.gz"
+    out = tmp_path / "out"
+    assert _run(["--input", str(image)], _bundle(tiny_run_dir), out, "--report", "--labels", "brats2023") == 0
+    record = json.loads((out / "BRATS_001.json").read_text())
+    data = np.asarray(nib.load(str(image)).dataobj)
+    # MSD channels are FLAIR, T1w, T1gd, T2w: the record's t1ce is channel 2
+    assert record["intensities"]["t1ce"]["max"] == pytest.approx(float(data[..., 2].max()))
+    assert record["intensities"]["flair"]["max"] == pytest.approx(float(data[..., 0].max()))
+    assert list(record["regions"]) == ["ET", "TC", "WT", "NETC", "SNFH", "RC"]
+    assert record["regions"]["RC"]["volume_ml"] == 0.0 and (out / "BRATS_001.png").is_file()
