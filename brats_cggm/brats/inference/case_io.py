@@ -24,13 +24,7 @@ from monai.utils import ensure_tuple
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
 from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, load_nifti, strip_nifti_extension
 from brats_cggm.brats.reporting.overlay import overlay_path, save_overlay
-from brats_cggm.brats.reporting.report_inputs import (
-    CaseReport,
-    build_report,
-    model_description,
-    read_sequences,
-    report_inputs,
-)
+from brats_cggm.brats.reporting.report_inputs import CaseReport, build_report, inputs_from_files, model_description
 from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
 
 __all__ = [
@@ -404,21 +398,12 @@ class SaveSegmentationd(MapTransform):
         """
         if self._model_details is None:  # the weights hashed once
             self._model_details = model_description(self.weights, self.bundle, None, self.postprocessing)
-        modalities = self.modalities or []
-        inputs = [str(p) for p in record["inputs"]]
-        reference = load_nifti(str(data[self.reference_key]))
-        files: list[str | None] | str
-        if len(reference.shape) == 4:
-            files = inputs[0]  # one 4-D file, a channel per modality
-        else:
-            present = iter(inputs)
-            files = [None if m in record["modalities_missing"] else next(present) for m in modalities]
-        sequences = read_sequences({}, modalities, files, self.channel_order)
-        inputs_taken = report_inputs(reference, sequences, self.model_spacing, "RAS")
+        reference = str(data[self.reference_key])
+        taken = inputs_from_files(reference, record, self.modalities or [], self.channel_order, self.model_spacing)
         name = overlay_path(record_path(path)).name
         return build_report(
             labels,
-            inputs_taken,
+            taken,
             self.label_convention,
             record["case_id"],
             name,

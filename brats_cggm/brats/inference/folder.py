@@ -3,8 +3,10 @@
 :class:`CaseStages` is what :func:`~brats_cggm.brats.inference.pipeline.run_pipeline` runs for each case: its
 outputs checked, its files read and checked, preprocessing (:meth:`CaseStages.load`), the network
 (:meth:`CaseStages.predict`), inversion, post-processing and writing (:meth:`CaseStages.finish`), a failure turned
-into the case's line (:meth:`CaseStages.describe`). ``brats-cggm-infer`` and the benchmark's inference section both
-segment folders with it, so the benchmark measures what a user runs.
+into the case's line (:meth:`CaseStages.describe`). With ``OutputOptions.report``, :meth:`CaseStages.load` also takes
+from the images what the case report needs and :meth:`CaseStages.finish` computes the report and draws its picture
+before writing anything (:mod:`brats_cggm.brats.reporting`). ``brats-cggm-infer`` and the benchmark's inference
+section both segment folders with it, so the benchmark measures what a user runs.
 """
 
 from __future__ import annotations

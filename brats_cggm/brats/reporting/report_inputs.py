@@ -24,7 +24,15 @@ from brats_cggm.brats.data.nifti_checks import load_nifti
 from brats_cggm.brats.reporting.case_report import case_report, input_grid, intensity_summary
 from brats_cggm.brats.reporting.overlay import DISPLAY_SEQUENCES, display_volume, encode_png, render_overlay
 
-__all__ = ["CaseReport", "ReportInputs", "build_report", "model_description", "read_sequences", "report_inputs"]
+__all__ = [
+    "CaseReport",
+    "ReportInputs",
+    "build_report",
+    "inputs_from_files",
+    "model_description",
+    "read_sequences",
+    "report_inputs",
+]
 
 
 @dataclass
@@ -117,6 +125,42 @@ def report_inputs(
         intensities={m: intensity_summary(v) for m, v in sequences.items()},
         display={m: display_volume(sequences[m]) for m in DISPLAY_SEQUENCES if m in sequences},
     )
+
+
+def inputs_from_files(
+    reference: str | os.PathLike,
+    record: Mapping[str, Any],
+    modalities: Sequence[str],
+    channel_order: Sequence[int] | None = None,
+    model_spacing: Sequence[float] | None = None,
+    model_orientation: str | None = "RAS",
+) -> ReportInputs:
+    """:func:`report_inputs` of a case whose images are no longer in memory: its files read again.
+
+    For the bundle's writer, which gets the case's files only through its record.
+
+    Args:
+        reference: the file whose grid the segmentation is in (a 4-D file holds every modality).
+        record: the case's JSON record: its ``inputs`` (the files present, in network order) and
+            ``modalities_missing``.
+        modalities: the network's modalities, in order.
+        channel_order: for a 4-D file, its channel of each modality.
+        model_spacing: the spacing the preprocessing resamples to.
+        model_orientation: the orientation it brings cases to.
+
+    Returns:
+        The inputs of :func:`build_report`.
+    """
+    image = load_nifti(reference)
+    inputs = [str(p) for p in record["inputs"]]
+    files: list[str | None] | str
+    if len(image.shape) == 4:
+        files = inputs[0]  # one 4-D file, a channel per modality
+    else:
+        present = iter(inputs)
+        files = [None if m in record["modalities_missing"] else next(present) for m in modalities]
+    sequences = read_sequences({str(reference): image}, modalities, files, channel_order)
+    return report_inputs(image, sequences, model_spacing, model_orientation)
 
 
 def build_report(

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from brats_cggm.brats.reporting.overlay import overlay_size
-from brats_cggm.brats.reporting.report_inputs import build_report, model_description, read_sequences, report_inputs
+from brats_cggm.brats.reporting.report_inputs import (
+    build_report,
+    inputs_from_files,
+    model_description,
+    read_sequences,
+    report_inputs,
+)
 
 SHAPE = (12, 10, 8)
 
@@ -61,3 +67,18 @@ def test_model_description_hashes_the_weights(tmp_path: Path):
         "postprocessing": {"unit": "mm3"},
     }
     assert model_description(None)["weights_sha256"] is None
+
+
+def test_inputs_read_again_from_a_records_files(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    flair, t2 = rng.uniform(1, 2, SHAPE), rng.uniform(30, 40, SHAPE)
+    for name, data in (("f", flair), ("t2", t2)):
+        nib.save(_image(data), str(tmp_path / f"{name}.nii.gz"))
+    record = {"inputs": [str(tmp_path / "f.nii.gz"), str(tmp_path / "t2.nii.gz")], "modalities_missing": ["t1ce"]}
+    taken = inputs_from_files(tmp_path / "f.nii.gz", record, ["flair", "t1ce", "t2"], None, (1.2, 1.2, 3.0))
+    assert list(taken.intensities) == ["flair", "t2"] and taken.intensities["t2"]["min"] >= 30
+    assert list(taken.display) == ["flair"] and taken.grid["resampled"] is False
+    nib.save(_image(np.stack([t2, flair], axis=-1)), str(tmp_path / "stack.nii.gz"))
+    record = {"inputs": [str(tmp_path / "stack.nii.gz")], "modalities_missing": []}
+    taken = inputs_from_files(tmp_path / "stack.nii.gz", record, ["flair", "t2"], [1, 0])
+    assert taken.intensities["t2"]["min"] >= 30 and taken.intensities["flair"]["max"] <= 2
