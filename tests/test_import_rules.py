@@ -3,7 +3,8 @@
 The layers, lowest first: ``core`` < ``engine``, ``balancing`` < ``brats``, ``adapters`` < ``selection``,
 ``experiments``, ``benchmarking`` < ``cli``. A package imports only packages of lower layers; packages of one
 layer never import each other. Inside ``brats`` the stages are ordered the same way: ``phantoms`` < ``data`` <
-``metrics`` < ``inference`` < ``analysis``, ``reporting``, with ``model`` and ``task`` (core only) under ``inference``.
+``metrics`` < ``reporting`` < ``inference`` < ``analysis``, with ``model`` and ``task`` (core only) under
+``inference``.
 The bundle configs, which run in training and inference, import neither the command lines nor the offline
 packages built on the library.
 """
@@ -50,9 +51,9 @@ BRATS_STAGES: dict[str, set[str]] = {
     "phantoms": set(),
     "data": {"phantoms"},
     "metrics": {"data", "phantoms"},
-    "inference": {"data", "phantoms", "metrics", "model", "task"},
-    "analysis": {"data", "phantoms", "metrics", "inference", "model", "task"},
-    "reporting": {"data", "phantoms", "metrics", "inference", "model", "task"},
+    "reporting": {"data", "phantoms", "metrics"},
+    "inference": {"data", "phantoms", "metrics", "reporting", "model", "task"},
+    "analysis": {"data", "phantoms", "metrics", "reporting", "inference", "model", "task"},
     "model": set(),
     "encoder_weights": {"model"},
     "task": set(),

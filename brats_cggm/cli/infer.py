@@ -11,7 +11,9 @@ preprocess the next cases while the network runs on the current one, and a backg
 writes the finished ones; ``--workers 0`` runs the stages one case after the other. The outputs are the same.
 
 Each segmentation records the sequences it was predicted from: in a JSON file beside it (``<name>.json``) and in
-its NIfTI header's ``descrip`` field.
+its NIfTI header's ``descrip`` field. With ``--report`` that JSON file also holds the case's report (region volumes,
+lesions, input grid, model, quality flags; :mod:`brats_cggm.brats.reporting`) and an overlay picture ``<name>.png``
+is written beside it; at the end the folder's QC page ``index.html`` is rebuilt from every report it holds.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ from brats_cggm.brats.inference.segmenter import (
     STITCH_CHOICES,
     BratsSegmenter,
 )
+from brats_cggm.brats.reporting.overlay import require_pillow
+from brats_cggm.brats.reporting.qc_page import QC_PAGE_NAME, write_qc_page
+from brats_cggm.brats.reporting.report_inputs import model_description
 from brats_cggm.cli.common import (
     CommandParser,
     non_negative_float,
@@ -63,6 +68,7 @@ from brats_cggm.cli.common import (
     print_warning,
 )
 from brats_cggm.core.devices import resolve_device
+from brats_cggm.core.files import refuse_existing
 
 __all__ = ["build_parser", "main", "output_options"]
 
@@ -155,6 +161,13 @@ def build_parser() -> CommandParser:
         action="store_true",
         help="apply the post-processing rules of the model's config (its postprocessing_rules entry, written by "
         "brats-cggm-fit-postprocessing): small components removed, small enhancing tumour relabelled",
+    )
+    out.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add the case report (region volumes and lesions, input grid, model, quality flags) to each <name>.json "
+        "and write an overlay picture <name>.png beside it (needs Pillow; default --no-report)",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument(
@@ -334,6 +347,19 @@ def output_options(args: argparse.Namespace) -> OutputOptions:
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
         missing_modality=args.missing_modality,
+        report=args.report,
+    )
+
+
+def model_record(args: argparse.Namespace, segmenter: BratsSegmenter) -> dict:
+    """The reports' ``model_details``: the bundle, the weights file and its SHA-256 (read once), the post-processing."""
+    if args.torchscript is not None:
+        weights = Path(args.torchscript)
+    else:
+        weights = Path(args.checkpoint) if args.checkpoint else Path(args.bundle) / "models" / "model.pt"
+    rules = segmenter.postprocess
+    return model_description(
+        weights, args.bundle, segmenter.settings.source, None if rules is None else rules.to_config()
     )
 
 
@@ -382,6 +408,21 @@ def report_summary(done: int, failures: Sequence[str], elapsed: float, skipped: 
     return 0
 
 
+def write_page(args: argparse.Namespace) -> Path | None:
+    """Write the output folder's QC page over every case report it holds (this run's and earlier ones').
+
+    Returns:
+        The page, or None (with an ``error:`` line) when it could not be written.
+    """
+    try:
+        page = write_qc_page(args.output_dir, overwrite=args.overwrite or args.skip_existing)
+    except OSError as exc:
+        print_error(f"QC page: {exc}")
+        return None
+    print(f"QC page: {page}")
+    return page
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point ``brats-cggm-infer``.
 
@@ -402,9 +443,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error(str(exc))
         return 1
     try:
+        if args.report:
+            require_pillow()  # before any work: the pictures would otherwise fail every case
+            # the folder's page is rebuilt at the end; refused now, not after segmenting every case
+            refuse_existing([Path(args.output_dir) / QC_PAGE_NAME], args.overwrite or args.skip_existing)
         segmenter = load_segmenter(args, device)
         cases, failures = collect_cases(args, segmenter.settings)
-    except (ValueError, FileNotFoundError, InputFileError) as exc:
+        model = model_record(args, segmenter) if args.report else None
+    except (ValueError, OSError, InputFileError, ImportError) as exc:
         print_error(str(exc))
         return 1
     report_model(segmenter, args, len(cases))
@@ -415,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = skipped = 0
     # a worker beyond the cases that come after the first would have nothing to read ahead
     workers = min(args.workers, max(len(cases) - 1, 0))
-    stages = CaseStages(segmenter, output_options(args), detach=workers > 0)
+    stages = CaseStages(segmenter, output_options(args), detach=workers > 0, model=model)
     results = run_pipeline(cases, stages.load, stages.predict, stages.finish, stages.describe, workers=workers)
     # in case order: the pipeline hands the results back in the order of the cases
     for index, result in enumerate(results, start=1):
@@ -427,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             done += 1
     elapsed = time.perf_counter() - total_start
+    if args.report and done + skipped > 0 and write_page(args) is None:
+        return 1
     return report_summary(done, failures, elapsed, skipped if args.skip_existing else None)
 
 

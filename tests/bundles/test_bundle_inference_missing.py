@@ -116,6 +116,30 @@ def test_drop_segments_every_case_as_the_cli_does(bundle_dir: Path, dataset: Pat
             assert bundle_record[key] == cli_record[key]
 
 
+def test_report_key_writes_the_clis_report(bundle_dir: Path, dataset: Path, tmp_path: Path):
+    jsonschema = pytest.importorskip("jsonschema")
+    image = pytest.importorskip("PIL.Image")
+    from brats_cggm.brats.reporting.case_report import SCHEMA_FILE
+    from brats_cggm.brats.reporting.overlay import overlay_size
+
+    out, cli_out = tmp_path / "bundle", tmp_path / "cli"
+    _run(bundle_dir, dataset, out, missing_modality="drop", report=True)
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.nii.gz", "a.png", "b.json", "b.nii.gz", "b.png"]
+    cli = ["--input", str(dataset), "--bundle", str(bundle_dir), "--output-dir", str(cli_out), "--device", "cpu"]
+    assert infer_main([*cli, "--missing-modality", "drop", "--report"]) == 0
+    schema = json.loads(SCHEMA_FILE.read_text())
+    for case in ("a", "b"):
+        bundle_record = json.loads((out / f"{case}.json").read_text())
+        cli_record = json.loads((cli_out / f"{case}.json").read_text())
+        jsonschema.validate(bundle_record, schema)
+        for key in ("regions", "grid", "intensities", "flags", "overlay", "report_version"):
+            assert bundle_record[key] == cli_record[key], key
+        assert bundle_record["model_details"]["weights_sha256"] == cli_record["model_details"]["weights_sha256"]
+        assert (out / f"{case}.png").read_bytes() == (cli_out / f"{case}.png").read_bytes()
+        assert image.open(out / f"{case}.png").size == overlay_size()
+    assert "missing_sequences" in [f["name"] for f in json.loads((out / "b.json").read_text())["flags"]]
+
+
 def test_zero_runs_the_plain_network(bundle_dir: Path, dataset: Path, tmp_path: Path):
     out = tmp_path / "zero"
     run = functools.partial(_run, bundle_dir, dataset, out, missing_modality="zero")

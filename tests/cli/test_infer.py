@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -546,3 +548,98 @@ def test_workers_must_not_be_negative(capsys: pytest.CaptureFixture):
     with pytest.raises(SystemExit) as exc:
         main(["--input", "x", "--bundle", "b", "--output-dir", "o", "--workers", "-1"])
     assert exc.value.code == 2 and "--workers: must be at least 0" in capsys.readouterr().err
+
+
+def test_reports_are_the_pipelines_and_never_a_failed_cases(
+    phantom_dataset: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    jsonschema = pytest.importorskip("jsonschema")
+    image = pytest.importorskip("PIL.Image")
+    from brats_cggm.brats.reporting.case_report import SCHEMA_FILE
+    from brats_cggm.brats.reporting.overlay import overlay_size
+
+    batch = tmp_path / "batch"
+    cases = [f"BraTS2021_0000{i}" for i in range(3)]
+    for case in cases:
+        shutil.copytree(phantom_dataset / case, batch / case)
+    _corrupt(batch / cases[1] / f"{cases[1]}_t2.nii.gz")
+    runs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"out_{workers}"
+        assert _run(["--input", str(batch)], _bundle(tiny_run_dir), out, "--workers", workers, "--report") == 1
+        runs[workers] = _outputs(out)
+    assert "corrupt gzip" in capsys.readouterr().err
+    assert runs["2"] == runs["0"]  # label maps, records with their reports and pictures, byte for byte
+    reports = [f"{c}{ext}" for c in (cases[0], cases[2]) for ext in (".json", ".nii.gz", ".png")]
+    assert sorted(runs["0"]) == [*reports, "index.html"]
+    page = runs["0"]["index.html"].decode()
+    assert cases[0] in page and cases[2] in page and cases[1] not in page
+    schema = json.loads(SCHEMA_FILE.read_text())
+    weights = hashlib.sha256((tiny_run_dir / "models" / "model.pt").read_bytes()).hexdigest()
+    for case in (cases[0], cases[2]):
+        record = json.loads(runs["0"][f"{case}.json"])
+        jsonschema.validate(record, schema)
+        assert record["report_version"] == 1 and record["overlay"] == f"{case}.png"
+        assert record["model_details"]["weights_sha256"] == weights
+        segmentation = nib.load(str(tmp_path / "out_0" / f"{case}.nii.gz"))
+        labels = np.asarray(segmentation.dataobj)
+        voxel_ml = float(np.prod(segmentation.header.get_zooms()[:3])) / 1000
+        assert record["regions"]["WT"]["volume_ml"] == pytest.approx(np.count_nonzero(labels) * voxel_ml)
+        assert "non_brain_field_of_view" in [f["name"] for f in record["flags"]]  # a 32 mm phantom is no head
+        assert image.open(tmp_path / "out_0" / f"{case}.png").size == overlay_size()
+
+
+def test_no_report_writes_no_picture_and_a_report_follows_the_overwrite_rules(
+    case_dir: Path, tiny_run_dir: Path, tmp_path: Path, capsys
+):
+    pytest.importorskip("PIL")
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--no-report") == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{CASE}.json", f"{CASE}.nii.gz"]
+    assert "report_version" not in json.loads((out / f"{CASE}.json").read_text())
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report") == 1
+    assert f"{out / CASE}.nii.gz: exists; pass --overwrite" in capsys.readouterr().err
+    assert not (out / f"{CASE}.png").exists()
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report", "--overwrite") == 0
+    assert json.loads((out / f"{CASE}.json").read_text())["overlay"] == f"{CASE}.png"
+    assert (out / f"{CASE}.png").is_file() and CASE in (out / "index.html").read_text()
+    capsys.readouterr()
+    page_written = (out / "index.html").stat().st_mtime_ns
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report") == 1
+    assert f"{out / 'index.html'}: exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "index.html").stat().st_mtime_ns == page_written
+
+
+def test_report_without_pillow_fails_before_any_work(case_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "PIL.ImageDraw", None)
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], ["--bundle", str(tmp_path / "no_bundle")], out, "--report") == 1
+    assert "needs Pillow: pip install Pillow" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_case_whose_report_fails_leaves_no_file(
+    case_dir: Path, tiny_run_dir: Path, tmp_path: Path, monkeypatch, capsys
+):
+    def broken_report(*args, **kwargs):
+        raise RuntimeError("report broke")
+
+    monkeypatch.setattr("brats_cggm.brats.inference.folder.build_report", broken_report)
+    out = tmp_path / "out"
+    assert _run(["--input", str(case_dir)], _bundle(tiny_run_dir), out, "--report", "--save-probabilities") == 1
+    assert f"error: {CASE}: RuntimeError: report broke" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_of_an_msd_4d_file_shows_its_channels(msd_dataset: Path, tiny_run_dir: Path, tmp_path: Path):
+    pytest.importorskip("PIL")
+    image = msd_dataset / "imagesTr" / "BRATS_001.nii.gz"
+    out = tmp_path / "out"
+    assert _run(["--input", str(image)], _bundle(tiny_run_dir), out, "--report", "--labels", "brats2023") == 0
+    record = json.loads((out / "BRATS_001.json").read_text())
+    data = np.asarray(nib.load(str(image)).dataobj)
+    # MSD channels are FLAIR, T1w, T1gd, T2w: the record's t1ce is channel 2
+    assert record["intensities"]["t1ce"]["max"] == pytest.approx(float(data[..., 2].max()))
+    assert record["intensities"]["flair"]["max"] == pytest.approx(float(data[..., 0].max()))
+    assert list(record["regions"]) == ["ET", "TC", "WT", "NETC", "SNFH", "RC"]
+    assert record["regions"]["RC"]["volume_ml"] == 0.0 and (out / "BRATS_001.png").is_file()

@@ -28,6 +28,8 @@ from monai.utils import ensure_tuple
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
 from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, load_nifti, strip_nifti_extension
+from brats_cggm.brats.reporting.overlay import overlay_path, save_overlay
+from brats_cggm.brats.reporting.report_inputs import CaseReport, build_report, inputs_from_files, model_description
 from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
 
 __all__ = [
@@ -330,6 +332,15 @@ class SaveSegmentationd(MapTransform):
         missing_key: item key of the indices of the modalities without a file (see :func:`inference_items`).
         inputs_key: item key of the files read.
         model: where the weights came from, for the record.
+        report: also add the case report to the record and write the overlay picture ``<name>.png`` beside it, as
+            ``brats-cggm-infer --report`` does (see :mod:`brats_cggm.brats.reporting`); needs ``modalities``.
+        label_convention: the labels' convention, for the report.
+        model_spacing: the spacing the preprocessing resamples to (its ``pixdim``), for the report's grid.
+        channel_order: for 4-D input files, the channel of each modality, for the report's sequences.
+        weights: the weights file, hashed once for the report's ``model_details``.
+        bundle: the bundle folder, for the report's ``model_details``.
+        postprocessing: the post-processing rules applied (their config entry; None when none are), for the
+            report's ``model_details``.
     """
 
     def __init__(
@@ -345,8 +356,17 @@ class SaveSegmentationd(MapTransform):
         missing_key: str = "missing",
         inputs_key: str = "inputs",
         model: str | os.PathLike | None = None,
+        report: bool = False,
+        label_convention: str = "brats2021",
+        model_spacing: Sequence[float] | None = None,
+        channel_order: Sequence[int] | None = None,
+        weights: str | os.PathLike | None = None,
+        bundle: str | os.PathLike | None = None,
+        postprocessing: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(keys)
+        if report and modalities is None:
+            raise ValueError("SaveSegmentationd: report needs the modalities")
         if missing_modality not in MISSING_MODALITY_MODES:
             raise ValueError(f"missing_modality must be one of {MISSING_MODALITY_MODES}, got {missing_modality!r}")
         self.output_dir = Path(output_dir)
@@ -359,6 +379,44 @@ class SaveSegmentationd(MapTransform):
         self.missing_key = missing_key
         self.inputs_key = inputs_key
         self.model = None if model is None else str(model)
+        self.report = bool(report)
+        self.label_convention = label_convention
+        self.model_spacing = None if model_spacing is None else [float(s) for s in model_spacing]
+        self.channel_order = None if channel_order is None else [int(c) for c in channel_order]
+        self._model_details: dict[str, Any] | None = None
+        self.weights = weights
+        self.bundle = bundle
+        self.postprocessing = None if postprocessing is None else dict(postprocessing)
+
+    def case_report(
+        self, data: Mapping[Hashable, Any], labels: np.ndarray, record: Mapping[str, Any], path: Path
+    ) -> CaseReport:
+        """The report of an item's segmentation (its inputs read again from disk).
+
+        Args:
+            data: the item.
+            labels: its segmentation, in its input's grid.
+            record: its JSON record (:meth:`record`).
+            path: its segmentation file.
+
+        Returns:
+            The report (see :func:`~brats_cggm.brats.reporting.report_inputs.build_report`).
+        """
+        if self._model_details is None:  # the weights hashed once
+            self._model_details = model_description(self.weights, self.bundle, None, self.postprocessing)
+        reference = str(data[self.reference_key])
+        taken = inputs_from_files(reference, record, self.modalities or [], self.channel_order, self.model_spacing)
+        name = overlay_path(record_path(path)).name
+        return build_report(
+            labels,
+            taken,
+            self.label_convention,
+            record["case_id"],
+            name,
+            record["modalities_missing"],
+            self.missing_modality,
+            self._model_details,
+        )
 
     def record(self, data: Mapping[Hashable, Any], path: Path) -> dict[str, Any]:
         """The JSON record of an item's segmentation, with the keys of ``brats-cggm-infer``'s records.
@@ -393,7 +451,12 @@ class SaveSegmentationd(MapTransform):
             description = f"brats-cggm seq={sequences_note(used, missing, self.missing_modality)}"
             # both checked first, so that a refused case leaves neither file; the label map is written last, as
             # brats-cggm-infer writes it: its presence says the case is done
-            refuse_existing([path, record_path(path)], self.overwrite)
+            report = self.case_report(d, array, record, path) if self.report else None
+            picture = overlay_path(record_path(path)) if report is not None else None
+            refuse_existing([p for p in (path, record_path(path), picture) if p is not None], self.overwrite)
+            if report is not None and picture is not None:
+                save_overlay(report.png, picture, self.overwrite)
+                record = {**record, **report.fields}
             save_case_record(record, record_path(path), self.overwrite)
             save_like_reference(array, reference, path, overwrite=self.overwrite, description=description)
         return d

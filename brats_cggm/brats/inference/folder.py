@@ -3,8 +3,10 @@
 :class:`CaseStages` is what :func:`~brats_cggm.brats.inference.pipeline.run_pipeline` runs for each case: its
 outputs checked, its files read and checked, preprocessing (:meth:`CaseStages.load`), the network
 (:meth:`CaseStages.predict`), inversion, post-processing and writing (:meth:`CaseStages.finish`), a failure turned
-into the case's line (:meth:`CaseStages.describe`). ``brats-cggm-infer`` and the benchmark's inference section both
-segment folders with it, so the benchmark measures what a user runs.
+into the case's line (:meth:`CaseStages.describe`). With ``OutputOptions.report``, :meth:`CaseStages.load` also takes
+from the images what the case report needs and :meth:`CaseStages.finish` computes the report and draws its picture
+before writing anything (:mod:`brats_cggm.brats.reporting`). ``brats-cggm-infer`` and the benchmark's inference
+section both segment folders with it, so the benchmark measures what a user runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from brats_cggm.brats.data.nifti_checks import InputFileError, strip_nifti_extension
+from brats_cggm.brats.data.nifti_checks import InputFileError, load_nifti, strip_nifti_extension
 from brats_cggm.brats.inference.case_io import (
     CaseInput,
     output_path,
@@ -28,6 +30,14 @@ from brats_cggm.brats.inference.case_io import (
 )
 from brats_cggm.brats.inference.pipeline import STAGES, Finished, detach_item, run_pipeline
 from brats_cggm.brats.inference.segmenter import PREPROCESSING_KEY, BratsSegmenter
+from brats_cggm.brats.reporting.overlay import overlay_path, save_overlay
+from brats_cggm.brats.reporting.report_inputs import (
+    CaseReport,
+    ReportInputs,
+    build_report,
+    read_sequences,
+    report_inputs,
+)
 from brats_cggm.core.files import refuse_existing
 
 __all__ = [
@@ -53,6 +63,8 @@ class OutputOptions:
         overwrite: replace existing outputs.
         skip_existing: skip a case whose outputs are all there (and replace the remains of an interrupted one).
         missing_modality: what a missing modality file means (``error``, ``drop``, ``zero``), for the records.
+        report: add the case report to each record and write the overlay picture ``<name>.png`` beside it (see
+            :mod:`brats_cggm.brats.reporting`).
     """
 
     output_dir: Path
@@ -62,6 +74,7 @@ class OutputOptions:
     overwrite: bool = False
     skip_existing: bool = False
     missing_modality: str = "error"
+    report: bool = False
 
 
 def failure_line(case_id: str, message: str) -> str:
@@ -105,18 +118,19 @@ def case_outputs(case_id: str, options: OutputOptions) -> tuple[Path, Path | Non
 def _check_existing(target: Path, prob_target: Path | None, options: OutputOptions) -> bool:
     """Whether the case's outputs may be written: False to skip the case (``--skip-existing``, all there).
 
-    The label map is written last, so it says the case is done: probabilities or a record without it are the
-    remains of an interrupted case and, under ``--skip-existing``, are replaced.
+    The label map is written last, so it says the case is done: probabilities, a picture or a record without it
+    are the remains of an interrupted case and, under ``--skip-existing``, are replaced.
 
     Raises:
         FileExistsError: an output exists that may not be replaced (the message says which flag would).
     """
     record = record_path(target)
+    picture = overlay_path(record) if options.report else None
     if options.overwrite:
         return True
     if not options.skip_existing:
         refuse_existing(
-            (t for t in (target, prob_target, record) if t is not None),
+            (t for t in (target, prob_target, record, picture) if t is not None),
             False,
             "to replace it, or --skip-existing to keep it",
         )
@@ -137,9 +151,16 @@ def _check_existing(target: Path, prob_target: Path | None, options: OutputOptio
 
 
 def save_outputs(
-    result: dict, record: dict, case: CaseInput, target: Path, prob_target: Path | None, options: OutputOptions
+    result: dict,
+    record: dict,
+    case: CaseInput,
+    target: Path,
+    prob_target: Path | None,
+    options: OutputOptions,
+    report: CaseReport | None = None,
 ) -> None:
-    """Write a case's probabilities, record and label map, each atomically, the label map last.
+    """Write a case's probabilities, overlay picture, record (with its report) and label map, each atomically, the
+    label map last.
 
     The label map is the file that says the case is done (``--skip-existing``): what comes before it, left by an
     interrupted run, is replaced under ``--skip-existing``; everything else follows ``--overwrite``.
@@ -150,6 +171,9 @@ def save_outputs(
     replace_remains = options.overwrite or options.skip_existing
     if prob_target is not None:
         save_like_reference(result["probabilities"], case.reference, prob_target, replace_remains, description)
+    if report is not None:
+        save_overlay(report.png, overlay_path(record_path(target)), replace_remains)
+        record = {**record, **report.fields}
     save_case_record(record, record_path(target), replace_remains)
     save_like_reference(result["labels"], case.reference, target, options.overwrite, description)
 
@@ -167,6 +191,7 @@ class _LoadedCase:
     times: dict[str, float]
     warnings: list[str]
     images: Mapping[str, Any] | None = None
+    report_inputs: ReportInputs | None = None
 
 
 class CaseStages:
@@ -182,12 +207,21 @@ class CaseStages:
         detach: :meth:`load` runs in another process: its item leaves the preprocessing chain behind (see
             :func:`~brats_cggm.brats.inference.pipeline.detach_item`). When the segmenter preprocesses on a GPU,
             the workers only read and check, and :meth:`predict` preprocesses (CUDA stays in this process).
+        model: with ``options.report``, the reports' ``model_details`` (see
+            :func:`~brats_cggm.brats.reporting.report_inputs.model_description`).
     """
 
-    def __init__(self, segmenter: BratsSegmenter, options: OutputOptions, detach: bool = False) -> None:
+    def __init__(
+        self,
+        segmenter: BratsSegmenter,
+        options: OutputOptions,
+        detach: bool = False,
+        model: Mapping[str, Any] | None = None,
+    ) -> None:
         self.segmenter = segmenter
         self.options = options
         self.detach = detach
+        self.model = dict(model or {})
         device = segmenter.preprocess_device
         self.prepare_in_predict = detach and device is not None and torch.device(device).type != "cpu"
 
@@ -203,15 +237,28 @@ class CaseStages:
         if case.missing and self.options.missing_modality == "zero":
             names = "/".join(record["modalities_missing"])
             warnings.append(f"{case.case_id}: no {names} file: that branch gets zeros, expect lower quality")
+        inputs = None
+        if self.options.report:
+            start = time.perf_counter()
+            inputs = self._report_inputs(case, images)
+            times["check"] = times.get("check", 0.0) + time.perf_counter() - start
         if self.prepare_in_predict:
-            return _LoadedCase(case, target, prob_target, record, {}, times, warnings, images=images)
+            return _LoadedCase(case, target, prob_target, record, {}, times, warnings, images, inputs)
         start = time.perf_counter()
         data = self.segmenter.prepare(case, images)
         del images  # the decompressed files: the worker holds no more than the item it hands on
         if self.detach:
             data = detach_item(data, PREPROCESSING_KEY)
         times["preprocess"] = time.perf_counter() - start
-        return _LoadedCase(case, target, prob_target, record, data, times, warnings)
+        return _LoadedCase(case, target, prob_target, record, data, times, warnings, report_inputs=inputs)
+
+    def _report_inputs(self, case: CaseInput, images: Mapping[str, Any]) -> ReportInputs:
+        """What the report takes from the case's images while they are in memory (counted as ``check`` time)."""
+        sequences = read_sequences(images, self.segmenter.settings.modalities, case.image, case.channel_order)
+        preprocessing = self.segmenter.settings.preprocessing
+        reference = images.get(case.reference)
+        reference = load_nifti(case.reference) if reference is None else reference
+        return report_inputs(reference, sequences, preprocessing.get("pixdim"), preprocessing.get("axcodes", "RAS"))
 
     def predict(self, loaded: _LoadedCase) -> _LoadedCase:
         """The sliding window, on the segmenter's device (preprocessing first when it runs on that device)."""
@@ -233,7 +280,21 @@ class CaseStages:
         )
         loaded.data = {}  # the whole-volume logits: freed before writing
         start = time.perf_counter()
-        save_outputs(result, loaded.record, case, loaded.target, loaded.prob_target, options)
+        report = None
+        if loaded.report_inputs is not None:
+            # computed and drawn before anything is written: a case whose report fails leaves no file
+            report = build_report(
+                result["labels"],
+                loaded.report_inputs,
+                options.labels,
+                case.case_id,
+                overlay_path(record_path(loaded.target)).name,
+                loaded.record["modalities_missing"],
+                options.missing_modality,
+                self.model,
+            )
+            loaded.report_inputs = None
+        save_outputs(result, loaded.record, case, loaded.target, loaded.prob_target, options, report)
         loaded.times["write"] = time.perf_counter() - start
         record = loaded.record
         sequences = sequences_note(record["modalities_used"], record["modalities_missing"], options.missing_modality)
