@@ -1,4 +1,4 @@
-"""Finding BraTS cases, checking NIfTI files and reading DICOM series, labels and regions, transforms, and the disk cache."""
+"""Finding BraTS cases, reading NIfTI files and DICOM series with their checks, labels, transforms, the disk cache."""
 
 __all__ = [
     "cache",
