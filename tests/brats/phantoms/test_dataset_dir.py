@@ -48,6 +48,9 @@ def test_bundle_phantoms_anatomy_reaches_resolve_dataset_dir(tmp_path: Path) -> 
     assert parser["phantoms"]["anatomy"] == "geometric"  # the default stays the geometric phantoms
     parser["phantom_dir"] = str(tmp_path / "phantoms")
     parser["phantoms"] = {"n": 1, "seed": 0, "anatomy": "mni152", "spacing": 8, "variant": "t2-flair-mismatch"}
+    # the initialize step generates them (parsing dataset_root writes nothing: tests/bundles/test_config_purity.py)
+    step = next(i for i, s in enumerate(parser["initialize"]) if "resolve_dataset_dir" in str(s))
+    parser.get_parsed_content(f"initialize#{step}")
     root = parser.get_parsed_content("dataset_root")
     t2 = nib.load(root / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").get_fdata()
     assert (t2 == generate_anatomical_case(0, spacing=8, variant="t2-flair-mismatch")["t2"]).all()
