@@ -40,9 +40,11 @@ def multimodal_config_sets() -> dict[str, list[Path]]:
     sets = {
         "multimodal/train": [MULTIMODAL / "train.yaml"],
         "multimodal/multi_gpu_train": [MULTIMODAL / "train.yaml", MULTIMODAL / "multi_gpu_train.yaml"],
+        "multimodal/inference": [MULTIMODAL / "train.yaml", MULTIMODAL / "inference.yaml"],
     }
     for task in _overlays(REPO / "configs" / "tasks"):
         sets[f"multimodal/train+{task.stem}"] = [MULTIMODAL / "train.yaml", task]
+        sets[f"multimodal/inference+{task.stem}"] = [MULTIMODAL / "train.yaml", task, MULTIMODAL / "inference.yaml"]
     return sets
 
 
