@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 from monai.bundle import ConfigWorkflow
 
 from brats_cggm.adapters import synthetic
@@ -99,4 +100,15 @@ def test_multimodal_inference_writes_the_predictions_of_the_test_split(tmp_path,
     lines = (run / "predictions" / "predictions.csv").read_text().splitlines()
     assert lines[0].split(",") == ["index", "prediction", "label", "output_0"]
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]  # the test split's 3 items, in order
+    # the predictions are those of the trained weights (models/model.pt) on the test split
+    network = workflow.parser.get_parsed_content("network").eval()
+    trained = torch.load(run / "models" / "model.pt", weights_only=True)
+    assert all(torch.equal(v, trained[k]) for k, v in network.state_dict().items())
+    batch = next(iter(workflow.parser.get_parsed_content("dataloader")))
+    inputs, labels = workflow.parser.get_parsed_content("prepare_batch")(batch, torch.device("cpu"))
+    with torch.no_grad():
+        expected = network(inputs).reshape(-1)
+    rows = [line.split(",") for line in lines[1:]]
+    assert [float(r[1]) for r in rows] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert [float(r[2]) for r in rows] == pytest.approx(labels.reshape(-1).tolist())
     assert sorted(Path(tmp_path).iterdir()) == [tmp_path / "mosi.pkl", run]

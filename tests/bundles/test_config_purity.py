@@ -9,8 +9,8 @@ Keys that legitimately fail without data: with the default ``dataset_dir`` (the 
 before a run) every key that reads the data set (``dataset_root`` and what depends on it: ``dataset``,
 ``split``, ``data_options``, the datasets, loaders, trainer and evaluators) fails with a FileNotFoundError that
 says how to get the data; the multimodal bundle's keys that need its task overlay or ``dataset_dir`` fail with
-the bundle guards' errors. With a data set the BraTS configs parse completely; building a ``cache: disk``
-dataset fills the preprocessing cache (``cache_dir``), the only folder it writes.
+the bundle guards' errors. With a data set every key parses; building a BraTS ``cache: disk`` dataset fills
+the preprocessing cache (``cache_dir``), the only folder it writes.
 """
 
 from __future__ import annotations
@@ -111,6 +111,22 @@ def test_with_data_every_key_parses_and_only_the_cache_is_written(name, phantom_
     assert _snapshot(*untouched) == before
     written = {p.parts[len(tmp_path.parts)] for p in tmp_path.rglob("*")} - {"cwd", "store"}
     assert written <= {"cache"}
+
+
+@pytest.mark.parametrize("name", ["multimodal/train+mosi", "multimodal/inference+mosi"])
+def test_with_data_every_multimodal_key_parses_and_nothing_is_written(name, tmp_path, monkeypatch):
+    from brats_cggm.adapters import synthetic
+
+    synthetic.write_mosi_pickle(tmp_path / "mosi.pkl", sizes={"train": 4, "valid": 2, "test": 2})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = _snapshot(tmp_path, REPO / "bundles")
+
+    failed = _parse_every_key(MULTIMODAL_SETS[name], dataset_dir=str(tmp_path / "mosi.pkl"), device="cpu")
+
+    assert failed == {}
+    assert _snapshot(tmp_path, REPO / "bundles") == before
 
 
 def test_the_run_generates_the_phantoms_that_parsing_does_not(tmp_path, monkeypatch):
