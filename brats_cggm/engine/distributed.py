@@ -246,12 +246,16 @@ class _NullSummaryWriter:
 
 
 def main_process_summary_writer(log_dir: str | os.PathLike, **kwargs: Any) -> Any:
-    """A ``SummaryWriter`` on rank 0 and a no-op stand-in elsewhere, so a run has one event file."""
+    """A ``SummaryWriter`` on rank 0 and a no-op stand-in elsewhere, so a run has one event file.
+
+    Rank 0's is a :class:`~brats_cggm.engine.summary_writer.DeferredSummaryWriter` (nothing written until its
+    first event), so building it while parsing the bundle writes nothing.
+    """
     if not is_main_process():
         return _NullSummaryWriter()
-    from torch.utils.tensorboard import SummaryWriter
+    from brats_cggm.engine.summary_writer import DeferredSummaryWriter
 
-    return SummaryWriter(log_dir=str(log_dir), **kwargs)
+    return DeferredSummaryWriter(log_dir=str(log_dir), **kwargs)
 
 
 def quiet_non_main_logging(level: int = logging.WARNING) -> None:

@@ -8,7 +8,22 @@ import nibabel as nib
 import pytest
 
 from brats_cggm.brats.phantoms.anatomical import generate_anatomical_case
-from brats_cggm.brats.phantoms.dataset_dir import resolve_dataset_dir
+from brats_cggm.brats.phantoms.dataset_dir import bundle_dataset_dir, resolve_dataset_dir
+
+
+def test_bundle_dataset_dir_writes_nothing_and_names_the_missing_phantoms(tmp_path: Path) -> None:
+    default = tmp_path / "phantoms"
+    with pytest.raises(FileNotFoundError, match="brats-cggm-phantoms"):
+        bundle_dataset_dir(default, default)
+    assert list(tmp_path.iterdir()) == []
+    (default / ".lock").parent.mkdir()
+    (default / ".lock").touch()  # hidden files are no data set
+    with pytest.raises(FileNotFoundError, match="not generated yet"):
+        bundle_dataset_dir(default, default)
+    resolve_dataset_dir(default, default, n=1, shape=(24, 24, 24))
+    assert bundle_dataset_dir(str(default), default) == default
+    # a folder the user named is returned as it is: data discovery reports what it lacks
+    assert bundle_dataset_dir(tmp_path / "mine", default) == tmp_path / "mine"
 
 
 def test_resolve_dataset_dir_generates_the_chosen_phantoms(tmp_path: Path) -> None:
@@ -48,6 +63,9 @@ def test_bundle_phantoms_anatomy_reaches_resolve_dataset_dir(tmp_path: Path) -> 
     assert parser["phantoms"]["anatomy"] == "geometric"  # the default stays the geometric phantoms
     parser["phantom_dir"] = str(tmp_path / "phantoms")
     parser["phantoms"] = {"n": 1, "seed": 0, "anatomy": "mni152", "spacing": 8, "variant": "t2-flair-mismatch"}
+    # the initialize step generates them (parsing dataset_root writes nothing: tests/bundles/test_config_purity.py)
+    step = next(i for i, s in enumerate(parser["initialize"]) if "resolve_dataset_dir" in str(s))
+    parser.get_parsed_content(f"initialize#{step}")
     root = parser.get_parsed_content("dataset_root")
     t2 = nib.load(root / "BraTS2021_00000" / "BraTS2021_00000_t2.nii.gz").get_fdata()
     assert (t2 == generate_anatomical_case(0, spacing=8, variant="t2-flair-mismatch")["t2"]).all()
