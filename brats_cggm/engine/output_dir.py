@@ -5,7 +5,10 @@ writes to ``output_dir``:
 
 - :class:`OutputDirLock` takes the folder for this run (a lock file naming its holder, see
   :class:`brats_cggm.core.locks.FileLock`): a second run into a folder that a live run trains in is refused,
-  naming that run, whatever its ``resume`` / ``overwrite``;
+  naming that run, whatever its ``resume`` / ``overwrite``. The one exception is a lock held by a process that
+  launched this one (its parent, or further up, on this host): a harness that initialised the same config and
+  then started the run in a child (the MONAI Model Zoo's distributed tests), which waits for the run instead
+  of training beside it; the run goes on under that lock;
 - :func:`prepare_output_dir` refuses a folder holding a previous run's results (:data:`RESULT_FILES`:
   weights or metrics) unless the run resumes it (``resume``) or is told to replace it (``overwrite``,
   which removes the previous run's files first). A run that died before its first checkpoint leaves no
@@ -22,6 +25,7 @@ import atexit
 import datetime
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +33,7 @@ from typing import Any, ClassVar
 import torch.distributed as dist
 
 from brats_cggm.core.distributed import get_world_size, is_main_process
-from brats_cggm.core.locks import FileLock, LockHeldError
+from brats_cggm.core.locks import FileLock, LockHeldError, describe_holder
 from brats_cggm.engine.resume import resolve_resume_path
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "OutputDirLock",
     "RunExistsError",
     "find_run_files",
+    "launched_this_process",
     "prepare_output_dir",
 ]
 
@@ -79,6 +84,33 @@ class RunExistsError(FileExistsError):
 
 class OutputDirInUseError(RuntimeError):
     """Another live run trains in ``output_dir`` (the message names it)."""
+
+
+def _ancestor_pids() -> set[int]:
+    """The PIDs of this process's parent, its parent's parent, ... (empty where ``/proc`` cannot tell)."""
+    pids: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            # /proc/<pid>/stat: "pid (comm) state ppid ...", comm may hold spaces or parentheses
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
+def launched_this_process(holder: dict[str, Any]) -> bool:
+    """Whether a lock's holder is a process that launched this one: its parent, or further up, on this host.
+
+    Args:
+        holder: the holder's record from its lock file (``host``, ``pid``; :class:`~brats_cggm.core.locks.FileLock`).
+
+    Returns:
+        True if ``holder`` names this host and one of this process's ancestors.
+    """
+    pid = holder.get("pid")
+    return holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid in _ancestor_pids()
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -251,8 +283,8 @@ class OutputDirLock:
             ``self``.
 
         Raises:
-            OutputDirInUseError: another live run trains in ``output_dir``; the message names it (host, PID,
-                start time, command).
+            OutputDirInUseError: another live run, not one that launched this process, trains in ``output_dir``;
+                the message names it (host, PID, start time, command).
         """
         outcome: list[Any] = [None]  # rank 0's refusal message, if any
         if is_main_process():
@@ -268,7 +300,16 @@ class OutputDirLock:
                 self._held[key] = self
                 atexit.register(self.release)
             except LockHeldError as exc:
-                outcome = [f"{exc}: wait for it to end, or train into another --output_dir"]
+                if launched_this_process(exc.holder):
+                    # the launcher waits for this run (it initialised the config, then started the run): not a
+                    # second run beside this one; it keeps the lock, this run trains under it
+                    logger.warning(
+                        "%s: the lock is held by %s, which launched this run; training under its lock",
+                        self.output_dir,
+                        describe_holder(exc.holder),
+                    )
+                else:
+                    outcome = [f"{exc}: wait for it to end, or train into another --output_dir"]
         if get_world_size() > 1:
             dist.broadcast_object_list(outcome, src=0)
         if outcome[0] is not None:

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from monai.bundle import ckpt_export, verify_net_in_out
 from monai.bundle import run as bundle_run
 
@@ -95,17 +96,22 @@ def test_inference_yaml_on_a_run_dir_matches_the_cli(two_cases: Path, tiny_run_d
     assert f"{bundle_out / cases[0]}.nii.gz: exists; pass --overwrite" in _messages(excinfo.value)
 
 
-@pytest.mark.parametrize("split", ["all", "validation"])
-def test_evaluate_yaml_writes_per_case_metrics(two_cases: Path, tiny_run_dir: Path, tmp_path: Path, split: str):
+# evaluate.yaml on inference.yaml (the README's command) or on train.yaml (as the MONAI Model Zoo composes it)
+@pytest.mark.parametrize(
+    ("base", "split"), [("inference", "all"), ("inference", "validation"), ("train", "validation")]
+)
+def test_evaluate_yaml_writes_per_case_metrics(
+    two_cases: Path, tiny_run_dir: Path, tmp_path: Path, base: str, split: str
+):
     out = tmp_path / "eval"
     bundle_run(
-        config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "evaluate.yaml"), _run_config(tiny_run_dir)],
+        config_file=[str(CONFIGS / f"{base}.yaml"), str(CONFIGS / "evaluate.yaml"), _run_config(tiny_run_dir)],
         meta_file=META,
         logging_file=LOGGING,
         bundle_root=str(tiny_run_dir),
         dataset_dir=str(two_cases),
         output_dir=str(out),
-        split=split,
+        eval_split=split,
         device="cpu",
     )
     items = discover_dataset(two_cases).items
@@ -326,3 +332,21 @@ def test_thick_slices_through_inference_yaml_and_the_cli(tiny_run_dir: Path, tmp
         for getter in ("get_qform", "get_sform"):
             np.testing.assert_allclose(getattr(written.header, getter)(), getattr(reference.header, getter)())
     np.testing.assert_array_equal(_labels(bundle_out / "Thick_000.nii.gz"), _labels(cli_out / "Thick_000.nii.gz"))
+
+
+def test_evaluate_yaml_repeats_inference_yaml_keys_unchanged():
+    # evaluate.yaml carries inference.yaml's pipeline so that it also composes with train.yaml: the same values
+    inference = yaml.safe_load((CONFIGS / "inference.yaml").read_text())
+    evaluate = yaml.safe_load((CONFIGS / "evaluate.yaml").read_text())
+    own = {"output_dir", "datalist", "dataset_data", "dataloader", "postprocessing", "run", "finalize", "+imports"}
+    for key in (set(inference) & set(evaluate)) - own:
+        assert evaluate[key] == inference[key], key
+    # the differences: predictions to prediction_dir, the data set under a name train.yaml does not use
+    assert evaluate["dataloader"] == {**inference["dataloader"], "dataset": "@eval_dataset"}
+    assert evaluate["eval_dataset"] == inference["dataset"]
+    saver = {**inference["postprocessing"]["transforms"][2], "output_dir": "@prediction_dir"}
+    assert evaluate["postprocessing"]["transforms"] == [*inference["postprocessing"]["transforms"][:2], saver]
+    missing = {"ckpt_path", "preprocessing", "inferer", "handlers", "evaluator", "data_options"} - set(evaluate)
+    assert not missing
+    imports = {line.split()[-1] for line in inference["imports"]}
+    assert imports <= {line.split()[-1] for line in evaluate["+imports"]} | {"resolve_dataset_dir", "resolve_device"}

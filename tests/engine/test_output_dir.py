@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from brats_cggm.engine.output_dir import (
     OutputDirLock,
     RunExistsError,
     find_run_files,
+    launched_this_process,
     prepare_output_dir,
 )
 
@@ -154,3 +156,53 @@ def test_a_refused_run_releases_the_lock_and_leaves_nothing(tmp_path: Path):
     assert lock.held and (out / LOCK_FILE).exists()
     lock.release()
     assert not (out / LOCK_FILE).exists()
+
+
+# a run started by the process holding the lock: prepare_output_dir in a child, on two folders the parent holds
+_LAUNCHED = """
+import sys
+from pathlib import Path
+from brats_cggm.engine.output_dir import OutputDirLock, RunExistsError, prepare_output_dir
+for folder in sys.argv[1:]:
+    try:
+        prepare_output_dir(folder, lock=OutputDirLock(folder))
+        print("went on", flush=True)
+    except RunExistsError:
+        print("refused", flush=True)
+"""
+
+
+def test_a_run_launched_by_the_lock_holder_goes_on_under_its_lock(tmp_path: Path):
+    # the MONAI Model Zoo's distributed test: its process initialises the config (takes the lock, its summary
+    # writer writes an event file), then runs the same config under torchrun in a child, and waits for it
+    harness = tmp_path / "harness"
+    harness.mkdir()
+    (harness / "events.out.tfevents.1.host.1.0").write_bytes(b"x")
+    previous = _previous_run(tmp_path / "previous")
+    locks = [OutputDirLock(harness).acquire(), OutputDirLock(previous).acquire()]
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _LAUNCHED, str(harness), str(previous)], capture_output=True, text=True, timeout=300
+        )
+        assert child.stdout.split() == ["went", "on", "refused"], child.stderr
+        # the harness's event file set aside as a dead run's, the lock still the harness's
+        assert not (harness / "events.out.tfevents.1.host.1.0").exists() and (harness / ABORTED_DIR).is_dir()
+        assert all(lock.held for lock in locks)
+        assert json.loads((harness / LOCK_FILE).read_text())["pid"] == os.getpid()
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def test_only_the_processes_that_launched_this_one_count():
+    host = socket.gethostname()
+    assert launched_this_process({"host": host, "pid": os.getppid()})
+    assert not launched_this_process({"host": host, "pid": os.getpid()})  # itself: OutputDirLock's own business
+    assert not launched_this_process({"host": host + "-other", "pid": os.getppid()})
+    assert not launched_this_process({"host": host})
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:  # a live process that did not launch this one (here: one this process launched)
+        assert not launched_this_process({"host": host, "pid": other.pid})
+    finally:
+        other.kill()
+        other.wait()
