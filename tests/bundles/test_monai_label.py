@@ -124,10 +124,8 @@ class BratsApp(MONAILabelApp):
 '''
 
 
-def _client(app_dir: Path, studies: Path, bundle: Path):
+def _client(app_dir: Path, studies: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch):
     """MONAI Label's REST app on ``app_dir`` (as its own endpoint tests make it, tests/unit/endpoints/context.py)."""
-    import os
-
     from fastapi.testclient import TestClient
     from monailabel.config import settings
 
@@ -137,7 +135,7 @@ def _client(app_dir: Path, studies: Path, bundle: Path):
     settings.MONAI_LABEL_APP_CONF = {"bundle": str(bundle), "auto_update_scoring": "false", "skip_scoring": "true"}
     settings.MONAI_LABEL_SESSION_PATH = str(app_dir / "sessions")
     for key, value in settings.model_dump().items():
-        os.environ[key] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        monkeypatch.setenv(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     (app_dir / "logs").mkdir(parents=True, exist_ok=True)
     (app_dir / "logs" / "app.log").touch()
     from monailabel.app import app
@@ -147,7 +145,6 @@ def _client(app_dir: Path, studies: Path, bundle: Path):
     return TestClient(app)
 
 
-@pytest.mark.slow
 def test_monai_label_trains_on_items_without_case_id_and_segments_with_brats_labels(
     phantom_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -164,7 +161,7 @@ def test_monai_label_trains_on_items_without_case_id_and_segments_with_brats_lab
     (app_dir / "main.py").write_text(APP)
 
     # one epoch through POST /train (in this process): 3 training and 1 validation case, image and label alone
-    client = _client(app_dir, studies, bundle)
+    client = _client(app_dir, studies, bundle, monkeypatch)
     request = {"model": MODEL, "max_epochs": 1, "val_split": 0.25, "multi_gpu": False, "device": "cpu"}
     response = client.post("/train/?run_sync=True", json=request)
     assert response.status_code == 200, response.text
@@ -180,7 +177,7 @@ def test_monai_label_trains_on_items_without_case_id_and_segments_with_brats_lab
     assert response.status_code == 200, response.text
 
     # the server started again, now that the bundle has weights: its inference task is valid
-    client = _client(app_dir, studies, bundle)
+    client = _client(app_dir, studies, bundle, monkeypatch)
     info = client.get("/info/").json()
     labels = {"necrotic tumour core": 1, "peritumoural edema": 2, "enhancing tumour": 4}
     assert info["models"][MODEL]["labels"] == labels
