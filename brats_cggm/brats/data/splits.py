@@ -80,7 +80,9 @@ def record_split(
 
     Args:
         output_dir: the training output folder.
-        split: ``(train, val)`` datalists (:func:`split_datalist`).
+        split: ``(train, val)`` datalists (:func:`split_datalist`, or the items MONAI Label gives: an item
+            without ``case_id`` is recorded by the name of its first file,
+            :func:`~brats_cggm.brats.data.cache.fingerprint.case_key`).
         seed: the split's seed.
         val_fraction: the split's validation share.
         dataset_dir: the data set folder (recorded as an absolute path).
@@ -88,6 +90,7 @@ def record_split(
     Returns:
         The file written, or None on a non-main distributed rank (which writes nothing).
     """
+    from brats_cggm.brats.data.cache.fingerprint import case_key
     from brats_cggm.core.distributed import is_main_process
     from brats_cggm.core.files import write_json
 
@@ -97,8 +100,8 @@ def record_split(
         "dataset_dir": str(Path(dataset_dir).resolve()),
         "seed": int(seed),
         "val_fraction": float(val_fraction),
-        "training": [str(item["case_id"]) for item in split[0]],
-        "validation": [str(item["case_id"]) for item in split[1]],
+        "training": [case_key(item) for item in split[0]],
+        "validation": [case_key(item) for item in split[1]],
     }
     path = Path(output_dir) / SPLIT_FILE
     write_json(path, record)

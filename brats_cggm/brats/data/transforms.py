@@ -40,6 +40,7 @@ __all__ = [
     "CropCentreIndicesd",
     "LoadCheckedImaged",
     "ReorderChannelsd",
+    "SpacingKeepingPathsd",
     "inference_transforms",
     "preprocessing",
     "train_transforms",
@@ -164,6 +165,29 @@ class LoadCheckedImaged(MapTransform):
             load_checked_volume(f, ndim=ndim, min_channels=needed, check_values=False)
 
 
+class SpacingKeepingPathsd(Spacingd):
+    """``Spacingd`` that leaves alone the entries named ``<key>_...`` that are not meta dictionaries.
+
+    MONAI's ``Spacingd`` (1.6) updates every entry whose name starts with ``<key>_`` as if it were the key's
+    meta dictionary, so an item carrying a file name there fails (``'str' object has no attribute 'update'``):
+    MONAI Label's inference adds ``image_path`` to every request (``BasicInferTask.__call__``,
+    ``monailabel/tasks/infer/basic_infer.py``). Such entries are set aside for the call and put back; the
+    resampling, its trace and its inverse are ``Spacingd``'s.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {
+            k: d.pop(k)
+            for k in list(d)
+            if isinstance(k, str) and k.startswith(prefixes) and not isinstance(d[k], Mapping)
+        }
+        out = dict(super().__call__(d, lazy=lazy))
+        out.update(aside)
+        return out
+
+
 class CropCentreIndicesd(MapTransform):
     """Tumour and background voxel indices for ``RandCropByPosNegLabeld``, computed once and thinned.
 
@@ -214,6 +238,7 @@ def preprocessing(
     pixdim: Sequence[float] | None = None,
     crop_foreground: bool = True,
     reader: ImageReader | None = None,
+    spacing_transform: type[Spacingd] = Spacingd,
 ) -> list:
     """The deterministic part of every chain: checked loading, channels, regions, orientation, spacing, crop, normalise.
 
@@ -226,6 +251,8 @@ def preprocessing(
         crop_foreground: crop to the head's bounding box (all channels non-zero anywhere).
         reader: the loading step's ``ImageReader`` (e.g. one holding images already read); MONAI's choice
             by file name when None.
+        spacing_transform: the resampling step's class (:func:`inference_transforms`: :class:`SpacingKeepingPathsd`;
+            the training and validation chains keep ``Spacingd``, whose name is part of their disk cache's key).
 
     Returns:
         A list of transforms, to be extended or wrapped in ``Compose``.
@@ -247,7 +274,7 @@ def preprocessing(
     transforms.append(Orientationd(keys=keys, axcodes=axcodes, labels=None))
     if pixdim is not None:
         modes = ["bilinear", "nearest"] if has_label else ["bilinear"]
-        transforms.append(Spacingd(keys=keys, pixdim=pixdim, mode=modes))
+        transforms.append(spacing_transform(keys=keys, pixdim=pixdim, mode=modes))
     if crop_foreground:
         transforms.append(CropForegroundd(keys=keys, source_key="image", allow_smaller=True))
     transforms += [
@@ -304,5 +331,6 @@ def val_transforms(**kwargs) -> Compose:
 
 
 def inference_transforms(**kwargs) -> Compose:
-    """Preprocessing of the image alone, invertible with ``monai.transforms.Invertd``."""
-    return Compose(preprocessing(keys=("image",), **kwargs))
+    """Preprocessing of the image alone, invertible with ``monai.transforms.Invertd``; its resampling step
+    accepts items with file names beside the image (:class:`SpacingKeepingPathsd`: MONAI Label's requests)."""
+    return Compose(preprocessing(keys=("image",), spacing_transform=SpacingKeepingPathsd, **kwargs))

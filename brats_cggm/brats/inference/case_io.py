@@ -23,7 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelReader
 from monai.data.utils import correct_nifti_header_if_necessary
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, SaveImaged
 from monai.utils import ensure_tuple
 
 from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS, check_unique_case_ids, discover_msd
@@ -312,12 +312,16 @@ def check_inverted(labels: torch.Tensor, reference: str) -> np.ndarray:
     return array
 
 
-class SaveSegmentationd(MapTransform):
+class SaveSegmentationd(SaveImaged):
     """Write ``keys`` (``(1, X, Y, Z)`` labels in an input's grid) to ``output_dir`` with the input's header.
 
     For the bundle's inference workflow; the file is named from the item's ``case_id``. Given ``modalities``,
     it also records, as ``brats-cggm-infer`` does, the sequences the prediction used: in the header's
     ``descrip`` (see :func:`sequences_note`) and in a JSON record beside the file (see :func:`record_path`).
+
+    A ``SaveImaged`` by type only (none of its options or writers is used): MONAI Label's ``BundleInferTask``
+    drops the ``SaveImaged`` steps of a bundle's ``postprocessing`` and writes the result itself
+    (``post_filter``, ``monailabel/tasks/infer/bundle.py``), so it drops this one too.
 
     Args:
         keys: the label maps to write (usually ``"pred"``).
@@ -364,7 +368,7 @@ class SaveSegmentationd(MapTransform):
         bundle: str | os.PathLike | None = None,
         postprocessing: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(keys)
+        MapTransform.__init__(self, keys)  # not SaveImaged's: its writer is never used
         if report and modalities is None:
             raise ValueError("SaveSegmentationd: report needs the modalities")
         if missing_modality not in MISSING_MODALITY_MODES:

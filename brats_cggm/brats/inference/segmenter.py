@@ -99,7 +99,8 @@ class InsertZeroChannelsd(MapTransform):
         positions: indices, in the output, of the zero channels (ascending); the same for every item.
         allow_missing_keys: do not raise if a key is missing.
         positions_key: item key holding the positions instead (per item, e.g. ``"missing"`` of
-            :func:`~brats_cggm.brats.inference.case_io.inference_items`); replaces ``positions``.
+            :func:`~brats_cggm.brats.inference.case_io.inference_items`); replaces ``positions``. An item
+            without the key gets no zero channel.
 
     Raises:
         ValueError: if neither ``positions`` nor ``positions_key`` is given.
@@ -123,7 +124,9 @@ class InsertZeroChannelsd(MapTransform):
         if self.positions_key is None:
             positions = self.positions
         else:
-            positions = sorted(int(p) for p in cast("Sequence[int]", d[self.positions_key]))
+            # an item without the key has every channel: MONAI Label's requests (image path only) are not
+            # made by inference_items, which always sets it
+            positions = sorted(int(p) for p in cast("Sequence[int]", d.get(self.positions_key) or ()))
         for key in self.key_iterator(d):
             channels = list(torch.unbind(d[key], dim=0))
             for p in positions:

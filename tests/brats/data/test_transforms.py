@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from brats_cggm.brats.data.nifti_checks import InputFileError
-from brats_cggm.brats.data.transforms import CropCentreIndicesd, LoadCheckedImaged, train_transforms
+from brats_cggm.brats.data.transforms import (
+    CropCentreIndicesd,
+    LoadCheckedImaged,
+    inference_transforms,
+    train_transforms,
+)
 
 
 def _case() -> dict[str, torch.Tensor]:
@@ -94,3 +99,19 @@ def test_checked_loading_names_the_file_and_stops_after_a_failure(tmp_path):
         loader({"image": [good[0], four_d]})
     with pytest.raises(RuntimeError, match="an earlier case failed"):
         loader({"image": good})
+
+
+def test_inference_chain_keeps_file_names_beside_the_image_and_inverts(phantom_dataset):
+    # MONAI Label adds image_path (a str) to each request; MONAI's Spacingd took it for a meta dictionary
+    from monai.transforms import Invertd
+
+    from brats_cggm.brats.data.discovery import discover_dataset
+
+    item = discover_dataset(phantom_dataset).items[0]
+    chain = inference_transforms(pixdim=(2.0, 2.0, 2.0))
+    d = chain({"image": item["image"], "image_path": item["image"][0]})
+    assert d["image_path"] == item["image"][0]
+    assert d["image"].shape[0] == 4 and max(d["image"].shape[1:]) <= 16  # 32³ at 1 mm resampled to 2 mm
+    d["pred"] = d["image"][:1].clone()
+    restored = Invertd(keys="pred", transform=chain, orig_keys="image", nearest_interp=False)(d)
+    assert tuple(restored["pred"].shape[1:]) == nib.load(item["image"][0]).shape

@@ -64,6 +64,7 @@ from monai.transforms.utils import generate_pos_neg_label_crop_centers
 
 from brats_cggm.brats.data.cache.fingerprint import (
     VERIFY_MODES,
+    case_key,
     check_inputs_exist,
     fingerprint_problem,
     input_fingerprint,
@@ -209,8 +210,7 @@ def preprocessing_key(kind: str, patch_size: Sequence[int], data_options: Mappin
 def entry_name(item: Mapping[str, Any]) -> str:
     """The entry folder's name: the case id and a hash of the input paths (two data sets never collide)."""
     digest = hashlib.sha256("\n".join(input_paths(item)).encode()).hexdigest()[:12]
-    case_id = str(item.get("case_id") or Path(input_paths(item)[0]).name)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id).lstrip(".")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_key(item)).lstrip(".")
     return f"{safe}-{digest}"
 
 
@@ -252,11 +252,11 @@ def preprocess_case(item: Mapping[str, Any], head: Callable) -> tuple[dict[str, 
     image16 = image32.astype(np.float16)
     if not np.isfinite(image16).all():
         raise ValueError(
-            f"case {item.get('case_id')!r}: normalised intensities up to {np.abs(image32).max():.4g} overflow float16"
+            f"case {case_key(item)!r}: normalised intensities up to {np.abs(image32).max():.4g} overflow float16"
         )
     arrays: dict[str, np.ndarray] = {"image": image16}
     meta: dict[str, Any] = {
-        "case_id": item.get("case_id"),
+        "case_id": case_key(item),
         "image_shape": list(image16.shape),
         "image_max_abs_error": float(np.abs(image16.astype(np.float32) - image32).max()) if image32.size else 0.0,
         "affine": np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64).tolist(),
@@ -350,8 +350,8 @@ def _build_entry(job: tuple, head: Compose | None = None) -> str:
         lock = entry_lock(entry_dir).acquire(timeout_s=None)
     except OSError as exc:
         if is_disk_full(exc):  # not even the lock file's few bytes fit
-            raise disk_full_error(entry_dir, item.get("case_id"), _estimated_entry_bytes(item)) from exc
-        raise CacheEntryError(entry_dir, item.get("case_id"), f"cannot take the entry's lock: {exc}") from exc
+            raise disk_full_error(entry_dir, case_key(item), _estimated_entry_bytes(item)) from exc
+        raise CacheEntryError(entry_dir, case_key(item), f"cannot take the entry's lock: {exc}") from exc
     with lock:
         # another process may have built it while we waited for the lock: use its entry
         if _entry_problem(entry_dir, key, kind, item, verify) is None:
@@ -364,7 +364,7 @@ def _build_entry(job: tuple, head: Compose | None = None) -> str:
 
 
 def _note(report: FillReport, entry_dir: Path, item: Mapping[str, Any], cause: str) -> None:
-    case_id = str(item.get("case_id"))
+    case_id = case_key(item)
     if cause == _ABSENT:
         report.built.append(case_id)
         return
@@ -394,7 +394,8 @@ def fill_cache(
     again.
 
     Args:
-        items: the data list (``case_id``, ``image``, optional ``label``).
+        items: the data list (``image``, optional ``label`` and ``case_id``: without it, the case is named by
+            its first input file, :func:`~brats_cggm.brats.data.cache.fingerprint.case_key`).
         kind: one of :data:`CACHE_KINDS`.
         cache_dir: the cache's root folder; None for :func:`default_cache_dir`.
         patch_size: the training patch.
@@ -406,7 +407,7 @@ def fill_cache(
         report: filled with what was found valid, built and rebuilt (why).
 
     Returns:
-        One item per case, in ``items``' order: ``{"entry": folder, "case_id": ...}``.
+        One item per case, in ``items``' order: ``{"entry": folder, "case_id": case_key(item)}``.
 
     Raises:
         FileNotFoundError: an input file is missing.
@@ -434,7 +435,8 @@ def fill_cache(
     entries, jobs = [], []
     for index, item in enumerate(items):
         entry_dir = folder / entry_name(item)
-        entries.append({"entry": str(entry_dir), "case_id": item.get("case_id")})
+        # never None: the DataLoader's collate refuses None (items without case_id are named by their files)
+        entries.append({"entry": str(entry_dir), "case_id": case_key(item)})
         if index % world != rank:
             continue
         cause = _entry_problem(entry_dir, key, kind, item, verify)
@@ -446,7 +448,7 @@ def fill_cache(
     chain_args = (kind, list(patch_size), data_options)
     _run_jobs(jobs, chain_args, num_workers, progress and rank == 0, f"caching {kind} cases in {folder}")
     for item, job_dir, *_ in jobs:  # in this process, so that the loader's workers inherit the memo
-        verify_entry(job_dir, item.get("case_id"), kind, labelled="label" in item)
+        verify_entry(job_dir, case_key(item), kind, labelled="label" in item)
     if sharded:  # the shards take as long as their missing entries: a longer wait than a training step's
         barrier("after building the disk cache", data_barrier_timeout_s())
     return entries

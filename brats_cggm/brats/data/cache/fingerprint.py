@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "VERIFY_MODES",
+    "case_key",
     "check_inputs_exist",
     "file_sha256",
     "fingerprint_problem",
@@ -44,6 +45,31 @@ def input_paths(item: Mapping[str, Any]) -> list[str]:
     return [os.path.abspath(str(p)) for p in paths]
 
 
+def case_key(item: Mapping[str, Any]) -> str:
+    """The name of a data list item's case: its ``case_id``, else the name of its first input file.
+
+    Items without ``case_id`` (MONAI Label's data lists hold only ``image`` and ``label``) are named by their
+    files, so the name is the same at every run; two such items whose first files share a name in different
+    folders share it too, but never a cache entry (:func:`~brats_cggm.brats.data.cache.disk.entry_name` adds a
+    hash of every input path).
+
+    Args:
+        item: a data list item (``image``, optional ``label`` and ``case_id``).
+
+    Returns:
+        The case's name, a string.
+
+    Raises:
+        ValueError: the item has neither ``case_id`` nor an input file.
+    """
+    if item.get("case_id") is not None and str(item["case_id"]):
+        return str(item["case_id"])
+    paths = input_paths(item)
+    if not paths:
+        raise ValueError(f"data list item {dict(item)!r} has neither case_id nor image")
+    return os.path.basename(paths[0])
+
+
 def _stat(path: str, case_id: Any) -> list[int]:
     try:
         st = os.stat(path)
@@ -64,7 +90,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 def check_inputs_exist(item: Mapping[str, Any]) -> None:
     """Raise ``FileNotFoundError`` naming the file and the case if an input file is missing."""
     for path in input_paths(item):
-        _stat(path, item.get("case_id"))
+        _stat(path, case_key(item))
 
 
 def input_fingerprint(item: Mapping[str, Any]) -> list[list]:
@@ -79,7 +105,7 @@ def input_fingerprint(item: Mapping[str, Any]) -> list[list]:
     Raises:
         FileNotFoundError: an input file is missing (named).
     """
-    return [[path, *_stat(path, item.get("case_id")), file_sha256(path)] for path in input_paths(item)]
+    return [[path, *_stat(path, case_key(item)), file_sha256(path)] for path in input_paths(item)]
 
 
 def fingerprint_problem(stored: Any, item: Mapping[str, Any], verify: str = "stat") -> tuple[str | None, list | None]:
@@ -107,7 +133,7 @@ def fingerprint_problem(stored: Any, item: Mapping[str, Any], verify: str = "sta
         return "input fingerprint incomplete", None
     refreshed, changed = [], False
     for path, row in zip(paths, stored):
-        now = _stat(path, item.get("case_id"))
+        now = _stat(path, case_key(item))
         if verify == "stat" and now == row[1:5]:
             refreshed.append(row)
             continue

@@ -402,3 +402,36 @@ def test_entries_of_a_read_only_data_set(dataset: Path, tmp_path: Path):
     finally:
         for path in [dataset, *dataset.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_items_without_case_id_are_named_by_their_files_and_still_checked(dataset: Path, tmp_path: Path):
+    # MONAI Label's BundleTrainTask passes items of image and label alone (monailabel/tasks/train/bundle.py,
+    # _fetch_datalist): the entries must still collate (no None) and keep their integrity checks.
+    from monai.data import DataLoader
+
+    items = [{"image": item["image"], "label": item["label"]} for item in _items(dataset)[:2]]
+    cache = tmp_path / "cache"
+    entries = fill_cache(items, "val", cache, data_options=OPTIONS, progress=False)
+    names = [Path(item["image"][0]).name for item in items]
+    assert [entry["case_id"] for entry in entries] == names
+    assert [read_entry_meta(entry["entry"])["case_id"] for entry in entries] == names
+    assert [Path(entry["entry"]).name.rsplit("-", 1)[0] for entry in entries] == names
+    loader = DataLoader(validation_dataset(items, "disk", OPTIONS, cache_dir=cache), batch_size=1)
+    assert [batch["case_id"] for batch in loader] == [[name] for name in names]
+    # the same items name the same entries at the next run; a changed input rebuilds its entry alone
+    report = disk_cache.FillReport()
+    assert fill_cache(items, "val", cache, data_options=OPTIONS, progress=False, report=report) == entries
+    assert report.valid == 2 and not report.built and not report.rebuilt
+    flair = Path(items[1]["image"][0])
+    image = nib.load(str(flair))
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj) * 1.5, image.affine), str(flair))
+    report = disk_cache.FillReport()
+    fill_cache(items, "val", cache, data_options=OPTIONS, progress=False, report=report)
+    assert report.valid == 1 and [case for case, _ in report.rebuilt] == [names[1]]
+    assert "changed" in report.rebuilt[0][1]
+    # a damaged entry is refused by name when opened, as for items with a case_id
+    np.save(Path(entries[0]["entry"]) / "image.npy", np.zeros((1, 1, 1, 1), dtype=np.float16))
+    with pytest.raises(disk_cache.CacheEntryError, match=names[0]):
+        LoadCacheEntryd(whole=True)(entries[0])
+    with pytest.raises(ValueError, match="neither case_id nor image"):
+        disk_cache.entry_name({"label": None})
