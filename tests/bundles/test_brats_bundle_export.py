@@ -349,4 +349,8 @@ def test_evaluate_yaml_repeats_inference_yaml_keys_unchanged():
     missing = {"ckpt_path", "preprocessing", "inferer", "handlers", "evaluator", "data_options"} - set(evaluate)
     assert not missing
     imports = {line.split()[-1] for line in inference["imports"]}
-    assert imports <= {line.split()[-1] for line in evaluate["+imports"]} | {"resolve_dataset_dir", "resolve_device"}
+    assert imports <= {line.split()[-1] for line in evaluate["+imports"]} | {
+        "bundle_dataset_dir",
+        "resolve_dataset_dir",
+        "resolve_device",
+    }
