@@ -7,7 +7,9 @@ voxels are stored as int16 with a rescale slope (0028|1053) and intercept (0028|
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -62,6 +64,20 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path, ser
     ]
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    # GDCM's writer sets the process locale to "C": every later open() without an encoding would then read ASCII
+    # (the bundle configs hold UTF-8) in a UTF-8 locale; reading a series leaves the locale alone.
+    saved_locale = locale.setlocale(locale.LC_ALL, None)
+    try:
+        _write_slices(image, tags, spacing, series, folder, writer)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+    return folder
+
+
+def _write_slices(
+    image: sitk.Image, tags: list[tuple[str, str]], spacing: np.ndarray, series: int, folder: Path, writer: Any
+) -> None:
+    """One DICOM file per slice of ``image`` along its third axis, with ``tags`` and the slice's own."""
     for k in range(image.GetDepth()):
         part = image[:, :, k]
         for tag, value in tags:
@@ -73,7 +89,6 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, folder: Path, ser
         part.SetMetaData("0008|0018", f"{_UID_ROOT}.4.{series}.{k + 1}")
         writer.SetFileName(str(folder / f"{series}_{k:04d}.dcm"))
         writer.Execute(part)
-    return folder
 
 
 def nifti_twin(series_folder: Path, path: Path) -> Path:
