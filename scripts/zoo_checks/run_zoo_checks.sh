@@ -10,6 +10,9 @@
 # (python with brats-cggm, monai, pytorch-ignite, nibabel, tensorboard, jsonschema); the pre-commit hooks run
 # from HOOKS_VENV (default /tmp/zoo-hooks-venv: a venv with `pip install pre-commit pre-commit-hooks==4.6.0`).
 # ZOO_TRAIN_EPOCHS (default 2): epochs of the training run whose models/model.pt the checks read.
+# In the copy only, ci/bundle_custom_data.py gets multimodal_cggm in exclude_verify_shape_list and
+# exclude_verify_torchscript_list (the change a zoo submission would carry; docs/bundles.md says why), and the
+# multimodal unit tests read the task overlays from BRATS_CGGM_TASKS_DIR (this repository's configs/tasks).
 # Each check's exit status is printed; the script exits non-zero if a check that applies failed.
 set -u -o pipefail
 
