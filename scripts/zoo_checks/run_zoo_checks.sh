@@ -10,6 +10,9 @@
 # (python with brats-cggm, monai, pytorch-ignite, nibabel, tensorboard, jsonschema); the pre-commit hooks run
 # from HOOKS_VENV (default /tmp/zoo-hooks-venv: a venv with `pip install pre-commit pre-commit-hooks==4.6.0`).
 # ZOO_TRAIN_EPOCHS (default 2): epochs of the training run whose models/model.pt the checks read.
+# In the copy only, ci/bundle_custom_data.py gets multimodal_cggm in exclude_verify_shape_list and
+# exclude_verify_torchscript_list (the change a zoo submission would carry; docs/bundles.md says why), and the
+# multimodal unit tests read the task overlays from BRATS_CGGM_TASKS_DIR (this repository's configs/tasks).
 # Each check's exit status is printed; the script exits non-zero if a check that applies failed.
 set -u -o pipefail
 
@@ -34,6 +37,15 @@ rm -rf "$WORK/zoo" && mkdir -p "$WORK/zoo/models"
 cp -r "$ZOO/ci" "$WORK/zoo/ci"
 cp "$REPO"/scripts/zoo_checks/unit_tests/test_*.py "$WORK/zoo/ci/unit_tests/"
 cp "$ZOO/models/model_info.json" "$WORK/zoo/models/"
+# the change a zoo submission of multimodal_cggm would carry in ci/bundle_custom_data.py (docs/bundles.md): its
+# network takes a dictionary of text/audio/vision sequences, not one `image` tensor (verify_net_in_out), and is
+# not TorchScript-scriptable (ckpt_export); made in the copy only
+cat >>"$WORK/zoo/ci/bundle_custom_data.py" <<'EOF_LISTS'
+
+# brats-cggm's scripts/zoo_checks/run_zoo_checks.sh: multimodal_cggm
+exclude_verify_shape_list.append("multimodal_cggm")
+exclude_verify_torchscript_list.append("multimodal_cggm")
+EOF_LISTS
 for bundle in brats_cggm multimodal_cggm; do
     cp -r "$REPO/bundles/$bundle" "$WORK/zoo/models/$bundle"
     # what ci/prepare_schema.py does after downloading metadata.json's schema URL: the stored schema instead
@@ -44,6 +56,8 @@ for bundle in brats_cggm multimodal_cggm; do
     ln -s "$REPO/brats_cggm" "$WORK/zoo/models/$bundle/brats_cggm"
 done
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# multimodal_cggm's task overlays are the repository's, not the bundle's (its unit tests read this)
+export BRATS_CGGM_TASKS_DIR="$REPO/configs/tasks"
 
 # models/model.pt of brats_cggm by the bundle README's training command, in the copy
 (cd "$WORK/zoo/models/brats_cggm" \
@@ -68,8 +82,10 @@ for bundle in brats_cggm multimodal_cggm; do
     check "verify_min_$bundle" python ci/verify_bundle.py -b "$bundle" -p models -m min
     check "verify_full_$bundle" python ci/verify_bundle.py -b "$bundle" -p models -m full
 done
-check unit_brats_cggm python ci/unit_tests/runner.py --b brats_cggm
-check unit_dist_brats_cggm torchrun --nproc_per_node=1 ci/unit_tests/runner.py --b brats_cggm --dist True
+for bundle in brats_cggm multimodal_cggm; do
+    check "unit_$bundle" python ci/unit_tests/runner.py --b "$bundle"
+    check "unit_dist_$bundle" torchrun --nproc_per_node=1 ci/unit_tests/runner.py --b "$bundle" --dist True
+done
 
 # the zoo's pre-commit hooks (scripts/zoo_checks/pre-commit-config.yaml) on the bundles' files as git tracks them,
 # in a git repository of the copies (the hooks' autofixes land there); modes as in this repository's index

@@ -53,6 +53,9 @@ class TestBratsCggm(unittest.TestCase):
     def test_train_eval_config(self):
         override = {**TRAIN_OVERRIDE, "dataset_dir": self.dataset_dir}
         override["output_dir"] = os.path.join(self.work_dir, "train")
+        # given a bundle_root, train.yaml writes its best model to <bundle_root>/models/model.pt (MONAI Label's
+        # layout): kept in the run's folder, so the bundle's own weights stay as they are
+        override["model_path"] = os.path.join(override["output_dir"], "models", "model.pt")
         trainer = ConfigWorkflow(workflow_type="train", **_files("train"), **override)
         check_workflow(trainer, check_properties=True)
         self.assertTrue(os.path.isfile(os.path.join(override["output_dir"], "models", "model.pt")))

@@ -40,6 +40,9 @@ class TestBratsCggmMGPU(unittest.TestCase):
     def test_train_mgpu_config(self):
         override = {**TRAIN_OVERRIDE, "dataset_dir": self.dataset_dir}
         override["output_dir"] = os.path.join(self.work_dir, "train")
+        # the best model in the run's folder, not <bundle_root>/models/model.pt (train.yaml's default given a
+        # bundle_root): the bundle's own weights stay as they are
+        override["model_path"] = os.path.join(override["output_dir"], "models", "model.pt")
         n_gpu = torch.cuda.device_count()
         if n_gpu == 0:
             override["device"] = "cpu"  # gloo, one process
@@ -55,6 +58,7 @@ class TestBratsCggmMGPU(unittest.TestCase):
             check_config=True,
         )
         self.assertTrue(os.path.isfile(os.path.join(override["output_dir"], "metrics.json")))
+        self.assertTrue(os.path.isfile(override["model_path"]))
 
 
 if __name__ == "__main__":
