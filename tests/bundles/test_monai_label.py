@@ -55,8 +55,27 @@ def test_plain_run_keeps_its_output_dir_and_a_bundle_app_run_writes_the_bundle_s
     assert _train_keys(bundle_root=bundle) == {
         "output_dir": f"{bundle}/runs/brats_cggm",
         "model_path": f"{bundle}/models/model.pt",
-        "overwrite": True,
+        "overwrite": False,
     }
+
+
+def test_a_bundle_folder_s_model_is_replaced_only_with_overwrite(tmp_path: Path):
+    from monai.bundle import ConfigParser
+
+    model = tmp_path / "bundle" / "models" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights")
+    for overrides, refused in (({}, True), ({"overwrite": True}, False), ({"resume": True}, False)):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.yaml"))
+        parser.update({"bundle_root": str(tmp_path / "bundle"), **overrides})
+        if refused:
+            with pytest.raises(RuntimeError) as refusal:  # MONAI's wrapping of the step's FileExistsError
+                parser.get_parsed_content("initialize#1")
+            assert "model.pt: exists; pass --overwrite true" in str(refusal.value.__cause__)
+        else:
+            parser.get_parsed_content("initialize#1")
+    assert model.read_bytes() == b"weights"
 
 
 def test_inference_steps_fit_monai_label_s_rules():
@@ -78,7 +97,9 @@ def _bundle_copy(root: Path, dataset_dir: Path) -> Path:
     (bundle / "configs").mkdir(parents=True)
     shutil.copy(CONFIGS / "metadata.json", bundle / "configs")
     shutil.copy(CONFIGS / "logging.conf", bundle / "configs")
-    for name, extra in (("train.yaml", {"num_samples": 1, "val_interval": 1}), ("inference.yaml", {})):
+    # overwrite: MONAI Label retrains the bundle in place at each request, which the copy it serves allows explicitly
+    train = {"num_samples": 1, "val_interval": 1, "overwrite": True}
+    for name, extra in (("train.yaml", train), ("inference.yaml", {})):
         parser = ConfigParser()
         parser.read_config(str(CONFIGS / name))
         for key, value in {**TINY, "dataset_dir": str(dataset_dir), **extra}.items():
