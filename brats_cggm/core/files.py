@@ -31,6 +31,7 @@ __all__ = [
     "existing_file_error",
     "refuse_existing",
     "remove_stale_temporaries",
+    "save_new_file",
     "temporary_files",
     "to_jsonable",
     "write_json",
@@ -260,3 +261,31 @@ def refuse_existing(
     for path in paths:
         if Path(path).exists():
             raise existing_file_error(path, advice, flag)
+
+
+def save_new_file(path: str | os.PathLike, content: bytes | str, overwrite: bool = False) -> Path:
+    """Write ``content`` to ``path`` atomically (:func:`atomic_path`), never replacing a file unless ``overwrite``.
+
+    The one writer of the small files a command makes (records, reports, pictures, pages): refused up front with
+    :func:`refuse_existing`'s message, and again if ``path`` appears while writing.
+
+    Args:
+        path: the target file; its suffix is kept on the temporary name.
+        content: bytes, or text written as UTF-8.
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        with atomic_path(path, suffix=path.suffix, overwrite=overwrite) as tmp:
+            tmp.write_bytes(data)
+    except FileExistsError:
+        raise existing_file_error(path) from None
+    return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from brats_cggm.core.files import atomic_path, temporary_files, to_jsonable, write_json
+from brats_cggm.core.files import atomic_path, save_new_file, temporary_files, to_jsonable, write_json
 
 
 def _mode(path: Path) -> int:
@@ -93,3 +93,13 @@ def test_refuse_existing_names_the_file_and_the_flag(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match=r"b\.md: exists; pass --force or another folder$"):
         refuse_existing(iter([present]), False, advice="or another folder", flag="--force")
     assert str(existing_file_error(present)) == f"{present}: exists; pass --overwrite to replace it"
+
+
+def test_save_new_file_writes_text_or_bytes_and_replaces_only_with_overwrite(tmp_path: Path):
+    page = save_new_file(tmp_path / "index.html", "<p>é</p>")
+    assert page.read_bytes() == "<p>é</p>".encode()
+    with pytest.raises(FileExistsError, match=r"index.html: exists; pass --overwrite"):
+        save_new_file(page, b"other")
+    assert page.read_text(encoding="utf-8") == "<p>é</p>"
+    save_new_file(page, b"other", overwrite=True)
+    assert page.read_bytes() == b"other" and temporary_files(page) == []

@@ -30,7 +30,7 @@ from brats_cggm.brats.data.discovery import DEFAULT_MODALITIES, PATTERN_PRESETS,
 from brats_cggm.brats.data.nifti_checks import InputFileError, is_nifti_name, load_nifti, strip_nifti_extension
 from brats_cggm.brats.reporting.overlay import overlay_path, save_overlay
 from brats_cggm.brats.reporting.report_inputs import CaseReport, build_report, inputs_from_files, model_description
-from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
+from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing, save_new_file
 
 __all__ = [
     "DESCRIP_BYTES",
@@ -278,15 +278,7 @@ def save_case_record(record: Mapping[str, Any], path: str | os.PathLike, overwri
     Raises:
         FileExistsError: if ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    refuse_existing([path], overwrite)
-    text = json.dumps(record, indent=2) + "\n"
-    try:
-        with atomic_path(path, suffix=".json", overwrite=overwrite) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except FileExistsError:
-        raise existing_file_error(path) from None
-    return path
+    return save_new_file(path, json.dumps(record, indent=2) + "\n", overwrite)
 
 
 def check_inverted(labels: torch.Tensor, reference: str) -> np.ndarray:

@@ -25,7 +25,7 @@ from scipy import ndimage
 from brats_cggm.brats.data.labels import LabelConvention, get_label_convention
 from brats_cggm.brats.metrics.challenge_regions import RESECTION_CAVITY_LABEL
 from brats_cggm.brats.reporting.case_report import CONNECTIVITY
-from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
+from brats_cggm.core.files import save_new_file
 
 __all__ = [
     "DISPLAY_SEQUENCES",
@@ -276,11 +276,4 @@ def save_overlay(png: bytes, path: str | os.PathLike, overwrite: bool = False) -
     Raises:
         FileExistsError: if ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    refuse_existing([path], overwrite)
-    try:
-        with atomic_path(path, suffix=".png", overwrite=overwrite) as tmp:
-            tmp.write_bytes(png)
-    except FileExistsError:
-        raise existing_file_error(path) from None
-    return path
+    return save_new_file(path, png, overwrite)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from brats_cggm.core.files import atomic_path, existing_file_error, refuse_existing
+from brats_cggm.core.files import refuse_existing, save_new_file
 
 __all__ = [
     "QC_PAGE_NAME",
@@ -481,14 +481,7 @@ def save_qc_page(text: str, path: str | os.PathLike, overwrite: bool = False) ->
     Raises:
         FileExistsError: if ``path`` exists (or appears while writing) and ``overwrite`` is False.
     """
-    path = Path(path)
-    refuse_existing([path], overwrite)
-    try:
-        with atomic_path(path, suffix=".html", overwrite=overwrite) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except FileExistsError:
-        raise existing_file_error(path) from None
-    return path
+    return save_new_file(path, text, overwrite)
 
 
 def write_qc_page(folder: str | os.PathLike, overwrite: bool = False) -> Path:
