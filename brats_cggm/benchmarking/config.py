@@ -31,6 +31,7 @@ INFERENCE_SWEEP: tuple[str, ...] = (
     "dtype=bf16",
     "channels_last",
     "compile",
+    "backend=onnxruntime",
 )
 
 

@@ -105,8 +105,8 @@ def build_parser(prog: str = PROG) -> CommandParser:
         default=None,
         metavar="SPEC",
         help="a setting to compare with the reference, e.g. window=2,overlap=0.25,blend=constant,threads=1,"
-        "dtype=bf16,channels_last,compile (window: multiple of the training patch or whole); repeat it; "
-        "given, it replaces the default grid",
+        "dtype=bf16,channels_last,compile or backend=onnxruntime (window: multiple of the training patch or "
+        "whole); repeat it; given, it replaces the default grid",
     )
     sweep.add_argument(
         "--sweep-reference",

@@ -1,12 +1,13 @@
 """A sweep of CPU inference settings: Dice and seconds per case of each, against today's default in the same run.
 
 Each setting of a grid (window as a multiple of the training patch or ``whole``, overlap, blending, torch threads,
-bf16 autocast, channels_last, ``torch.compile``) segments every case of one or more labelled phantom folders with a
-trained model, through :class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter`'s stages as
-``brats-cggm-infer --workers 0`` runs them (check, preprocess, network, invert, write). Per setting it reports the
-mean Dice (TC, WT, ET, their mean) of the written segmentations against the labels, the seconds per case end to end
-and of the network, and their ratio to the reference setting measured in the same run. Every setting is warmed up
-once (untimed; ``torch.compile`` compiles there), then the settings are interleaved in rounds, their order rotated
+bf16 autocast, channels_last, ``torch.compile``, the ONNX Runtime backend) segments every case of one or more
+labelled phantom folders with a trained model, through
+:class:`~brats_cggm.brats.inference.segmenter.BratsSegmenter`'s stages as ``brats-cggm-infer --workers 0`` runs them
+(check, preprocess, network, invert, write). Per setting it reports the mean Dice (TC, WT, ET, their mean) of the
+written segmentations against the labels, the seconds per case end to end and of the network, and their ratio to
+the reference setting measured in the same run. Every setting is warmed up once (untimed; ``torch.compile``
+compiles there, the ONNX export is checked there), then the settings are interleaved in rounds, their order rotated
 each round, so that a slower or faster phase of a shared machine hits all of them alike.
 """
 
@@ -39,6 +40,7 @@ __all__ = [
 
 BLEND_MODES = ("gaussian", "constant")
 DTYPES = ("fp32", "bf16")
+BACKENDS = ("torch", "onnxruntime")
 #: the whole-volume window is rounded up to a multiple of this (and of the network's divisor)
 WHOLE_MULTIPLE = 8
 
@@ -56,6 +58,9 @@ class SweepSetting:
         dtype: ``"fp32"`` or ``"bf16"`` (the network under ``torch.autocast("cpu", torch.bfloat16)``).
         channels_last: the network's weights and each window in ``torch.channels_last_3d``.
         compile: ``torch.compile`` the window predictor (compiled during the untimed warm-up).
+        backend: ``"torch"``, or ``"onnxruntime"``: the network exported to ONNX and run by ONNX Runtime
+            (:mod:`~brats_cggm.brats.inference.onnx_runtime`; exported and checked against torch during the
+            warm-up; float32, the torch layout, no compile).
     """
 
     window: int | str = 1
@@ -65,12 +70,15 @@ class SweepSetting:
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    backend: str = "torch"
 
     def label(self) -> str:
         """The setting as ``parse_setting`` reads it, every key spelled out."""
         parts = [f"window={self.window}", f"overlap={self.overlap}", f"blend={self.blend}"]
         parts += [f"threads={self.threads}", f"dtype={self.dtype}"]
         parts += [k for k in ("channels_last", "compile") if getattr(self, k)]
+        if self.backend != "torch":
+            parts.append(f"backend={self.backend}")
         return ",".join(parts)
 
 
@@ -87,7 +95,8 @@ def parse_setting(spec: str, base: SweepSetting | None = None) -> SweepSetting:
 
     Keys: ``window`` (a positive integer: multiple of the training patch; or ``whole``), ``overlap`` (in [0, 1)),
     ``blend`` (gaussian, constant), ``threads`` (a positive integer), ``dtype`` (fp32, bf16), ``channels_last`` and
-    ``compile`` (bare flags, or ``=0``/``=1``). The empty string is ``base`` itself.
+    ``compile`` (bare flags, or ``=0``/``=1``), ``backend`` (torch, onnxruntime; onnxruntime runs fp32 without
+    channels_last or compile). The empty string is ``base`` itself.
 
     Args:
         spec: e.g. ``"window=2,overlap=0.25,dtype=bf16"``.
@@ -137,12 +146,19 @@ def parse_setting(spec: str, base: SweepSetting | None = None) -> SweepSetting:
             if raw not in DTYPES:
                 raise ValueError(f"setting {spec!r}: dtype={raw}: choose from {DTYPES}")
             values[key] = raw
+        elif key == "backend":
+            if raw not in BACKENDS:
+                raise ValueError(f"setting {spec!r}: backend={raw}: choose from {BACKENDS}")
+            values[key] = raw
         else:
             raise ValueError(
                 f"setting {spec!r}: unknown key {key!r}; keys: window, overlap, blend, threads, dtype, "
-                "channels_last, compile"
+                "channels_last, compile, backend"
             )
-    return dataclasses.replace(base or SweepSetting(), **values)
+    setting = dataclasses.replace(base or SweepSetting(), **values)
+    if setting.backend == "onnxruntime" and (setting.dtype != "fp32" or setting.channels_last or setting.compile):
+        raise ValueError(f"setting {spec!r}: backend=onnxruntime runs fp32 without channels_last or compile")
+    return setting
 
 
 def window_size(window: int | str, patch: Sequence[int], shape: Sequence[int], divisor: int = 1) -> tuple[int, ...]:
@@ -181,8 +197,16 @@ class _WindowPredictor(torch.nn.Module):
         return y.float().contiguous()
 
 
-def _predictor(network: torch.nn.Module, setting: SweepSetting) -> torch.nn.Module:
-    """The window predictor of ``setting`` (the network itself for fp32 without layout or compile options)."""
+def _predictor(
+    network: torch.nn.Module, setting: SweepSetting, patch: Sequence[int], in_channels: int, onnx_file: Path
+) -> torch.nn.Module:
+    """The window predictor of ``setting`` (the network itself for fp32 without layout or compile options;
+    an ONNX Runtime session of the network, exported to ``onnx_file``, for ``backend=onnxruntime``)."""
+    if setting.backend == "onnxruntime":
+        from brats_cggm.brats.inference.onnx_runtime import export_onnx_predictor
+
+        onnx_file.parent.mkdir(parents=True, exist_ok=True)
+        return export_onnx_predictor(network, patch, onnx_file, in_channels, threads=setting.threads)
     if setting.dtype == "fp32" and not setting.channels_last and not setting.compile:
         return network
     net = network
@@ -303,12 +327,13 @@ def inference_settings_benchmark(
         entry: dict[str, Any] = {"setting": "reference" if i == 0 else f"s{i}", "label": s.label(), "runs": []}
         entries.append(entry)
         segmenter = BratsSegmenter(network, trained, device=device, overlap=s.overlap)
-        segmenter.predictor = _predictor(network, s)
         segmenters.append(segmenter)
         torch.set_num_threads(int(s.threads or base_threads))
-        # untimed: kernel selection, allocator growth, compilation
+        # untimed: kernel selection, allocator growth, compilation, export
         t = time.perf_counter()
         try:
+            onnx_file = out_root / f"network_{i}.onnx"
+            segmenter.predictor = _predictor(network, s, patch, len(trained.modalities), onnx_file)
             _segment(segmenter, s, patch, cases[0][1], out_root / f"warmup_{i}.nii.gz")
         except Exception as exc:  # a setting this machine cannot run (e.g. compile without a compiler)
             entry["error"] = f"{type(exc).__name__}: {exc}"

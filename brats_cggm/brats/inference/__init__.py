@@ -5,6 +5,7 @@ __all__ = [
     "device_preprocessing",
     "folder",
     "model_loading",
+    "onnx_runtime",
     "pipeline",
     "postprocessing",
     "postprocessing_fit",

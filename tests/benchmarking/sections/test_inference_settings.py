@@ -77,9 +77,29 @@ def test_parse_setting_keeps_the_base_and_rejects_bad_values():
         ("compile=maybe", "expected 0 or 1"),
         ("window", "needs a value"),
         ("roi=64", "unknown key 'roi'"),
+        ("backend=tensorrt", "choose from"),
+        ("backend=onnxruntime,channels_last", "fp32 without channels_last or compile"),
+        ("backend=onnxruntime,dtype=bf16", "fp32 without channels_last or compile"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_setting(spec)
+
+
+def test_onnxruntime_backend_segments_as_torch_does(tmp_path, tiny_run_dir, one_case):
+    pytest.importorskip("onnxruntime")
+    config = tiny_config(
+        infer_bundle=str(tiny_run_dir),
+        sweep_data=[str(one_case)],
+        sweep_settings=["backend=onnxruntime"],
+        sweep_cases=1,
+        sweep_rounds=1,
+    )
+    result = inference_settings_benchmark(config, tmp_path / "work", log=lambda m: None)
+    onnx = result["settings"][1]
+    assert "error" not in onnx and onnx["label"].endswith(",backend=onnxruntime")
+    assert (tmp_path / "work" / "sweep_out" / "network_1.onnx").is_file()
+    # logits within 1e-3 of torch's: at most a few voxels at the 0.5 threshold can change label
+    assert abs(onnx["dice_change"]) < 1e-3
 
 
 def test_window_size_multiples_and_whole_volume():
