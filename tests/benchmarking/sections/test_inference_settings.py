@@ -30,15 +30,16 @@ def one_case(tmp_path: Path, phantom_dataset: Path) -> Path:
     return folder
 
 
-def test_sweep_reference_dice_is_brats_cggm_infer_dice_and_ratios_come_from_the_run(tmp_path, tiny_run_dir, one_case):
+def run_sweep(work: Path, run_dir: Path, data: Path, setting: str, rounds: int) -> dict:
+    """The sweep of one setting against the reference, on the first case of ``data``."""
     config = tiny_config(
-        infer_bundle=str(tiny_run_dir),
-        sweep_data=[str(one_case)],
-        sweep_settings=["window=whole,overlap=0,blend=constant"],
-        sweep_cases=1,
-        sweep_rounds=2,
+        infer_bundle=str(run_dir), sweep_data=[str(data)], sweep_settings=[setting], sweep_cases=1, sweep_rounds=rounds
     )
-    result = inference_settings_benchmark(config, tmp_path / "work", log=lambda m: None)
+    return inference_settings_benchmark(config, work, log=lambda m: None)
+
+
+def test_sweep_reference_dice_is_brats_cggm_infer_dice_and_ratios_come_from_the_run(tmp_path, tiny_run_dir, one_case):
+    result = run_sweep(tmp_path / "work", tiny_run_dir, one_case, "window=whole,overlap=0,blend=constant", rounds=2)
     reference, other = result["settings"]
     assert reference["setting"] == "reference" and reference["label"].startswith("window=1,overlap=0.5,blend=gaussian")
     assert result["cases"] == [{"dataset": "one_case", "case_id": next(one_case.iterdir()).name}]
@@ -87,14 +88,7 @@ def test_parse_setting_keeps_the_base_and_rejects_bad_values():
 
 def test_onnxruntime_backend_segments_as_torch_does(tmp_path, tiny_run_dir, one_case):
     pytest.importorskip("onnxruntime")
-    config = tiny_config(
-        infer_bundle=str(tiny_run_dir),
-        sweep_data=[str(one_case)],
-        sweep_settings=["backend=onnxruntime"],
-        sweep_cases=1,
-        sweep_rounds=1,
-    )
-    result = inference_settings_benchmark(config, tmp_path / "work", log=lambda m: None)
+    result = run_sweep(tmp_path / "work", tiny_run_dir, one_case, "backend=onnxruntime", rounds=1)
     onnx = result["settings"][1]
     assert "error" not in onnx and onnx["label"].endswith(",backend=onnxruntime")
     assert (tmp_path / "work" / "sweep_out" / "network_1.onnx").is_file()
