@@ -70,7 +70,8 @@ def export_onnx_predictor(
     """Export ``network`` to ``path`` and return its ONNX Runtime predictor.
 
     The export is verified by MONAI on one random sample window: ONNX Runtime's output must match the network's
-    within :data:`ONNX_RTOL` / :data:`ONNX_ATOL`, else this raises and nothing is returned.
+    within :data:`ONNX_RTOL` / :data:`ONNX_ATOL`, else this raises and removes the file. MONAI's check reseeds
+    the global random generators (``set_determinism(0)``).
 
     Args:
         network: the segmentation network, ``(B, in_channels, *window) -> (B, regions, *window)``, on the CPU.
@@ -92,24 +93,30 @@ def export_onnx_predictor(
     _onnxruntime()
     sample = torch.randn(batch, in_channels, *(int(w) for w in window), generator=torch.Generator().manual_seed(0))
     was_training = network.training
-    with warnings.catch_warnings():
-        # torch's InstanceNorm compares its channel count with the input's: a constant of the network, traced as one
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        convert_to_onnx(
-            network.eval(),
-            [sample],
-            input_names=[_INPUT],
-            output_names=[_OUTPUT],
-            opset_version=17,
-            dynamic_axes={_INPUT: _DYNAMIC, _OUTPUT: _DYNAMIC},
-            filename=str(path),
-            verify=True,
-            device=torch.device("cpu"),
-            use_ort=True,
-            rtol=ONNX_RTOL,
-            atol=ONNX_ATOL,
-            # the TorchScript exporter: the torch.export one needs onnxscript and rejects data-dependent branches
-            dynamo=False,
-        )
-    network.train(was_training)
+    try:
+        with warnings.catch_warnings():
+            # torch's InstanceNorm compares its channel count with the input's: a constant, traced as one
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            convert_to_onnx(
+                network.eval(),
+                [sample],
+                input_names=[_INPUT],
+                output_names=[_OUTPUT],
+                opset_version=17,
+                dynamic_axes={_INPUT: _DYNAMIC, _OUTPUT: _DYNAMIC},
+                filename=str(path),
+                verify=True,
+                device=torch.device("cpu"),
+                use_ort=True,
+                rtol=ONNX_RTOL,
+                atol=ONNX_ATOL,
+                # the TorchScript exporter: the torch.export one needs onnxscript and rejects data-dependent branches
+                dynamo=False,
+            )
+    except BaseException:
+        # an export that failed its check is not left behind to be mistaken for a good one
+        Path(path).unlink(missing_ok=True)
+        raise
+    finally:
+        network.train(was_training)
     return OnnxRuntimePredictor(path, threads=threads)

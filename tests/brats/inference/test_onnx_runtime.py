@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,3 +48,18 @@ def test_missing_onnxruntime_names_the_extra(tmp_path, network, monkeypatch):
     with pytest.raises(ImportError, match=r"brats-cggm\[onnx\]"):
         export_onnx_predictor(network, (16, 16, 16), tmp_path / "net.onnx", in_channels=4)
     assert not (tmp_path / "net.onnx").exists()
+
+
+def test_an_export_that_fails_its_check_leaves_no_file(tmp_path, network, monkeypatch):
+    import monai.networks
+
+    def failing_export(model, inputs, filename, **kwargs):
+        Path(filename).write_bytes(b"not a checked model")
+        raise AssertionError("outputs differ")
+
+    monkeypatch.setattr(monai.networks, "convert_to_onnx", failing_export)
+    network.train()
+    with pytest.raises(AssertionError, match="outputs differ"):
+        export_onnx_predictor(network, (16, 16, 16), tmp_path / "net.onnx", in_channels=4)
+    assert not (tmp_path / "net.onnx").exists()
+    assert network.training
